@@ -1,0 +1,90 @@
+# qhost: a C host embedding LuaJIT for Kafka stream processing.
+#   make            build build/qhost (runs from the checkout, no install)
+#   make example    install the Debian packages, build, run examples/csv_print.lua
+#   make test       install packages, build, run every test (C, Lua, end to end,
+#                   embedded broker and real Kafka; also under ASan+UBSan)
+#   make install PREFIX=/usr/local
+#   make SAN=1      build with AddressSanitizer + UBSan into build/san/
+
+VERSION    := 0.1.0
+PREFIX     ?= /usr/local
+CC         ?= cc
+CFLAGS     ?= -O2 -g
+WARN       := -Wall -Wextra -Werror -std=gnu11
+PKG_CFLAGS := $(shell pkg-config --cflags luajit rdkafka 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs luajit rdkafka 2>/dev/null)
+CPPFLAGS   += $(PKG_CFLAGS) -DQHOST_VERSION='"$(VERSION)"' -D_GNU_SOURCE
+LDLIBS     += $(PKG_LIBS) -lcsv -lm -ldl -lpthread
+# -rdynamic: the qh_ffi_* functions are looked up by LuaJIT's FFI in the binary.
+LDFLAGS    += -rdynamic
+
+ifeq ($(SAN),1)
+BUILD      ?= build/san
+CFLAGS     += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS    += -fsanitize=address,undefined
+else
+BUILD      ?= build
+endif
+
+HOST_SRC   := $(wildcard host/*.c)
+HOST_OBJ   := $(HOST_SRC:host/%.c=$(BUILD)/obj/%.o)
+LIB_OBJ    := $(filter-out $(BUILD)/obj/main.o,$(HOST_OBJ))
+CTEST_SRC  := $(wildcard tests/c/test_*.c)
+CTEST_BIN  := $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
+
+.PHONY: all clean install deps example test test-build test-c ctest-bins bench
+all: $(BUILD)/qhost
+
+$(BUILD)/qhost: $(HOST_OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/obj/%.o: host/%.c $(wildcard host/*.h) | $(BUILD)/obj
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(LIB_OBJ) | $(BUILD)/tests
+	$(CC) $(CPPFLAGS) -Ihost $(CFLAGS) $(WARN) $(LDFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS)
+
+$(BUILD)/obj $(BUILD)/tests:
+	mkdir -p $@
+
+ctest-bins: $(CTEST_BIN)
+
+# Every C unit test binary; each prints "N passed, N failed" on its last line.
+test-c: $(CTEST_BIN)
+	@for t in $(CTEST_BIN); do $$t || exit 1; done
+
+# Debian packages needed to build and run (and to test: busted, kcat, java, maven).
+deps:
+	@./tests/install-deps.sh $(DEPS)
+
+# Runs examples/csv_print.lua on the embedded broker; like any pipeline it
+# runs until stopped, so it is stopped (SIGINT, a clean stop) after 15 s.
+example:
+	@./tests/install-deps.sh build
+	$(MAKE) all
+	cd examples && timeout -s INT 15 ../build/qhost run csv_print.lua; \
+	  rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 124 ]
+
+# Everything the tests need: packages, both builds, the Kafka jars.
+test-build:
+	@./tests/install-deps.sh test
+	$(MAKE) all ctest-bins
+	$(MAKE) SAN=1 all ctest-bins
+	./tests/kafka/kafka.sh install
+
+test: test-build
+	@./tests/run-all.sh
+
+bench:
+	@./tests/install-deps.sh test
+	$(MAKE) all
+	./bench/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/qhost/lua/qhost $(DESTDIR)$(PREFIX)/share/qhost/sources
+	install -m 755 $(BUILD)/qhost $(DESTDIR)$(PREFIX)/bin/qhost
+	cp -R lua/qhost/. $(DESTDIR)$(PREFIX)/share/qhost/lua/qhost/
+	install -m 644 sources/*.lua $(DESTDIR)$(PREFIX)/share/qhost/sources/
+
+clean:
+	rm -rf build

@@ -1,0 +1,187 @@
+/* hostlib.c: the `qhost.host` Lua module and stop signals (see hostlib.h). */
+#include "hostlib.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+
+#include "vm.h"
+
+#define MAX_TRACKED_CHILDREN 256
+
+static volatile sig_atomic_t g_stop_count;
+static volatile sig_atomic_t g_stop_signal;
+static volatile sig_atomic_t g_children[MAX_TRACKED_CHILDREN];
+
+int qh_ffi_stop_requested(void)
+{
+    return g_stop_count;
+}
+
+int qh_ffi_stop_signal(void)
+{
+    return g_stop_signal;
+}
+
+void qh_hostlib_track_child(int pid)
+{
+    for (int i = 0; i < MAX_TRACKED_CHILDREN; i++)
+        if (g_children[i] == 0) { g_children[i] = pid; return; }
+}
+
+void qh_hostlib_untrack_child(int pid)
+{
+    for (int i = 0; i < MAX_TRACKED_CHILDREN; i++)
+        if (g_children[i] == pid) g_children[i] = 0;
+}
+
+/* Async-signal-safe: the first signal only counts; the second is the user
+ * insisting, so no child may survive us and we leave at once. */
+static void on_stop_signal(int sig)
+{
+    g_stop_signal = sig;
+    if (++g_stop_count < 2) return;
+    for (int i = 0; i < MAX_TRACKED_CHILDREN; i++)
+        if (g_children[i] > 0) kill(g_children[i], SIGKILL);
+    static const char msg[] = "qhost: second stop signal, exiting immediately\n";
+    ssize_t ignored = write(2, msg, sizeof msg - 1);
+    (void)ignored;
+    _exit(128 + sig);
+}
+
+void qh_hostlib_install_signals(int is_child)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    if (is_child) {
+        /* Ctrl-C reaches the whole process group; the parent decides when
+         * its sources stop (it sends SIGTERM), as Quix's source processes do. */
+        signal(SIGINT, SIG_IGN);
+    } else {
+        sigaction(SIGINT, &sa, NULL);
+    }
+    /* A closed stdout (qhost run app.lua | head) is an error to report from
+     * write(), not a reason to die silently. */
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static double clock_seconds(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int l_monotonic(lua_State *L)
+{
+    lua_pushnumber(L, clock_seconds(CLOCK_MONOTONIC));
+    return 1;
+}
+
+static int l_time_ms(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushnumber(L, (double)ts.tv_sec * 1000.0 + (double)(ts.tv_nsec / 1000000));
+    return 1;
+}
+
+static int l_sleep(lua_State *L)
+{
+    double s = luaL_checknumber(L, 1);
+    if (s <= 0) return 0;
+    struct timespec ts = { (time_t)s, (long)((s - (double)(time_t)s) * 1e9) };
+    /* A stop signal interrupts the sleep, so a sleeping source stops fast. */
+    nanosleep(&ts, NULL);
+    return 0;
+}
+
+static int l_stop_requested(lua_State *L)
+{
+    lua_pushinteger(L, g_stop_count);
+    lua_pushinteger(L, g_stop_signal);
+    return 2;
+}
+
+static int l_request_stop(lua_State *L)
+{
+    (void)L;
+    if (g_stop_count == 0) g_stop_count = 1;
+    return 0;
+}
+
+static int l_getpid(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)getpid());
+    return 1;
+}
+
+static int l_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
+static int l_exit(lua_State *L)
+{
+    int code = (int)luaL_optinteger(L, 1, 0);
+    fflush(stdout);
+    fflush(stderr);
+    _exit(code);
+}
+
+static int l_strerror(lua_State *L)
+{
+    lua_pushstring(L, strerror((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
+static int l_mkstemp_dir(lua_State *L)
+{
+    char tmpl[256];
+    snprintf(tmpl, sizeof tmpl, "%s", luaL_optstring(L, 1, "/tmp/qhost.XXXXXX"));
+    if (!mkdtemp(tmpl)) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "mkdtemp %s: %s", tmpl, strerror(errno));
+        return 2;
+    }
+    lua_pushstring(L, tmpl);
+    return 1;
+}
+
+int qh_hostlib_open(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        { "monotonic", l_monotonic },
+        { "time_ms", l_time_ms },
+        { "sleep", l_sleep },
+        { "stop_requested", l_stop_requested },
+        { "request_stop", l_request_stop },
+        { "getpid", l_getpid },
+        { "isatty", l_isatty },
+        { "exit", l_exit },
+        { "strerror", l_strerror },
+        { "mkdtemp", l_mkstemp_dir },
+        { NULL, NULL },
+    };
+    lua_newtable(L);
+    luaL_register(L, NULL, fns);
+    lua_pushstring(L, QHOST_VERSION);
+    lua_setfield(L, -2, "version");
+    lua_pushstring(L, qh_vm_paths()->exe);
+    lua_setfield(L, -2, "exe");
+    lua_pushstring(L, qh_vm_paths()->root);
+    lua_setfield(L, -2, "root");
+    lua_getfield(L, LUA_REGISTRYINDEX, "qhost.mode");
+    lua_setfield(L, -2, "mode");
+    return 1;
+}

@@ -1,0 +1,162 @@
+/* vm.c: LuaJIT states for qhost (see vm.h). */
+#include "vm.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "codec.h"
+#include "csv.h"
+#include "hostlib.h"
+#include "kafka.h"
+#include "spawn.h"
+
+static qh_paths g_paths;
+
+static int file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* Cuts a path at its last '/', leaving the folder. */
+static void dirname_inplace(char *path)
+{
+    char *slash = strrchr(path, '/');
+    if (slash && slash != path) *slash = '\0';
+    else if (slash) slash[1] = '\0';
+}
+
+static int root_has_library(const char *root)
+{
+    char probe[PATH_MAX + 64];
+    if (snprintf(probe, sizeof probe, "%s/lua/qhost/init.lua", root) >= (int)sizeof probe) return 0;
+    return file_exists(probe);
+}
+
+int qh_vm_locate(qh_paths *out, char *err, size_t errlen)
+{
+    ssize_t n = readlink("/proc/self/exe", out->exe, sizeof out->exe - 1);
+    if (n < 0) {
+        snprintf(err, errlen, "cannot find the qhost binary: /proc/self/exe: %s", strerror(errno));
+        return -1;
+    }
+    out->exe[n] = '\0';
+
+    const char *env_root = getenv("QHOST_ROOT");
+    if (env_root && *env_root) {
+        snprintf(out->root, sizeof out->root, "%s", env_root);
+    } else {
+        char bindir[sizeof out->exe];
+        snprintf(bindir, sizeof bindir, "%s", out->exe);
+        dirname_inplace(bindir);
+        /* A checkout builds into build/ (or build/san/) beside lua/; an
+         * install puts the Lua files in <prefix>/share/qhost. */
+        const char *candidates[] = { "..", "../..", "../share/qhost" };
+        out->root[0] = '\0';
+        for (size_t i = 0; i < sizeof candidates / sizeof *candidates; i++) {
+            char path[PATH_MAX], real[PATH_MAX];
+            if (snprintf(path, sizeof path, "%s/%s", bindir, candidates[i]) >= (int)sizeof path) continue;
+            if (root_has_library(path) && realpath(path, real)) {
+                snprintf(out->root, sizeof out->root, "%s", real);
+                break;
+            }
+        }
+    }
+    if (!root_has_library(out->root)) {
+        snprintf(err, errlen, "cannot find the qhost Lua library (lua/qhost/init.lua) near %s; "
+                 "set QHOST_ROOT", out->exe);
+        return -1;
+    }
+    g_paths = *out;
+    return 0;
+}
+
+const qh_paths *qh_vm_paths(void)
+{
+    return &g_paths;
+}
+
+static void preload(lua_State *L, const char *name, lua_CFunction open)
+{
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, open);
+    lua_setfield(L, -2, name);
+    lua_pop(L, 2);
+}
+
+/* Our folders go first so `require "qhost"` never finds another copy. */
+static void set_paths(lua_State *L, const char *root)
+{
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    const char *old = lua_tostring(L, -1);
+    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s", root, root, old ? old : "");
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 2);
+}
+
+lua_State *qh_vm_new(const char *mode)
+{
+    lua_State *L = luaL_newstate();
+    if (!L) return NULL;
+    luaL_openlibs(L);
+    set_paths(L, g_paths.root);
+    preload(L, "qhost.host", qh_hostlib_open);
+    preload(L, "qhost.codec", qh_codec_open);
+    preload(L, "qhost.csvreader", qh_csv_open);
+    preload(L, "qhost.kafka", qh_kafka_open);
+    preload(L, "qhost.spawn", qh_spawn_open);
+    lua_pushstring(L, mode);
+    lua_setfield(L, LUA_REGISTRYINDEX, "qhost.mode");
+    return L;
+}
+
+/* The message handler: the error (any type) becomes a string with the
+ * traceback of where it was raised. */
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            msg = lua_tostring(L, -1);
+        else
+            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+int qh_vm_pcall(lua_State *L, int nargs, int nresults)
+{
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, traceback);
+    lua_insert(L, base);
+    int rc = lua_pcall(L, nargs, nresults, base);
+    lua_remove(L, base);
+    return rc;
+}
+
+int qh_vm_run_script(lua_State *L, const char *script, int argc, char **argv)
+{
+    lua_createtable(L, argc, 1);
+    lua_pushstring(L, script);
+    lua_rawseti(L, -2, 0);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setglobal(L, "arg");
+
+    if (luaL_loadfile(L, script) != 0) return 1;
+    for (int i = 0; i < argc; i++) lua_pushstring(L, argv[i]);
+    return qh_vm_pcall(L, argc, 0);
+}

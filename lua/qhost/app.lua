@@ -1,0 +1,278 @@
+-- qhost.app: Application (API.md; behaviour as Quix's
+-- quixstreams/app.py): holds the config, the topics, the dataframes and the
+-- sources, and runs the loop: consume a batch, run each message through its
+-- topic's pipeline, checkpoint (flush outputs, then commit), and supervise
+-- the source processes.
+local clients = require("qhost.clients")
+local dataframe = require("qhost.dataframe")
+local host = require("qhost.host")
+local log = require("qhost.log")
+local source_mod = require("qhost.source")
+local source_process = require("qhost.source_process")
+local topic_mod = require("qhost.topic")
+local travel = require("qhost.travel")
+
+local app_mod = {}
+
+-- Set by qhost.runner in a spawned source process: app:run() then hands
+-- the process over to the source instead of running the app.
+app_mod.child_spec = nil
+-- The script being run and its args (for spawning sources), set by the runner.
+app_mod.script = nil
+app_mod.script_args = {}
+
+local Application = {}
+Application.__index = Application
+Application.__name = "Application"
+
+local FIELDS = {
+  broker_address = "string", consumer_group = "string", auto_offset_reset = "string",
+  commit_interval = "number", commit_every = "number", processing_guarantee = "string",
+  state_dir = "string", auto_create_topics = "boolean", consumer_extra_config = "table",
+  producer_extra_config = "table", on_consumer_error = "function",
+  on_processing_error = "function", on_producer_error = "function",
+  on_message_processed = "function", loglevel = "string",
+}
+
+local function check_options(opts)
+  for key, value in pairs(opts) do
+    local want = FIELDS[key]
+    if not want then error(string.format("Application: unknown option %q", tostring(key)), 4) end
+    if type(value) ~= want then
+      error(string.format("Application: %s must be a %s, got %s", key, want, type(value)), 4)
+    end
+  end
+  local reset = opts.auto_offset_reset
+  if reset and reset ~= "latest" and reset ~= "earliest" and reset ~= "error" then
+    error(string.format("Application: auto_offset_reset must be latest, earliest or error, got %q", reset), 4)
+  end
+  local guarantee = opts.processing_guarantee
+  if guarantee and guarantee ~= "at-least-once" and guarantee ~= "exactly-once" then
+    error(string.format("Application: processing_guarantee must be at-least-once or exactly-once, got %q",
+      guarantee), 4)
+  end
+  if opts.commit_interval and opts.commit_interval < 0 then
+    error("Application: commit_interval must be >= 0", 4)
+  end
+end
+
+-- qhost.Application{ ... } (every field optional; defaults of API.md)
+function app_mod.Application(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("Application expects a table of options", 2) end
+  check_options(opts)
+  local self = setmetatable({
+    broker_address = opts.broker_address,
+    consumer_group = opts.consumer_group or "qhost-default",
+    auto_offset_reset = opts.auto_offset_reset or "latest",
+    commit_interval = opts.commit_interval or 5.0,
+    commit_every = opts.commit_every or 0,
+    processing_guarantee = opts.processing_guarantee or "at-least-once",
+    state_dir = opts.state_dir or "state",
+    auto_create_topics = opts.auto_create_topics ~= false,
+    consumer_extra_config = opts.consumer_extra_config or {},
+    producer_extra_config = opts.producer_extra_config or {},
+    on_consumer_error = opts.on_consumer_error,
+    on_processing_error = opts.on_processing_error,
+    on_producer_error = opts.on_producer_error,
+    on_message_processed = opts.on_message_processed,
+    loglevel = opts.loglevel or "INFO",
+    _topics = {},          -- name -> Topic, every topic the app knows
+    _dataframes = {},      -- StreamingDataFrames, in creation order
+    _sources = {},         -- { source =, topic = } in add order
+    _outputs = {},         -- name -> Topic produced to by to_topic
+  }, Application)
+  log.set_level(self.loglevel)
+  return self
+end
+
+-- app:topic(name, opts) -> Topic (options of API.md)
+function Application:topic(name, opts)
+  local t = topic_mod.new(name, opts)
+  self._topics[name] = t
+  return t
+end
+
+function Application:_register_output(topic)
+  self._outputs[topic.name] = topic
+  self._topics[topic.name] = self._topics[topic.name] or topic
+end
+
+-- app:add_source(source, topic?) -> Topic
+function Application:add_source(src, topic)
+  if not source_mod.class_of(src) then
+    error("app:add_source expects a Source instance (qhost.sources.Source or a subclass)", 2)
+  end
+  local name = source_mod.describe(src)
+  for _, entry in ipairs(self._sources) do
+    if entry.source == src then error(name .. ": this source is already added to the app", 2) end
+  end
+  if topic == nil then
+    topic = src:default_topic()
+    if not topic_mod.is_topic(topic) then
+      error(name .. ": default_topic() must return a Topic", 2)
+    end
+  elseif not topic_mod.is_topic(topic) then
+    error(name .. ": the topic must be a Topic (from app:topic)", 2)
+  end
+  for _, entry in ipairs(self._sources) do
+    if entry.topic.name == topic.name then
+      error(string.format("%s: topic '%s' is already fed by %s", name, topic.name,
+        source_mod.describe(entry.source)), 2)
+    end
+  end
+  -- Refuse what cannot travel now, before any process starts.
+  local fields = {}
+  for k, v in pairs(src) do
+    if not source_mod.RUNTIME_FIELDS[k] then fields[k] = v end
+  end
+  local ok, err = travel.encode(fields)
+  if not ok then error(name .. ": " .. err, 2) end
+  self._topics[topic.name] = self._topics[topic.name] or topic
+  table.insert(self._sources, { source = src, topic = topic })
+  return topic
+end
+
+-- app:dataframe(topic) or app:dataframe{ topic = t, source = s }
+function Application:dataframe(arg)
+  local topic, src
+  if topic_mod.is_topic(arg) then
+    topic = arg
+  elseif type(arg) == "table" and (arg.topic ~= nil or arg.source ~= nil) then
+    topic, src = arg.topic, arg.source
+  else
+    error("app:dataframe expects a Topic or { topic =, source = }", 2)
+  end
+  if topic ~= nil and not topic_mod.is_topic(topic) then
+    error("app:dataframe: topic must be a Topic (from app:topic)", 2)
+  end
+  if src ~= nil then
+    topic = self:add_source(src, topic)
+  end
+  self._topics[topic.name] = self._topics[topic.name] or topic
+  local sdf = dataframe.new(self, topic)
+  table.insert(self._dataframes, sdf)
+  return sdf
+end
+
+-- app:stop(): a graceful stop from inside a callback or a pipeline function.
+function Application:stop()
+  self._stop_requested = true
+end
+
+-- Broker ------------------------------------------------------------------
+
+function Application:_connect()
+  local address = self.broker_address or os.getenv("QHOST_BROKER")
+  if address == "" then address = nil end
+  if not address then
+    local mock, err = clients.mock_cluster(1)
+    if not mock then error("cannot start the embedded broker: " .. err, 0) end
+    self._mock = mock
+    address = mock:bootstraps()
+    log.info("no broker configured (broker_address or QHOST_BROKER): using the embedded broker at %s "
+      .. "(in memory, gone when this process exits)", address)
+  end
+  self._broker = address
+end
+
+local function merge(into, from)
+  for k, v in pairs(from) do into[k] = v end
+  return into
+end
+
+function Application:producer_config()
+  return merge({
+    ["bootstrap.servers"] = self._broker,
+    ["log_level"] = log.librdkafka_level(),
+    -- The Java client's partitioner, as Quix uses: same key, same partition.
+    ["partitioner"] = "murmur2_random",
+  }, self.producer_extra_config)
+end
+
+function Application:_consumer_config()
+  local config = {
+    ["bootstrap.servers"] = self._broker,
+    ["group.id"] = self.consumer_group,
+    ["auto.offset.reset"] = self.auto_offset_reset,
+    ["enable.auto.commit"] = false,
+    ["enable.auto.offset.store"] = false,
+    ["log_level"] = log.librdkafka_level(),
+    ["fetch.wait.max.ms"] = 100,
+  }
+  if self._mock then
+    -- The mock waits session.timeout.ms - 1 s before completing a join.
+    config["session.timeout.ms"] = 6000
+    config["heartbeat.interval.ms"] = 500
+  end
+  return merge(config, self.consumer_extra_config)
+end
+
+-- Creates every topic the app uses (when auto_create_topics), or checks
+-- they exist.
+function Application:_prepare_topics()
+  local names = {}
+  for name in pairs(self._topics) do names[#names + 1] = name end
+  table.sort(names)
+  if self._mock then
+    for _, name in ipairs(names) do
+      local ok, err = self._mock:create_topic(name, self._topics[name]:num_partitions())
+      if not ok then error(string.format("cannot create topic '%s' on the embedded broker: %s", name, err), 0) end
+    end
+    return
+  end
+  local admin, err = clients.admin({ ["bootstrap.servers"] = self._broker, ["log_level"] = log.librdkafka_level() })
+  if not admin then error("cannot create an admin client: " .. err, 0) end
+  self._admin = admin
+  if self.auto_create_topics and #names > 0 then
+    local specs = {}
+    for _, name in ipairs(names) do
+      local t = self._topics[name]
+      specs[#specs + 1] = {
+        name = name, num_partitions = t:num_partitions(),
+        replication_factor = t.config and t.config.replication_factor or 1,
+        config = t.config and t.config.extra_config or nil,
+      }
+    end
+    local results, cerr = admin:create_topics(specs, 30)
+    if not results then error(cerr, 0) end
+    for name, what in pairs(results) do log.debug("topic '%s': %s", name, what) end
+  end
+  for _, name in ipairs(names) do
+    local count, perr = admin:partitions(name, 30)
+    if not count then
+      error(string.format("topic '%s' is not available on %s: %s", name, self._broker, perr), 0)
+    end
+  end
+end
+
+-- The run loop (qhost.runloop) ----------------------------------------------
+
+local function validate_run_options(opts)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then error("app:run expects a table of options", 3) end
+  for key in pairs(opts) do
+    if key ~= "count" and key ~= "timeout" and key ~= "collect" and key ~= "metadata" then
+      error(string.format("app:run: unknown option %q", tostring(key)), 3)
+    end
+  end
+  return opts
+end
+
+-- app:run{ count, timeout, collect, metadata } -> outputs (see API.md)
+function Application:run(opts)
+  if app_mod.child_spec then
+    -- We are a spawned source process that re-ran the app script: hand over.
+    io.stdout:flush()
+    host.exit(source_process.run(app_mod.child_spec))
+  end
+  opts = validate_run_options(opts)
+  if #self._dataframes == 0 and #self._sources == 0 then
+    error("app:run: nothing to run (no dataframe and no source)", 2)
+  end
+  local run = require("qhost.runloop")
+  return run(self, opts)
+end
+
+app_mod.ApplicationClass = Application
+return app_mod

@@ -1,0 +1,55 @@
+-- qhost.log: the one logger. Writes "LEVEL name[pid]: message" lines to
+-- stderr; stdout belongs to the pipeline's output. Source processes set
+-- their name so every line says which source and pid it comes from.
+local host = require("qhost.host")
+
+local log = {}
+
+local LEVELS = { DEBUG = 10, INFO = 20, WARNING = 30, WARN = 30, ERROR = 40, CRITICAL = 50 }
+local threshold = LEVELS.INFO
+local prefix = "qhost[" .. host.getpid() .. "]"
+
+-- Sets the level by name ("DEBUG".."ERROR"); raises on an unknown name.
+function log.set_level(name)
+  local level = LEVELS[string.upper(tostring(name))]
+  if not level then
+    error(string.format("unknown loglevel %q (DEBUG, INFO, WARNING, ERROR)", tostring(name)), 2)
+  end
+  threshold = level
+end
+
+function log.level_name()
+  for name, value in pairs(LEVELS) do
+    if value == threshold and name ~= "WARN" then return name end
+  end
+end
+
+function log.enabled(level)
+  return LEVELS[level] >= threshold
+end
+
+-- Names this process in every line, e.g. "source 'orders'".
+function log.set_name(name)
+  prefix = name .. "[" .. host.getpid() .. "]"
+  require("qhost.kafka").set_log_prefix(prefix)
+end
+
+local function emit(level, fmt, ...)
+  if LEVELS[level] < threshold then return end
+  local msg = select("#", ...) > 0 and string.format(fmt, ...) or tostring(fmt)
+  io.stderr:write(os.date("%Y-%m-%d %H:%M:%S"), " ", level, " ", prefix, ": ", msg, "\n")
+end
+
+function log.debug(fmt, ...) emit("DEBUG", fmt, ...) end
+function log.info(fmt, ...) emit("INFO", fmt, ...) end
+function log.warning(fmt, ...) emit("WARNING", fmt, ...) end
+function log.error(fmt, ...) emit("ERROR", fmt, ...) end
+
+-- librdkafka's log_level for our level: its INFO chatter only at DEBUG.
+function log.librdkafka_level()
+  if threshold <= LEVELS.DEBUG then return 7 end
+  if threshold <= LEVELS.WARNING then return 4 end
+  return 3
+end
+
+return log

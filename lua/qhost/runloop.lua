@@ -1,0 +1,402 @@
+-- qhost.runloop: Application:run's loop. Consume a batch, run each message
+-- through its topic's pipeline, checkpoint (flush the producer, then store
+-- and commit the offsets of what was processed), supervise the sources.
+-- The per-message path reads the batch through the FFI (qh_msg structs) so
+-- it compiles into one trace.
+local ffi = require("ffi")
+local clients = require("qhost.clients")
+local dataframe = require("qhost.dataframe")
+local host = require("qhost.host")
+local log = require("qhost.log")
+local serializers = require("qhost.serializers")
+local supervisor = require("qhost.supervisor")
+
+local C = require("qhost.ffi")
+
+local BATCH = 1000
+local POLL_MS = 100
+
+-- Embedded broker back-pressure: the mock keeps at most 5 MiB per partition,
+-- so sources are paused (SIGSTOP) while the app's unread backlog on their
+-- topic is above HIGH bytes, and resumed below LOW.
+local BACKLOG_HIGH = 2 * 1024 * 1024
+local BACKLOG_LOW = 512 * 1024
+
+local function compile_pipelines(app, rt)
+  local by_topic = {}
+  for _, sdf in ipairs(app._dataframes) do
+    local name = sdf.topic.name
+    local entry = by_topic[name]
+    local process = dataframe.compile(sdf, rt)
+    if not entry then
+      by_topic[name] = { topic = sdf.topic, process = process }
+    else
+      local first = entry.process
+      entry.process = function(value, key, timestamp, headers)
+        first(value, key, timestamp, headers)
+        return process(value, key, timestamp, headers)
+      end
+    end
+  end
+  return by_topic
+end
+
+local function where(ctx)
+  return string.format("topic '%s' partition %d offset %d", ctx.topic, ctx.partition, ctx.offset)
+end
+
+-- The row of an error callback (Quix passes the Row, or None for consumer
+-- errors): what we know of the message.
+local function row_of(ctx)
+  return { value = ctx.value, key = ctx.key, timestamp = ctx.timestamp, headers = ctx.headers,
+           topic = ctx.topic, partition = ctx.partition, offset = ctx.offset }
+end
+
+return function(app, opts)
+  local count_limit = opts.count
+  local idle_timeout = opts.timeout
+  local collect = opts.collect
+  if collect == nil then collect = (count_limit ~= nil or idle_timeout ~= nil) end
+  local with_metadata = opts.metadata
+
+  app:_connect()
+  app:_prepare_topics()
+
+  local embedded = app._mock ~= nil
+  local outputs, output_count = {}, 0
+  local ctx = { topic = "", partition = 0, offset = 0 }
+  local stop_reason     -- an error text that ends the run with a raise
+
+  -- Producer for to_topic (created on first use, flushed at checkpoints).
+  local producer
+  local function get_producer()
+    if not producer then
+      local err
+      producer, err = clients.producer(app:producer_config())
+      if not producer then error("cannot create the producer: " .. err, 0) end
+    end
+    return producer
+  end
+
+  local function producer_failed(err)
+    if app.on_producer_error and app.on_producer_error(err, nil, log) then return end
+    error(err, 0)
+  end
+
+  local rt = {}
+  function rt.leaf(value, key, timestamp, headers)
+    output_count = output_count + 1
+    if collect then
+      if with_metadata then
+        local row = {}
+        if type(value) == "table" then for k, v in pairs(value) do row[k] = v end
+        else row._value = value end
+        row._key, row._timestamp, row._headers = key, timestamp, headers
+        row._topic, row._partition, row._offset = ctx.topic, ctx.partition, ctx.offset
+        outputs[#outputs + 1] = row
+      else
+        outputs[#outputs + 1] = value
+      end
+    end
+  end
+  local stdout = io.stdout
+  function rt.write(text)
+    local ok, err = stdout:write(text, "\n")
+    if not ok then error("print: cannot write to stdout: " .. tostring(err), 0) end
+  end
+  function rt.produce(topic, value, key, timestamp, headers)
+    local kb, vb, err = topic:serialize(key, value)
+    if err then error(err, 0) end
+    local ok, perr = get_producer():produce(topic.name, vb, kb, nil, timestamp, headers)
+    if not ok then producer_failed(perr) end
+  end
+
+  local pipelines = compile_pipelines(app, rt)
+  if next(app._outputs) then get_producer() end
+
+  local consumer
+  local topic_names = {}
+  for name in pairs(pipelines) do topic_names[#topic_names + 1] = name end
+  table.sort(topic_names)
+  if #topic_names > 0 then
+    local err
+    consumer, err = clients.consumer(app:_consumer_config())
+    if not consumer then error("cannot create the consumer: " .. err, 0) end
+    local ok, serr = consumer:subscribe(topic_names)
+    if not ok then error("cannot subscribe to " .. table.concat(topic_names, ", ") .. ": " .. serr, 0) end
+    log.info("consuming %s as group '%s' from %s", table.concat(topic_names, ", "), app.consumer_group, app._broker)
+  end
+
+  local sources = supervisor.new(app, app._sources)
+  local source_topics = {}
+  for _, e in ipairs(app._sources) do source_topics[e.topic.name] = true end
+  local standalone = consumer == nil
+
+  -- Offsets: next offset to commit and next expected, per topic/partition.
+  local processed = {}     -- topic -> { [partition] = next offset }
+  local expected = {}      -- topic -> { [partition] = next offset we should see }
+  local dirty = false
+  local since_checkpoint = 0
+  local last_checkpoint = host.monotonic()
+  local avg_size = 200
+
+  local function checkpoint()
+    if producer then
+      local ok, err = producer:flush(30)
+      if not ok then producer_failed(err) end
+    end
+    if consumer and dirty then
+      local list = {}
+      for topic, parts in pairs(processed) do
+        for partition, offset in pairs(parts) do
+          list[#list + 1] = { topic = topic, partition = partition, offset = offset }
+        end
+      end
+      local ok, err = consumer:store_offsets(list)
+      if ok then ok, err = consumer:commit() end
+      if not ok then error("checkpoint: cannot commit offsets: " .. err, 0) end
+      log.debug("checkpoint: committed %d partition offsets", #list)
+    end
+    dirty = false
+    since_checkpoint = 0
+    last_checkpoint = host.monotonic()
+  end
+
+  -- After an assignment: pin partitions with no committed offset under
+  -- "latest" to the current end, before the sources start producing, so
+  -- nothing they produce is skipped by a late offset reset.
+  local function on_assign(partitions)
+    local committed = consumer:committed(partitions, 30) or partitions
+    local seek = {}
+    for _, tp in ipairs(committed) do
+      local start = tp.offset
+      if start < 0 and app.auto_offset_reset == "latest" then
+        local _, high = consumer:query_watermarks(tp.topic, tp.partition, 30)
+        if high then
+          start = high
+          seek[#seek + 1] = { topic = tp.topic, partition = tp.partition, offset = high }
+        end
+      end
+      expected[tp.topic] = expected[tp.topic] or {}
+      expected[tp.topic][tp.partition] = start >= 0 and start or nil
+    end
+    if #seek > 0 then
+      local ok, err = consumer:seek(seek, 30)
+      if not ok then log.warning("cannot position the new partitions at their end: %s", err) end
+    end
+  end
+
+  local function on_revoke(partitions)
+    for _, tp in ipairs(partitions) do
+      if processed[tp.topic] then processed[tp.topic][tp.partition] = nil end
+      if expected[tp.topic] then expected[tp.topic][tp.partition] = nil end
+    end
+  end
+
+  local function handle_events()
+    for _, ev in ipairs(consumer:take_events()) do
+      if ev.type == "assign" then
+        log.info("assigned %d partitions", #ev.partitions)
+        on_assign(ev.partitions)
+        if not sources.started then sources:start_all(require("qhost.app").script, require("qhost.app").script_args) end
+      else
+        log.info("revoked %d partitions", #ev.partitions)
+        on_revoke(ev.partitions)
+      end
+    end
+  end
+
+  local function consumer_error(err, ctx_known)
+    if app.on_consumer_error and app.on_consumer_error(err, ctx_known and row_of(ctx) or nil, log) then
+      return
+    end
+    error(err, 0)
+  end
+
+  -- Data loss on the embedded broker: it drops the oldest data of a
+  -- partition past its retention; offsets then jump.
+  local function check_gap(topic, partition, offset)
+    local exp = expected[topic]
+    local want = exp and exp[partition]
+    if want and offset > want then
+      log.error("DATA LOST: the embedded broker dropped messages %d..%d of topic '%s' partition %d "
+        .. "before this app read them (its retention is 5 MiB / 100,000 batches per partition). "
+        .. "Use a real Kafka (broker_address or QHOST_BROKER) for this volume.", want, offset - 1, topic, partition)
+    end
+    if not exp then exp = {}; expected[topic] = exp end
+    exp[partition] = offset + 1
+  end
+
+  local topic_by_ptr = {}
+  local function topic_name(ptr)
+    local id = tonumber(ffi.cast("intptr_t", ptr))
+    local name = topic_by_ptr[id]
+    if not name then name = ffi.string(ptr); topic_by_ptr[id] = name end
+    return name
+  end
+
+  local on_processed = app.on_message_processed
+
+  -- Runs messages first..n-1 of the batch. Returns normally, or raises
+  -- with ctx describing the message that failed (ctx.stage says where).
+  local function process_range(msgs, first, n)
+    for i = first, n - 1 do
+      local m = msgs[i]
+      ctx.index = i
+      if m.err ~= 0 then
+        ctx.stage = "consume"
+        ctx.topic = m.topic ~= nil and topic_name(m.topic) or "?"
+        ctx.partition, ctx.offset = m.partition, tonumber(m.offset)
+        local code = m.err
+        -- -191 is _PARTITION_EOF: not an error, just the end for now.
+        if code ~= -191 then
+          consumer_error(string.format("consumer error on %s: %s", where(ctx), consumer:errstr(i)), false)
+        end
+      else
+        local tname = topic_name(m.topic)
+        local partition, offset = m.partition, tonumber(m.offset)
+        ctx.topic, ctx.partition, ctx.offset = tname, partition, offset
+        if embedded then check_gap(tname, partition, offset) end
+        local entry = pipelines[tname]
+        local t = entry.topic
+        local kbytes = m.key ~= nil and ffi.string(m.key, m.key_len) or nil
+        local vbytes = m.value ~= nil and ffi.string(m.value, m.value_len) or nil
+        avg_size = avg_size * 0.99 + (tonumber(m.value_len) + tonumber(m.key_len) + 70) * 0.01
+        local headers = m.header_count > 0 and consumer:headers(i, m.header_count) or nil
+        local timestamp = tonumber(m.timestamp)
+        ctx.stage, ctx.key, ctx.value, ctx.headers, ctx.timestamp = "deserialize", kbytes, vbytes, headers, timestamp
+        local key, kerr = serializers.decode(t.key_deserializer, kbytes)
+        local value, verr
+        if not kerr then value, verr = serializers.decode(t.value_deserializer, vbytes) end
+        if kerr or verr then
+          consumer_error(string.format("cannot deserialize the %s of the message at %s: %s",
+            kerr and "key" or "value", where(ctx), kerr or verr), true)
+        else
+          ctx.stage, ctx.key, ctx.value = "process", key, value
+          if t.timestamp_extractor then
+            timestamp = t.timestamp_extractor(value, headers, timestamp, m.timestamp_type)
+            ctx.timestamp = timestamp
+          end
+          entry.process(value, key, timestamp, headers)
+        end
+        local parts = processed[tname]
+        if not parts then parts = {}; processed[tname] = parts end
+        parts[partition] = offset + 1
+        dirty = true
+        since_checkpoint = since_checkpoint + 1
+        if on_processed then on_processed(tname, partition, offset) end
+      end
+    end
+  end
+
+  -- Runs the whole batch; a failing message goes to its error callback,
+  -- which skips it (returns true) or ends the run.
+  local function process_batch(msgs, n)
+    local first = 0
+    while first < n do
+      local ok, err = xpcall(process_range, debug.traceback, msgs, first, n)
+      if ok then return end
+      local i = ctx.index
+      if ctx.stage ~= "process" then error(err, 0) end   -- already went through its callback
+      local text = string.format("error processing the message at %s: %s", where(ctx), tostring(err))
+      if not (app.on_processing_error and app.on_processing_error(text, row_of(ctx), log)) then
+        error(text, 0)
+      end
+      log.warning("skipped by on_processing_error: %s", where(ctx))
+      local parts = processed[ctx.topic] or {}
+      processed[ctx.topic] = parts
+      parts[ctx.partition] = ctx.offset + 1
+      dirty = true
+      first = i + 1
+    end
+  end
+
+  local paused_topics = {}
+  local last_backlog_check = 0
+  local function apply_backpressure()
+    local now = host.monotonic()
+    if now - last_backlog_check < 0.05 then return end
+    last_backlog_check = now
+    for tname in pairs(source_topics) do
+      local exp = expected[tname]
+      local worst = 0
+      if exp then
+        for partition, next_offset in pairs(exp) do
+          local _, high = consumer:watermarks(tname, partition)
+          if high and high > next_offset then
+            worst = math.max(worst, (high - next_offset) * avg_size)
+          end
+        end
+      end
+      if worst > BACKLOG_HIGH and not paused_topics[tname] then
+        paused_topics[tname] = true
+        sources:set_paused(true, { [tname] = true })
+        log.debug("pausing the sources of '%s': %d bytes unread", tname, worst)
+      elseif worst < BACKLOG_LOW and paused_topics[tname] then
+        paused_topics[tname] = nil
+        sources:set_paused(false, { [tname] = true })
+      end
+    end
+  end
+
+  local function loop()
+    if standalone then sources:start_all(require("qhost.app").script, require("qhost.app").script_args) end
+    local last_message = host.monotonic()
+    local batch_max = app.commit_interval == 0 and 1 or BATCH
+    while true do
+      if C.qh_ffi_stop_requested() > 0 or app._stop_requested then break end
+      if consumer then
+        local n, msgs = consumer:poll(batch_max, POLL_MS)
+        handle_events()
+        if n > 0 then
+          last_message = host.monotonic()
+          process_batch(msgs, n)
+          io.stdout:flush()
+        end
+        if embedded and sources.started and next(source_topics) then apply_backpressure() end
+        local errors = consumer:take_errors()
+        if errors then log.warning("consumer: %s", errors.last) end
+        local now = host.monotonic()
+        if dirty and (app.commit_interval == 0 or now - last_checkpoint >= app.commit_interval
+                      or (app.commit_every > 0 and since_checkpoint >= app.commit_every)) then
+          checkpoint()
+        end
+        if count_limit and output_count >= count_limit then break end
+        if idle_timeout and now - last_message >= idle_timeout then break end
+      else
+        host.sleep(0.02)
+      end
+      if producer then producer:poll(0) end
+      local failure = sources:poll()
+      if failure then
+        stop_reason = failure
+        break
+      end
+      if standalone and sources:alive() == 0 then break end
+    end
+  end
+
+  local ok, err = xpcall(loop, debug.traceback)
+  if not ok then stop_reason = err end
+
+  -- Graceful stop: sources first (they may still be producing), then the
+  -- last checkpoint, then the clients. What was processed is committed even
+  -- when the run ends with an error: only fully processed messages are.
+  local source_failure = sources:stop_all()
+  stop_reason = stop_reason or source_failure
+  local cok, cerr = pcall(checkpoint)
+  if not cok then
+    log.error("final checkpoint failed: %s", tostring(cerr))
+    stop_reason = stop_reason or cerr
+  end
+  if consumer then consumer:close() end
+  if producer then producer:close() end
+  if app._admin then app._admin:close(); app._admin = nil end
+  if app._mock then app._mock:close(); app._mock = nil end
+  io.stdout:flush()
+  if stop_reason then error(stop_reason, 0) end
+  if C.qh_ffi_stop_requested() > 0 then
+    log.info("stopped by signal %d: sources stopped, offsets committed", select(2, host.stop_requested()))
+  end
+  return outputs
+end

@@ -1,0 +1,38 @@
+-- qhost.runner: what `qhost run SCRIPT [args]` does. In the app process it
+-- runs the script (whose app:run() runs the app). In a spawned source
+-- process it reads the source's spec first: a class from a module or file
+-- is loaded and run directly; a class defined in the app script needs the
+-- script re-run, and its app:run() hands over to the source.
+local app_mod = require("qhost.app")
+local source_process = require("qhost.source_process")
+
+local runner = {}
+
+-- runner.main({ script, args... }) -> exit code
+function runner.main(argv)
+  local script = argv[1]
+  local args = {}
+  for i = 2, #argv do args[#args + 1] = argv[i] end
+
+  local spec = source_process.read_spec()
+  if spec then
+    package.path, package.cpath = spec.package_path, spec.package_cpath
+    if spec.where.mode ~= "script" then return source_process.run(spec) end
+    app_mod.child_spec = spec
+  end
+
+  app_mod.script, app_mod.script_args = script, args
+  local arg = { [0] = script }
+  for i, a in ipairs(args) do arg[i] = a end
+  _G.arg = arg
+  local chunk, err = loadfile(script)
+  if not chunk then error(err, 0) end
+  chunk(unpack(args))
+  if spec then
+    error(string.format("source %s '%s': the app script %s ended without calling app:run(), "
+      .. "so the source could not start", spec.class, tostring(spec.fields.name), script), 0)
+  end
+  return 0
+end
+
+return runner

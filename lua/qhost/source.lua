@@ -1,0 +1,178 @@
+-- qhost.source: the Source base class (API.md "Sources"; behaviour as Quix's
+-- quixstreams/sources/base/source.py). A source is a plain table of fields
+-- whose class is found through its metatable; it runs in its own process
+-- (qhost.source_process), where the provided methods produce to
+-- self.producer_topic through the process's own producer.
+local C = require("qhost.ffi")
+local topic_mod = require("qhost.topic")
+
+local source = {}
+
+-- Every class made by extend, by name: the child process finds the class of
+-- the instance it rebuilds here, after loading the file that defines it.
+local classes = {}
+source.classes = classes
+
+local Source = { __name = "Source" }
+source.Source = Source
+
+-- Fields the framework sets on an instance at run time; never serialized.
+local RUNTIME_FIELDS = { producer_topic = true, _producer = true, _stopped = true,
+                         _stop_seen = true, _started = true, state = true }
+source.RUNTIME_FIELDS = RUNTIME_FIELDS
+
+local function is_running(self)
+  if not rawget(self, "_started") or rawget(self, "_stopped") then return false end
+  if C.qh_ffi_stop_requested() > 0 then
+    -- SIGTERM from the supervisor: the user's stop() decides what stopping
+    -- means (Quix calls it from the signal handler); called once.
+    if not rawget(self, "_stop_seen") then
+      rawset(self, "_stop_seen", true)
+      self:stop()
+    end
+    return false
+  end
+  return true
+end
+
+local function make_index(cls)
+  return function(self, key)
+    if key == "running" then return is_running(self) end
+    return cls[key]
+  end
+end
+
+local function construct(cls, opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(string.format("%s expects a table of options, got %s", cls.__name, type(opts)), 2)
+  end
+  local self = setmetatable({}, cls)
+  for k, v in pairs(opts or {}) do self[k] = v end
+  self:init(opts or {})
+  return self
+end
+
+-- Source:extend("Name") -> a new class. `Name` is for messages; the file
+-- that calls extend is recorded so a spawned process can load it again.
+function Source:extend(name)
+  if type(name) ~= "string" or name == "" then
+    error("Source:extend expects a class name string", 2)
+  end
+  local info = debug.getinfo(2, "S")
+  local cls = { __name = name, __super = self, __source = info and info.source or "?" }
+  cls.__index = make_index(cls)
+  cls.__tostring = function(inst) return string.format("%s '%s'", name, tostring(rawget(inst, "name"))) end
+  setmetatable(cls, { __index = self, __call = construct })
+  classes[name] = classes[name] or {}
+  table.insert(classes[name], cls)
+  return cls
+end
+
+Source.__index = make_index(Source)
+setmetatable(Source, { __call = construct })
+
+-- Checks the common options; subclasses that override init call
+-- Source.init(self, opts) (or their parent's) first.
+function Source:init(opts)
+  local cls = getmetatable(self)
+  if type(self.name) ~= "string" or self.name == "" then
+    error(string.format("%s: name must be a non-empty string", cls.__name), 4)
+  end
+  self.shutdown_timeout = opts.shutdown_timeout or 10
+  if type(self.shutdown_timeout) ~= "number" or self.shutdown_timeout < 0 then
+    error(string.format("%s '%s': shutdown_timeout must be a number of seconds", cls.__name, self.name), 4)
+  end
+  for _, cb in ipairs({ "on_client_connect_success", "on_client_connect_failure" }) do
+    if opts[cb] ~= nil and type(opts[cb]) ~= "function" then
+      error(string.format("%s '%s': %s must be a function", cls.__name, self.name, cb), 4)
+    end
+  end
+end
+
+-- The class of an instance made by Source or extend, or nil.
+function source.class_of(value)
+  if type(value) ~= "table" then return nil end
+  local cls = getmetatable(value)
+  local walk = cls
+  while type(walk) == "table" do
+    if walk == Source then return cls end
+    walk = rawget(walk, "__super")
+  end
+  return nil
+end
+
+-- "CSVSource 'orders'": how messages name a source.
+function source.describe(inst)
+  local cls = getmetatable(inst)
+  return string.format("%s '%s'", cls and cls.__name or "Source", tostring(rawget(inst, "name")))
+end
+
+-- Overridables -------------------------------------------------------------
+
+function Source:run()
+  error(source.describe(self) .. ": run() is not implemented", 2)
+end
+
+function Source:setup() end
+
+-- Quix: a clean end flushes what was produced; a failed one does not wait.
+function Source:cleanup(failed)
+  if not failed then self:flush(self.shutdown_timeout / 2) end
+end
+
+function Source:stop()
+  rawset(self, "_stopped", true)
+end
+
+function Source:default_topic()
+  return topic_mod.new("source__" .. self.name, {
+    key_serializer = "bytes", key_deserializer = "bytes",
+    value_serializer = "json", value_deserializer = "json",
+  })
+end
+
+-- Provided -----------------------------------------------------------------
+
+local function producer_of(self)
+  local producer = rawget(self, "_producer")
+  if not producer then
+    error(source.describe(self) .. ": produce/flush only work while the source runs in its process", 3)
+  end
+  return producer
+end
+
+-- self:serialize{ key, value, headers, timestamp_ms } -> { key, value,
+-- headers, timestamp } with key and value as bytes for producer_topic.
+function Source:serialize(msg)
+  local topic = rawget(self, "producer_topic")
+  if not topic then error(source.describe(self) .. ": serialize needs producer_topic (run the source in an app)", 2) end
+  local key, value, err = topic:serialize(msg.key, msg.value)
+  if err then error(source.describe(self) .. ": " .. err, 2) end
+  return { key = key, value = value, headers = msg.headers, timestamp = msg.timestamp_ms }
+end
+
+-- self:produce{ value, key, headers, partition, timestamp }: value and key
+-- are bytes (strings). Raises on a failed earlier delivery or a bad message.
+function Source:produce(msg)
+  local producer = producer_of(self)
+  if msg.value ~= nil and type(msg.value) ~= "string" then
+    error(string.format("%s: produce: value must be bytes (a string), got %s; use self:serialize{}",
+      source.describe(self), type(msg.value)), 2)
+  end
+  if msg.key ~= nil and type(msg.key) ~= "string" then
+    error(string.format("%s: produce: key must be bytes (a string), got %s; use self:serialize{}",
+      source.describe(self), type(msg.key)), 2)
+  end
+  local ok, err = producer:produce(self.producer_topic.name, msg.value, msg.key,
+    msg.partition, msg.timestamp, msg.headers)
+  if not ok then error(source.describe(self) .. ": " .. err, 2) end
+end
+
+-- self:flush(timeout): waits for every produced message; raises with the
+-- count of unsent messages when the timeout passes.
+function Source:flush(timeout)
+  local ok, err = producer_of(self):flush(timeout or self.shutdown_timeout)
+  if not ok then error(source.describe(self) .. ": " .. err, 2) end
+end
+
+return source

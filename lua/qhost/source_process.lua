@@ -1,0 +1,153 @@
+-- qhost.source_process: both ends of a source's process.
+-- Parent side: spec(app, source, topic) builds what travels; start() spawns
+-- the qhost binary on it. Child side: run(spec) rebuilds the instance, gives
+-- it a producer and runs setup -> connect callbacks -> run -> cleanup as
+-- Quix's SourceProcess does, reporting a failure with its traceback on the
+-- report pipe before exiting non-zero.
+local clients = require("qhost.clients")
+local host = require("qhost.host")
+local log = require("qhost.log")
+local source_mod = require("qhost.source")
+local spawn = require("qhost.spawn")
+local topic_mod = require("qhost.topic")
+local travel = require("qhost.travel")
+
+local M = {}
+
+-- How the child finds the class again: the app script itself (re-run it;
+-- app:run() hands over), a module in package.loaded, or a file by path.
+local function locate(cls, script)
+  local src = cls.__source or ""
+  local file = src:sub(1, 1) == "@" and src:sub(2) or nil
+  for name, mod in pairs(package.loaded) do
+    if mod == cls then return { mode = "require", module = name } end
+    if type(mod) == "table" and rawget(mod, cls.__name) == cls and name ~= "_G" then
+      return { mode = "require", module = name }
+    end
+  end
+  if file and script and file == script then return { mode = "script", file = file } end
+  if file then return { mode = "file", file = file } end
+  return nil
+end
+
+-- The serialized instance and everything the child needs. Raises, naming
+-- the source and the field, when a field cannot travel.
+function M.spec(app, src, topic, script)
+  local cls = getmetatable(src)
+  local fields = {}
+  for k, v in pairs(src) do
+    if not source_mod.RUNTIME_FIELDS[k] then fields[k] = v end
+  end
+  local where = locate(cls, script)
+  if not where then
+    error(string.format("%s: cannot tell which file defines class %s", source_mod.describe(src), cls.__name), 0)
+  end
+  local spec = {
+    class = cls.__name,
+    where = where,
+    fields = fields,
+    topic = { name = topic.name, opts = topic.serializer_names },
+    producer_config = app:producer_config(),
+    loglevel = log.level_name(),
+    package_path = package.path,
+    package_cpath = package.cpath,
+  }
+  local text, err = travel.encode(spec)
+  if not text then
+    -- Name the path relative to the instance, as the user wrote it.
+    err = err:gsub("^field fields%.", "field ")
+    error(string.format("%s: %s", source_mod.describe(src), err), 0)
+  end
+  return text
+end
+
+-- Spawns the child: `qhost run <script> <args>` (the script only matters
+-- when the class lives in it). Returns the spawn handle or raises.
+function M.start(src, spec_text, script, args)
+  local argv = { host.exe, "run", script or "-" }
+  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+  local proc, err = spawn.start{ argv = argv, env = {}, spec = spec_text, stdin_null = true }
+  if not proc then
+    error(string.format("%s: cannot start its process: %s", source_mod.describe(src), err), 0)
+  end
+  return proc
+end
+
+-- Child side -----------------------------------------------------------------
+
+local function find_class(spec)
+  local where = spec.where
+  if where.mode == "require" then
+    require(where.module)
+  elseif where.mode == "file" then
+    dofile(where.file)
+  end
+  local candidates = source_mod.classes[spec.class] or {}
+  return candidates[#candidates]
+end
+
+-- Runs the user's callback chain. Returns nil or the error with traceback.
+local function run_source(src)
+  local function body()
+    local ok, err = xpcall(function() src:setup() end, debug.traceback)
+    if ok then
+      if src.on_client_connect_success then src.on_client_connect_success() end
+    else
+      -- Quix: without a failure callback, a failed setup is the source's end.
+      if not src.on_client_connect_failure then error(err, 0) end
+      src.on_client_connect_failure(err)
+    end
+    src:run()
+  end
+  local ok, err = xpcall(body, debug.traceback)
+  local cleanup_ok, cleanup_err = xpcall(function() src:cleanup(not ok) end, debug.traceback)
+  if not ok then return err end
+  if not cleanup_ok then return cleanup_err end
+  return nil
+end
+
+-- Rebuilds and runs the source described by `spec` (already decoded).
+-- Returns the process exit code.
+function M.run(spec)
+  log.set_level(spec.loglevel or "INFO")
+  local describe = string.format("%s '%s'", spec.class, tostring(spec.fields.name))
+  log.set_name("source " .. describe)
+  spawn.child_watch_parent()
+
+  local cls = find_class(spec)
+  if not cls then
+    spawn.child_report(describe .. ": class " .. spec.class .. " was not defined again in the source process")
+    return 1
+  end
+  local src = setmetatable(spec.fields, cls)
+  local producer, err = clients.producer(spec.producer_config)
+  if not producer then
+    spawn.child_report(describe .. ": cannot create a producer: " .. err)
+    return 1
+  end
+  rawset(src, "producer_topic", topic_mod.new(spec.topic.name, spec.topic.opts))
+  rawset(src, "_producer", producer)
+  rawset(src, "_started", true)
+  log.debug("started, producing to topic '%s'", spec.topic.name)
+  local failure = run_source(src)
+  producer:close()
+  if failure then
+    spawn.child_report(failure)
+    log.debug("failed")
+    return 1
+  end
+  log.debug("ended")
+  return 0
+end
+
+-- Reads the spec from the report pipe's twin; nil when not a child.
+function M.read_spec()
+  if not spawn.is_child() then return nil end
+  local text, err = spawn.child_read_spec()
+  if not text then error("source process: cannot read its spec: " .. tostring(err), 0) end
+  local spec, derr = travel.decode(text)
+  if not spec then error("source process: bad spec: " .. tostring(derr), 0) end
+  return spec
+end
+
+return M

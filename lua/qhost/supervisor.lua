@@ -1,0 +1,126 @@
+-- qhost.supervisor: the app's side of its source processes (as Quix's
+-- SourceManager): starts each, notices how each ended, pauses and resumes
+-- them, and stops them (SIGTERM, shutdown_timeout, then SIGKILL).
+local host = require("qhost.host")
+local log = require("qhost.log")
+local source_mod = require("qhost.source")
+local source_process = require("qhost.source_process")
+
+local supervisor = {}
+
+local Supervisor = {}
+Supervisor.__index = Supervisor
+
+function supervisor.new(app, entries)
+  local list = {}
+  for i, e in ipairs(entries) do list[i] = { source = e.source, topic = e.topic } end
+  return setmetatable({ app = app, entries = list, started = false, paused = false }, Supervisor)
+end
+
+function Supervisor:start_all(script, args)
+  self.started = true
+  for _, e in ipairs(self.entries) do
+    local spec = source_process.spec(self.app, e.source, e.topic, script)
+    e.proc = source_process.start(e.source, spec, script, args)
+    e.pid = e.proc:pid()
+    log.info("%s started (pid %d), producing to topic '%s'", source_mod.describe(e.source), e.pid, e.topic.name)
+  end
+end
+
+local function failure_text(e, status)
+  local how
+  if status.signal then
+    how = string.format("was killed by %s", status.signame or ("signal " .. status.signal))
+  else
+    how = string.format("failed with exit code %d", status.code)
+  end
+  local report = status.report or ""
+  if report == "" then report = "(no error reported)" end
+  return string.format("%s (pid %d) %s: %s", source_mod.describe(e.source), e.pid, how, report)
+end
+
+-- Reaps ended sources. Returns the text of the first failure (a source
+-- that raised, or died by a signal we did not send), or nil.
+function Supervisor:poll()
+  local failure
+  for _, e in ipairs(self.entries) do
+    if e.proc and not e.status then
+      local status = e.proc:poll()
+      if status then
+        e.status = status
+        local clean = status.code == 0 or (e.terminated and status.signal == 15)
+        if clean then
+          log.info("%s (pid %d) ended", source_mod.describe(e.source), e.pid)
+        else
+          e.failed = true
+          failure = failure or failure_text(e, status)
+        end
+      end
+    end
+  end
+  return failure
+end
+
+function Supervisor:alive()
+  local n = 0
+  for _, e in ipairs(self.entries) do
+    if e.proc and not e.status then n = n + 1 end
+  end
+  return n
+end
+
+-- Pauses (SIGSTOP) or resumes (SIGCONT) the sources producing to `topics`
+-- (a set of names), or all when nil.
+function Supervisor:set_paused(paused, topics)
+  for _, e in ipairs(self.entries) do
+    if e.proc and not e.status and (topics == nil or topics[e.topic.name])
+       and (e.paused or false) ~= paused then
+      e.paused = paused
+      e.proc:signal(paused and "STOP" or "CONT")
+    end
+  end
+end
+
+-- Stops every live source: SIGTERM (after SIGCONT for a paused one), wait
+-- up to its shutdown_timeout, then SIGKILL. Returns the first failure text.
+function Supervisor:stop_all()
+  local deadline = {}
+  local now = host.monotonic()
+  for _, e in ipairs(self.entries) do
+    if e.proc and not e.status then
+      e.terminated = true
+      e.proc:signal("TERM")
+      if e.paused then e.proc:signal("CONT"); e.paused = false end
+      deadline[e] = now + (e.source.shutdown_timeout or 10)
+    end
+  end
+  local failure
+  while self:alive() > 0 do
+    failure = failure or self:poll()
+    now = host.monotonic()
+    for e, at in pairs(deadline) do
+      if not e.status and now >= at then
+        log.warning("%s (pid %d) did not stop within shutdown_timeout=%gs: killing it",
+          source_mod.describe(e.source), e.pid, e.source.shutdown_timeout or 10)
+        e.killed = true
+        e.proc:signal("KILL")
+        deadline[e] = math.huge
+      end
+    end
+    if self:alive() > 0 then host.sleep(0.01) end
+  end
+  failure = failure or self:poll()
+  -- Our own SIGKILL after the timeout is how Quix stops a stuck source,
+  -- not a failure of it.
+  if failure then
+    for _, e in ipairs(self.entries) do
+      if e.killed and e.failed then e.failed = false end
+    end
+  end
+  for _, e in ipairs(self.entries) do
+    if e.failed and not e.killed then return failure_text(e, e.status) end
+  end
+  return nil
+end
+
+return supervisor

@@ -525,6 +525,21 @@ static rd_kafka_topic_partition_list_t *partition_list_from_table(lua_State *L, 
     return parts;
 }
 
+/* consumer:assign({ { topic, partition[, offset] } }) -> true | nil, err.
+ * A manual assignment, reported as an "assign" event like a rebalance. */
+static int l_consumer_assign(lua_State *L)
+{
+    qh_consumer *c = check_consumer(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    rd_kafka_topic_partition_list_t *parts = partition_list_from_table(L, 2);
+    rd_kafka_resp_err_t err = rd_kafka_assign(c->rk, parts);
+    if (!err) push_event(c, 1, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    if (err) return push_fail(L, rd_kafka_err2str(err));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* consumer:store_offsets({ { topic, partition, offset = next offset } })
  * -> true | nil, err. Partitions no longer assigned are skipped: their
  * messages will be processed again by the new owner (at-least-once). */
@@ -890,6 +905,7 @@ int qh_kafka_open(lua_State *L)
     static const luaL_Reg consumer_methods[] = {
         { "ptr", l_consumer_ptr }, { "subscribe", l_consumer_subscribe },
         { "take_events", l_consumer_take_events }, { "assignment", l_consumer_assignment },
+        { "assign", l_consumer_assign },
         { "store_offsets", l_consumer_store_offsets }, { "commit", l_consumer_commit },
         { "committed", l_consumer_committed }, { "watermarks", l_consumer_watermarks },
         { "query_watermarks", l_consumer_query_watermarks }, { "seek", l_consumer_seek },

@@ -131,6 +131,12 @@ static int traceback(lua_State *L)
         else
             msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
+    /* An error re-raised from a pcall of ours already has its traceback:
+     * the first one says where it happened, a second only adds noise. */
+    if (strstr(msg, "\nstack traceback:")) {
+        lua_pushstring(L, msg);
+        return 1;
+    }
     luaL_traceback(L, L, msg, 1);
     return 1;
 }

@@ -137,7 +137,7 @@ function Consumer:errstr(i)
   return ffi.string(C.qh_ffi_msg_errstr(self.ptr, i))
 end
 
-for _, name in ipairs({ "subscribe", "take_events", "assignment", "store_offsets", "commit",
+for _, name in ipairs({ "subscribe", "assign", "take_events", "assignment", "store_offsets", "commit",
                         "committed", "watermarks", "query_watermarks", "seek", "take_errors", "close" }) do
   Consumer[name] = function(self, ...) return self.handle[name](self.handle, ...) end
 end

@@ -122,8 +122,22 @@ return function(app, opts)
     local err
     consumer, err = clients.consumer(app:_consumer_config())
     if not consumer then error("cannot create the consumer: " .. err, 0) end
-    local ok, serr = consumer:subscribe(topic_names)
-    if not ok then error("cannot subscribe to " .. table.concat(topic_names, ", ") .. ": " .. serr, 0) end
+    local ok, serr
+    if embedded then
+      -- The embedded broker lives in this process: no other member can
+      -- join the group, so take every partition at once rather than wait
+      -- out the mock's slow group join (session.timeout.ms - 1 s).
+      local all = {}
+      for _, name in ipairs(topic_names) do
+        for p = 0, pipelines[name].topic:num_partitions() - 1 do
+          all[#all + 1] = { topic = name, partition = p }
+        end
+      end
+      ok, serr = consumer:assign(all)
+    else
+      ok, serr = consumer:subscribe(topic_names)
+    end
+    if not ok then error("cannot consume " .. table.concat(topic_names, ", ") .. ": " .. serr, 0) end
     log.info("consuming %s as group '%s' from %s", table.concat(topic_names, ", "), app.consumer_group, app._broker)
   end
 

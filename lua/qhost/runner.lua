@@ -5,11 +5,11 @@
 -- script re-run, and its app:run() hands over to the source.
 local app_mod = require("qhost.app")
 local source_process = require("qhost.source_process")
+local spawn = require("qhost.spawn")
 
 local runner = {}
 
--- runner.main({ script, args... }) -> exit code
-function runner.main(argv)
+local function run_script(argv)
   local script = argv[1]
   local args = {}
   for i = 2, #argv do args[#args + 1] = argv[i] end
@@ -33,6 +33,16 @@ function runner.main(argv)
       .. "so the source could not start", spec.class, tostring(spec.fields.name), script), 0)
   end
   return 0
+end
+
+-- runner.main({ script, args... }) -> exit code. In a source process any
+-- error also goes to the report pipe, so the app can say why it failed.
+function runner.main(argv)
+  if not spawn.is_child() then return run_script(argv) end
+  local ok, result = xpcall(run_script, debug.traceback, argv)
+  if ok then return result end
+  spawn.child_report(tostring(result))
+  error(result, 0)
 end
 
 return runner

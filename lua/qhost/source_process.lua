@@ -77,6 +77,7 @@ end
 
 local function find_class(spec)
   local where = spec.where
+  require("qhost.sources")   -- registers the built-in sources' modules
   if where.mode == "require" then
     require(where.module)
   elseif where.mode == "file" then

@@ -1,0 +1,162 @@
+-- tests/e2e/helper.lua: runs `qhost run` as a user would, in a temporary
+-- folder, and reads what it printed. Broker: QHOST_BROKER when set (the
+-- test runner starts a real Kafka), else each run uses its embedded broker.
+local H = {}
+
+local root = os.getenv("QHOST_TEST_ROOT") or "."
+H.qhost = os.getenv("QHOST_BIN") or (root .. "/build/qhost")
+H.broker = os.getenv("QHOST_BROKER")
+H.mode = H.broker and "kafka" or "embedded"
+
+local function sh_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+H.quote = sh_quote
+
+function H.exec(cmd)
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
+function H.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+function H.write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+-- A fresh folder for one test; unique names for topics on a shared broker.
+local counter = 0
+function H.tmpdir()
+  local dir = H.exec("mktemp -d /tmp/qhost-e2e.XXXXXX"):gsub("%s+$", "")
+  return dir
+end
+
+function H.unique(prefix)
+  counter = counter + 1
+  return string.format("%s-%d-%d-%d", prefix, os.time(), math.random(1, 1e9), counter)
+end
+
+-- Runs `qhost run script args` in dir, waiting up to `timeout` seconds
+-- (killed after that: a hang fails the test rather than the suite).
+-- Returns { code, stdout, stderr }.
+function H.run(dir, script, opts)
+  opts = opts or {}
+  local args = {}
+  for _, a in ipairs(opts.args or {}) do args[#args + 1] = sh_quote(a) end
+  local env = ""
+  for k, v in pairs(opts.env or {}) do env = env .. k .. "=" .. sh_quote(v) .. " " end
+  local cmd = string.format("cd %s && %s timeout -s KILL %d %s run %s %s >stdout.txt 2>stderr.txt; echo $?",
+    sh_quote(dir), env ~= "" and ("env " .. env) or "", opts.timeout or 120, sh_quote(H.qhost),
+    sh_quote(script), table.concat(args, " "))
+  local code = tonumber(H.exec(cmd):match("(%d+)%s*$"))
+  return { code = code, stdout = H.read(dir .. "/stdout.txt") or "", stderr = H.read(dir .. "/stderr.txt") or "" }
+end
+
+-- Starts `qhost run` in the background; returns a handle with pid, and
+-- :wait(timeout) -> { code, stdout, stderr }, :signal(name).
+function H.start(dir, script, opts)
+  opts = opts or {}
+  local args = {}
+  for _, a in ipairs(opts.args or {}) do args[#args + 1] = sh_quote(a) end
+  local cmd = string.format(
+    "cd %s && (sh -c 'echo $$ > pid.txt; exec \"$0\" \"$@\"' %s run %s %s >stdout.txt 2>stderr.txt; echo $? > rc.txt) </dev/null >/dev/null 2>&1 &",
+    sh_quote(dir), sh_quote(H.qhost), sh_quote(script), table.concat(args, " "))
+  os.remove(dir .. "/rc.txt")
+  os.remove(dir .. "/pid.txt")
+  os.execute(cmd)
+  local pid
+  for _ = 1, 500 do
+    pid = tonumber(H.read(dir .. "/pid.txt") or "")
+    if pid then break end
+    H.sleep(0.01)
+  end
+  local handle = { pid = pid, dir = dir }
+  function handle:signal(sig) os.execute(string.format("kill -%s %d 2>/dev/null", sig, self.pid)) end
+  function handle:wait(timeout)
+    local deadline = os.time() + (timeout or 60)
+    while os.time() <= deadline do
+      local rc = H.read(dir .. "/rc.txt")
+      if rc and rc:match("%d") then
+        return { code = tonumber(rc:match("%d+")), stdout = H.read(dir .. "/stdout.txt") or "",
+                 stderr = H.read(dir .. "/stderr.txt") or "" }
+      end
+      H.sleep(0.05)
+    end
+    self:signal("KILL")
+    return nil
+  end
+  function handle:stdout() return H.read(dir .. "/stdout.txt") or "" end
+  function handle:stderr() return H.read(dir .. "/stderr.txt") or "" end
+  return handle
+end
+
+function H.sleep(s)
+  os.execute(string.format("sleep %.3f", s))
+end
+
+-- Waits until fn() is true, polling; false after timeout seconds.
+function H.eventually(fn, timeout)
+  local deadline = os.time() + (timeout or 30)
+  while os.time() <= deadline do
+    if fn() then return true end
+    H.sleep(0.05)
+  end
+  return false
+end
+
+-- Live processes whose parent is pid (the source children of an app).
+function H.children(pid)
+  local out = H.exec(string.format("ps -o pid= --ppid %d", pid))
+  local list = {}
+  for p in out:gmatch("%d+") do list[#list + 1] = tonumber(p) end
+  return list
+end
+
+function H.alive(pid)
+  local stat = H.read("/proc/" .. pid .. "/stat")
+  if not stat then return false end
+  return not stat:match("^%d+ %b() Z")
+end
+
+-- Every pid whose command line mentions `needle` (to find orphans).
+function H.pids_matching(needle)
+  local out = H.exec("ps -eo pid=,args=")
+  local list = {}
+  for line in out:gmatch("[^\n]+") do
+    local pid, args = line:match("^%s*(%d+)%s+(.*)$")
+    if pid and args:find(needle, 1, true) and not args:find("ps -eo", 1, true) then
+      list[#list + 1] = tonumber(pid)
+    end
+  end
+  return list
+end
+
+-- Lines of stdout parsed as JSON (print{ pretty = false }).
+function H.json_lines(text)
+  local json = require("qhost").json
+  local list = {}
+  for line in text:gmatch("[^\n]+") do
+    local v = json.decode(line)
+    if v then list[#list + 1] = v end
+  end
+  return list
+end
+
+-- The example CSV of the seed examples.
+H.INPUT_CSV = "key,field,timestamp\nkey1,value1,1\nkey2,value2,2\nkey3,value3,3\nkey4,value4,4\nkey5,value5,5\n"
+
+function H.copy_example(name, dir)
+  H.write(dir .. "/" .. name, H.read(root .. "/examples/" .. name))
+end
+
+return H

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages qhost needs, only those missing.
+#   install-deps.sh build   compiler, LuaJIT, librdkafka, libcsv
+#   install-deps.sh test    also busted (Lua tests), Java and Maven (real Kafka)
+set -euo pipefail
+
+want=(gcc make pkg-config libc6-dev libluajit-5.1-dev librdkafka-dev libcsv-dev)
+if [ "${1:-build}" = test ]; then
+    want+=(lua-busted openjdk-17-jre-headless maven procps)
+fi
+
+missing=()
+for pkg in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "installing Debian packages: ${missing[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,101 @@
+local qhost = require("qhost")
+local serializers = require("qhost.serializers")
+
+describe("TopicConfig", function()
+  it("defaults to one partition, replication factor one", function()
+    local c = qhost.TopicConfig{}
+    assert.are.equal(1, c.num_partitions)
+    assert.are.equal(1, c.replication_factor)
+    assert.are.same({}, c.extra_config)
+  end)
+  it("keeps the given values", function()
+    local c = qhost.TopicConfig{ num_partitions = 4, replication_factor = 3,
+                                 extra_config = { ["retention.ms"] = "1000" } }
+    assert.are.equal(4, c.num_partitions)
+    assert.are.equal(3, c.replication_factor)
+    assert.are.equal("1000", c.extra_config["retention.ms"])
+  end)
+  it("rejects a non-integer partition count", function()
+    assert.has_error(function() qhost.TopicConfig{ num_partitions = 0 } end,
+      "TopicConfig: num_partitions must be a positive integer, got 0")
+    assert.has_error(function() qhost.TopicConfig{ num_partitions = 1.5 } end)
+  end)
+end)
+
+describe("app:topic", function()
+  local app = qhost.Application{}
+  it("has Quix's default serializers", function()
+    local t = app:topic("orders")
+    assert.are.equal("orders", t.name)
+    assert.are.same({ value_deserializer = "json", key_deserializer = "bytes",
+                      value_serializer = "json", key_serializer = "bytes" }, t.serializer_names)
+    assert.are.equal(1, t:num_partitions())
+  end)
+  it("uses the TopicConfig's partitions", function()
+    local t = app:topic("four", { config = qhost.TopicConfig{ num_partitions = 4 } })
+    assert.are.equal(4, t:num_partitions())
+  end)
+  it("rejects unknown options and serializers", function()
+    assert.has_error(function() app:topic("x", { partitions = 3 }) end,
+      'app:topic("x"): unknown option "partitions"')
+    assert.has_error(function() app:topic("x", { value_serializer = "yaml" }) end)
+    assert.has_error(function() app:topic("", {}) end)
+    assert.has_error(function() app:topic("x", { config = { num_partitions = 2 } }) end)
+  end)
+  it("serializes key and value with its serializers", function()
+    local t = app:topic("s", { key_serializer = "string", value_serializer = "json" })
+    local k, v = t:serialize("k1", { a = 1 })
+    assert.are.equal("k1", k)
+    assert.are.equal('{"a":1}', v)
+    local k2, v2, err = t:serialize(5, { a = 1 })
+    assert.is_nil(k2); assert.is_nil(v2)
+    assert.are.equal("topic 's': cannot serialize key: string serializer expects a string, got number", err)
+  end)
+end)
+
+describe("serializers", function()
+  it("round-trip json, string, bytes, int and double", function()
+    local cases = {
+      { "json", { a = 1, b = { 1, 2, 3 }, c = "x" } },
+      { "string", "héllo" }, { "str", "" }, { "bytes", "\0\1\2" },
+      { "int", 0 }, { "int", -1 }, { "integer", 2147483647 }, { "int", -2147483648 },
+      { "double", 3.25 }, { "double", -1e300 },
+    }
+    for _, c in ipairs(cases) do
+      local s = serializers.get(c[1], "test")
+      local bytes = assert(s.encode(c[2]))
+      assert.are.same(c[2], (s.decode(bytes)))
+    end
+  end)
+  it("packs int as 4 big-endian bytes and double as 8", function()
+    assert.are.equal("\0\0\1\0", serializers.get("int", "t").encode(256))
+    assert.are.equal("\255\255\255\255", serializers.get("int", "t").encode(-1))
+    assert.are.equal("\63\240\0\0\0\0\0\0", serializers.get("double", "t").encode(1.0))
+  end)
+  it("reports wrong-size payloads", function()
+    local v, err = serializers.get("int", "t").decode("abc")
+    assert.is_nil(v)
+    assert.truthy(err:find("4 bytes"))
+    v, err = serializers.get("double", "t").decode("abc")
+    assert.is_nil(v)
+    assert.truthy(err:find("8 bytes"))
+  end)
+  it("reports invalid JSON with its position", function()
+    local v, err = serializers.get("json", "t").decode('{"a":}')
+    assert.is_nil(v)
+    assert.truthy(err:find("byte"))
+  end)
+  it("leaves a Kafka null alone", function()
+    assert.is_nil(serializers.decode(serializers.get("json", "t"), nil))
+    assert.is_nil(serializers.encode(serializers.get("json", "t"), nil))
+  end)
+  it("accepts a table of functions", function()
+    local s = serializers.get({ serialize = function(v) return v .. "!" end,
+                                deserialize = function(b) return b:sub(1, -2) end }, "t")
+    assert.are.equal("a!", s.encode("a"))
+    assert.are.equal("a", s.decode("a!"))
+  end)
+  it("raises on an unknown name", function()
+    assert.has_error(function() serializers.get("xml", "topic 'x' value_serializer") end)
+  end)
+end)

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Runs every test of qhost and prints the total last: "N passed, N failed".
+#   1. C unit tests (tests/c), normal build and ASan+UBSan build
+#   2. busted specs of the Lua library (tests/lua), inside the host
+#   3. end-to-end runs (tests/e2e) on the embedded broker
+#   4. the same end-to-end runs on a real Apache Kafka started here
+#   5. the end-to-end runs on the embedded broker with the ASan+UBSan binary
+# Expects `make all` and `make SAN=1 all ctest-bins` done (make test does).
+# QHOST_TEST_ONLY=c,lua,e2e,kafka,san limits the stages.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+LOGS=$ROOT/build/test-logs
+mkdir -p "$LOGS"
+export QHOST_TEST_ROOT=$ROOT
+unset QHOST_BROKER
+
+passed=0
+failed=0
+only=${QHOST_TEST_ONLY:-c,lua,e2e,kafka,san}
+want() { [[ ",$only," == *",$1,"* ]]; }
+
+# Adds the counts of a C test log ("N passed, N failed" last).
+add_c_log() {
+  local line
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1)
+  if [ -z "$line" ]; then
+    echo "  no summary in $1: counted as one failure" >&2
+    failed=$((failed + 1))
+    return
+  fi
+  passed=$((passed + $(echo "$line" | cut -d' ' -f1)))
+  failed=$((failed + $(echo "$line" | cut -d' ' -f3)))
+}
+
+# Adds the counts of a busted TAP log; a run that crashed before its plan
+# line counts as a failure.
+add_tap_log() {
+  local ok notok
+  ok=$(grep -cE '^ok [0-9]+' "$1")
+  notok=$(grep -cE '^not ok [0-9]+' "$1")
+  passed=$((passed + ok))
+  failed=$((failed + notok))
+  if ! grep -qE '^1\.\.[0-9]+' "$1"; then
+    echo "  busted did not finish ($1): counted as one failure" >&2
+    failed=$((failed + 1))
+  fi
+  grep -E -A12 '^not ok' "$1" | head -n 200 >&2 || true
+}
+
+busted_run() {  # busted_run LOG QHOST_BIN SPEC_DIR [env...]
+  local log=$1 bin=$2 dir=$3
+  shift 3
+  env "$@" QHOST_BIN="$bin" "$ROOT/build/qhost" lua /usr/bin/busted -o TAP \
+    --lpath="$ROOT/tests/e2e/?.lua;$ROOT/tests/lua/?.lua" "$dir" >"$log" 2>&1
+  add_tap_log "$log"
+}
+
+if want c; then
+  echo "== C unit tests" >&2
+  for t in build/tests/test_* build/san/tests/test_*; do
+    [ -x "$t" ] || continue
+    log=$LOGS/c-$(echo "$t" | tr / _).log
+    "$t" >"$log" 2>&1
+    add_c_log "$log"
+    tail -n 1 "$log" | sed "s|^|  $t: |" >&2
+  done
+fi
+
+if want lua; then
+  echo "== Lua specs (busted)" >&2
+  busted_run "$LOGS/lua.log" "$ROOT/build/qhost" tests/lua
+fi
+
+if want e2e; then
+  echo "== end to end, embedded broker" >&2
+  busted_run "$LOGS/e2e-embedded.log" "$ROOT/build/qhost" tests/e2e
+fi
+
+if want kafka; then
+  echo "== end to end, real Kafka" >&2
+  KDIR=$(mktemp -d "$ROOT/build/kafka-run.XXXXXX")
+  trap 'tests/kafka/kafka.sh stop "$KDIR" >/dev/null 2>&1' EXIT
+  if addr=$(tests/kafka/kafka.sh start "$KDIR"); then
+    echo "  Kafka at $addr ($(ls build/kafka/libs | grep -o 'kafka_2.13-[0-9.]*' | head -n1))" >&2
+    busted_run "$LOGS/e2e-kafka.log" "$ROOT/build/qhost" tests/e2e QHOST_BROKER="$addr"
+  else
+    echo "  could not start Kafka: counted as one failure" >&2
+    failed=$((failed + 1))
+  fi
+  tests/kafka/kafka.sh stop "$KDIR" >/dev/null 2>&1
+  trap - EXIT
+fi
+
+if want san; then
+  echo "== end to end, embedded broker, ASan+UBSan binary" >&2
+  busted_run "$LOGS/e2e-san.log" "$ROOT/build/san/qhost" tests/e2e \
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=98
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

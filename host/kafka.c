@@ -285,6 +285,7 @@ struct qh_consumer {
     int batch_len;
     rebalance_event *events;     /* owned; taken by Lua */
     int events_len, events_cap;
+    int pin_latest;              /* auto.offset.reset is latest: see resolve_start */
     char errstr[512];
 };
 
@@ -302,6 +303,32 @@ static void push_event(qh_consumer *c, int assign, const rd_kafka_topic_partitio
     c->events_len++;
 }
 
+/* Gives every partition without a committed offset an explicit start at
+ * its current end, when auto.offset.reset is latest. Left to librdkafka,
+ * that reset happens asynchronously after the assignment, and whatever a
+ * source produced in between (sources start right after the assignment)
+ * would be skipped. Partitions keep INVALID (librdkafka's own reset) when
+ * a lookup fails. */
+static void resolve_start(qh_consumer *c, rd_kafka_topic_partition_list_t *parts)
+{
+    if (!c->pin_latest || parts->cnt == 0) return;
+    rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_copy(parts);
+    if (rd_kafka_committed(c->rk, committed, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int i = 0; i < parts->cnt; i++) {
+            rd_kafka_topic_partition_t *tp = &parts->elems[i];
+            int64_t low = 0, high = 0;
+            if (tp->offset >= 0) continue;                 /* an explicit start */
+            if (committed->elems[i].offset >= 0) {
+                tp->offset = committed->elems[i].offset;
+            } else if (rd_kafka_query_watermark_offsets(c->rk, tp->topic, tp->partition,
+                                                        &low, &high, 10000) == 0) {
+                tp->offset = high;
+            }
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(committed);
+}
+
 /* Runs inside rd_kafka_consumer_poll on the Lua thread. On revoke, the
  * offsets Lua stored (those whose outputs are flushed) are committed before
  * the partitions go to another member. */
@@ -311,6 +338,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     qh_consumer *c = opaque;
     int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        resolve_start(c, parts);
         if (cooperative) rd_kafka_error_destroy(rd_kafka_incremental_assign(rk, parts));
         else rd_kafka_assign(rk, parts);
         push_event(c, 1, parts);
@@ -415,6 +443,11 @@ static int l_consumer(lua_State *L)
         free(c);
         return push_fail(L, err);
     }
+    lua_getfield(L, 1, "auto.offset.reset");
+    const char *reset = lua_tostring(L, -1);
+    c->pin_latest = !reset || strcmp(reset, "latest") == 0 || strcmp(reset, "largest") == 0 ||
+                    strcmp(reset, "end") == 0;
+    lua_pop(L, 1);
     rd_kafka_conf_set_opaque(conf, c);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_conf_set_error_cb(conf, on_error);
@@ -532,6 +565,7 @@ static int l_consumer_assign(lua_State *L)
     qh_consumer *c = check_consumer(L);
     luaL_checktype(L, 2, LUA_TTABLE);
     rd_kafka_topic_partition_list_t *parts = partition_list_from_table(L, 2);
+    resolve_start(c, parts);
     rd_kafka_resp_err_t err = rd_kafka_assign(c->rk, parts);
     if (!err) push_event(c, 1, parts);
     rd_kafka_topic_partition_list_destroy(parts);
@@ -595,44 +629,6 @@ static int l_consumer_watermarks(lua_State *L)
     lua_pushnumber(L, (lua_Number)low);
     lua_pushnumber(L, (lua_Number)high);
     return 2;
-}
-
-/* consumer:query_watermarks(topic, partition, timeout_s) -> low, high
- * asked of the broker now, or nil, err */
-static int l_consumer_query_watermarks(lua_State *L)
-{
-    qh_consumer *c = check_consumer(L);
-    int64_t low = 0, high = 0;
-    int ms = (int)(luaL_optnumber(L, 4, 10.0) * 1000);
-    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-        c->rk, luaL_checkstring(L, 2), (int32_t)luaL_checkinteger(L, 3), &low, &high, ms);
-    if (err) return push_fail(L, rd_kafka_err2str(err));
-    lua_pushnumber(L, (lua_Number)low);
-    lua_pushnumber(L, (lua_Number)high);
-    return 2;
-}
-
-/* consumer:seek({ { topic, partition, offset } }, timeout_s) -> true | nil, err */
-static int l_consumer_seek(lua_State *L)
-{
-    qh_consumer *c = check_consumer(L);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    int ms = (int)(luaL_optnumber(L, 3, 10.0) * 1000);
-    rd_kafka_topic_partition_list_t *parts = partition_list_from_table(L, 2);
-    rd_kafka_error_t *error = rd_kafka_seek_partitions(c->rk, parts, ms);
-    char msg[512] = "";
-    if (error) {
-        snprintf(msg, sizeof msg, "%s", rd_kafka_error_string(error));
-        rd_kafka_error_destroy(error);
-    }
-    for (int i = 0; !msg[0] && i < parts->cnt; i++)
-        if (parts->elems[i].err)
-            snprintf(msg, sizeof msg, "%s [%d]: %s", parts->elems[i].topic,
-                     (int)parts->elems[i].partition, rd_kafka_err2str(parts->elems[i].err));
-    rd_kafka_topic_partition_list_destroy(parts);
-    if (msg[0]) return push_fail(L, msg);
-    lua_pushboolean(L, 1);
-    return 1;
 }
 
 static int l_consumer_take_errors(lua_State *L)
@@ -908,7 +904,6 @@ int qh_kafka_open(lua_State *L)
         { "assign", l_consumer_assign },
         { "store_offsets", l_consumer_store_offsets }, { "commit", l_consumer_commit },
         { "committed", l_consumer_committed }, { "watermarks", l_consumer_watermarks },
-        { "query_watermarks", l_consumer_query_watermarks }, { "seek", l_consumer_seek },
         { "take_errors", l_consumer_take_errors }, { "close", l_consumer_close },
         { NULL, NULL },
     };

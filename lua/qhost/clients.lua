@@ -138,7 +138,7 @@ function Consumer:errstr(i)
 end
 
 for _, name in ipairs({ "subscribe", "assign", "take_events", "assignment", "store_offsets", "commit",
-                        "committed", "watermarks", "query_watermarks", "seek", "take_errors", "close" }) do
+                        "committed", "watermarks", "take_errors", "close" }) do
   Consumer[name] = function(self, ...) return self.handle[name](self.handle, ...) end
 end
 

@@ -176,27 +176,13 @@ return function(app, opts)
     last_checkpoint = host.monotonic()
   end
 
-  -- After an assignment: pin partitions with no committed offset under
-  -- "latest" to the current end, before the sources start producing, so
-  -- nothing they produce is skipped by a late offset reset.
+  -- After an assignment the partitions carry their start offsets (the host
+  -- resolved them: committed, or the end under "latest"); they are where
+  -- the next message of each partition must be.
   local function on_assign(partitions)
-    local committed = consumer:committed(partitions, 30) or partitions
-    local seek = {}
-    for _, tp in ipairs(committed) do
-      local start = tp.offset
-      if start < 0 and app.auto_offset_reset == "latest" then
-        local _, high = consumer:query_watermarks(tp.topic, tp.partition, 30)
-        if high then
-          start = high
-          seek[#seek + 1] = { topic = tp.topic, partition = tp.partition, offset = high }
-        end
-      end
+    for _, tp in ipairs(partitions) do
       expected[tp.topic] = expected[tp.topic] or {}
-      expected[tp.topic][tp.partition] = start >= 0 and start or nil
-    end
-    if #seek > 0 then
-      local ok, err = consumer:seek(seek, 30)
-      if not ok then log.warning("cannot position the new partitions at their end: %s", err) end
+      expected[tp.topic][tp.partition] = tp.offset >= 0 and tp.offset or nil
     end
   end
 

@@ -1,0 +1,98 @@
+-- CSVSource on real-world CSV: quoting, line endings, empty fields,
+-- unicode, extractors, dialects, and malformed files.
+local H = require("helper")
+local json = require("qhost").json
+
+-- Runs a CSVSource over `csv` with `opts` (Lua table text) and returns the
+-- printed lines parsed, plus the run result.
+local function run_csv(csv, opts, count)
+  local dir = H.tmpdir()
+  local name = H.unique("csv")
+  H.write(dir .. "/data.csv", csv)
+  H.write(dir .. "/app.lua", string.format([[
+    local qhost = require("qhost")
+    local app = qhost.Application{ consumer_group = %q, auto_offset_reset = "earliest" }
+    local source = qhost.sources.CSVSource{ path = "data.csv", name = %q %s }
+    local sdf = app:dataframe{ source = source }
+    sdf:print{ pretty = false, metadata = true }
+    app:run{ count = %d, timeout = 20 }
+  ]], name, name, opts and (", " .. opts) or "", count))
+  local r = H.run(dir, "app.lua")
+  return H.json_lines(r.stdout), r
+end
+
+describe("CSVSource #" .. H.mode, function()
+  it("reads RFC 4180 quoting: commas, quotes and newlines inside fields, CRLF", function()
+    local csv = 'id,text,note\r\n1,"a, b","say ""hi"""\r\n2,"line1\r\nline2",plain\r\n3,,\r\n'
+    local rows, r = run_csv(csv, nil, 3)
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal(3, #rows)
+    assert.are.same({ id = "1", text = "a, b", note = 'say "hi"' }, rows[1].value)
+    assert.are.same({ id = "2", text = "line1\r\nline2", note = "plain" }, rows[2].value)
+    assert.are.same({ id = "3", text = "", note = "" }, rows[3].value)
+    assert.truthy(r.stdout:find('{"value":{"id":"1","text":"a, b","note":"say \\"hi\\""}', 1, true), r.stdout)
+  end)
+
+  it("keeps unicode and a final line without newline", function()
+    local rows, r = run_csv("name,city\nJosé,Zürich\n李,東京", nil, 2)
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.same({ name = "José", city = "Zürich" }, rows[1].value)
+    assert.are.same({ name = "李", city = "東京" }, rows[2].value)
+  end)
+
+  it("uses key and timestamp extractors by column name", function()
+    local rows, r = run_csv("id,ts,v\nk1,1700000000000,a\nk2,1700000000001,b\n",
+      'key_extractor = "id", timestamp_extractor = "ts"', 2)
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("k1", rows[1].key)
+    assert.are.equal(1700000000000, rows[1].timestamp)
+    assert.are.equal("k2", rows[2].key)
+    assert.are.equal(1700000000001, rows[2].timestamp)
+  end)
+
+  it("uses key and timestamp extractor functions (without upvalues)", function()
+    local rows, r = run_csv("id,ts\n7,5000\n",
+      'key_extractor = function(row) return "id-" .. row.id end, '
+      .. 'timestamp_extractor = function(row) return tonumber(row.ts) * 2 end', 1)
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("id-7", rows[1].key)
+    assert.are.equal(10000, rows[1].timestamp)
+  end)
+
+  it("reads other delimiters, quote characters and the excel-tab dialect", function()
+    local rows, r = run_csv("a;b\n'x;y';z\n", 'delimiter = ";", quotechar = "\'"', 1)
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.same({ a = "x;y", b = "z" }, rows[1].value)
+    rows, r = run_csv("a\tb\n1\t2\n", 'dialect = "excel-tab"', 1)
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.same({ a = "1", b = "2" }, rows[1].value)
+  end)
+
+  it("paces rows with delay", function()
+    local rows, r = run_csv("n\n1\n2\n3\n", "delay = 0.2", 3)
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal(3, #rows)
+    assert.are.same({ "1", "2", "3" }, { rows[1].value.n, rows[2].value.n, rows[3].value.n })
+  end)
+
+  it("ends with an error naming the file and line of a malformed row", function()
+    local _, r = run_csv('a,b\n1,2\n3,"unterminated\n', nil, 5)
+    assert.are_not.equal(0, r.code)
+    assert.truthy(r.stderr:find("CSVSource '[^']+' %(pid %d+%) failed with exit code 1"), r.stderr)
+    assert.truthy(r.stderr:find("data.csv:3:", 1, true), r.stderr)
+  end)
+
+  it("ends with an error naming a missing file", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/app.lua", [[
+      local qhost = require("qhost")
+      local app = qhost.Application{}
+      app:add_source(qhost.sources.CSVSource{ path = "nope.csv", name = "]] .. H.unique("nope") .. [[" })
+      app:run()
+    ]])
+    local r = H.run(dir, "app.lua")
+    assert.are_not.equal(0, r.code)
+    assert.truthy(r.stderr:find("nope.csv", 1, true), r.stderr)
+    assert.truthy(r.stderr:find("No such file or directory", 1, true), r.stderr)
+  end)
+end)

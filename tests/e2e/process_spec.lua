@@ -1,0 +1,226 @@
+-- The host and the source processes: CLI, failures, signals, class lookup,
+-- to_topic and serializers through a real broker.
+local H = require("helper")
+
+describe("qhost CLI #" .. H.mode, function()
+  it("prints its version and help", function()
+    assert.truthy(H.exec(H.quote(H.qhost) .. " version"):find("^qhost %d+%.%d+%.%d+"))
+    assert.truthy(H.exec(H.quote(H.qhost) .. " --help"):find("qhost run SCRIPT", 1, true))
+  end)
+  it("fails with a one-line reason for a missing script", function()
+    local r = H.run(H.tmpdir(), "missing.lua")
+    assert.are.equal(1, r.code)
+    assert.truthy(r.stderr:find("^qhost: error: cannot open missing.lua"), r.stderr)
+    assert.truthy(r.stderr:find("stack traceback:", 1, true))
+  end)
+  it("passes script arguments in arg", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/args.lua", "print(arg[0], arg[1], arg[2], select('#', ...))")
+    local r = H.run(dir, "args.lua", { args = { "one", "two words" } })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("args.lua\tone\ttwo words\t2\n", r.stdout)
+  end)
+  it("reports a script error with the file:line and traceback", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/bad.lua", "local x = nil\nlocal y = x.field\n")
+    local r = H.run(dir, "bad.lua")
+    assert.are.equal(1, r.code)
+    assert.truthy(r.stderr:find("bad.lua:2: attempt to index", 1, true), r.stderr)
+  end)
+end)
+
+local COUNTER = [[
+local qhost = require("qhost")
+local host = require("qhost.host")
+local Counter = qhost.sources.Source:extend("Counter")
+function Counter:run()
+  local i = 0
+  while self.running and i < self.limit do
+    local msg = self:serialize{ key = tostring(i), value = { n = i } }
+    self:produce{ key = msg.key, value = msg.value, headers = { { "h", "v" .. i } } }
+    i = i + 1
+    if self.pause then host.sleep(self.pause) end
+  end
+  if self.fail then error("counter failed on purpose") end
+end
+return Counter
+]]
+
+local function app_script(body)
+  return [[
+local qhost = require("qhost")
+local app = qhost.Application{ consumer_group = "]] .. H.unique("g") .. [[" }
+]] .. body
+end
+
+describe("sources in their own process #" .. H.mode, function()
+  it("runs a class defined in the app script, with headers and keys", function()
+    local dir = H.tmpdir()
+    local name = H.unique("counter")
+    H.write(dir .. "/app.lua", app_script(COUNTER:gsub("return Counter\n$", "") .. [[
+local sdf = app:dataframe{ source = Counter{ name = "]] .. name .. [[", limit = 20 } }
+sdf = sdf:apply(function(v, key, ts, headers) return { n = v.n, key = key, h = headers[1][2] } end, { metadata = true })
+for _, v in ipairs(app:run{ count = 20 }) do print(v.n, v.key, v.h) end
+]]))
+    local r = H.run(dir, "app.lua")
+    assert.are.equal(0, r.code, r.stderr)
+    local lines = {}
+    for line in r.stdout:gmatch("[^\n]+") do lines[#lines + 1] = line end
+    assert.are.equal(20, #lines)
+    assert.are.equal("0\t0\tv0", lines[1])
+    assert.are.equal("19\t19\tv19", lines[20])
+  end)
+
+  it("runs a class from a module found by require", function()
+    local dir = H.tmpdir()
+    local name = H.unique("counter")
+    H.write(dir .. "/counter.lua", COUNTER)
+    H.write(dir .. "/app.lua", app_script([[
+package.path = "./?.lua;" .. package.path
+local Counter = require("counter")
+local sdf = app:dataframe{ source = Counter{ name = "]] .. name .. [[", limit = 10 } }
+print(#app:run{ count = 10 })
+]]))
+    local r = H.run(dir, "app.lua")
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("10\n", r.stdout)
+  end)
+
+  it("runs a class from a file loaded by path", function()
+    local dir = H.tmpdir()
+    local name = H.unique("counter")
+    H.write(dir .. "/lib_counter.lua", COUNTER)
+    H.write(dir .. "/app.lua", app_script([[
+local Counter = dofile("lib_counter.lua")
+local sdf = app:dataframe{ source = Counter{ name = "]] .. name .. [[", limit = 10 } }
+print(#app:run{ count = 10 })
+]]))
+    local r = H.run(dir, "app.lua")
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("10\n", r.stdout)
+  end)
+
+  it("fails the app with the source's name, pid and error when it raises", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/counter.lua", COUNTER)
+    H.write(dir .. "/app.lua", app_script([[
+package.path = "./?.lua;" .. package.path
+local Counter = require("counter")
+local sdf = app:dataframe{ source = Counter{ name = "failing", limit = 3, fail = true } }
+sdf:print{ pretty = false }
+app:run()
+]]))
+    local r = H.run(dir, "app.lua", { timeout = 60 })
+    assert.are.equal(1, r.code)
+    assert.truthy(r.stderr:find("qhost: error: Counter 'failing' %(pid %d+%) failed with exit code 1: "
+      .. "%./counter%.lua:12: counter failed on purpose"), r.stderr)
+    assert.truthy(r.stderr:find("in function 'run'", 1, true), r.stderr)
+  end)
+
+  it("refuses a source whose field cannot travel, before starting anything", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/app.lua", app_script([[
+local prefix = "k"
+local src = qhost.sources.CSVSource{ path = "x.csv", name = "orders",
+  key_extractor = function(row) return prefix .. row.id end }
+app:dataframe{ source = src }
+app:run()
+]]))
+    local r = H.run(dir, "app.lua")
+    assert.are.equal(1, r.code)
+    assert.truthy(r.stderr:find("CSVSource 'orders': field key_extractor is a function with upvalues (prefix)", 1, true),
+      r.stderr)
+    assert.falsy(r.stderr:find("started", 1, true))
+  end)
+
+  it("stops sources and exits 0 on SIGTERM, leaving no process behind", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/counter.lua", COUNTER)
+    H.write(dir .. "/app.lua", app_script([[
+package.path = "./?.lua;" .. package.path
+local Counter = require("counter")
+local sdf = app:dataframe{ source = Counter{ name = "]] .. H.unique("slow") .. [[", limit = 1e9, pause = 0.01 } }
+sdf:print{ pretty = false }
+app:run()
+]]))
+    local p = H.start(dir, "app.lua")
+    assert.is_true(H.eventually(function() return select(2, p:stdout():gsub("\n", "")) >= 10 end, 60), p:stderr())
+    local children = H.children(p.pid)
+    assert.are.equal(1, #children)
+    p:signal("TERM")
+    local r = assert(p:wait(60))
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stderr:find("stopped by signal 15", 1, true), r.stderr)
+    assert.is_false(H.alive(children[1]))
+    -- Every line printed is a whole message, in order.
+    local n = 0
+    for line in r.stdout:gmatch("[^\n]+") do
+      assert.are.equal(string.format('{"value":{"n":%d}}', n), line)
+      n = n + 1
+    end
+  end)
+
+  it("kills a source that ignores running after shutdown_timeout", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/app.lua", app_script([[
+local host = require("qhost.host")
+local Stubborn = qhost.sources.Source:extend("Stubborn")
+function Stubborn:run()
+  self:produce{ value = "1" }
+  self:flush()
+  while true do host.sleep(0.05) end
+end
+local sdf = app:dataframe{ source = Stubborn{ name = "]] .. H.unique("stubborn") .. [[", shutdown_timeout = 1 } }
+sdf:print{ pretty = false }
+app:run()
+]]))
+    local p = H.start(dir, "app.lua")
+    assert.is_true(H.eventually(function() return p:stdout():find("\n") ~= nil end, 60), p:stderr())
+    local children = H.children(p.pid)
+    p:signal("INT")
+    local r = assert(p:wait(60))
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stderr:find("did not stop within shutdown_timeout=1s: killing it", 1, true), r.stderr)
+    for _, pid in ipairs(children) do assert.is_false(H.alive(pid)) end
+  end)
+end)
+
+describe("to_topic and serializers #" .. H.mode, function()
+  it("sends values to another topic that a second dataframe reads", function()
+    local dir = H.tmpdir()
+    local out = H.unique("doubled")
+    H.write(dir .. "/app.lua", app_script(COUNTER:gsub("return Counter\n$", "") .. [[
+local out = app:topic("]] .. out .. [[", { value_serializer = "int", value_deserializer = "int",
+                                             key_serializer = "string", key_deserializer = "string" })
+local sdf = app:dataframe{ source = Counter{ name = "]] .. H.unique("c") .. [[", limit = 10 } }
+sdf = sdf:filter(function(v) return v.n % 2 == 0 end):apply(function(v) return v.n * 100 end)
+sdf:to_topic(out, { key = function(v) return "k" .. v end })
+local second = app:dataframe(out)
+second = second:apply(function(v, key) return key .. "=" .. v end, { metadata = true })
+local got = {}
+for _, v in ipairs(app:run{ count = 10 }) do if type(v) == "string" then got[#got + 1] = v end end
+table.sort(got)
+print(table.concat(got, " "))
+]]))
+    local r = H.run(dir, "app.lua")
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("k0=0 k200=200 k400=400 k600=600 k800=800\n", r.stdout)
+  end)
+
+  it("stops with the error of a failing pipeline function, naming topic, partition, offset and file:line", function()
+    local dir = H.tmpdir()
+    local name = H.unique("c")
+    H.write(dir .. "/app.lua", app_script(COUNTER:gsub("return Counter\n$", "") .. [[
+local sdf = app:dataframe{ source = Counter{ name = "]] .. name .. [[", limit = 10 } }
+sdf = sdf:apply(function(v)
+  if v.n == 3 then error("bad row " .. v.n) end
+  return v
+end)
+app:run()
+]]))
+    local r = H.run(dir, "app.lua", { timeout = 60 })
+    assert.are.equal(1, r.code)
+    assert.truthy(r.stderr:find("error processing the message at topic 'source__" .. name:gsub("%-", "%%-")
+      .. "' partition 0 offset 3: app%.lua:%d+: bad row 3"), r.stderr)
+  end)
+end)

@@ -83,7 +83,7 @@ if want kafka; then
   KDIR=$(mktemp -d "$ROOT/build/kafka-run.XXXXXX")
   trap 'tests/kafka/kafka.sh stop "$KDIR" >/dev/null 2>&1' EXIT
   if addr=$(tests/kafka/kafka.sh start "$KDIR"); then
-    echo "  Kafka at $addr ($(ls build/kafka/libs | grep -o 'kafka_2.13-[0-9.]*' | head -n1))" >&2
+    echo "  Kafka at $addr ($(ls build/kafka/libs | grep -o 'kafka_2.13-[0-9.]*[0-9]' | head -n1))" >&2
     busted_run "$LOGS/e2e-kafka.log" "$ROOT/build/qhost" tests/e2e QHOST_BROKER="$addr"
   else
     echo "  could not start Kafka: counted as one failure" >&2

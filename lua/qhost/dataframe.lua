@@ -95,6 +95,20 @@ function SDF:to_topic(topic, opts)
   return derive(self, new_node("to_topic", { topic = topic, key = opts.key }))
 end
 
+-- sdf:concat(other) -> one dataframe fed by both: the messages of each go
+-- on through what follows, in the order each arrives (Quix's concat).
+function SDF:concat(other)
+  if not dataframe.is_dataframe(other) then
+    error("StreamingDataFrame:concat expects a StreamingDataFrame", 2)
+  end
+  if other.app ~= self.app then
+    error("StreamingDataFrame:concat: both dataframes must belong to the same Application", 2)
+  end
+  local node = new_node("root")
+  table.insert(other.node.children, node)
+  return derive(self, node)
+end
+
 -- Compiling -----------------------------------------------------------------
 
 local PRINT_KEYS_MT = { __qhost_keys = { "value", "key", "timestamp", "headers" } }

@@ -75,3 +75,20 @@ describe("StreamingDataFrame", function()
     assert.are.equal('{\n  "value": {\n    "a": 1\n  }\n}', dataframe.format_print(true, false, { a = 1 }))
   end)
 end)
+
+describe("StreamingDataFrame:concat", function()
+  it("feeds what follows from both dataframes", function()
+    local app = qhost.Application{}
+    local a = app:dataframe(app:topic("a")):apply(function(v) return "a:" .. v end)
+    local b = app:dataframe(app:topic("b")):apply(function(v) return "b:" .. v end)
+    local both = a:concat(b):apply(function(v) return v .. "!" end)
+    assert.are.equal(both.root, a.root)
+    assert.are.same({ "a:1!" }, (a:test(1)))
+    assert.are.same({ "b:2!" }, (b:test(2)))
+  end)
+  it("rejects what is not a dataframe", function()
+    local app = qhost.Application{}
+    assert.has_error(function() app:dataframe(app:topic("a")):concat({}) end,
+      "StreamingDataFrame:concat expects a StreamingDataFrame")
+  end)
+end)

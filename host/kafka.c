@@ -160,7 +160,7 @@ int qh_ffi_produce(qh_producer *p, const char *topic, int32_t partition,
             RD_KAFKA_V_HEADERS(hdrs),
             RD_KAFKA_V_END);
         if (!err) return 0;            /* librdkafka now owns hdrs */
-        rd_kafka_headers_destroy(hdrs);
+        if (hdrs) rd_kafka_headers_destroy(hdrs);
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             /* Wait the queue out by serving delivery reports; never drop. */
             rd_kafka_poll(p->rk, 100);
@@ -285,7 +285,7 @@ struct qh_consumer {
     int batch_len;
     rebalance_event *events;     /* owned; taken by Lua */
     int events_len, events_cap;
-    int pin_latest;              /* auto.offset.reset is latest: see resolve_start */
+    int reset_to;                /* 1 latest, -1 earliest, 0 other: see resolve_start */
     char errstr[512];
 };
 
@@ -303,15 +303,16 @@ static void push_event(qh_consumer *c, int assign, const rd_kafka_topic_partitio
     c->events_len++;
 }
 
-/* Gives every partition without a committed offset an explicit start at
- * its current end, when auto.offset.reset is latest. Left to librdkafka,
- * that reset happens asynchronously after the assignment, and whatever a
- * source produced in between (sources start right after the assignment)
- * would be skipped. Partitions keep INVALID (librdkafka's own reset) when
- * a lookup fails. */
+/* Gives every partition an explicit start: its committed offset, else its
+ * current end (auto.offset.reset latest) or beginning (earliest). Left to
+ * librdkafka, a latest reset happens asynchronously after the assignment,
+ * and whatever a source produced in between (sources start right after the
+ * assignment) would be skipped; and the app needs to know where each
+ * partition starts to measure its backlog. Partitions keep INVALID
+ * (librdkafka's own reset) when a lookup fails. */
 static void resolve_start(qh_consumer *c, rd_kafka_topic_partition_list_t *parts)
 {
-    if (!c->pin_latest || parts->cnt == 0) return;
+    if (!c->reset_to || parts->cnt == 0) return;
     rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_copy(parts);
     if (rd_kafka_committed(c->rk, committed, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
         for (int i = 0; i < parts->cnt; i++) {
@@ -322,7 +323,7 @@ static void resolve_start(qh_consumer *c, rd_kafka_topic_partition_list_t *parts
                 tp->offset = committed->elems[i].offset;
             } else if (rd_kafka_query_watermark_offsets(c->rk, tp->topic, tp->partition,
                                                         &low, &high, 10000) == 0) {
-                tp->offset = high;
+                tp->offset = c->reset_to > 0 ? high : low;
             }
         }
     }
@@ -445,8 +446,10 @@ static int l_consumer(lua_State *L)
     }
     lua_getfield(L, 1, "auto.offset.reset");
     const char *reset = lua_tostring(L, -1);
-    c->pin_latest = !reset || strcmp(reset, "latest") == 0 || strcmp(reset, "largest") == 0 ||
-                    strcmp(reset, "end") == 0;
+    if (!reset || !strcmp(reset, "latest") || !strcmp(reset, "largest") || !strcmp(reset, "end"))
+        c->reset_to = 1;
+    else if (!strcmp(reset, "earliest") || !strcmp(reset, "smallest") || !strcmp(reset, "beginning"))
+        c->reset_to = -1;
     lua_pop(L, 1);
     rd_kafka_conf_set_opaque(conf, c);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
@@ -797,6 +800,22 @@ fail:
     return push_fail(L, err[0] ? err : "out of memory");
 }
 
+/* admin:watermarks(topic, partition, timeout_s) -> low, high, asked of the
+ * broker now, or nil, err. On this handle of its own the request never waits
+ * behind a consumer's long-polling fetch. */
+static int l_admin_watermarks(lua_State *L)
+{
+    qh_admin *a = check_admin(L);
+    int64_t low = 0, high = 0;
+    int ms = (int)(luaL_optnumber(L, 4, 10.0) * 1000);
+    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+        a->rk, luaL_checkstring(L, 2), (int32_t)luaL_checkinteger(L, 3), &low, &high, ms);
+    if (err) return push_fail(L, rd_kafka_err2str(err));
+    lua_pushnumber(L, (lua_Number)low);
+    lua_pushnumber(L, (lua_Number)high);
+    return 2;
+}
+
 static int l_admin_close(lua_State *L)
 {
     qh_admin *a = luaL_checkudata(L, 1, ADMIN_MT);
@@ -909,6 +928,7 @@ int qh_kafka_open(lua_State *L)
     };
     static const luaL_Reg admin_methods[] = {
         { "partitions", l_admin_partitions }, { "create_topics", l_admin_create_topics },
+        { "watermarks", l_admin_watermarks },
         { "close", l_admin_close }, { NULL, NULL },
     };
     static const luaL_Reg mock_methods[] = {

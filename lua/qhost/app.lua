@@ -182,12 +182,22 @@ local function merge(into, from)
 end
 
 function Application:producer_config()
-  return merge({
+  local config = {
     ["bootstrap.servers"] = self._broker,
     ["log_level"] = log.librdkafka_level(),
     -- The Java client's partitioner, as Quix uses: same key, same partition.
     ["partitioner"] = "murmur2_random",
-  }, self.producer_extra_config)
+  }
+  if self._mock then
+    -- Against the embedded broker, keep little in flight: what is already
+    -- on the wire still lands after the app pauses a source, and the
+    -- broker keeps only 5 MiB per partition.
+    config["max.in.flight.requests.per.connection"] = 1
+    config["batch.size"] = 262144
+    -- A paused source's local queue is sent the moment it resumes.
+    config["queue.buffering.max.kbytes"] = 1024
+  end
+  return merge(config, self.producer_extra_config)
 end
 
 function Application:_consumer_config()
@@ -214,16 +224,16 @@ function Application:_prepare_topics()
   local names = {}
   for name in pairs(self._topics) do names[#names + 1] = name end
   table.sort(names)
-  if self._mock then
-    for _, name in ipairs(names) do
-      local ok, err = self._mock:create_topic(name, self._topics[name]:num_partitions())
-      if not ok then error(string.format("cannot create topic '%s' on the embedded broker: %s", name, err), 0) end
-    end
-    return
-  end
   local admin, err = clients.admin({ ["bootstrap.servers"] = self._broker, ["log_level"] = log.librdkafka_level() })
   if not admin then error("cannot create an admin client: " .. err, 0) end
   self._admin = admin
+  if self._mock then
+    for _, name in ipairs(names) do
+      local ok, merr = self._mock:create_topic(name, self._topics[name]:num_partitions())
+      if not ok then error(string.format("cannot create topic '%s' on the embedded broker: %s", name, merr), 0) end
+    end
+    return
+  end
   if self.auto_create_topics and #names > 0 then
     local specs = {}
     for _, name in ipairs(names) do

@@ -17,10 +17,14 @@ local BATCH = 1000
 local POLL_MS = 100
 
 -- Embedded broker back-pressure: the mock keeps at most 5 MiB per partition,
--- so sources are paused (SIGSTOP) while the app's unread backlog on their
--- topic is above HIGH bytes, and resumed below LOW.
-local BACKLOG_HIGH = 2 * 1024 * 1024
-local BACKLOG_LOW = 512 * 1024
+-- so sources are paused (SIGSTOP) while the app's unprocessed backlog on
+-- their topic is above HIGH bytes, and resumed below LOW. The backlog is
+-- measured against the broker's end offset, asked every BACKLOG_CHECK_S:
+-- librdkafka's cached watermarks go stale while its prefetch queue is full,
+-- which is exactly when the backlog grows.
+local BACKLOG_HIGH = 1024 * 1024
+local BACKLOG_LOW = 256 * 1024
+local BACKLOG_CHECK_S = 0.01
 
 local function compile_pipelines(app, rt)
   local by_topic = {}
@@ -181,6 +185,7 @@ return function(app, opts)
   -- the next message of each partition must be.
   local function on_assign(partitions)
     for _, tp in ipairs(partitions) do
+      log.debug("assigned %s [%d] from offset %s", tp.topic, tp.partition, tostring(tp.offset))
       expected[tp.topic] = expected[tp.topic] or {}
       expected[tp.topic][tp.partition] = tp.offset >= 0 and tp.offset or nil
     end
@@ -315,14 +320,14 @@ return function(app, opts)
   local last_backlog_check = 0
   local function apply_backpressure()
     local now = host.monotonic()
-    if now - last_backlog_check < 0.05 then return end
+    if now - last_backlog_check < BACKLOG_CHECK_S then return end
     last_backlog_check = now
     for tname in pairs(source_topics) do
       local exp = expected[tname]
       local worst = 0
       if exp then
         for partition, next_offset in pairs(exp) do
-          local _, high = consumer:watermarks(tname, partition)
+          local _, high = app._admin:watermarks(tname, partition, 5)
           if high and high > next_offset then
             worst = math.max(worst, (high - next_offset) * avg_size)
           end
@@ -346,7 +351,10 @@ return function(app, opts)
     while true do
       if C.qh_ffi_stop_requested() > 0 or app._stop_requested then break end
       if consumer then
-        local n, msgs = consumer:poll(batch_max, POLL_MS)
+        -- While sources feed the embedded broker, wake often enough to
+        -- pause them in time (see BACKLOG_HIGH).
+        local wait = (embedded and sources.started and sources:alive() > 0) and 10 or POLL_MS
+        local n, msgs = consumer:poll(batch_max, wait)
         handle_events()
         if n > 0 then
           last_message = host.monotonic()

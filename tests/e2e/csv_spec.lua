@@ -95,4 +95,56 @@ describe("CSVSource #" .. H.mode, function()
     assert.truthy(r.stderr:find("nope.csv", 1, true), r.stderr)
     assert.truthy(r.stderr:find("No such file or directory", 1, true), r.stderr)
   end)
+
+  it("gives missing fields of short rows as null and skips a BOM", function()
+    local rows, r = run_csv("\239\187\191a,b,c\n1,2\n4,5,6\n", nil, 2)
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stdout:find('{"value":{"a":"1","b":"2","c":null}', 1, true), r.stdout)
+    assert.are.same({ a = "4", b = "5", c = "6" }, rows[2].value)
+  end)
+
+  it("ends a header-only file cleanly without producing anything", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/data.csv", "a,b,c\n")
+    H.write(dir .. "/app.lua", [[
+      local qhost = require("qhost")
+      local app = qhost.Application{}
+      app:add_source(qhost.sources.CSVSource{ path = "data.csv", name = "]] .. H.unique("hdr") .. [[" })
+      app:run()
+      print("done")
+    ]])
+    local r = H.run(dir, "app.lua")
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("done\n", r.stdout)
+    assert.truthy(r.stderr:find("%(pid %d+%) ended"), r.stderr)
+  end)
+
+  it("delivers every row of a CSV larger than the embedded broker keeps, to a slow pipeline", function()
+    local dir = H.tmpdir()
+    local name = H.unique("big")
+    local f = assert(io.open(dir .. "/data.csv", "wb"))
+    f:write("id,payload\n")
+    local pad = string.rep("x", 70)
+    for i = 0, 149999 do f:write(i, ",", pad, "\n") end
+    f:close()
+    H.write(dir .. "/app.lua", string.format([[
+      local qhost = require("qhost")
+      local app = qhost.Application{ consumer_group = %q, auto_offset_reset = "earliest" }
+      local sdf = app:dataframe{ source = qhost.sources.CSVSource{ path = "data.csv", name = %q } }
+      local seen, distinct = {}, 0
+      sdf = sdf:apply(function(v)
+        local x = 0
+        for i = 1, 5000 do x = x + i end   -- slower than the source
+        local id = tonumber(v.id)
+        if not seen[id] then seen[id] = true; distinct = distinct + 1 end
+        return id
+      end)
+      local out = app:run{ count = 150000, timeout = 30 }
+      print(#out, distinct)
+    ]], name, name))
+    local r = H.run(dir, "app.lua", { timeout = 300 })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("150000\t150000\n", r.stdout)
+    assert.falsy(r.stderr:find("DATA LOST", 1, true), r.stderr)
+  end)
 end)

@@ -132,6 +132,7 @@ function M.run(spec)
   log.debug("started, producing to topic '%s'", spec.topic.name)
   local failure = run_source(src)
   producer:close()
+  log.debug("peak RSS %s", M.peak_rss() or "?")
   if failure then
     spawn.child_report(failure)
     log.debug("failed")
@@ -139,6 +140,15 @@ function M.run(spec)
   end
   log.debug("ended")
   return 0
+end
+
+-- This process's peak resident memory ("12345 kB"), for the logs.
+function M.peak_rss()
+  local f = io.open("/proc/self/status")
+  if not f then return nil end
+  local text = f:read("*a")
+  f:close()
+  return text:match("VmHWM:%s*(%d+ kB)")
 end
 
 -- Reads the spec from the report pipe's twin; nil when not a child.

@@ -1,0 +1,25 @@
+-- The documented source examples: a source that polls a growing file.
+local H = require("helper")
+
+describe("example tail_file.lua #" .. H.mode, function()
+  it("produces the lines already in the file and those appended later", function()
+    local dir = H.tmpdir()
+    H.copy_example("tail_file.lua", dir)
+    H.write(dir .. "/log.txt", "first\nsecond\n")
+    local p = H.start(dir, "tail_file.lua", { args = { "log.txt" } })
+    assert.is_true(H.eventually(function() return p:stdout():find("second", 1, true) ~= nil end, 60), p:stderr())
+    local f = assert(io.open(dir .. "/log.txt", "ab"))
+    f:write("third\nfourth")      -- "fourth" is not a whole line yet
+    f:close()
+    assert.is_true(H.eventually(function() return p:stdout():find("third", 1, true) ~= nil end, 60), p:stderr())
+    f = assert(io.open(dir .. "/log.txt", "ab"))
+    f:write(" and more\n")
+    f:close()
+    assert.is_true(H.eventually(function() return p:stdout():find("fourth and more", 1, true) ~= nil end, 60))
+    p:signal("TERM")
+    local r = assert(p:wait(60))
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal('{"value":{"line":"first","n":1}}\n{"value":{"line":"second","n":2}}\n'
+      .. '{"value":{"line":"third","n":3}}\n{"value":{"line":"fourth and more","n":4}}\n', r.stdout)
+  end)
+end)

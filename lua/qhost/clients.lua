@@ -65,6 +65,8 @@ end
 -- producer:produce(topic, value, key, partition, timestamp_ms, headers)
 -- -> true | nil, err. value and key are strings (or nil).
 function Producer:produce(topic, value, key, partition, timestamp, headers)
+  -- Serve delivery reports as we go (librdkafka only runs them in poll).
+  C.qh_ffi_producer_poll(self.ptr, 0)
   if C.qh_ffi_producer_take_failures(self.ptr, failure_text, 512) > 0 then
     return nil, ffi.string(failure_text)
   end

@@ -20,6 +20,22 @@ describe("qhost CLI #" .. H.mode, function()
     assert.are.equal(0, r.code, r.stderr)
     assert.are.equal("args.lua\tone\ttwo words\t2\n", r.stdout)
   end)
+  it("runs from an install made with make install PREFIX=...", function()
+    local prefix = H.tmpdir()
+    local root = os.getenv("QHOST_TEST_ROOT") or "."
+    local out = H.exec(string.format("make -s -C %s install PREFIX=%s 2>&1; echo rc=$?", H.quote(root), H.quote(prefix)))
+    assert.truthy(out:find("rc=0", 1, true), out)
+    local dir = H.tmpdir()
+    H.copy_example("standalone_source.lua", dir)
+    H.write(dir .. "/input.csv", H.INPUT_CSV)
+    local saved = H.qhost
+    H.qhost = prefix .. "/bin/qhost"
+    local r = H.run(dir, "standalone_source.lua")
+    H.qhost = saved
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stderr:find("CSVSource 'input.csv' %(pid %d+%) ended"), r.stderr)
+  end)
+
   it("reports a script error with the file:line and traceback", function()
     local dir = H.tmpdir()
     H.write(dir .. "/bad.lua", "local x = nil\nlocal y = x.field\n")

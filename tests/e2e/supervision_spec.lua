@@ -179,4 +179,31 @@ app:run()
     assert.is_true(H.eventually(function() return not H.alive(children[1]) end, 30),
       "source process " .. children[1] .. " outlived its app")
   end)
+
+  it("raises a failed delivery of an earlier message at the next produce", function()
+    if H.mode ~= "kafka" then
+      pending("the embedded broker accepts messages of any size; the broker's 1 MB limit is real Kafka's")
+      return
+    end
+    local dir = H.tmpdir()
+    H.write(dir .. "/app.lua", [[
+local qhost = require("qhost")
+local app = qhost.Application{ producer_extra_config = { ["message.max.bytes"] = 10000000 } }
+local Big = qhost.sources.Source:extend("Big")
+local host = require("qhost.host")
+function Big:run()
+  self:produce{ value = string.rep("x", 2000000) }
+  for _ = 1, 600 do            -- until the failed delivery is known (at most 30 s)
+    host.sleep(0.05)
+    self:produce{ value = "small" }
+  end
+end
+app:add_source(Big{ name = "]] .. H.unique("big") .. [[" })
+app:run()
+]])
+    local r = H.run(dir, "app.lua", { timeout = 120 })
+    assert.are.equal(1, r.code, r.stderr)
+    assert.truthy(r.stderr:find("Big '[^']+' %(pid %d+%) failed with exit code 1: app%.lua:9: Big '[^']+': delivery to [^ ]+ %[%d+%] failed: "
+      .. "Broker: Message size too large"), r.stderr)
+  end)
 end)

@@ -363,7 +363,10 @@ return function(app, opts)
         end
         if embedded and sources.started and next(source_topics) then apply_backpressure() end
         local errors = consumer:take_errors()
-        if errors then log.warning("consumer: %s", errors.last) end
+        if errors then
+          if errors.fatal then error("the consumer failed: " .. errors.last, 0) end
+          log.warning("consumer: %s", errors.last)
+        end
         local now = host.monotonic()
         if dirty and (app.commit_interval == 0 or now - last_checkpoint >= app.commit_interval
                       or (app.commit_every > 0 and since_checkpoint >= app.commit_every)) then
@@ -374,7 +377,14 @@ return function(app, opts)
       else
         host.sleep(0.02)
       end
-      if producer then producer:poll(0) end
+      if producer then
+        producer:poll(0)
+        local perrors = producer:take_errors()
+        if perrors then
+          if perrors.fatal then error("the producer failed: " .. perrors.last, 0) end
+          log.warning("producer: %s", perrors.last)
+        end
+      end
       local failure = sources:poll()
       if failure then
         stop_reason = failure

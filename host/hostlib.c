@@ -98,7 +98,8 @@ static int l_time_ms(lua_State *L)
 static int l_sleep(lua_State *L)
 {
     double s = luaL_checknumber(L, 1);
-    if (s <= 0) return 0;
+    if (!(s > 0)) return 0;
+    if (s > 1e9) s = 1e9;   /* keeps the time_t conversion defined */
     struct timespec ts = { (time_t)s, (long)((s - (double)(time_t)s) * 1e9) };
     /* A stop signal interrupts the sleep, so a sleeping source stops fast. */
     nanosleep(&ts, NULL);

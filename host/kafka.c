@@ -7,6 +7,7 @@
 #include "kafka.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,16 @@ static rd_kafka_conf_t *conf_from_table(lua_State *L, int idx, char *err, size_t
 fail:
     rd_kafka_conf_destroy(conf);
     return NULL;
+}
+
+/* A timeout argument in seconds as librdkafka's milliseconds: <= 0 or NaN
+ * is 0, anything beyond an int's range waits forever. */
+static int timeout_arg(lua_State *L, int idx, double default_s)
+{
+    double s = luaL_optnumber(L, idx, default_s);
+    if (!(s > 0)) return 0;
+    if (s * 1000.0 >= (double)(INT_MAX - 5000)) return -1;   /* RD_POLL_INFINITE */
+    return (int)(s * 1000.0);
 }
 
 static int push_fail(lua_State *L, const char *msg)
@@ -240,7 +251,7 @@ static int l_producer_ptr(lua_State *L)
 static int l_producer_flush(lua_State *L)
 {
     qh_producer *p = check_producer(L);
-    int ms = (int)(luaL_optnumber(L, 2, 10.0) * 1000);
+    int ms = timeout_arg(L, 2, 10.0);
     rd_kafka_flush(p->rk, ms);
     lua_pushinteger(L, rd_kafka_outq_len(p->rk));
     return 1;
@@ -593,11 +604,16 @@ static int l_consumer_store_offsets(lua_State *L)
     return 1;
 }
 
-/* consumer:commit() commits the stored offsets synchronously -> true | nil, err */
+/* consumer:commit() commits the stored offsets synchronously -> true | nil, err.
+ * consumer:commit({ { topic, partition, offset = next offset } }) commits
+ * those instead, assigned or not (a checkpoint kept in a group). */
 static int l_consumer_commit(lua_State *L)
 {
     qh_consumer *c = check_consumer(L);
-    rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 0);
+    rd_kafka_topic_partition_list_t *parts = lua_istable(L, 2) ? partition_list_from_table(L, 2) : NULL;
+    rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, parts, 0);
+    for (int i = 0; !err && parts && i < parts->cnt; i++) err = parts->elems[i].err;
+    if (parts) rd_kafka_topic_partition_list_destroy(parts);
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) return push_fail(L, rd_kafka_err2str(err));
     lua_pushboolean(L, 1);
     return 1;
@@ -608,7 +624,7 @@ static int l_consumer_committed(lua_State *L)
 {
     qh_consumer *c = check_consumer(L);
     luaL_checktype(L, 2, LUA_TTABLE);
-    int ms = (int)(luaL_optnumber(L, 3, 10.0) * 1000);
+    int ms = timeout_arg(L, 3, 10.0);
     rd_kafka_topic_partition_list_t *parts = partition_list_from_table(L, 2);
     rd_kafka_resp_err_t err = rd_kafka_committed(c->rk, parts, ms);
     if (err) {
@@ -698,7 +714,7 @@ static int l_admin_partitions(lua_State *L)
 {
     qh_admin *a = check_admin(L);
     const char *topic = luaL_checkstring(L, 2);
-    int ms = (int)(luaL_optnumber(L, 3, 10.0) * 1000);
+    int ms = timeout_arg(L, 3, 10.0);
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_resp_err_t err = rd_kafka_metadata(a->rk, 1, NULL, &md, ms);
     if (err) return push_fail(L, rd_kafka_err2str(err));
@@ -722,7 +738,7 @@ static int l_admin_create_topics(lua_State *L)
 {
     qh_admin *a = check_admin(L);
     luaL_checktype(L, 2, LUA_TTABLE);
-    int ms = (int)(luaL_optnumber(L, 3, 30.0) * 1000);
+    int ms = timeout_arg(L, 3, 30.0);
     int n = (int)lua_objlen(L, 2);
     char err[512] = "";
     rd_kafka_NewTopic_t **topics = calloc((size_t)(n ? n : 1), sizeof *topics);
@@ -760,7 +776,7 @@ static int l_admin_create_topics(lua_State *L)
         lua_pop(L, 2);
     }
     rd_kafka_CreateTopics(a->rk, topics, (size_t)made, opts, queue);
-    ev = rd_kafka_queue_poll(queue, ms + 5000);
+    ev = rd_kafka_queue_poll(queue, ms < 0 ? -1 : ms + 5000);
     if (!ev) {
         snprintf(err, sizeof err, "creating topics timed out after %d ms", ms);
         goto fail;
@@ -807,7 +823,7 @@ static int l_admin_watermarks(lua_State *L)
 {
     qh_admin *a = check_admin(L);
     int64_t low = 0, high = 0;
-    int ms = (int)(luaL_optnumber(L, 4, 10.0) * 1000);
+    int ms = timeout_arg(L, 4, 10.0);
     rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
         a->rk, luaL_checkstring(L, 2), (int32_t)luaL_checkinteger(L, 3), &low, &high, ms);
     if (err) return push_fail(L, rd_kafka_err2str(err));
@@ -844,6 +860,7 @@ static int l_mock_cluster(lua_State *L)
 {
     char err[512];
     int brokers = (int)luaL_optinteger(L, 1, 1);
+    luaL_argcheck(L, brokers >= 1, 1, "broker count must be at least 1");
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set_log_cb(conf, on_log);
     /* The mock logs every unsupported request at warning level; the user
@@ -877,8 +894,9 @@ static int l_mock_bootstraps(lua_State *L)
 static int l_mock_create_topic(lua_State *L)
 {
     qh_mock *m = check_mock(L);
-    rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(
-        m->mc, luaL_checkstring(L, 2), (int)luaL_optinteger(L, 3, 1), 1);
+    int partitions = (int)luaL_optinteger(L, 3, 1);
+    luaL_argcheck(L, partitions >= 1, 3, "partition count must be at least 1");
+    rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(m->mc, luaL_checkstring(L, 2), partitions, 1);
     if (err && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
         return push_fail(L, rd_kafka_err2str(err));
     lua_pushboolean(L, 1);

@@ -71,8 +71,11 @@ int qh_vm_locate(qh_paths *out, char *err, size_t errlen)
         }
     }
     if (!root_has_library(out->root)) {
-        snprintf(err, errlen, "cannot find the qhost Lua library (lua/qhost/init.lua) near %s; "
-                 "set QHOST_ROOT", out->exe);
+        if (env_root && *env_root)
+            snprintf(err, errlen, "QHOST_ROOT=%s has no lua/qhost/init.lua", env_root);
+        else
+            snprintf(err, errlen, "cannot find the qhost Lua library (lua/qhost/init.lua) near %s; "
+                     "set QHOST_ROOT", out->exe);
         return -1;
     }
     g_paths = *out;

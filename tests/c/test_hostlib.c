@@ -1,0 +1,626 @@
+/* test_hostlib.c: tests of host/hostlib.c, the `qhost.host` module driven
+ * through a state from qh_vm_new, and the stop-signal handling through the
+ * C API. Everything that changes the process-wide stop state beyond one
+ * SIGTERM runs in a forked child (fork() + waitpid()), because a second stop
+ * signal _exits the process that gets it. Timeouts are only upper bounds
+ * against hanging; every check is on an exact value.
+ *
+ * The Lua root: this binary lives in build/tests/ or build/san/tests/ of the
+ * checkout (the Makefile puts it there), so main() walks up from
+ * /proc/self/exe to the first folder holding lua/qhost/init.lua and
+ * tests/c/check.h and exports it as QHOST_ROOT; the working directory does
+ * not matter. */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "check.h"
+#include "hostlib.h"
+#include "vm.h"
+
+static char self_exe[PATH_MAX];
+static char repo_root[PATH_MAX];
+
+static int file_exists(const char *dir, const char *rel)
+{
+    char path[PATH_MAX + 64];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", dir, rel);
+    return stat(path, &st) == 0;
+}
+
+/* The nearest folder above the binary that is the checkout (see the top). */
+static int find_repo_root(void)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", self_exe);
+    for (;;) {
+        char *slash = strrchr(dir, '/');
+        if (!slash || slash == dir) return -1;
+        *slash = '\0';
+        if (file_exists(dir, "lua/qhost/init.lua") && file_exists(dir, "tests/c/check.h")) {
+            snprintf(repo_root, sizeof repo_root, "%s", dir);
+            return 0;
+        }
+    }
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+/* A state as the qhost binary makes it, with the module as global `host`. */
+static lua_State *new_lua(const char *mode)
+{
+    lua_State *L = qh_vm_new(mode);
+    if (!L) return NULL;
+    if (luaL_dostring(L, "host = require 'qhost.host'") != 0) {
+        fprintf(stderr, "require qhost.host: %s\n", lua_tostring(L, -1));
+        lua_close(L);
+        return NULL;
+    }
+    return L;
+}
+
+/* Runs a chunk named "test"; its results are left at stack slots 1..n.
+ * Returns n, or -1 (error printed, check failed). */
+static int run(lua_State *L, const char *code)
+{
+    lua_settop(L, 0);
+    if (luaL_loadbuffer(L, code, strlen(code), "=test") != 0 || qh_vm_pcall(L, 0, LUA_MULTRET) != 0) {
+        fprintf(stderr, "%s: lua error: %s\n", check_current_name, lua_tostring(L, -1));
+        check_current_ok = 0;
+        return -1;
+    }
+    return lua_gettop(L);
+}
+
+/* Runs a chunk expected to raise; returns the message (first line only:
+ * the traceback qh_vm_pcall appends is cut off). Lives until the next call. */
+static const char *run_error(lua_State *L, const char *code)
+{
+    static char msg[1024];
+    lua_settop(L, 0);
+    if (luaL_loadbuffer(L, code, strlen(code), "=test") != 0) return "(syntax error)";
+    if (qh_vm_pcall(L, 0, 0) == 0) return "(no error)";
+    snprintf(msg, sizeof msg, "%s", lua_tostring(L, -1));
+    char *nl = strchr(msg, '\n');
+    if (nl) *nl = '\0';
+    lua_settop(L, 0);
+    return msg;
+}
+
+/* Waits for pid with an upper bound of 20 s (then SIGKILLs it so the run
+ * goes on). Returns the wait status, or -1. */
+static int wait_bounded(pid_t pid)
+{
+    int status;
+    for (int i = 0; i < 4000; i++) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) return status;
+        if (r < 0) return -1;
+        sleep_ms(5);
+    }
+    fprintf(stderr, "%s: pid %d still running after 20 s: killed\n", check_current_name, (int)pid);
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
+/* `sleep 30`, our own child, to be killed (or not) by the code under test. */
+static pid_t spawn_sleeper(void)
+{
+    /* fork + exec rather than posix_spawn: -Ihost makes <spawn.h> ours. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        execlp("sleep", "sleep", "30", (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Runs fn in a forked child with its stderr into a pipe; the child reports
+ * its checks through its exit status (0 when all held), unless fn exits by
+ * itself. Returns the wait status; the child's stderr goes to errbuf. */
+static int in_child(void (*fn)(void), char *errbuf, size_t errlen)
+{
+    int fds[2];
+    if (pipe(fds) != 0) return -1;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], 2);
+        close(fds[1]);
+        check_current_ok = 1;
+        fn();
+        _exit(check_current_ok ? 0 : 1);   /* _exit: no leak report for a forked copy */
+    }
+    close(fds[1]);
+    size_t used = 0;
+    ssize_t n;
+    while ((n = read(fds[0], errbuf + used, errlen - 1 - used)) > 0 || (n < 0 && errno == EINTR))
+        if (n > 0) used += (size_t)n;
+    errbuf[used] = '\0';
+    close(fds[0]);
+    int status = wait_bounded(pid);
+    /* The child's failed checks (exit 1) say why in its stderr: pass it on. */
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 1) fputs(errbuf, stderr);
+    return status;
+}
+
+/* ---- module fields ----------------------------------------------------- */
+
+TEST(fields_version_exe_root_mode)
+{
+    lua_State *L = new_lua("run");
+    int n = run(L, "return host.version, host.exe, host.root, host.mode");
+    CHECK_EQ_INT(n, 4);
+    if (n == 4) {
+        CHECK_EQ_STR(lua_tostring(L, 1), QHOST_VERSION);
+        CHECK_EQ_STR(lua_tostring(L, 1), "0.1.0");
+        CHECK_EQ_STR(lua_tostring(L, 2), self_exe);
+        CHECK_EQ_STR(lua_tostring(L, 3), repo_root);
+        CHECK_EQ_STR(lua_tostring(L, 4), "run");
+    }
+    lua_close(L);
+
+    L = new_lua("lua");
+    n = run(L, "return host.mode");
+    CHECK_EQ_INT(n, 1);
+    if (n == 1) CHECK_EQ_STR(lua_tostring(L, 1), "lua");
+    lua_close(L);
+}
+
+TEST(module_lists_its_functions)
+{
+    lua_State *L = new_lua("run");
+    int n = run(L,
+        "local names = {}\n"
+        "for k, v in pairs(host) do\n"
+        "  if type(v) == 'function' then names[#names + 1] = k end\n"
+        "end\n"
+        "table.sort(names)\n"
+        "return table.concat(names, ' ')");
+    CHECK_EQ_INT(n, 1);
+    if (n == 1)
+        CHECK_EQ_STR(lua_tostring(L, 1), "exit getpid isatty mkdtemp monotonic request_stop "
+                                         "sleep stop_requested strerror time_ms");
+    lua_close(L);
+}
+
+/* ---- clocks and sleep -------------------------------------------------- */
+
+TEST(monotonic_increases_across_a_sleep)
+{
+    lua_State *L = new_lua("run");
+    int n = run(L,
+        "local a = host.monotonic()\n"
+        "local b = host.monotonic()\n"
+        "host.sleep(0.02)\n"
+        "local c = host.monotonic()\n"
+        "return type(a), b >= a, c > b, c - b >= 0.019");
+    CHECK_EQ_INT(n, 4);
+    if (n == 4) {
+        CHECK_EQ_STR(lua_tostring(L, 1), "number");
+        CHECK(lua_toboolean(L, 2));
+        CHECK(lua_toboolean(L, 3));
+        CHECK(lua_toboolean(L, 4));   /* nanosleep sleeps at least that long */
+    }
+    lua_close(L);
+}
+
+TEST(time_ms_is_wall_clock_milliseconds)
+{
+    lua_State *L = new_lua("run");
+    double before = (double)time(NULL) * 1000.0;
+    int n = run(L, "local t = host.time_ms(); return t, t == math.floor(t)");
+    double after = (double)time(NULL) * 1000.0;
+    CHECK_EQ_INT(n, 2);
+    if (n == 2) {
+        double t = lua_tonumber(L, 1);
+        CHECK(t >= before - 60000.0 && t <= after + 60000.0);
+        CHECK(t >= before);            /* time() truncates: t is never below it */
+        CHECK(lua_toboolean(L, 2));    /* whole milliseconds */
+    }
+    lua_close(L);
+}
+
+TEST(sleep_zero_and_negative_return_at_once)
+{
+    lua_State *L = new_lua("run");
+    int n = run(L, "return select('#', host.sleep(0)), select('#', host.sleep(-1)), "
+                   "select('#', host.sleep(0.001))");
+    CHECK_EQ_INT(n, 3);
+    if (n == 3) {
+        CHECK_EQ_INT(lua_tointeger(L, 1), 0);
+        CHECK_EQ_INT(lua_tointeger(L, 2), 0);
+        CHECK_EQ_INT(lua_tointeger(L, 3), 0);
+    }
+    CHECK_EQ_STR(run_error(L, "host.sleep('soon')"),
+                 "test:1: bad argument #1 to 'sleep' (number expected, got string)");
+    lua_close(L);
+}
+
+/* ---- small services ---------------------------------------------------- */
+
+TEST(getpid_isatty_strerror)
+{
+    lua_State *L = new_lua("run");
+    int n = run(L, "return host.getpid(), host.isatty(-1), host.strerror(2), host.strerror(13)");
+    CHECK_EQ_INT(n, 4);
+    if (n == 4) {
+        CHECK_EQ_INT(lua_tointeger(L, 1), getpid());
+        CHECK(lua_isboolean(L, 2) && !lua_toboolean(L, 2));
+        CHECK_EQ_STR(lua_tostring(L, 3), "No such file or directory");
+        CHECK_EQ_STR(lua_tostring(L, 4), "Permission denied");
+    }
+    CHECK_EQ_STR(run_error(L, "host.strerror()"),
+                 "test:1: bad argument #1 to 'strerror' (number expected, got no value)");
+    lua_close(L);
+}
+
+TEST(mkdtemp_creates_a_private_folder)
+{
+    lua_State *L = new_lua("run");
+    int n = run(L,
+        "local a = host.mkdtemp()\n"
+        "local b = host.mkdtemp('/tmp/qh_test_hostlib.XXXXXX')\n"
+        "return a, b");
+    CHECK_EQ_INT(n, 2);
+    if (n == 2) {
+        const char *a = lua_tostring(L, 1), *b = lua_tostring(L, 2);
+        struct stat st;
+        CHECK(a && strncmp(a, "/tmp/qhost.", 11) == 0 && strlen(a) == 17);
+        CHECK(a && stat(a, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0700);
+        CHECK(b && strncmp(b, "/tmp/qh_test_hostlib.", 21) == 0 && strlen(b) == 27);
+        CHECK(b && strcmp(b + 21, "XXXXXX") != 0);
+        CHECK(b && stat(b, &st) == 0 && S_ISDIR(st.st_mode));
+        if (a) rmdir(a);
+        if (b) rmdir(b);
+    }
+    /* Expected failures come back as nil, err. */
+    /* glibc has already filled in the X's when it finds the folder missing,
+     * so the message names the path tried (6 random characters). */
+    n = run(L, "return host.mkdtemp('/nonexistent-qh/x.XXXXXX')");
+    CHECK_EQ_INT(n, 2);
+    if (n == 2) {
+        const char *msg = lua_tostring(L, 2);
+        CHECK(lua_isnil(L, 1));
+        CHECK(msg && strlen(msg) == strlen("mkdtemp /nonexistent-qh/x.XXXXXX: No such file or directory"));
+        CHECK(msg && strncmp(msg, "mkdtemp /nonexistent-qh/x.", 26) == 0);
+        CHECK(msg && strcmp(msg + 32, ": No such file or directory") == 0);
+    }
+    n = run(L, "return host.mkdtemp('/tmp/no-template')");
+    CHECK_EQ_INT(n, 2);
+    if (n == 2) {
+        CHECK(lua_isnil(L, 1));
+        CHECK_EQ_STR(lua_tostring(L, 2), "mkdtemp /tmp/no-template: Invalid argument");
+    }
+    lua_close(L);
+}
+
+/* host.exit flushes stdout (LuaJIT's io writes through stdio) and leaves
+ * with the code, skipping everything else. */
+static void child_exit_flushes(void)
+{
+    lua_State *L = new_lua("run");
+    if (!L) _exit(90);
+    if (luaL_dostring(L, "io.write('buffered'); host.exit(7)") != 0) _exit(92);
+    _exit(91);   /* not reached when host.exit works */
+}
+
+TEST(exit_flushes_stdout_and_uses_the_code)
+{
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], 1);
+        close(fds[1]);
+        child_exit_flushes();
+    }
+    close(fds[1]);
+    char buf[64];
+    size_t used = 0;
+    ssize_t n;
+    while ((n = read(fds[0], buf + used, sizeof buf - 1 - used)) > 0) used += (size_t)n;
+    buf[used] = '\0';
+    close(fds[0]);
+    int status = wait_bounded(pid);
+    CHECK(status != -1 && WIFEXITED(status));
+    CHECK_EQ_INT(WEXITSTATUS(status), 7);
+    CHECK_EQ_STR(buf, "buffered");
+}
+
+/* ---- stop signals ------------------------------------------------------ */
+
+/* In this process: one SIGTERM only (a second one would _exit us). */
+TEST(first_sigterm_requests_a_stop)
+{
+    lua_State *L = new_lua("run");
+    CHECK_EQ_INT(qh_ffi_stop_requested(), 0);
+    CHECK_EQ_INT(qh_ffi_stop_signal(), 0);
+    int n = run(L, "return host.stop_requested()");
+    CHECK_EQ_INT(n, 2);
+    if (n == 2) {
+        CHECK_EQ_INT(lua_tointeger(L, 1), 0);
+        CHECK_EQ_INT(lua_tointeger(L, 2), 0);
+    }
+
+    qh_hostlib_install_signals(0);
+    struct sigaction sa;
+    sigaction(SIGPIPE, NULL, &sa);
+    CHECK(sa.sa_handler == SIG_IGN);
+    sigaction(SIGINT, NULL, &sa);
+    CHECK(sa.sa_handler != SIG_IGN && sa.sa_handler != SIG_DFL);
+
+    CHECK_EQ_INT(raise(SIGTERM), 0);
+    CHECK_EQ_INT(qh_ffi_stop_requested(), 1);
+    CHECK_EQ_INT(qh_ffi_stop_signal(), SIGTERM);
+    CHECK_EQ_INT(qh_ffi_stop_signal(), 15);
+    n = run(L, "return host.stop_requested()");
+    CHECK_EQ_INT(n, 2);
+    if (n == 2) {
+        CHECK_EQ_INT(lua_tointeger(L, 1), 1);
+        CHECK_EQ_INT(lua_tointeger(L, 2), 15);
+    }
+    /* request_stop never lowers or raises a count that is already set. */
+    run(L, "host.request_stop()");
+    CHECK_EQ_INT(qh_ffi_stop_requested(), 1);
+    CHECK_EQ_INT(qh_ffi_stop_signal(), 15);
+    lua_close(L);
+}
+
+/* In a child forked before this process had any stop signal (main's order). */
+static void child_request_stop(void)
+{
+    lua_State *L = new_lua("run");
+    CHECK_EQ_INT(qh_ffi_stop_requested(), 0);
+    int n = run(L, "host.request_stop(); return host.stop_requested()");
+    CHECK_EQ_INT(n, 2);
+    if (n == 2) {
+        CHECK_EQ_INT(lua_tointeger(L, 1), 1);
+        CHECK_EQ_INT(lua_tointeger(L, 2), 0);   /* no signal behind this stop */
+    }
+    run(L, "host.request_stop(); host.request_stop()");
+    CHECK_EQ_INT(qh_ffi_stop_requested(), 1);   /* still 1: never the immediate exit */
+    CHECK_EQ_INT(qh_ffi_stop_signal(), 0);
+}
+
+TEST(request_stop_sets_the_count_to_one)
+{
+    char err[4096];
+    int status = in_child(child_request_stop, err, sizeof err);
+    CHECK(status != -1 && WIFEXITED(status));
+    CHECK_EQ_INT(WEXITSTATUS(status), 0);
+}
+
+static pid_t g_tracked_sleeper, g_untracked_sleeper;
+
+/* Installs the handlers, tracks one sleeper (and untracks the other),
+ * then the user insists: two SIGTERMs. */
+static void child_second_signal(void)
+{
+    qh_hostlib_install_signals(0);
+    qh_hostlib_track_child(g_untracked_sleeper);
+    qh_hostlib_track_child(g_tracked_sleeper);
+    qh_hostlib_untrack_child(g_untracked_sleeper);
+    raise(SIGTERM);
+    if (qh_ffi_stop_requested() != 1) _exit(80);
+    raise(SIGTERM);
+    _exit(81);   /* not reached: the second signal exits */
+}
+
+TEST(second_signal_kills_tracked_children_and_exits_143)
+{
+    char err[4096];
+    g_tracked_sleeper = spawn_sleeper();
+    g_untracked_sleeper = spawn_sleeper();
+    CHECK(g_tracked_sleeper > 0 && g_untracked_sleeper > 0);
+    if (g_tracked_sleeper <= 0 || g_untracked_sleeper <= 0) return;
+
+    int status = in_child(child_second_signal, err, sizeof err);
+    CHECK(status != -1 && WIFEXITED(status));
+    CHECK_EQ_INT(WEXITSTATUS(status), 128 + 15);
+    CHECK_EQ_STR(err, "qhost: second stop signal, exiting immediately\n");
+
+    /* The kill was sent before the child exited; the death may lag. */
+    status = wait_bounded(g_tracked_sleeper);
+    CHECK(status != -1 && WIFSIGNALED(status));
+    CHECK_EQ_INT(WIFSIGNALED(status) ? WTERMSIG(status) : -1, SIGKILL);
+
+    /* The untracked one was left alone: still running, ended here by us. */
+    CHECK_EQ_INT(waitpid(g_untracked_sleeper, &status, WNOHANG), 0);
+    kill(g_untracked_sleeper, SIGTERM);
+    status = wait_bounded(g_untracked_sleeper);
+    CHECK(status != -1 && WIFSIGNALED(status));
+    CHECK_EQ_INT(WIFSIGNALED(status) ? WTERMSIG(status) : -1, SIGTERM);
+}
+
+static void child_second_sigint(void)
+{
+    qh_hostlib_install_signals(0);
+    raise(SIGINT);
+    if (qh_ffi_stop_requested() != 1 || qh_ffi_stop_signal() != SIGINT) _exit(80);
+    raise(SIGINT);
+    _exit(81);
+}
+
+TEST(second_sigint_exits_130)
+{
+    char err[4096];
+    int status = in_child(child_second_sigint, err, sizeof err);
+    CHECK(status != -1 && WIFEXITED(status));
+    CHECK_EQ_INT(WEXITSTATUS(status), 128 + 2);
+    CHECK_EQ_STR(err, "qhost: second stop signal, exiting immediately\n");
+}
+
+/* A source child: Ctrl-C is the parent's to decide; SIGTERM stops. */
+static void child_source_ignores_sigint(void)
+{
+    qh_hostlib_install_signals(1);
+    struct sigaction sa;
+    sigaction(SIGINT, NULL, &sa);
+    CHECK(sa.sa_handler == SIG_IGN);
+    raise(SIGINT);
+    raise(SIGINT);                      /* twice: would _exit if it counted */
+    CHECK_EQ_INT(qh_ffi_stop_requested(), 0);
+    CHECK_EQ_INT(qh_ffi_stop_signal(), 0);
+    raise(SIGTERM);
+    CHECK_EQ_INT(qh_ffi_stop_requested(), 1);
+    CHECK_EQ_INT(qh_ffi_stop_signal(), 15);
+    lua_State *L = new_lua("run");
+    int n = run(L, "return host.stop_requested()");
+    CHECK_EQ_INT(n, 2);
+    if (n == 2) {
+        CHECK_EQ_INT(lua_tointeger(L, 1), 1);
+        CHECK_EQ_INT(lua_tointeger(L, 2), 15);
+    }
+}
+
+TEST(source_child_ignores_sigint_and_stops_on_sigterm)
+{
+    char err[4096];
+    int status = in_child(child_source_ignores_sigint, err, sizeof err);
+    CHECK(status != -1 && WIFEXITED(status));
+    CHECK_EQ_INT(WEXITSTATUS(status), 0);
+}
+
+/* The state letter of /proc/<pid>/stat ('R', 'S', ...), or '?'. */
+static char proc_state(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return '?';
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *paren = strrchr(buf, ')');
+    return paren && paren[1] == ' ' ? paren[2] : '?';
+}
+
+/* A stop signal cuts host.sleep short, so a sleeping source stops fast. The
+ * helper sends its one SIGTERM once we are blocked (in host.sleep). */
+static void child_signal_interrupts_sleep(void)
+{
+    qh_hostlib_install_signals(1);
+    pid_t self = getpid();
+    lua_State *L = new_lua("run");
+    pid_t killer = fork();
+    if (killer == 0) {
+        for (int i = 0; i < 4000 && proc_state(self) != 'S'; i++) sleep_ms(5);
+        kill(self, SIGTERM);
+        _exit(0);
+    }
+    int n = run(L, "local t = host.monotonic(); host.sleep(30); "
+                   "return host.monotonic() - t, host.stop_requested()");
+    CHECK_EQ_INT(n, 3);
+    if (n == 3) {
+        CHECK(lua_tonumber(L, 1) < 25.0);   /* an upper bound well below the 30 s asked */
+        CHECK_EQ_INT(lua_tointeger(L, 2), 1);
+        CHECK_EQ_INT(lua_tointeger(L, 3), 15);
+    }
+    wait_bounded(killer);
+}
+
+TEST(stop_signal_interrupts_sleep)
+{
+    char err[4096];
+    int status = in_child(child_signal_interrupts_sleep, err, sizeof err);
+    CHECK(status != -1 && WIFEXITED(status));
+    CHECK_EQ_INT(WEXITSTATUS(status), 0);
+}
+
+/* ---- child tracking ---------------------------------------------------- */
+
+/* Tracking in this process is observable only through the second-signal
+ * path; here: untrack of an unknown pid is harmless, and a slot freed by
+ * untrack is reused (256 slots: 300 track/untrack rounds must not fill). */
+static void child_track_untrack_reuses_slots(void)
+{
+    pid_t sleeper = g_tracked_sleeper;
+    qh_hostlib_install_signals(0);
+    qh_hostlib_untrack_child(424242);
+    for (int i = 0; i < 300; i++) {
+        qh_hostlib_track_child(100000 + i);
+        qh_hostlib_untrack_child(100000 + i);
+    }
+    qh_hostlib_track_child(sleeper);    /* finds a free slot after all that */
+    raise(SIGTERM);
+    raise(SIGTERM);
+    _exit(81);
+}
+
+TEST(track_untrack_frees_slots)
+{
+    char err[4096];
+    g_tracked_sleeper = spawn_sleeper();
+    CHECK(g_tracked_sleeper > 0);
+    if (g_tracked_sleeper <= 0) return;
+    int status = in_child(child_track_untrack_reuses_slots, err, sizeof err);
+    CHECK(status != -1 && WIFEXITED(status));
+    CHECK_EQ_INT(WEXITSTATUS(status), 143);
+    status = wait_bounded(g_tracked_sleeper);
+    CHECK(status != -1 && WIFSIGNALED(status));
+    CHECK_EQ_INT(WIFSIGNALED(status) ? WTERMSIG(status) : -1, SIGKILL);
+}
+
+int main(void)
+{
+    char err[512];
+    qh_paths paths;
+    ssize_t n = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
+    if (n < 0) {
+        perror("readlink /proc/self/exe");
+        return 1;
+    }
+    self_exe[n] = '\0';
+    if (find_repo_root() != 0) {
+        fprintf(stderr, "no checkout (lua/qhost/init.lua, tests/c/check.h) above %s\n", self_exe);
+        return 1;
+    }
+    setenv("QHOST_ROOT", repo_root, 1);
+    if (qh_vm_locate(&paths, err, sizeof err) != 0) {
+        fprintf(stderr, "qh_vm_locate: %s\n", err);
+        return 1;
+    }
+
+    RUN(fields_version_exe_root_mode);
+    RUN(module_lists_its_functions);
+    RUN(monotonic_increases_across_a_sleep);
+    RUN(time_ms_is_wall_clock_milliseconds);
+    RUN(sleep_zero_and_negative_return_at_once);
+    RUN(getpid_isatty_strerror);
+    RUN(mkdtemp_creates_a_private_folder);
+    RUN(exit_flushes_stdout_and_uses_the_code);
+    /* Forked while this process has had no stop signal yet. */
+    RUN(request_stop_sets_the_count_to_one);
+    RUN(second_signal_kills_tracked_children_and_exits_143);
+    RUN(second_sigint_exits_130);
+    RUN(source_child_ignores_sigint_and_stops_on_sigterm);
+    RUN(stop_signal_interrupts_sleep);
+    RUN(track_untrack_frees_slots);
+    /* Last: it leaves this process with a stop requested. */
+    RUN(first_sigterm_requests_a_stop);
+    return check_summary();
+}

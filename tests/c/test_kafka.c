@@ -1,0 +1,808 @@
+/* test_kafka.c: tests of host/kafka.c on the embedded broker (librdkafka's
+ * mock cluster, started through the module in this process). Handles are
+ * made through the `qhost.kafka` Lua module in a real lua_State; messages go
+ * through the qh_ffi_* functions with the handles' ptr(), as the Lua library
+ * does. Every test has its own topics and groups on the one mock cluster.
+ * Waits are upper bounds against hanging (30 s); every check is on an exact
+ * value. One test joins a group with subscribe: the mock completes a join
+ * after session.timeout.ms - 1 s, so it uses session.timeout.ms=6000. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <librdkafka/rdkafka.h>
+
+#include "check.h"
+#include "kafka.h"
+#include "vm.h"
+
+static lua_State *L;
+
+static const char lua_prelude[] =
+    "mock = assert(kafka.mock_cluster(1))\n"
+    "BOOT = mock:bootstraps()\n"
+    "function producer(extra)\n"
+    "  local conf = { ['bootstrap.servers'] = BOOT, ['linger.ms'] = 5,\n"
+    "                 ['partitioner'] = 'murmur2_random' }\n"
+    "  for k, v in pairs(extra or {}) do conf[k] = v end\n"
+    "  return assert(kafka.producer(conf))\n"
+    "end\n"
+    /* Manual offset management, as the Lua library configures it. */
+    "function consumer(group, reset, extra)\n"
+    "  local conf = { ['bootstrap.servers'] = BOOT, ['group.id'] = group,\n"
+    "                 ['auto.offset.reset'] = reset, ['enable.auto.commit'] = false,\n"
+    "                 ['enable.auto.offset.store'] = false, ['fetch.wait.max.ms'] = 50 }\n"
+    "  for k, v in pairs(extra or {}) do conf[k] = v end\n"
+    "  return assert(kafka.consumer(conf))\n"
+    "end\n"
+    "function parts(topic, offsets)\n"
+    "  local t = {}\n"
+    "  for i, off in ipairs(offsets) do\n"
+    "    t[i] = { topic = topic, partition = i - 1, offset = off >= 0 and off or nil }\n"
+    "  end\n"
+    "  return t\n"
+    "end\n"
+    "function list_str(list)\n"
+    "  local out = {}\n"
+    "  for _, p in ipairs(list) do\n"
+    "    out[#out + 1] = string.format('%s/%d@%d', p.topic, p.partition, p.offset)\n"
+    "  end\n"
+    "  table.sort(out)\n"
+    "  return table.concat(out, ',')\n"
+    "end\n"
+    /* take_events as text: 'assign:t/0@5,t/1@-1001;revoke:...'. */
+    "function events_str(c)\n"
+    "  local out = {}\n"
+    "  for _, e in ipairs(c:take_events()) do\n"
+    "    out[#out + 1] = e.type .. ':' .. list_str(e.partitions)\n"
+    "  end\n"
+    "  return table.concat(out, ';')\n"
+    "end\n";
+
+/* Runs a chunk (named "test") through qh_vm_pcall and returns its results
+ * joined by "|" (tostring of each), or "ERROR: <message>" if it raised. The
+ * traceback is cut off. The text lives until the next call. */
+static const char *run(const char *chunk)
+{
+    static char out[1 << 16];
+    lua_settop(L, 0);
+    if (luaL_loadbuffer(L, chunk, strlen(chunk), "=test") != 0 ||
+        qh_vm_pcall(L, 0, LUA_MULTRET) != 0) {
+        snprintf(out, sizeof out, "ERROR: %s", lua_tostring(L, -1));
+        char *tb = strstr(out, "\nstack traceback:");
+        if (tb) *tb = '\0';
+        lua_settop(L, 0);
+        return out;
+    }
+    size_t n = 0;
+    out[0] = '\0';
+    int top = lua_gettop(L);
+    lua_getglobal(L, "tostring");
+    for (int i = 1; i <= top && n < sizeof out; i++) {
+        lua_pushvalue(L, -1);
+        lua_pushvalue(L, i);
+        lua_call(L, 1, 1);
+        n += (size_t)snprintf(out + n, sizeof out - n, "%s%s", i > 1 ? "|" : "", lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 0);
+    return out;
+}
+
+/* The C handle behind a Lua global holding a producer or consumer. */
+static void *ptr_of(const char *global)
+{
+    char chunk[128];
+    snprintf(chunk, sizeof chunk, "return %s:ptr()", global);
+    lua_settop(L, 0);
+    if (luaL_loadstring(L, chunk) != 0 || qh_vm_pcall(L, 0, 1) != 0) {
+        fprintf(stderr, "%s: %s\n", check_current_name, lua_tostring(L, -1));
+        check_current_ok = 0;
+        lua_settop(L, 0);
+        return NULL;
+    }
+    void *p = lua_touserdata(L, -1);
+    lua_settop(L, 0);
+    return p;
+}
+
+static int64_t now_ms(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Kafka's murmur2 (the Java client's Utils.murmur2), to know where
+ * partitioner=murmur2_random must put a key. */
+static int32_t murmur2(const char *data, size_t len)
+{
+    const uint32_t m = 0x5bd1e995;
+    uint32_t h = 0x9747b28cu ^ (uint32_t)len;
+    size_t i = 0;
+    for (; i + 4 <= len; i += 4) {
+        uint32_t k = (uint32_t)(unsigned char)data[i] | (uint32_t)(unsigned char)data[i + 1] << 8 |
+                     (uint32_t)(unsigned char)data[i + 2] << 16 | (uint32_t)(unsigned char)data[i + 3] << 24;
+        k *= m;
+        k ^= k >> 24;
+        k *= m;
+        h *= m;
+        h ^= k;
+    }
+    switch (len & 3) {
+    case 3: h ^= (uint32_t)(unsigned char)data[i + 2] << 16; /* fall through */
+    case 2: h ^= (uint32_t)(unsigned char)data[i + 1] << 8;  /* fall through */
+    case 1: h ^= (uint32_t)(unsigned char)data[i]; h *= m;
+    }
+    h ^= h >> 13;
+    h *= m;
+    h ^= h >> 15;
+    return (int32_t)h;
+}
+
+static int java_partition(const char *key, int partitions)
+{
+    return (int)((uint32_t)murmur2(key, strlen(key)) & 0x7fffffff) % partitions;
+}
+
+/* ---- one message as sent and as received --------------------------------- */
+
+#define MAX_HEADERS 4
+
+typedef struct sent {
+    int32_t partition;          /* asked for; -1: the partitioner */
+    const char *key;
+    size_t key_len;
+    const char *value;
+    size_t value_len;
+    int64_t timestamp;          /* 0: now */
+    int header_count;
+    const char *hnames[MAX_HEADERS];
+    const char *hvalues[MAX_HEADERS];
+    size_t hlens[MAX_HEADERS];
+} sent;
+
+typedef struct got {
+    char topic[64];
+    int32_t partition, timestamp_type, header_count;
+    int64_t offset, timestamp;
+    int key_null, value_null;
+    char key[64], value[128];
+    size_t key_len, value_len;
+    struct {
+        char name[32];
+        int null;
+        char value[32];
+        size_t len;
+    } h[MAX_HEADERS];
+} got;
+
+static int produce(qh_producer *p, const char *topic, const sent *s)
+{
+    /* qh_ffi_produce takes const char ** (the FFI's view): local copies. */
+    const char *names[MAX_HEADERS], *values[MAX_HEADERS];
+    memcpy(names, s->hnames, sizeof names);
+    memcpy(values, s->hvalues, sizeof values);
+    return qh_ffi_produce(p, topic, s->partition, s->key, s->key_len, s->value, s->value_len,
+                          s->timestamp, s->header_count, names, values, s->hlens);
+}
+
+static int produce_kv(qh_producer *p, const char *topic, int32_t partition, const char *key,
+                      const char *value)
+{
+    return qh_ffi_produce(p, topic, partition, key, key ? strlen(key) : 0, value,
+                          value ? strlen(value) : 0, 0, 0, NULL, NULL, NULL);
+}
+
+static void copy_bytes(char *dst, size_t cap, int *is_null, size_t *len, const char *src, size_t n)
+{
+    *is_null = src == NULL;
+    *len = n;
+    memset(dst, 0, cap);
+    if (src) memcpy(dst, src, n < cap ? n : cap - 1);
+}
+
+/* Polls c until `want` messages have arrived or 30 s passed; copies them
+ * (sorted by partition, offset) to out. Returns how many arrived; error
+ * events are printed and fail the test. */
+static int consume(qh_consumer *c, got *out, int want, int max_ms)
+{
+    int have = 0;
+    int64_t deadline = now_ms(CLOCK_MONOTONIC) + max_ms;
+    while (have < want && now_ms(CLOCK_MONOTONIC) < deadline) {
+        qh_msg *msgs = NULL;
+        int n = qh_ffi_consumer_poll(c, 8, 100, &msgs);
+        CHECK(n >= 0);
+        for (int i = 0; i < n; i++) {
+            const qh_msg *m = &msgs[i];
+            if (m->err) {
+                fprintf(stderr, "%s: consumer error %d: %s\n", check_current_name, m->err,
+                        qh_ffi_msg_errstr(c, i));
+                check_current_ok = 0;
+                continue;
+            }
+            CHECK_EQ_STR(qh_ffi_msg_errstr(c, i), "");
+            if (have >= want) {
+                have++;   /* more than asked for: counted, not kept */
+                continue;
+            }
+            got *g = &out[have++];
+            memset(g, 0, sizeof *g);
+            snprintf(g->topic, sizeof g->topic, "%s", m->topic);
+            g->partition = m->partition;
+            g->offset = m->offset;
+            g->timestamp = m->timestamp;
+            g->timestamp_type = m->timestamp_type;
+            g->header_count = m->header_count;
+            copy_bytes(g->key, sizeof g->key, &g->key_null, &g->key_len, m->key, m->key_len);
+            copy_bytes(g->value, sizeof g->value, &g->value_null, &g->value_len, m->value,
+                       m->value_len);
+            for (int h = 0; h < m->header_count && h < MAX_HEADERS; h++) {
+                const char *name = NULL, *value = NULL;
+                size_t len = 0;
+                CHECK_EQ_INT(qh_ffi_msg_header(c, i, h, &name, &value, &len), 0);
+                snprintf(g->h[h].name, sizeof g->h[h].name, "%s", name ? name : "(null)");
+                copy_bytes(g->h[h].value, sizeof g->h[h].value, &g->h[h].null, &g->h[h].len, value, len);
+            }
+            /* Past the last header, and past the batch: -1. */
+            const char *name, *value;
+            size_t len;
+            CHECK_EQ_INT(qh_ffi_msg_header(c, i, m->header_count, &name, &value, &len), -1);
+            CHECK_EQ_INT(qh_ffi_msg_header(c, n, 0, &name, &value, &len), -1);
+            CHECK_EQ_INT(qh_ffi_msg_header(c, -1, 0, &name, &value, &len), -1);
+        }
+        CHECK_EQ_STR(qh_ffi_msg_errstr(c, n), "");
+    }
+    int kept = have < want ? have : want;
+    for (int i = 0; i < kept; i++)
+        for (int j = i + 1; j < kept; j++)
+            if (out[j].partition < out[i].partition ||
+                (out[j].partition == out[i].partition && out[j].offset < out[i].offset)) {
+                got t = out[i];
+                out[i] = out[j];
+                out[j] = t;
+            }
+    return have;
+}
+
+/* How many messages arrive within ms (for "nothing more"). */
+static int count_more(qh_consumer *c, int ms)
+{
+    got extra[4];
+    return consume(c, extra, 4, ms);
+}
+
+static void check_message(const got *g, const char *topic, const sent *s, int32_t partition,
+                          int64_t offset)
+{
+    CHECK_EQ_STR(g->topic, topic);
+    CHECK_EQ_INT(g->partition, partition);
+    CHECK_EQ_INT(g->offset, offset);
+    CHECK_EQ_INT(g->key_null, s->key == NULL);
+    CHECK_EQ_INT(g->key_len, s->key ? s->key_len : 0);
+    if (s->key) CHECK(memcmp(g->key, s->key, s->key_len) == 0);
+    CHECK_EQ_INT(g->value_null, s->value == NULL);
+    CHECK_EQ_INT(g->value_len, s->value ? s->value_len : 0);
+    if (s->value) CHECK(memcmp(g->value, s->value, s->value_len) == 0);
+    CHECK_EQ_INT(g->timestamp_type, 1);   /* create time */
+    if (s->timestamp > 0) CHECK_EQ_INT(g->timestamp, s->timestamp);
+    CHECK_EQ_INT(g->header_count, s->header_count);
+    for (int h = 0; h < s->header_count && h < g->header_count; h++) {
+        CHECK_EQ_STR(g->h[h].name, s->hnames[h]);
+        CHECK_EQ_INT(g->h[h].null, s->hvalues[h] == NULL);
+        CHECK_EQ_INT(g->h[h].len, s->hvalues[h] ? s->hlens[h] : 0);
+        if (s->hvalues[h]) CHECK(memcmp(g->h[h].value, s->hvalues[h], s->hlens[h]) == 0);
+    }
+}
+
+/* ---- the module and the embedded broker ---------------------------------- */
+
+TEST(murmur2_matches_the_java_client)
+{
+    /* Vectors from Kafka's UtilsTest; the helper the tests below rely on. */
+    CHECK_EQ_INT(murmur2("21", 2), -973932308);
+    CHECK_EQ_INT(murmur2("foobar", 6), -790332482);
+    CHECK_EQ_INT(murmur2("a-little-bit-long-string", 24), -985981536);
+    CHECK_EQ_INT(murmur2("a-little-bit-longer-string", 26), -1486304829);
+    CHECK_EQ_INT(murmur2("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", 48), -58897971);
+    CHECK_EQ_INT(murmur2("abc", 3), 479470107);
+}
+
+TEST(module_fields)
+{
+    CHECK_EQ_STR(run("return kafka.librdkafka_version"), "2.0.2");
+    CHECK_EQ_STR(run("return type(kafka.producer), type(kafka.consumer), type(kafka.admin),\n"
+                     "  type(kafka.mock_cluster), type(kafka.set_log_prefix)"),
+                 "function|function|function|function|function");
+    CHECK_EQ_STR(run("return select('#', kafka.set_log_prefix('test_kafka'))"), "0");
+}
+
+TEST(mock_bootstraps_and_topics)
+{
+    const char *boot = run("return BOOT");
+    int port = 0;
+    char rest[8] = "";
+    CHECK_EQ_INT(sscanf(boot, "127.0.0.1:%d%7s", &port, rest), 1);
+    CHECK(port > 0 && port < 65536);
+    /* Creating a topic twice is fine; the second call changes nothing. */
+    CHECK_EQ_STR(run("return mock:create_topic('mt', 3)"), "true");
+    CHECK_EQ_STR(run("return mock:create_topic('mt', 3)"), "true");
+    CHECK_EQ_STR(run("return mock:create_topic('mt', 5)"), "true");
+    CHECK_EQ_STR(run("return mock:create_topic('mt-one')"), "true");
+    CHECK_EQ_STR(run("admin = assert(kafka.admin({ ['bootstrap.servers'] = BOOT }))\n"
+                     "return admin:partitions('mt', 10), admin:partitions('mt-one', 10)"),
+                 "3|1");
+    CHECK_EQ_STR(run("return admin:partitions('no-such-topic', 10)"), "nil|unknown topic");
+    CHECK_EQ_STR(run("admin:close(); return true"), "true");
+    /* A second cluster is independent of the first. */
+    CHECK_EQ_STR(run("local m2 = assert(kafka.mock_cluster(1))\n"
+                     "local other = m2:bootstraps() ~= BOOT\n"
+                     "m2:close()\n"
+                     "return other"), "true");
+}
+
+/* ---- produce and consume every field ------------------------------------- */
+
+TEST(produce_and_consume_every_field)
+{
+    static const char topic[] = "fields";
+    CHECK_EQ_STR(run("return mock:create_topic('fields', 3)"), "true");
+    CHECK_EQ_STR(run("p = producer(); return p:outq_len()"), "0");
+    qh_producer *p = ptr_of("p");
+    if (!p) return;
+
+    const int64_t T = 1700000000000LL;
+    sent msgs[] = {
+        { 0, "k0", 2, "v0", 2, T, 2, { "trace", "nothing" }, { "abc", NULL }, { 3, 0 } },
+        { 1, NULL, 0, "no key", 6, T + 1, 0, { 0 }, { 0 }, { 0 } },
+        { 2, "tomb", 4, NULL, 0, T + 2, 1, { "empty" }, { "" }, { 0 } },
+        { 0, "bin\0k", 5, "a\0b", 3, T + 3, 3, { "dup", "dup", "bytes" }, { "1", "2", "y\0z" },
+          { 1, 1, 3 } },
+        { 1, NULL, 0, NULL, 0, T + 4, 0, { 0 }, { 0 }, { 0 } },
+        { -1, "user-42", 7, "routed", 6, T + 5, 0, { 0 }, { 0 }, { 0 } },
+        { 2, "", 0, "", 0, T + 6, 0, { 0 }, { 0 }, { 0 } },
+        { 2, "now", 3, "ts0", 3, 0, 0, { 0 }, { 0 }, { 0 } },
+    };
+    enum { N = sizeof msgs / sizeof *msgs };
+    int32_t want_part[N];
+    int64_t want_off[N], per_part[3] = { 0, 0, 0 };
+    for (int i = 0; i < N; i++) {
+        want_part[i] = msgs[i].partition >= 0 ? msgs[i].partition : java_partition(msgs[i].key, 3);
+        want_off[i] = per_part[want_part[i]]++;
+    }
+
+    int64_t before = now_ms(CLOCK_REALTIME);
+    for (int i = 0; i < N; i++) CHECK_EQ_INT(produce(p, topic, &msgs[i]), 0);
+    CHECK_EQ_STR(run("return p:flush(30)"), "0");
+    int64_t after = now_ms(CLOCK_REALTIME);
+    CHECK_EQ_STR(run("return p:outq_len(), select('#', p:take_errors())"), "0|0");
+    char failure[512] = "untouched";
+    CHECK_EQ_INT(qh_ffi_producer_take_failures(p, failure, sizeof failure), 0);
+    CHECK_EQ_STR(failure, "untouched");
+    CHECK(qh_ffi_producer_poll(p, 0) >= 0);
+
+    CHECK_EQ_STR(run("c = consumer('g-fields', 'earliest')\n"
+                     "return c:assign(parts('fields', { -1, -1, -1 }))"), "true");
+    /* earliest, nothing committed: the start is pinned at the beginning. */
+    CHECK_EQ_STR(run("return events_str(c)"), "assign:fields/0@0,fields/1@0,fields/2@0");
+    CHECK_EQ_STR(run("return list_str(c:assignment())"), "fields/0@0,fields/1@0,fields/2@0");
+    qh_consumer *c = ptr_of("c");
+    if (!c) return;
+    qh_msg *none;
+    CHECK_EQ_INT(qh_ffi_consumer_poll(c, 0, 0, &none), -1);
+
+    got g[N];
+    CHECK_EQ_INT(consume(c, g, N, 30000), N);
+    /* consume() sorted them by (partition, offset): match each to its spec. */
+    for (int k = 0; k < N; k++) {
+        int i = -1;
+        for (int j = 0; j < N; j++)
+            if (want_part[j] == g[k].partition && want_off[j] == g[k].offset) i = j;
+        CHECK(i >= 0);
+        if (i < 0) continue;
+        check_message(&g[k], topic, &msgs[i], want_part[i], want_off[i]);
+        if (msgs[i].timestamp == 0) CHECK(g[k].timestamp >= before - 60000 && g[k].timestamp <= after + 60000);
+    }
+    CHECK_EQ_INT(count_more(c, 300), 0);
+
+    /* The high watermarks, from the last fetch and from the broker. */
+    char want[128];
+    snprintf(want, sizeof want, "0|%lld|0|%lld|0|%lld", (long long)per_part[0],
+             (long long)per_part[1], (long long)per_part[2]);
+    CHECK_EQ_STR(run("local a, b = c:watermarks('fields', 0)\n"
+                     "local d, e = c:watermarks('fields', 1)\n"
+                     "local f, g = c:watermarks('fields', 2)\n"
+                     "return a, b, d, e, f, g"), want);
+    CHECK_EQ_STR(run("admin = assert(kafka.admin({ ['bootstrap.servers'] = BOOT }))\n"
+                     "local a, b = admin:watermarks('fields', 0, 10)\n"
+                     "local d, e = admin:watermarks('fields', 1, 10)\n"
+                     "local f, g = admin:watermarks('fields', 2, 10)\n"
+                     "admin:close()\n"
+                     "return a, b, d, e, f, g"), want);
+    CHECK_EQ_STR(run("c:close(); p:close(); return true"), "true");
+}
+
+/* ---- offsets: store, commit, resume -------------------------------------- */
+
+TEST(committed_offsets_are_where_the_group_resumes)
+{
+    CHECK_EQ_STR(run("return mock:create_topic('resume', 3)"), "true");
+    CHECK_EQ_STR(run("p = producer(); return true"), "true");
+    qh_producer *p = ptr_of("p");
+    if (!p) return;
+    static const int32_t parts[] = { 0, 0, 0, 1, 1, 2 };
+    for (int i = 0; i < 6; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "r%d", i);
+        CHECK_EQ_INT(produce_kv(p, "resume", parts[i], key, key), 0);
+    }
+    CHECK_EQ_STR(run("return p:flush(30)"), "0");
+
+    CHECK_EQ_STR(run("c1 = consumer('g-resume', 'earliest')\n"
+                     "return c1:assign(parts('resume', { -1, -1, -1 }))"), "true");
+    qh_consumer *c1 = ptr_of("c1");
+    got g[6];
+    CHECK_EQ_INT(consume(c1, g, 6, 30000), 6);
+    /* Nothing stored yet: commit has nothing to do, and says so as success. */
+    CHECK_EQ_STR(run("return c1:commit()"), "true");
+    /* Processed: all of partition 1, two of three on partition 0, none of 2.
+     * A partition this consumer does not own is skipped, not an error. */
+    CHECK_EQ_STR(run("return c1:store_offsets({ { topic = 'resume', partition = 0, offset = 2 },\n"
+                     "  { topic = 'resume', partition = 1, offset = 2 } })"), "true");
+    CHECK_EQ_STR(run("return c1:store_offsets({ { topic = 'fields', partition = 0, offset = 1 } })"),
+                 "true");
+    CHECK_EQ_STR(run("return c1:commit()"), "true");
+    CHECK_EQ_STR(run("return list_str(c1:committed(parts('resume', { -1, -1, -1 }), 10))"),
+                 "resume/0@2,resume/1@2,resume/2@-1001");
+    CHECK_EQ_STR(run("c1:close(); return true"), "true");
+
+    /* The same group, latest: the committed offsets, and the end where
+     * nothing was committed, are the explicit starts of the assignment. */
+    CHECK_EQ_STR(run("c2 = consumer('g-resume', 'latest')\n"
+                     "return c2:assign(parts('resume', { -1, -1, -1 }))"), "true");
+    CHECK_EQ_STR(run("return events_str(c2)"), "assign:resume/0@2,resume/1@2,resume/2@1");
+    CHECK_EQ_STR(run("return list_str(c2:committed(parts('resume', { -1, -1, -1 }), 10))"),
+                 "resume/0@2,resume/1@2,resume/2@-1001");
+    qh_consumer *c2 = ptr_of("c2");
+    CHECK_EQ_INT(consume(c2, g, 1, 30000), 1);
+    CHECK_EQ_INT(g[0].partition, 0);
+    CHECK_EQ_INT(g[0].offset, 2);
+    CHECK_EQ_STR(g[0].key, "r2");
+    CHECK_EQ_INT(produce_kv(p, "resume", 2, "after", "after"), 0);
+    CHECK_EQ_STR(run("return p:flush(30)"), "0");
+    CHECK_EQ_INT(consume(c2, g, 1, 30000), 1);
+    CHECK_EQ_INT(g[0].partition, 2);
+    CHECK_EQ_INT(g[0].offset, 1);
+    CHECK_EQ_STR(g[0].value, "after");
+    CHECK_EQ_INT(count_more(c2, 300), 0);
+    /* An explicit offset in assign is kept as given. */
+    CHECK_EQ_STR(run("c3 = consumer('g-resume', 'latest')\n"
+                     "return c3:assign(parts('resume', { 0, -1, 1 }))"), "true");
+    CHECK_EQ_STR(run("return events_str(c3)"), "assign:resume/0@0,resume/1@2,resume/2@1");
+    CHECK_EQ_STR(run("c2:close(); c3:close(); p:close(); return true"), "true");
+}
+
+/* commit(list) writes those offsets for the group, assigned or not: a
+ * checkpoint the next member of the group starts from. */
+TEST(commit_of_a_list_is_a_checkpoint_for_the_group)
+{
+    CHECK_EQ_STR(run("return mock:create_topic('ckpt', 2)"), "true");
+    CHECK_EQ_STR(run("p = producer(); return true"), "true");
+    qh_producer *p = ptr_of("p");
+    if (!p) return;
+    for (int i = 0; i < 3; i++) CHECK_EQ_INT(produce_kv(p, "ckpt", 0, i == 2 ? "third" : "x", "v"), 0);
+    CHECK_EQ_STR(run("return p:flush(30)"), "0");
+
+    CHECK_EQ_STR(run("k = consumer('g-ckpt', 'earliest')\n"
+                     "return k:commit({ { topic = 'ckpt', partition = 0, offset = 2 } })"), "true");
+    CHECK_EQ_STR(run("return list_str(k:committed(parts('ckpt', { -1, -1 }), 10))"),
+                 "ckpt/0@2,ckpt/1@-1001");
+    CHECK_EQ_STR(run("k:close(); return true"), "true");
+
+    CHECK_EQ_STR(run("c = consumer('g-ckpt', 'earliest')\n"
+                     "return c:assign(parts('ckpt', { -1, -1 }))"), "true");
+    CHECK_EQ_STR(run("return events_str(c)"), "assign:ckpt/0@2,ckpt/1@0");
+    qh_consumer *c = ptr_of("c");
+    got g[1];
+    CHECK_EQ_INT(consume(c, g, 1, 30000), 1);
+    CHECK_EQ_INT(g[0].partition, 0);
+    CHECK_EQ_INT(g[0].offset, 2);
+    CHECK_EQ_STR(g[0].key, "third");
+    CHECK_EQ_INT(count_more(c, 300), 0);
+    CHECK_EQ_STR(run("c:close(); p:close(); return true"), "true");
+}
+
+/* An error event comes through the same poll as data: err set, no
+ * timestamp, and its text from qh_ffi_msg_errstr. */
+TEST(error_events_come_through_poll)
+{
+    CHECK_EQ_STR(run("return mock:create_topic('fields', 3)"), "true");
+    CHECK_EQ_STR(run("c = consumer('g-err', 'earliest')\n"
+                     "return c:assign({ { topic = 'fields', partition = 7 } })"), "true");
+    /* The lookup of a start failed: the partition keeps librdkafka's own reset. */
+    CHECK_EQ_STR(run("return events_str(c)"), "assign:fields/7@-1001");
+    qh_consumer *c = ptr_of("c");
+    if (!c) return;
+    qh_msg *m = NULL;
+    int n = 0;
+    int64_t deadline = now_ms(CLOCK_MONOTONIC) + 30000;
+    while (n == 0 && now_ms(CLOCK_MONOTONIC) < deadline) n = qh_ffi_consumer_poll(c, 8, 100, &m);
+    CHECK(n >= 1);
+    if (n >= 1) {
+        CHECK_EQ_INT(m[0].err, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
+        CHECK_EQ_STR(m[0].topic, "fields");
+        CHECK_EQ_INT(m[0].partition, 7);
+        CHECK_EQ_INT(m[0].offset, RD_KAFKA_OFFSET_INVALID);
+        CHECK_EQ_INT(m[0].timestamp, -1);
+        CHECK_EQ_INT(m[0].timestamp_type, 0);
+        CHECK_EQ_INT(m[0].header_count, 0);
+        CHECK_EQ_STR(qh_ffi_msg_errstr(c, 0), "Failed to fetch committed offset for group \"g-err\" "
+                                              "topic fields [7]: Broker: Unknown topic or partition");
+        const char *name, *value;
+        size_t len;
+        CHECK_EQ_INT(qh_ffi_msg_header(c, 0, 0, &name, &value, &len), -1);
+    }
+    CHECK_EQ_STR(run("c:close(); return true"), "true");
+}
+
+/* A new group with latest starts at the high watermark, pinned at the
+ * assignment: what is produced right after is never skipped. */
+TEST(new_group_latest_starts_at_the_high_watermark)
+{
+    CHECK_EQ_STR(run("return mock:create_topic('latest', 3)"), "true");
+    CHECK_EQ_STR(run("p = producer(); return true"), "true");
+    qh_producer *p = ptr_of("p");
+    if (!p) return;
+    CHECK_EQ_INT(produce_kv(p, "latest", 0, "old", "a"), 0);
+    CHECK_EQ_INT(produce_kv(p, "latest", 0, "old", "b"), 0);
+    CHECK_EQ_INT(produce_kv(p, "latest", 1, "old", "c"), 0);
+    CHECK_EQ_STR(run("return p:flush(30)"), "0");
+
+    CHECK_EQ_STR(run("c = consumer('g-latest-new', 'latest')\n"
+                     "return c:assign(parts('latest', { -1, -1, -1 }))"), "true");
+    CHECK_EQ_STR(run("return events_str(c)"), "assign:latest/0@2,latest/1@1,latest/2@0");
+    CHECK_EQ_STR(run("return events_str(c)"), "");   /* taken */
+    /* No auto.offset.reset at all is librdkafka's default, latest: the same. */
+    CHECK_EQ_STR(run("d = consumer('g-latest-default', nil)\n"
+                     "return d:assign(parts('latest', { -1, -1, -1 }))"), "true");
+    CHECK_EQ_STR(run("return events_str(d)"), "assign:latest/0@2,latest/1@1,latest/2@0");
+    CHECK_EQ_STR(run("d:close(); return true"), "true");
+
+    /* Produced right after the assignment, before any poll. */
+    static const int32_t parts[] = { 0, 1, 2, 0, 1 };
+    for (int i = 0; i < 5; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "n%d", i);
+        CHECK_EQ_INT(produce_kv(p, "latest", parts[i], key, key), 0);
+    }
+    CHECK_EQ_STR(run("return p:flush(30)"), "0");
+    qh_consumer *c = ptr_of("c");
+    got g[5];
+    CHECK_EQ_INT(consume(c, g, 5, 30000), 5);
+    static const struct { int32_t partition; int64_t offset; const char *key; } want[] = {
+        { 0, 2, "n0" }, { 0, 3, "n3" }, { 1, 1, "n1" }, { 1, 2, "n4" }, { 2, 0, "n2" },
+    };
+    for (int i = 0; i < 5; i++) {
+        CHECK_EQ_INT(g[i].partition, want[i].partition);
+        CHECK_EQ_INT(g[i].offset, want[i].offset);
+        CHECK_EQ_STR(g[i].key, want[i].key);
+        CHECK_EQ_STR(g[i].value, want[i].key);
+    }
+    CHECK_EQ_INT(count_more(c, 300), 0);
+    CHECK_EQ_STR(run("c:close(); p:close(); return true"), "true");
+}
+
+/* The one group join (subscribe): the assignment starts at the end (latest,
+ * pinned), and closing the consumer commits what was stored (the revoke). */
+TEST(subscribe_joins_and_close_commits_stored_offsets)
+{
+    CHECK_EQ_STR(run("return mock:create_topic('sub', 3)"), "true");
+    CHECK_EQ_STR(run("p = producer(); return true"), "true");
+    qh_producer *p = ptr_of("p");
+    if (!p) return;
+    for (int i = 0; i < 3; i++) CHECK_EQ_INT(produce_kv(p, "sub", i, "before", "before"), 0);
+    CHECK_EQ_STR(run("return p:flush(30)"), "0");
+
+    CHECK_EQ_STR(run("s = consumer('g-sub', 'latest', { ['session.timeout.ms'] = 6000 })\n"
+                     "return s:subscribe({ 'sub' })"), "true");
+    qh_consumer *s = ptr_of("s");
+    if (!s) return;
+    /* Poll until the join completes (the mock takes ~5 s; 30 s at most). */
+    char events[512] = "";
+    int64_t deadline = now_ms(CLOCK_MONOTONIC) + 30000;
+    int early = 0;
+    while (!events[0] && now_ms(CLOCK_MONOTONIC) < deadline) {
+        qh_msg *msgs;
+        early += qh_ffi_consumer_poll(s, 8, 100, &msgs);
+        snprintf(events, sizeof events, "%s", run("return events_str(s)"));
+    }
+    CHECK_EQ_STR(events, "assign:sub/0@1,sub/1@1,sub/2@1");
+    CHECK_EQ_INT(early, 0);
+    CHECK_EQ_STR(run("return list_str(s:assignment())"), "sub/0@1,sub/1@1,sub/2@1");
+
+    for (int i = 0; i < 3; i++) CHECK_EQ_INT(produce_kv(p, "sub", i, "after", "after"), 0);
+    CHECK_EQ_STR(run("return p:flush(30)"), "0");
+    got g[3];
+    CHECK_EQ_INT(consume(s, g, 3, 30000), 3);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(g[i].partition, i);
+        CHECK_EQ_INT(g[i].offset, 1);
+        CHECK_EQ_STR(g[i].key, "after");
+    }
+    CHECK_EQ_STR(run("return s:store_offsets(parts('sub', { 2, 2, 2 }))"), "true");
+    CHECK_EQ_STR(run("s:close(); return true"), "true");
+
+    CHECK_EQ_STR(run("local q = consumer('g-sub', 'latest')\n"
+                     "local got = list_str(q:committed(parts('sub', { -1, -1, -1 }), 10))\n"
+                     "q:close()\n"
+                     "return got"), "sub/0@2,sub/1@2,sub/2@2");
+    CHECK_EQ_STR(run("p:close(); return true"), "true");
+}
+
+/* ---- failures ------------------------------------------------------------ */
+
+TEST(conf_errors_name_the_property)
+{
+    CHECK_EQ_STR(run("return kafka.producer({ ['no.such.property'] = '1' })"),
+                 "nil|kafka config: No such configuration property: \"no.such.property\"");
+    CHECK_EQ_STR(run("return kafka.consumer({ ['no.such.property'] = '1' })"),
+                 "nil|kafka config: No such configuration property: \"no.such.property\"");
+    CHECK_EQ_STR(run("return kafka.admin({ ['no.such.property'] = '1' })"),
+                 "nil|kafka config: No such configuration property: \"no.such.property\"");
+    CHECK_EQ_STR(run("return kafka.producer({ ['acks'] = 'banana' })"),
+                 "nil|kafka config: Invalid value for configuration property \"request.required.acks\"");
+    /* An alias is named by its canonical name, as librdkafka does. */
+    CHECK_EQ_STR(run("return kafka.producer({ ['linger.ms'] = 'soon' })"),
+                 "nil|kafka config: Invalid value for configuration property \"queue.buffering.max.ms\"");
+    CHECK_EQ_STR(run("return kafka.producer({ ['compression.codec'] = 'banana' })"),
+                 "nil|kafka config: Invalid value \"banana\" for configuration property \"compression.codec\"");
+    CHECK_EQ_STR(run("return kafka.producer({ ['client.id'] = {} })"),
+                 "nil|kafka config: property client.id must be a string, number or boolean");
+    CHECK_EQ_STR(run("return kafka.consumer({ [true] = 'x' })"),
+                 "nil|kafka config: property (non-string key) must be a string, number or boolean");
+    CHECK_EQ_STR(run("return kafka.producer({ 'positional' })"),
+                 "nil|kafka config: No such configuration property: \"1\"");
+    /* Caught by rd_kafka_new rather than by one property. */
+    CHECK_EQ_STR(run("return kafka.producer({ ['enable.idempotence'] = true, ['acks'] = 1 })"),
+                 "nil|`acks` must be set to `all` when `enable.idempotence` is true");
+    /* Numbers and booleans are converted. */
+    CHECK_EQ_STR(run("local p = kafka.producer({ ['bootstrap.servers'] = BOOT, ['linger.ms'] = 7,\n"
+                     "  ['enable.idempotence'] = false })\n"
+                     "local t = type(p); p:close(); return t"), "userdata");
+    CHECK_EQ_STR(run("local p = kafka.producer('bootstrap.servers=x')"),
+                 "ERROR: test:1: bad argument #1 to 'producer' (table expected, got string)");
+}
+
+/* A partition that does not exist: before the producer knows the topic the
+ * message is queued and fails in its delivery report; once it knows, the
+ * produce call itself fails. */
+TEST(unknown_partition_fails_in_the_report_then_at_once)
+{
+    CHECK_EQ_STR(run("return mock:create_topic('fields', 3)"), "true");
+    CHECK_EQ_STR(run("pf = producer(); return true"), "true");
+    qh_producer *p = ptr_of("pf");
+    if (!p) return;
+    char failure[512] = "";
+    CHECK_EQ_INT(produce_kv(p, "fields", 99, "k", "v"), 0);
+    CHECK_EQ_STR(run("return pf:flush(30)"), "0");
+    CHECK_EQ_INT(qh_ffi_producer_take_failures(p, failure, sizeof failure), 1);
+    CHECK_EQ_STR(failure, "delivery to fields [99] failed: Local: Unknown partition");
+    snprintf(failure, sizeof failure, "untouched");
+    CHECK_EQ_INT(qh_ffi_producer_take_failures(p, failure, sizeof failure), 0);
+    CHECK_EQ_STR(failure, "untouched");
+
+    CHECK_EQ_INT(produce_kv(p, "fields", 99, "k", "v"), RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION);
+    CHECK_EQ_STR(qh_ffi_producer_errstr(p), "produce to fields [99] failed: Local: Unknown partition");
+    CHECK_EQ_STR(run("return pf:flush(30)"), "0");
+    CHECK_EQ_INT(qh_ffi_producer_take_failures(p, NULL, 0), 0);
+
+    /* Two failed reports: both counted, the first one's text kept. */
+    CHECK_EQ_STR(run("pg = producer(); return true"), "true");
+    qh_producer *q = ptr_of("pg");
+    CHECK_EQ_INT(produce_kv(q, "fields", 98, "k", "v"), 0);
+    CHECK_EQ_INT(produce_kv(q, "fields", 99, "k", "v"), 0);
+    CHECK_EQ_INT(produce_kv(q, "fields", 1, "k", "fine"), 0);
+    CHECK_EQ_STR(run("return pg:flush(30)"), "0");
+    CHECK_EQ_INT(qh_ffi_producer_take_failures(q, failure, sizeof failure), 2);
+    CHECK_EQ_STR(failure, "delivery to fields [98] failed: Local: Unknown partition");
+    CHECK_EQ_STR(run("pf:close(); pg:close(); return true"), "true");
+}
+
+/* Client-level errors (here: no broker at the address) are counted by the
+ * error callback and taken from Lua: nothing when there are none. */
+TEST(client_errors_are_counted_and_taken)
+{
+    CHECK_EQ_STR(run("lost = assert(kafka.producer({ ['bootstrap.servers'] = '127.0.0.1:1',\n"
+                     "  ['log_level'] = 0, ['reconnect.backoff.ms'] = 10 }))\n"
+                     "return select('#', lost:take_errors())"), "0");
+    qh_producer *p = ptr_of("lost");
+    if (!p) return;
+    const char *res = "";
+    int64_t deadline = now_ms(CLOCK_MONOTONIC) + 30000;
+    while (now_ms(CLOCK_MONOTONIC) < deadline) {
+        qh_ffi_producer_poll(p, 100);
+        res = run("local e = lost:take_errors()\n"
+                  "if not e then return 'none' end\n"
+                  "local kind = e.last:match('^(_[A-Z_]+): ')\n"
+                  "return e.count >= 1, e.fatal, kind == '_TRANSPORT' or kind == '_ALL_BROKERS_DOWN'");
+        if (strcmp(res, "none") != 0) break;
+    }
+    CHECK_EQ_STR(res, "true|false|true");
+    CHECK_EQ_STR(run("lost:close(); return true"), "true");
+}
+
+TEST(closed_handles_raise_and_close_twice_is_fine)
+{
+    CHECK_EQ_STR(run("local p = producer(); p:close(); p:close()\n"
+                     "local _, e1 = pcall(p.ptr, p)\n"
+                     "local _, e2 = pcall(p.flush, p, 1)\n"
+                     "local _, e3 = pcall(p.outq_len, p)\n"
+                     "local _, e4 = pcall(p.take_errors, p)\n"
+                     "return e1, e2, e3, e4"),
+                 "kafka producer is closed|kafka producer is closed|kafka producer is closed|"
+                 "kafka producer is closed");
+    CHECK_EQ_STR(run("local c = consumer('g-closed', 'earliest'); c:close(); c:close()\n"
+                     "local _, e1 = pcall(c.ptr, c)\n"
+                     "local _, e2 = pcall(c.assign, c, {})\n"
+                     "local _, e3 = pcall(c.take_events, c)\n"
+                     "local _, e4 = pcall(c.commit, c)\n"
+                     "local _, e5 = pcall(c.subscribe, c, { 'x' })\n"
+                     "return e1, e2, e3, e4, e5"),
+                 "kafka consumer is closed|kafka consumer is closed|kafka consumer is closed|"
+                 "kafka consumer is closed|kafka consumer is closed");
+    CHECK_EQ_STR(run("local a = assert(kafka.admin({ ['bootstrap.servers'] = BOOT }))\n"
+                     "a:close(); a:close()\n"
+                     "local _, e = pcall(a.partitions, a, 'x')\n"
+                     "return e"), "kafka admin client is closed");
+    CHECK_EQ_STR(run("local m = assert(kafka.mock_cluster(1)); m:close(); m:close()\n"
+                     "local _, e1 = pcall(m.bootstraps, m)\n"
+                     "local _, e2 = pcall(m.create_topic, m, 'x', 1)\n"
+                     "return e1, e2"), "embedded broker is stopped|embedded broker is stopped");
+    /* A method given the wrong object names what it wanted. */
+    CHECK_EQ_STR(run("local p, c = producer(), consumer('g-closed', 'earliest')\n"
+                     "local _, e = pcall(p.flush, c)\n"
+                     "p:close(); c:close()\n"
+                     "return e"),
+                 "bad argument #1 to '?' (qhost.kafka.producer expected, got userdata)");
+    /* Left to the collector: __gc closes them. */
+    CHECK_EQ_STR(run("local p, c = producer(), consumer('g-gc', 'earliest')\n"
+                     "p, c = nil, nil\n"
+                     "collectgarbage(); collectgarbage()\n"
+                     "return true"), "true");
+}
+
+int main(void)
+{
+    L = luaL_newstate();
+    luaL_openlibs(L);
+    qh_kafka_open(L);
+    lua_setglobal(L, "kafka");
+    if (luaL_loadstring(L, lua_prelude) != 0 || qh_vm_pcall(L, 0, 0) != 0) {
+        fprintf(stderr, "prelude: %s\n", lua_tostring(L, -1));
+        return 1;
+    }
+
+    RUN(murmur2_matches_the_java_client);
+    RUN(module_fields);
+    RUN(mock_bootstraps_and_topics);
+    RUN(produce_and_consume_every_field);
+    RUN(committed_offsets_are_where_the_group_resumes);
+    RUN(new_group_latest_starts_at_the_high_watermark);
+    RUN(commit_of_a_list_is_a_checkpoint_for_the_group);
+    RUN(error_events_come_through_poll);
+    RUN(conf_errors_name_the_property);
+    RUN(unknown_partition_fails_in_the_report_then_at_once);
+    RUN(client_errors_are_counted_and_taken);
+    RUN(closed_handles_raise_and_close_twice_is_fine);
+    RUN(subscribe_joins_and_close_commits_stored_offsets);
+
+    run("mock:close()");
+    lua_close(L);
+    return check_summary();
+}

@@ -5,6 +5,7 @@
 -- a chain of closures, `process(value, key, timestamp, headers)`, that the
 -- consume loop calls per message.
 local codec = require("qhost.codec")
+local series = require("qhost.series")
 local topic_mod = require("qhost.topic")
 
 local dataframe = {}
@@ -42,7 +43,7 @@ local function caller()
 end
 
 local function check_fn(fn, op, opts)
-  if type(fn) ~= "function" and not (type(fn) == "table" and getmetatable(fn) and getmetatable(fn).__call) then
+  if type(fn) ~= "function" and not series.is_series(fn) then
     error(string.format("StreamingDataFrame:%s expects a function, got %s", op, type(fn)), 3)
   end
   if opts ~= nil and type(opts) ~= "table" then
@@ -74,6 +75,118 @@ function SDF:filter(fn, opts)
   return derive(self, new_node("filter", { fn = fn, metadata = opts.metadata, where = caller() }))
 end
 
+-- Columns ------------------------------------------------------------------
+
+-- sdf:col("x") -> StreamingSeries of value.x (Quix's sdf["x"])
+function SDF:col(name)
+  return series.col(name)
+end
+
+-- sdf:contains("k") -> StreamingSeries: the value has the key k
+function SDF:contains(key)
+  return setmetatable({ fn = function(value)
+    return type(value) == "table" and value[key] ~= nil
+  end, name = "contains(" .. tostring(key) .. ")" }, series.Series)
+end
+
+local function need_table(value, op, where)
+  if type(value) ~= "table" then
+    error(string.format("%s (%s): the value is a %s, not a table", op, where, type(value)), 0)
+  end
+end
+
+-- sdf:set("new", constant | Series | fn(value)): sets a field of the value
+-- (Quix's sdf["new"] = ...).
+function SDF:set(name, what)
+  if type(name) ~= "string" then error("StreamingDataFrame:set expects a column name", 2) end
+  local get
+  if type(what) == "function" or series.is_series(what) then get = what
+  else local constant = what; get = function() return constant end end
+  local where = caller()
+  return self:update(function(value)
+    need_table(value, "set", where)
+    value[name] = get(value)
+  end)
+end
+
+local function column_list(cols, op)
+  if type(cols) == "string" then return { cols } end
+  if type(cols) ~= "table" or #cols == 0 then
+    error(string.format("StreamingDataFrame:%s expects a column name or a list of them", op), 3)
+  end
+  return cols
+end
+
+-- sdf:select{ "a", "b" }: a new value with those fields, in that order.
+function SDF:select(cols)
+  cols = column_list(cols, "select")
+  local order_mt = { __qhost_keys = cols }
+  local where = caller()
+  return self:apply(function(value)
+    need_table(value, "select", where)
+    local out = {}
+    for i = 1, #cols do
+      local k = cols[i]
+      local v = value[k]
+      if v == nil then error(string.format("select (%s): the value has no field %q", where, k), 0) end
+      out[k] = v
+    end
+    return setmetatable(out, order_mt)
+  end)
+end
+
+-- sdf:drop(cols, { errors = "raise" | "ignore" }): removes fields.
+function SDF:drop(cols, opts)
+  cols = column_list(cols, "drop")
+  local errors = opts and opts.errors or "raise"
+  if errors ~= "raise" and errors ~= "ignore" then
+    error('StreamingDataFrame:drop: errors must be "raise" or "ignore"', 2)
+  end
+  local where = caller()
+  return self:update(function(value)
+    need_table(value, "drop", where)
+    for i = 1, #cols do
+      local k = cols[i]
+      if value[k] == nil and errors == "raise" then
+        error(string.format("drop (%s): the value has no field %q", where, k), 0)
+      end
+      value[k] = nil
+    end
+  end)
+end
+
+-- sdf:fill{ x = 0 } or sdf:fill("a", "b"): missing or null fields get the
+-- default (null for names given alone), as Quix's fill(*columns, **mapping).
+function SDF:fill(...)
+  local defaults = {}
+  for i = 1, select("#", ...) do
+    local arg = select(i, ...)
+    if type(arg) == "string" then defaults[arg] = codec.null
+    elseif type(arg) == "table" then for k, v in pairs(arg) do defaults[k] = v end
+    else error("StreamingDataFrame:fill expects column names or a table of defaults", 2) end
+  end
+  local where = caller()
+  return self:update(function(value)
+    need_table(value, "fill", where)
+    for k, v in pairs(defaults) do
+      local cur = value[k]
+      if cur == nil or cur == codec.null then value[k] = v end
+    end
+  end)
+end
+
+-- sdf:set_timestamp(fn(value, key, timestamp, headers) -> ms)
+function SDF:set_timestamp(fn)
+  check_fn(fn, "set_timestamp")
+  return derive(self, new_node("set_timestamp", { fn = fn, where = caller() }))
+end
+
+-- sdf:set_headers(fn(value, key, timestamp, headers) -> headers)
+function SDF:set_headers(fn)
+  check_fn(fn, "set_headers")
+  return derive(self, new_node("set_headers", { fn = fn, where = caller() }))
+end
+
 -- sdf:print{ pretty = true, metadata = false }
 function SDF:print(opts)
   opts = opts or {}
@@ -82,10 +195,18 @@ function SDF:print(opts)
   return derive(self, new_node("print", { pretty = pretty, metadata = opts.metadata and true or false }))
 end
 
--- sdf:to_topic(topic, { key = fn(value) -> new key })
+-- sdf:to_topic(topic, { key = fn(value) -> new key }); `topic` may also be
+-- fn(value, key, timestamp, headers) -> Topic, choosing per message.
 function SDF:to_topic(topic, opts)
+  if type(topic) == "function" then
+    opts = opts or {}
+    if opts.key ~= nil and type(opts.key) ~= "function" then
+      error("StreamingDataFrame:to_topic: key must be a function", 2)
+    end
+    return derive(self, new_node("to_topic", { choose = topic, key = opts.key, where = caller() }))
+  end
   if not topic_mod.is_topic(topic) then
-    error("StreamingDataFrame:to_topic expects a Topic (from app:topic)", 2)
+    error("StreamingDataFrame:to_topic expects a Topic (from app:topic) or a function returning one", 2)
   end
   opts = opts or {}
   if opts.key ~= nil and type(opts.key) ~= "function" then
@@ -219,12 +340,37 @@ function builders.print(node, nxt, rt)
 end
 
 function builders.to_topic(node, nxt, rt)
-  local topic, key_fn, produce = node.topic, node.key, rt.produce
+  local topic, choose, key_fn, produce = node.topic, node.choose, node.key, rt.produce
   return function(value, key, timestamp, headers)
     local out_key = key
     if key_fn then out_key = key_fn(value) end
-    produce(topic, value, out_key, timestamp, headers)
+    local t = topic
+    if choose then
+      t = choose(value, key, timestamp, headers)
+      if not topic_mod.is_topic(t) then
+        error(string.format("to_topic (%s): the topic function returned a %s, not a Topic", node.where, type(t)), 0)
+      end
+    end
+    produce(t, value, out_key, timestamp, headers)
     return nxt(value, key, timestamp, headers)
+  end
+end
+
+function builders.set_timestamp(node, nxt)
+  local fn = node.fn
+  return function(value, key, timestamp, headers)
+    local ts = fn(value, key, timestamp, headers)
+    if type(ts) ~= "number" then
+      error(string.format("set_timestamp (%s) must return a number of milliseconds, got %s", node.where, type(ts)), 0)
+    end
+    return nxt(value, key, ts, headers)
+  end
+end
+
+function builders.set_headers(node, nxt)
+  local fn = node.fn
+  return function(value, key, timestamp, headers)
+    return nxt(value, key, timestamp, fn(value, key, timestamp, headers))
   end
 end
 

@@ -6,6 +6,7 @@
 -- consume loop calls per message.
 local codec = require("qhost.codec")
 local series = require("qhost.series")
+local sinks = require("qhost.sinks")
 local topic_mod = require("qhost.topic")
 
 local dataframe = {}
@@ -230,6 +231,15 @@ function SDF:concat(other)
   return derive(self, node)
 end
 
+-- sdf:sink(sink): hands every message to a sink (BaseSink and subclasses).
+-- Terminal, as in Quix: it returns nothing to chain on.
+function SDF:sink(sink)
+  if not sinks.is_sink(sink) then
+    error("StreamingDataFrame:sink expects a sink (qhost.sinks.BaseSink or a subclass)", 2)
+  end
+  derive(self, new_node("sink", { sink = sink }))
+end
+
 -- Compiling -----------------------------------------------------------------
 
 local PRINT_KEYS_MT = { __qhost_keys = { "value", "key", "timestamp", "headers" } }
@@ -356,6 +366,15 @@ function builders.to_topic(node, nxt, rt)
   end
 end
 
+function builders.sink(node, nxt, rt)
+  local sink, ctx = node.sink, rt.ctx
+  rt.add_sink(sink)
+  return function(value, key, timestamp, headers)
+    sink:add(value, key, timestamp, headers, ctx.topic, ctx.partition, ctx.offset)
+    return nxt(value, key, timestamp, headers)
+  end
+end
+
 function builders.set_timestamp(node, nxt)
   local fn = node.fn
   return function(value, key, timestamp, headers)
@@ -393,6 +412,8 @@ function SDF:test(value, opts)
   opts = opts or {}
   local outputs, produced = {}, {}
   local rt = {
+    ctx = { topic = self.topic and self.topic.name or "test", partition = 0, offset = 0 },
+    add_sink = function() end,
     leaf = function(v) outputs[#outputs + 1] = v end,
     write = function(text) io.stdout:write(text, "\n") end,
     produce = function(topic, v, k)

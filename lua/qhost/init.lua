@@ -10,6 +10,7 @@ local qhost = {
   Application = app.Application,
   TopicConfig = topic.TopicConfig,
   sources = require("qhost.sources"),
+  sinks = require("qhost.sinks"),
   json = {
     encode = codec.json_encode,
     encode_pretty = codec.json_encode_pretty,

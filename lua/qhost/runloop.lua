@@ -87,7 +87,11 @@ return function(app, opts)
     error(err, 0)
   end
 
-  local rt = {}
+  local rt = { ctx = ctx }
+  local sink_list, sink_seen = {}, {}
+  function rt.add_sink(sink)
+    if not sink_seen[sink] then sink_seen[sink] = true; sink_list[#sink_list + 1] = sink end
+  end
   function rt.leaf(value, key, timestamp, headers)
     output_count = output_count + 1
     if collect then
@@ -116,6 +120,7 @@ return function(app, opts)
   end
 
   local pipelines = compile_pipelines(app, rt)
+  for _, sink in ipairs(sink_list) do sink:setup() end
   if next(app._outputs) then get_producer() end
 
   local consumer
@@ -158,11 +163,28 @@ return function(app, opts)
   local last_checkpoint = host.monotonic()
   local avg_size = 200
 
+  -- Sinks take what was processed since the last checkpoint, per topic
+  -- partition; a failing flush raises here, before anything is committed.
+  local function flush_sinks()
+    for _, sink in ipairs(sink_list) do
+      for topic, parts in pairs(processed) do
+        for partition in pairs(parts) do
+          local ok, err = xpcall(sink.flush, debug.traceback, sink, topic, partition)
+          if not ok then
+            error(string.format("checkpoint aborted, nothing committed: %s failed to flush topic '%s' "
+              .. "partition %d: %s", sink.__name or "sink", topic, partition, tostring(err)), 0)
+          end
+        end
+      end
+    end
+  end
+
   local function checkpoint()
     if producer then
       local ok, err = producer:flush(30)
       if not ok then producer_failed(err) end
     end
+    if dirty then flush_sinks() end
     if consumer and dirty then
       local list = {}
       for topic, parts in pairs(processed) do

@@ -1,0 +1,145 @@
+-- qhost.sinks: BaseSink, BatchingSink and CSVSink (Quix's
+-- quixstreams/sinks/base and sinks/core/csv.py). A sink gets every message
+-- that reaches `sdf:sink(sink)` through add(), and is flushed per topic
+-- partition at each checkpoint, before the offsets are committed: a flush
+-- that raises aborts the checkpoint, so nothing is committed past data the
+-- sink did not take and those messages are processed again.
+local codec = require("qhost.codec")
+
+local sinks = {}
+
+local function construct(cls, opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(string.format("%s expects a table of options, got %s", cls.__name, type(opts)), 2)
+  end
+  local self = setmetatable({}, cls)
+  for k, v in pairs(opts or {}) do self[k] = v end
+  self:init(opts or {})
+  return self
+end
+
+local BaseSink = { __name = "BaseSink" }
+BaseSink.__index = BaseSink
+setmetatable(BaseSink, { __call = construct })
+
+-- Sink:extend("Name") -> a subclass.
+function BaseSink:extend(name)
+  if type(name) ~= "string" or name == "" then error("extend expects a class name string", 2) end
+  local cls = { __name = name, __super = self }
+  cls.__index = cls
+  return setmetatable(cls, { __index = self, __call = construct })
+end
+
+function BaseSink:init() end
+
+-- Called once before the first message.
+function BaseSink:setup() end
+
+function BaseSink:add(value, key, timestamp, headers, topic, partition, offset) -- luacheck: ignore
+  error(self.__name .. ": add() is not implemented", 2)
+end
+
+-- Called at each checkpoint for every topic partition processed since the
+-- last one.
+function BaseSink:flush(topic, partition) end -- luacheck: ignore
+
+function sinks.is_sink(x)
+  local mt = getmetatable(x)
+  while type(mt) == "table" do
+    if mt == BaseSink then return true end
+    mt = rawget(mt, "__super")
+  end
+  return false
+end
+
+-- BatchingSink: collects per topic partition; write(batch) gets them at
+-- the flush. batch = { topic =, partition =, items = { { value, key,
+-- timestamp, headers, offset }, ... } }.
+local BatchingSink = BaseSink:extend("BatchingSink")
+
+function BatchingSink:init()
+  rawset(self, "_batches", {})
+end
+
+function BatchingSink:add(value, key, timestamp, headers, topic, partition, offset)
+  local by_topic = self._batches[topic]
+  if not by_topic then by_topic = {}; self._batches[topic] = by_topic end
+  local batch = by_topic[partition]
+  if not batch then
+    batch = { topic = topic, partition = partition, items = {} }
+    by_topic[partition] = batch
+  end
+  local items = batch.items
+  items[#items + 1] = { value = value, key = key, timestamp = timestamp, headers = headers, offset = offset }
+end
+
+function BatchingSink:flush(topic, partition)
+  local by_topic = self._batches[topic]
+  local batch = by_topic and by_topic[partition]
+  if not batch or #batch.items == 0 then return end
+  -- Only a written batch is dropped: a failed write keeps it, but the
+  -- checkpoint fails and the app stops, so it is processed again anyway.
+  self:write(batch)
+  by_topic[partition] = nil
+end
+
+function BatchingSink:write(batch) -- luacheck: ignore
+  error(self.__name .. ": write(batch) is not implemented", 2)
+end
+
+-- CSVSink{ path, delimiter = ",", key_serializer = fn, value_serializer = fn }:
+-- appends rows key,value,timestamp,topic,partition,offset; the header only
+-- when the file is new or empty.
+local CSVSink = BatchingSink:extend("CSVSink")
+
+function CSVSink:init(opts)
+  BatchingSink.init(self, opts)
+  if type(opts.path) ~= "string" or opts.path == "" then error("CSVSink: path must be a file path", 4) end
+  self.delimiter = opts.delimiter or ","
+  if type(self.delimiter) ~= "string" or #self.delimiter ~= 1 then
+    error("CSVSink: delimiter must be a single character", 4)
+  end
+end
+
+local function csv_field(s, delimiter)
+  s = tostring(s)
+  if s:find('[' .. delimiter:gsub("%p", "%%%0") .. '"\r\n]') then
+    return '"' .. s:gsub('"', '""') .. '"'
+  end
+  return s
+end
+
+function CSVSink:_serialize_value(value)
+  if self.value_serializer then return self.value_serializer(value) end
+  local text, err = codec.json_encode(value)
+  if not text then error("CSVSink: cannot serialize a value as JSON: " .. err, 0) end
+  return text
+end
+
+function CSVSink:write(batch)
+  local f = io.open(self.path, "ab")
+  if not f then error("CSVSink: cannot open " .. self.path, 0) end
+  local d = self.delimiter
+  local lines = {}
+  if f:seek("end") == 0 then
+    lines[1] = table.concat({ "key", "value", "timestamp", "topic", "partition", "offset" }, d)
+  end
+  for _, item in ipairs(batch.items) do
+    local key = item.key
+    if self.key_serializer then key = self.key_serializer(key) end
+    lines[#lines + 1] = table.concat({
+      key == nil and "" or csv_field(key, d),
+      csv_field(self:_serialize_value(item.value), d),
+      item.timestamp == nil and "" or csv_field(string.format("%d", item.timestamp), d),
+      csv_field(batch.topic, d), tostring(batch.partition), string.format("%d", item.offset),
+    }, d)
+  end
+  local ok, err = f:write(table.concat(lines, "\n"), "\n")
+  if ok then ok, err = f:close() else f:close() end
+  if not ok then error("CSVSink: cannot write " .. self.path .. ": " .. tostring(err), 0) end
+end
+
+sinks.BaseSink = BaseSink
+sinks.BatchingSink = BatchingSink
+sinks.CSVSink = CSVSink
+return sinks

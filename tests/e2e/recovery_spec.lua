@@ -1,0 +1,103 @@
+-- At-least-once across crashes and members: a SIGKILLed app restarted from
+-- its last commit, and three instances of one group with one killed, lose
+-- no message. Real Kafka only: the embedded broker lives in one process.
+local H = require("helper")
+
+local PRELOAD = [[
+local qhost = require("qhost")
+local app = qhost.Application{}
+local Ids = qhost.sources.Source:extend("Ids")
+function Ids:run()
+  for i = 1, self.count do self:produce{ key = tostring(i), value = '{"id":' .. i .. '}' } end
+end
+local topic = app:topic(arg[1], { config = qhost.TopicConfig{ num_partitions = tonumber(arg[3]) } })
+app:add_source(Ids{ name = arg[1], count = tonumber(arg[2]) }, topic)
+app:run()
+]]
+
+local WORKER = [[
+local qhost = require("qhost")
+local host = require("qhost.host")
+local app = qhost.Application{ consumer_group = arg[3], auto_offset_reset = "earliest", commit_interval = 0.2,
+  consumer_extra_config = { ["session.timeout.ms"] = 6000, ["heartbeat.interval.ms"] = 500 } }
+local input = app:topic(arg[1])
+local output = app:topic(arg[2], { config = qhost.TopicConfig{ num_partitions = 1 } })
+local sdf = app:dataframe(input)
+sdf = sdf:apply(function(v) host.sleep(tonumber(arg[4]) or 0); return v end)
+sdf:to_topic(output)
+app:run{ timeout = tonumber(arg[5]) or 8 }
+]]
+
+local COUNT = [[
+local qhost = require("qhost")
+local app = qhost.Application{ consumer_group = arg[2], auto_offset_reset = "earliest" }
+local seen, distinct, total = {}, 0, 0
+app:dataframe(app:topic(arg[1])):update(function(v)
+  total = total + 1
+  if not seen[v.id] then seen[v.id] = true; distinct = distinct + 1 end
+end)
+app:run{ timeout = 5 }
+print(distinct, total)
+]]
+
+local function distinct_in(dir, topic)
+  local r = H.run(dir, "count.lua", { args = { topic, H.unique("count") } })
+  assert.are.equal(0, r.code, r.stderr)
+  local distinct, total = r.stdout:match("(%d+)\t(%d+)")
+  return tonumber(distinct), tonumber(total)
+end
+
+local function prepare(n, partitions)
+  local dir = H.tmpdir()
+  H.write(dir .. "/preload.lua", PRELOAD)
+  H.write(dir .. "/worker.lua", WORKER)
+  H.write(dir .. "/count.lua", COUNT)
+  local input, output = H.unique("in"), H.unique("out")
+  local r = H.run(dir, "preload.lua", { args = { input, tostring(n), tostring(partitions) } })
+  assert.are.equal(0, r.code, r.stderr)
+  return dir, input, output
+end
+
+describe("recovery #" .. H.mode, function()
+  it("a SIGKILLed app restarts from its last commit and loses nothing", function()
+    if H.mode ~= "kafka" then pending("needs a broker that outlives the app: real Kafka") return end
+    local dir, input, output = prepare(3000, 2)
+    local group = H.unique("crash")
+    local p = H.start(dir, "worker.lua", { args = { input, output, group, "0.005" } })
+    assert.is_true(H.eventually(function() return p:stderr():find("assigned [1-9]") ~= nil end, 60), p:stderr())
+    H.sleep(3)   -- part of the way through its ~15 s of work
+    p:signal("KILL")
+    p:wait(30)
+    local before = select(1, distinct_in(dir, output))
+    assert.is_true(before < 3000, "the app finished before it was killed")
+    local r = H.run(dir, "worker.lua", { args = { input, output, group, "0", "6" }, timeout = 120 })
+    assert.are.equal(0, r.code, r.stderr)
+    local distinct, total = distinct_in(dir, output)
+    assert.are.equal(3000, distinct)
+    assert.is_true(total >= 3000)
+  end)
+
+  it("three instances share the partitions; when one is killed the others finish its work", function()
+    if H.mode ~= "kafka" then pending("scale-out needs a shared broker: real Kafka") return end
+    local dir, input, output = prepare(3000, 6)
+    local group = H.unique("scale")
+    local workers = {}
+    for i = 1, 3 do
+      local wdir = dir .. "/w" .. i
+      os.execute("mkdir -p " .. H.quote(wdir))
+      for _, f in ipairs({ "worker.lua" }) do H.write(wdir .. "/" .. f, H.read(dir .. "/" .. f)) end
+      workers[i] = H.start(wdir, "worker.lua", { args = { input, output, group, "0.003", "10" } })
+    end
+    -- Wait until every instance has partitions, then kill one mid-work.
+    assert.is_true(H.eventually(function()
+      for i = 1, 3 do if not workers[i]:stderr():find("assigned [1-9]") then return false end end
+      return true
+    end, 90), workers[1]:stderr())
+    H.sleep(1)
+    workers[2]:signal("KILL")
+    for i = 1, 3 do workers[i]:wait(180) end
+    local distinct = distinct_in(dir, output)
+    assert.are.equal(3000, distinct)
+    assert.truthy(workers[1]:stderr():find("revoked", 1, true) or workers[3]:stderr():find("revoked", 1, true))
+  end)
+end)

@@ -188,12 +188,54 @@ function SDF:set_headers(fn)
   return derive(self, new_node("set_headers", { fn = fn, where = caller() }))
 end
 
+-- sdf:group_by(column or fn(value), { name = }): re-keys the messages by
+-- the column's (or fn's) value, Quix's group_by. Across partitions that
+-- means going through Kafka: the messages are produced to the topic
+-- repartition__<consumer_group>--<input topic>--<name> with the new key,
+-- and the returned dataframe consumes it. An input of one partition is
+-- re-keyed in process, as no message changes owner.
+function SDF:group_by(by, opts)
+  opts = opts or {}
+  local name, key_of = opts.name, nil
+  if type(by) == "string" then
+    name = name or by
+    key_of = function(value)
+      if type(value) ~= "table" then error("group_by: the value is a " .. type(value) .. ", not a table", 0) end
+      return value[by]
+    end
+  elseif type(by) == "function" then
+    if type(name) ~= "string" then error("StreamingDataFrame:group_by with a function needs { name = }", 2) end
+    key_of = by
+  else
+    error("StreamingDataFrame:group_by expects a column name or a function", 2)
+  end
+  if not self.app or self.topic:num_partitions() == 1 then
+    return derive(self, new_node("rekey", { fn = key_of }))
+  end
+  local repartition = self.app:topic(
+    string.format("repartition__%s--%s--%s", self.app.consumer_group, self.topic.name, name), {
+      config = topic_mod.TopicConfig{ num_partitions = self.topic:num_partitions() },
+      key_serializer = "json", key_deserializer = "json",
+      value_serializer = "json", value_deserializer = "json",
+    })
+  -- The hand-over to the repartition topic is not an output of the app.
+  derive(self, new_node("to_topic", { topic = repartition, key = key_of, internal = true }))
+  return self.app:dataframe(repartition)
+end
+
 -- sdf:print{ pretty = true, metadata = false }
 function SDF:print(opts)
   opts = opts or {}
   local pretty = opts.pretty
   if pretty == nil then pretty = true end
   return derive(self, new_node("print", { pretty = pretty, metadata = opts.metadata and true or false }))
+end
+
+-- sdf:print_table{ size = 5, title =, metadata = false, columns =, live_slowdown = 0.5 }
+function SDF:print_table(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("StreamingDataFrame:print_table expects a table of options", 2) end
+  return derive(self, new_node("print_table", { opts = opts }))
 end
 
 -- sdf:to_topic(topic, { key = fn(value) -> new key }); `topic` may also be
@@ -350,7 +392,7 @@ function builders.print(node, nxt, rt)
 end
 
 function builders.to_topic(node, nxt, rt)
-  local topic, choose, key_fn, produce = node.topic, node.choose, node.key, rt.produce
+  local topic, choose, key_fn, produce, internal = node.topic, node.choose, node.key, rt.produce, node.internal
   return function(value, key, timestamp, headers)
     local out_key = key
     if key_fn then out_key = key_fn(value) end
@@ -362,6 +404,7 @@ function builders.to_topic(node, nxt, rt)
       end
     end
     produce(t, value, out_key, timestamp, headers)
+    if internal then return end
     return nxt(value, key, timestamp, headers)
   end
 end
@@ -372,6 +415,21 @@ function builders.sink(node, nxt, rt)
   return function(value, key, timestamp, headers)
     sink:add(value, key, timestamp, headers, ctx.topic, ctx.partition, ctx.offset)
     return nxt(value, key, timestamp, headers)
+  end
+end
+
+function builders.print_table(node, nxt, rt)
+  local show = require("qhost.table_printer").new(node.opts, rt.write, rt.is_tty)
+  return function(value, key, timestamp, headers)
+    show(value, key, timestamp)
+    return nxt(value, key, timestamp, headers)
+  end
+end
+
+function builders.rekey(node, nxt)
+  local fn = node.fn
+  return function(value, key, timestamp, headers)
+    return nxt(value, fn(value), timestamp, headers)
   end
 end
 

@@ -87,7 +87,7 @@ return function(app, opts)
     error(err, 0)
   end
 
-  local rt = { ctx = ctx }
+  local rt = { ctx = ctx, is_tty = host.isatty(1) }
   local sink_list, sink_seen = {}, {}
   function rt.add_sink(sink)
     if not sink_seen[sink] then sink_seen[sink] = true; sink_list[#sink_list + 1] = sink end

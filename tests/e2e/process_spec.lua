@@ -201,6 +201,23 @@ app:run()
   end)
 end)
 
+describe("app:stop #" .. H.mode, function()
+  it("stops the app gracefully from inside a pipeline function", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/app.lua", app_script(COUNTER:gsub("return Counter\n$", "") .. [[
+local seen = 0
+local sdf = app:dataframe{ source = Counter{ name = "]] .. H.unique("c") .. [[", limit = 1e9, pause = 0.001 } }
+sdf = sdf:update(function() seen = seen + 1; if seen == 5 then app:stop() end end)
+app:run()
+print("stopped after", seen)
+]]))
+    local r = H.run(dir, "app.lua", { timeout = 60 })
+    assert.are.equal(0, r.code, r.stderr)
+    local n = tonumber(r.stdout:match("stopped after\t(%d+)"))
+    assert.is_true(n ~= nil and n >= 5, r.stdout)
+  end)
+end)
+
 describe("to_topic and serializers #" .. H.mode, function()
   it("sends values to another topic that a second dataframe reads", function()
     local dir = H.tmpdir()

@@ -324,6 +324,9 @@ static void push_event(qh_consumer *c, int assign, const rd_kafka_topic_partitio
 static void resolve_start(qh_consumer *c, rd_kafka_topic_partition_list_t *parts)
 {
     if (!c->reset_to || parts->cnt == 0) return;
+    int unresolved = 0;
+    for (int i = 0; i < parts->cnt; i++) unresolved += parts->elems[i].offset < 0;
+    if (!unresolved) return;                           /* all given explicitly */
     rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_copy(parts);
     if (rd_kafka_committed(c->rk, committed, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
         for (int i = 0; i < parts->cnt; i++) {

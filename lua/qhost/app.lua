@@ -129,6 +129,12 @@ function Application:add_source(src, topic)
   local ok, err = travel.encode(fields)
   if not ok then error(name .. ": " .. err, 2) end
   self._topics[topic.name] = self._topics[topic.name] or topic
+  -- A StatefulSource keeps its state in a changelog topic, created with
+  -- the app's other topics.
+  if src.changelog_topic then
+    local changelog = src:changelog_topic(self.consumer_group)
+    self._topics[changelog.name] = self._topics[changelog.name] or changelog
+  end
   table.insert(self._sources, { source = src, topic = topic })
   return topic
 end
@@ -250,6 +256,12 @@ function Application:_prepare_topics()
   end
   for _, name in ipairs(names) do
     local count, perr = admin:partitions(name, 30)
+    -- A topic created a moment ago may not be in the metadata yet.
+    local deadline = host.monotonic() + 10
+    while not count and self.auto_create_topics and perr == "unknown topic" and host.monotonic() < deadline do
+      host.sleep(0.1)
+      count, perr = admin:partitions(name, 30)
+    end
     if not count then
       error(string.format("topic '%s' is not available on %s: %s", name, self._broker, perr), 0)
     end

@@ -48,6 +48,11 @@ function M.spec(app, src, topic, script)
     fields = fields,
     topic = { name = topic.name, opts = topic.serializer_names },
     producer_config = app:producer_config(),
+    -- What a source may need of the app (a StatefulSource's changelog, the
+    -- KafkaReplicatorSource's checkpoints): set on it as _app_config.
+    app = { consumer_group = app.consumer_group, consumer_config = app:_consumer_config(),
+            auto_offset_reset = app.auto_offset_reset, commit_interval = app.commit_interval,
+            commit_every = app.commit_every },
     loglevel = log.level_name(),
     package_path = package.path,
     package_cpath = package.cpath,
@@ -129,7 +134,18 @@ function M.run(spec)
   rawset(src, "producer_topic", topic_mod.new(spec.topic.name, spec.topic.opts))
   rawset(src, "_producer", producer)
   rawset(src, "_started", true)
+  rawset(src, "_app_config", spec.app)
   log.debug("started, producing to topic '%s'", spec.topic.name)
+  if src._restore_state then
+    -- A StatefulSource: its state comes back from the changelog before
+    -- setup() and run(), as in Quix's SourceProcess.
+    local ok, rerr = xpcall(function() src:_restore_state(spec.app) end, debug.traceback)
+    if not ok then
+      producer:close()
+      spawn.child_report(rerr)
+      return 1
+    end
+  end
   local failure = run_source(src)
   producer:close()
   log.debug("peak RSS %s", M.peak_rss() or "?")

@@ -65,7 +65,7 @@ describe("example csv_custom_topic.lua #" .. H.mode, function()
     H.write(dir .. "/app.lua", string.format([[
       local qhost = require("qhost")
       local app = qhost.Application{ consumer_group = %q }
-      local source = qhost.sources.CSVSource{ path = "input.csv", name = %q }
+      local source = qhost.sources.CSVSource{ path = "input.csv", name = %q, key_extractor = "id" }
       local topic = app:topic(%q, { config = qhost.TopicConfig{ num_partitions = 4, replication_factor = 1 } })
       local sdf = app:dataframe{ topic = topic, source = source }
       local out = app:run{ count = 200, metadata = true }

@@ -183,7 +183,7 @@ local host = require("qhost.host")
 local Stubborn = qhost.sources.Source:extend("Stubborn")
 function Stubborn:run()
   self:produce{ value = "1" }
-  self:flush()
+  self:flush(30)
   while true do host.sleep(0.05) end
 end
 local sdf = app:dataframe{ source = Stubborn{ name = "]] .. H.unique("stubborn") .. [[", shutdown_timeout = 1 } }

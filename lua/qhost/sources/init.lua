@@ -3,7 +3,7 @@
 local host = require("qhost.host")
 local source = require("qhost.source")
 
-local BUILTIN = { CSVSource = "csv" }
+local BUILTIN = { CSVSource = "csv", KafkaReplicatorSource = "kafka_replicator" }
 
 for _, file in pairs(BUILTIN) do
   local module = "qhost.sources." .. file
@@ -14,7 +14,7 @@ for _, file in pairs(BUILTIN) do
   end
 end
 
-local sources = { Source = source.Source }
+local sources = { Source = source.Source, StatefulSource = require("qhost.stateful_source").StatefulSource }
 for class, file in pairs(BUILTIN) do
   sources[class] = require("qhost.sources." .. file)
 end

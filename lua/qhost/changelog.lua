@@ -1,0 +1,165 @@
+-- qhost.changelog: reading a topic from its beginning to its end, and
+-- writing key/value records to it. A StatefulSource restores its state with
+-- read_to_end and persists it with write (qhost.stateful_source); tests use
+-- both to fill a topic and to read back what a run left in one.
+-- Records are plain tables: { key =, value =, headers =, partition =,
+-- offset =, timestamp = }; key and value are bytes (strings) or nil (a
+-- Kafka null; a nil value is a tombstone in a compacted topic); headers are a
+-- list of { name, value } pairs, as qhost.clients reads and writes them.
+local ffi = require("ffi")
+local clients = require("qhost.clients")
+local host = require("qhost.host")
+
+local changelog = {}
+
+local PARTITION_EOF = -191    -- RD_KAFKA_RESP_ERR__PARTITION_EOF
+local BATCH = 1000
+
+local function copy(t)
+  local out = {}
+  for k, v in pairs(t or {}) do out[k] = v end
+  return out
+end
+
+-- The consumer that reads: a manual assignment with explicit start offsets,
+-- never a group member and never committing. With auto.offset.reset
+-- "error" the host does not look up committed offsets on assign (a
+-- second's wait), and a start that retention removed meanwhile is an error,
+-- not a silent jump.
+local function reader_config(config)
+  local c = copy(config)
+  c["group.id"] = c["group.id"] or "qhost-changelog-reader"
+  c["enable.auto.commit"] = false
+  c["enable.auto.offset.store"] = false
+  c["auto.offset.reset"] = "error"
+  c["enable.partition.eof"] = true
+  c["fetch.wait.max.ms"] = c["fetch.wait.max.ms"] or 100
+  return c
+end
+
+-- librdkafka's consumer-only properties (CONFIGURATION.md, scope C): an
+-- admin handle (a producer) warns about each one it is given.
+local CONSUMER_ONLY = {}
+for name in ([[group.id group.instance.id partition.assignment.strategy session.timeout.ms
+  heartbeat.interval.ms group.protocol.type group.protocol group.remote.assignor
+  coordinator.query.interval.ms max.poll.interval.ms enable.auto.commit auto.commit.enable
+  auto.commit.interval.ms enable.auto.offset.store queued.min.messages queued.max.messages.kbytes
+  fetch.wait.max.ms fetch.queue.backoff.ms fetch.message.max.bytes max.partition.fetch.bytes
+  fetch.max.bytes fetch.min.bytes fetch.error.backoff.ms isolation.level enable.partition.eof
+  check.crcs allow.auto.create.topics auto.offset.reset offset.store.path
+  offset.store.sync.interval.ms offset.store.method consume.callback.max.messages]]):gmatch("%S+") do
+  CONSUMER_ONLY[name] = true
+end
+
+-- changelog.admin_config(consumer_config) -> the properties of an admin
+-- handle on the same cluster: the connection and security settings.
+function changelog.admin_config(config)
+  local out = {}
+  for k, v in pairs(config) do
+    if not CONSUMER_ONLY[k] then out[k] = v end
+  end
+  return out
+end
+
+-- An admin handle on the cluster `config` points at: metadata and
+-- watermarks asked of the broker, as a consumer only knows them after a
+-- fetch.
+local function admin_for(config)
+  return clients.admin(changelog.admin_config(config))
+end
+
+-- changelog.read_to_end(config, topic, opts) -> count | nil, err
+-- Calls opts.on_record(record) for every record of `topic` from the
+-- beginning of each partition to the end it had when the read started, in
+-- offset order within a partition. `config` holds librdkafka consumer
+-- properties (at least bootstrap.servers; group.id is only a label here).
+-- opts: partitions = { 0, 1, ... } (default: all of the topic's),
+--       timeout = 30 (seconds for the whole read), on_record = fn(record).
+-- err says which partition did not reach its end, or why it could not start.
+function changelog.read_to_end(config, topic, opts)
+  opts = opts or {}
+  local timeout = opts.timeout or 30
+  local on_record = opts.on_record or function() end
+  local admin, aerr = admin_for(config)
+  if not admin then return nil, aerr end
+  -- Asked first, and of the whole cluster: a watermark query on a missing
+  -- topic would have the broker auto-create it with its defaults.
+  local count, cerr = admin:partitions(topic, timeout)
+  if not count then admin:close(); return nil, string.format("topic '%s': %s", topic, cerr) end
+  local partitions = opts.partitions
+  if not partitions then
+    partitions = {}
+    for p = 0, count - 1 do partitions[#partitions + 1] = p end
+  end
+  local consumer, err = clients.consumer(reader_config(config))
+  if not consumer then admin:close(); return nil, err end
+
+  local ok, result, rerr = pcall(function()
+    -- The end of each partition now: what the read must reach.
+    local want, assignment, remaining = {}, {}, 0
+    for _, p in ipairs(partitions) do
+      local low, high = admin:watermarks(topic, p, timeout)
+      if not low then return nil, string.format("topic '%s' partition %d: %s", topic, p, high) end
+      if high > low then
+        want[p] = high
+        remaining = remaining + 1
+        assignment[#assignment + 1] = { topic = topic, partition = p, offset = low }
+      end
+    end
+    if remaining == 0 then return 0 end
+    local sok, serr = consumer:assign(assignment)
+    if not sok then return nil, string.format("topic '%s': %s", topic, serr) end
+    consumer:take_events()
+    local count = 0
+    local deadline = host.monotonic() + timeout
+    while remaining > 0 do
+      if host.monotonic() > deadline then
+        local left = {}
+        for p in pairs(want) do left[#left + 1] = tostring(p) end
+        table.sort(left)
+        return nil, string.format("topic '%s': partitions %s not read to their end within %gs",
+          topic, table.concat(left, ", "), timeout)
+      end
+      local n, msgs = consumer:poll(BATCH, 100)
+      for i = 0, n - 1 do
+        local m = msgs[i]
+        local p, offset = m.partition, tonumber(m.offset)
+        if m.err == PARTITION_EOF then
+          -- The broker's end: for a compacted or transactional topic the
+          -- last offsets may hold no record we could see.
+          if want[p] and offset >= want[p] then want[p] = nil; remaining = remaining - 1 end
+        elseif m.err ~= 0 then
+          return nil, string.format("topic '%s' partition %d: %s", topic, p, consumer:errstr(i))
+        elseif want[p] then
+          count = count + 1
+          on_record({
+            key = m.key ~= nil and ffi.string(m.key, m.key_len) or nil,
+            value = m.value ~= nil and ffi.string(m.value, m.value_len) or nil,
+            headers = m.header_count > 0 and consumer:headers(i, m.header_count) or nil,
+            partition = p, offset = offset, timestamp = tonumber(m.timestamp),
+          })
+          if offset >= want[p] - 1 then want[p] = nil; remaining = remaining - 1 end
+        end
+      end
+    end
+    return count
+  end)
+  consumer:close()
+  admin:close()
+  if not ok then error(result, 0) end   -- on_record raised: the caller's error
+  return result, rerr
+end
+
+-- changelog.write(producer, topic, records, opts) -> true | nil, err
+-- Produces each record ({ key, value, headers, partition, timestamp }) to
+-- `topic` with a qhost.clients producer, then waits up to opts.timeout
+-- (default 30) seconds until all are delivered.
+function changelog.write(producer, topic, records, opts)
+  for _, r in ipairs(records) do
+    local ok, err = producer:produce(topic, r.value, r.key, r.partition, r.timestamp, r.headers)
+    if not ok then return nil, err end
+  end
+  return producer:flush(opts and opts.timeout or 30)
+end
+
+return changelog

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <lauxlib.h>
 #include <librdkafka/rdkafka.h>
@@ -314,6 +315,21 @@ static void push_event(qh_consumer *c, int assign, const rd_kafka_topic_partitio
     c->events_len++;
 }
 
+/* A topic created a moment ago may have no leader yet: ask again for a
+ * while (about 15 s) rather than fall back to a reset that may skip data. */
+static rd_kafka_resp_err_t query_watermarks_patiently(rd_kafka_t *rk, const char *topic,
+                                                      int32_t partition, int64_t *low, int64_t *high)
+{
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int attempt = 0; attempt < 30; attempt++) {
+        err = rd_kafka_query_watermark_offsets(rk, topic, partition, low, high, 5000);
+        if (!err) break;
+        struct timespec pause = { 0, 200 * 1000000L };
+        nanosleep(&pause, NULL);
+    }
+    return err;
+}
+
 /* Gives every partition an explicit start: its committed offset, else its
  * current end (auto.offset.reset latest) or beginning (earliest). Left to
  * librdkafka, a latest reset happens asynchronously after the assignment,
@@ -328,15 +344,17 @@ static void resolve_start(qh_consumer *c, rd_kafka_topic_partition_list_t *parts
     for (int i = 0; i < parts->cnt; i++) unresolved += parts->elems[i].offset < 0;
     if (!unresolved) return;                           /* all given explicitly */
     rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_copy(parts);
-    if (rd_kafka_committed(c->rk, committed, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    rd_kafka_resp_err_t err = rd_kafka_committed(c->rk, committed, 10000);
+    for (int attempt = 0; err && attempt < 3; attempt++)   /* a coordinator still loading */
+        err = rd_kafka_committed(c->rk, committed, 10000);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         for (int i = 0; i < parts->cnt; i++) {
             rd_kafka_topic_partition_t *tp = &parts->elems[i];
             int64_t low = 0, high = 0;
             if (tp->offset >= 0) continue;                 /* an explicit start */
             if (committed->elems[i].offset >= 0) {
                 tp->offset = committed->elems[i].offset;
-            } else if (rd_kafka_query_watermark_offsets(c->rk, tp->topic, tp->partition,
-                                                        &low, &high, 10000) == 0) {
+            } else if (query_watermarks_patiently(c->rk, tp->topic, tp->partition, &low, &high) == 0) {
                 tp->offset = c->reset_to > 0 ? high : low;
             }
         }

@@ -8,15 +8,7 @@ local codec = require("qhost.codec")
 
 local sinks = {}
 
-local function construct(cls, opts)
-  if opts ~= nil and type(opts) ~= "table" then
-    error(string.format("%s expects a table of options, got %s", cls.__name, type(opts)), 2)
-  end
-  local self = setmetatable({}, cls)
-  for k, v in pairs(opts or {}) do self[k] = v end
-  self:init(opts or {})
-  return self
-end
+local construct = require("qhost.class").construct
 
 local BaseSink = { __name = "BaseSink" }
 BaseSink.__index = BaseSink

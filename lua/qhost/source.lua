@@ -42,15 +42,7 @@ local function make_index(cls)
   end
 end
 
-local function construct(cls, opts)
-  if opts ~= nil and type(opts) ~= "table" then
-    error(string.format("%s expects a table of options, got %s", cls.__name, type(opts)), 2)
-  end
-  local self = setmetatable({}, cls)
-  for k, v in pairs(opts or {}) do self[k] = v end
-  self:init(opts or {})
-  return self
-end
+local construct = require("qhost.class").construct
 
 -- Source:extend("Name") -> a new class. `Name` is for messages; the file
 -- that calls extend is recorded so a spawned process can load it again.

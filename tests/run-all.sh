@@ -6,7 +6,9 @@
 #   4. the same end-to-end runs on a real Apache Kafka started here
 #   5. the end-to-end runs on the embedded broker with the ASan+UBSan binary
 # Expects `make all` and `make SAN=1 all ctest-bins` done (make test does).
-# QHOST_TEST_ONLY=c,lua,e2e,kafka,san limits the stages.
+#   6. the benchmark's smoke run (10,000 messages per workload, outputs verified;
+#      qhost and raw C only: installing Quix's venv is left to make bench)
+# QHOST_TEST_ONLY=c,lua,e2e,kafka,san,bench limits the stages.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,7 +20,7 @@ unset QHOST_BROKER
 
 passed=0
 failed=0
-only=${QHOST_TEST_ONLY:-c,lua,e2e,kafka,san}
+only=${QHOST_TEST_ONLY:-c,lua,e2e,kafka,san,bench}
 want() { [[ ",$only," == *",$1,"* ]]; }
 
 # Adds the counts of a C test log ("N passed, N failed" last).
@@ -98,6 +100,13 @@ if want san; then
   busted_run "$LOGS/e2e-san.log" "$ROOT/build/san/qhost" tests/e2e \
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=98
+fi
+
+if want bench; then
+  echo "== benchmark smoke run" >&2
+  bench/run.sh --smoke --no-quix >"$LOGS/bench-smoke.log" 2>&1
+  add_c_log "$LOGS/bench-smoke.log"
+  tail -n 1 "$LOGS/bench-smoke.log" | sed 's/^/  /' >&2
 fi
 
 echo "$passed passed, $failed failed"

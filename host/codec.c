@@ -387,6 +387,10 @@ typedef struct codec_state {
     qh_buf keyseq;     /* decoder: key sequences of the open objects */
     keyref *keys;      /* encoder: the keys of the open objects, a stack */
     size_t nkeys, capkeys;
+    /* decoder: key count of the last object seen at each shallow depth, the
+     * size hint of the next one's table (a stream of like objects then never
+     * grows a table key by key). */
+    unsigned char size_hint[8];
     char err[512];
     frame path[MAX_DEPTH + 2];
 } codec_state;
@@ -1223,7 +1227,8 @@ static int dec_object(dec *d, int depth)
     if (depth >= MAX_DEPTH) return dec_fail(d, "nesting deeper than 1000");
     if (!lua_checkstack(L, 6)) return dec_fail(d, "Lua stack exhausted");
     d->p++;
-    lua_createtable(L, 0, 4);
+    unsigned char *hint = depth < 8 ? &st->size_hint[depth] : NULL;
+    lua_createtable(L, 0, hint && *hint ? *hint : 4);
     int tidx = lua_gettop(L);
     size_t kstart = st->keyseq.len;
     int nkeys = 0;
@@ -1271,6 +1276,7 @@ static int dec_object(dec *d, int depth)
     }
     dec_set_keys_mt(d, tidx, kstart, nkeys);
     st->keyseq.len = kstart;
+    if (hint) *hint = (unsigned char)(nkeys < 64 ? nkeys : 64);
     return 0;
 }
 
@@ -1351,11 +1357,30 @@ static int dec_value(dec *d, int depth)
 }
 
 /* codec.json_decode(s) -> value | nil, err */
+static int json_decode_bytes(lua_State *L, const char *s, size_t len);
+
 static int l_json_decode(lua_State *L)
 {
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
     lua_settop(L, 1);
+    return json_decode_bytes(L, s, len);
+}
+
+/* codec.json_decode_at(address, len) -> value | nil, err: the JSON text of
+ * `len` bytes at `address` (a number: a pointer from the FFI, e.g.
+ * tonumber(ffi.cast("uintptr_t", p))), decoded without first copying it
+ * into a Lua string. The caller vouches for the memory. */
+static int l_json_decode_at(lua_State *L)
+{
+    uintptr_t addr = (uintptr_t)luaL_checknumber(L, 1);
+    size_t len = (size_t)luaL_checknumber(L, 2);
+    lua_settop(L, 1);
+    return json_decode_bytes(L, len ? (const char *)addr : "", len);
+}
+
+static int json_decode_bytes(lua_State *L, const char *s, size_t len)
+{
     dec d;
     d.L = L;
     d.st = state_acquire(L);
@@ -1481,6 +1506,7 @@ static const luaL_Reg codec_funcs[] = {
     { "json_encode", l_json_encode },
     { "json_encode_pretty", l_json_encode_pretty },
     { "json_decode", l_json_decode },
+    { "json_decode_at", l_json_decode_at },
     { "json_object_from_arrays", l_json_object_from_arrays },
     { "keys_of", l_keys_of },
     { "pack_int", l_pack_int },

@@ -83,7 +83,13 @@ typedef struct csv_reader {
     size_t partial_first;    /* first field of the row being assembled */
     int failed;              /* sticky: every later read_row returns err */
     char err[4096 + 256];
-    qh_buf json;             /* row_json output */
+    qh_buf json;             /* row_json / read_json output */
+    qh_buf header_keys;      /* read_json: the header as `"name":` prefixes */
+    size_t *header_ends;     /* end of each prefix in header_keys */
+    size_t nheader;
+    const void *header_id;   /* the header table they were made from... */
+    int header_ref;          /* ...kept alive (a registry ref, 0 for none) so
+                                that no other table can take its address */
 } csv_reader;
 
 /* ------------------------------------------------------------------------ */
@@ -312,6 +318,11 @@ static void reader_close(csv_reader *r)
     r->rows = NULL;
     r->nfields = r->capfields = r->nrows = r->caprows = r->head = r->partial_first = 0;
     qh_buf_free(&r->json);
+    qh_buf_free(&r->header_keys);
+    free(r->header_ends);
+    r->header_ends = NULL;
+    r->nheader = 0;
+    r->header_id = NULL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -416,16 +427,25 @@ static int l_read_row(lua_State *L)
     return 2;
 }
 
+static void drop_header_ref(lua_State *L, csv_reader *r)
+{
+    if (r->header_ref > 0) luaL_unref(L, LUA_REGISTRYINDEX, r->header_ref);
+    r->header_ref = 0;
+}
+
 /* reader:close(): idempotent; __gc does the same. */
 static int l_close(lua_State *L)
 {
-    reader_close(check_reader(L));
+    csv_reader *r = check_reader(L);
+    drop_header_ref(L, r);
+    reader_close(r);
     return 0;
 }
 
 static int l_gc(lua_State *L)
 {
     csv_reader *r = check_reader(L);
+    drop_header_ref(L, r);
     reader_close(r);
     free(r->path);
     r->path = NULL;
@@ -510,8 +530,90 @@ nomem:
     return luaL_error(L, "row_json: out of memory");
 }
 
+/* reader:read_json(header) -> json, line | nil (EOF) | nil, err: the next
+ * row straight as the JSON text row_json(header, fields) would make of it,
+ * without its fields ever becoming Lua strings (for a CSVSource without
+ * extractors, this is the whole per-row work). The header's `"name":`
+ * prefixes are escaped once and kept while the same header table is given. */
+static int l_read_json(lua_State *L)
+{
+    csv_reader *r = check_reader(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (r->fd < 0) return luaL_error(L, "csvreader %s: read_json after close", r->path);
+    if (r->header_id != lua_topointer(L, 2)) {
+        size_t m = lua_objlen(L, 2);
+        r->header_keys.len = 0;
+        r->nheader = 0;
+        r->header_id = NULL;
+        size_t *ends = realloc(r->header_ends, (m ? m : 1) * sizeof *ends);
+        if (!ends) goto nomem;
+        r->header_ends = ends;
+        for (size_t i = 1; i <= m; i++) {
+            size_t klen;
+            lua_rawgeti(L, 2, (int)i);
+            if (lua_type(L, -1) != LUA_TSTRING)
+                return luaL_error(L, "read_json: header[%d] is a %s, expected a string", (int)i,
+                                  luaL_typename(L, -1));
+            const char *k = lua_tolstring(L, -1, &klen);
+            int rc = qh_json_append_string(&r->header_keys, k, klen);
+            lua_pop(L, 1);
+            if (rc == QH_JSON_EUTF8) {
+                char msg[64];
+                snprintf(msg, sizeof msg, "invalid UTF-8 in header column %d", (int)i);
+                return push_row_err(L, r, 0, msg);
+            }
+            if (rc != QH_JSON_OK || put(&r->header_keys, ":", 1) != 0) goto nomem;
+            r->header_ends[r->nheader++] = r->header_keys.len;
+        }
+        if (r->header_ref > 0) luaL_unref(L, LUA_REGISTRYINDEX, r->header_ref);
+        lua_pushvalue(L, 2);
+        r->header_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        r->header_id = lua_topointer(L, 2);
+    }
+    const row_ref *row = next_row(r);
+    if (!row) {
+        lua_pushnil(L);
+        if (!r->failed) return 1;
+        lua_pushstring(L, r->err);
+        return 2;
+    }
+    if (row->n > r->nheader) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "row has %zu fields, header has %zu", row->n, r->nheader);
+        return push_row_err(L, r, row->line, msg);
+    }
+    qh_buf *b = &r->json;
+    b->len = 0;
+    if (put(b, "{", 1) != 0) goto nomem;
+    size_t kstart = 0;
+    for (size_t i = 0; i < r->nheader; i++) {
+        if (i > 0 && put(b, ",", 1) != 0) goto nomem;
+        if (put(b, r->header_keys.data + kstart, r->header_ends[i] - kstart) != 0) goto nomem;
+        kstart = r->header_ends[i];
+        if (i >= row->n) {
+            if (put(b, "null", 4) != 0) goto nomem;   /* DictReader's None */
+            continue;
+        }
+        const field_ref *f = &r->fields[row->first + i];
+        int rc = qh_json_append_string(b, r->bytes.data ? r->bytes.data + f->off : "", f->len);
+        if (rc == QH_JSON_EUTF8) {
+            char msg[64];
+            snprintf(msg, sizeof msg, "invalid UTF-8 in field %zu", i + 1);
+            return push_row_err(L, r, row->line, msg);
+        }
+        if (rc != QH_JSON_OK) goto nomem;
+    }
+    if (put(b, "}", 1) != 0) goto nomem;
+    lua_pushlstring(L, b->data, b->len);
+    lua_pushinteger(L, (lua_Integer)row->line);
+    return 2;
+nomem:
+    return luaL_error(L, "read_json: out of memory");
+}
+
 static const luaL_Reg reader_methods[] = {
     { "read_row", l_read_row },
+    { "read_json", l_read_json },
     { "row_json", l_row_json },
     { "close", l_close },
     { NULL, NULL },

@@ -129,6 +129,8 @@ static int push_take_errors(lua_State *L, client_errors *e)
 /* ---------------------------------------------------------------------
  * Producer */
 
+#define QH_TOPIC_CACHE 16
+
 /* errors comes first: the error callback gets the handle as client_errors. */
 struct qh_producer {
     client_errors errors;
@@ -136,7 +138,40 @@ struct qh_producer {
     int delivery_failures;          /* since the last take */
     char first_failure[512];
     char errstr[512];
+    /* Topic handles, owned, kept for the producer's life (see producer_topic). */
+    struct { char *name; rd_kafka_topic_t *rkt; } topics[QH_TOPIC_CACHE];
+    int ntopics;
 };
+
+/* The producer's handle for `name`, made on first use and kept. Producing
+ * through it spares librdkafka a by-name lookup per message (a lock and a
+ * list scan in rd_kafka_producev(RD_KAFKA_V_TOPIC)), and a handle made before
+ * the first message (qh_ffi_producer_topic) has its metadata by then: a topic
+ * first named by a produce call waits up to librdkafka's 1 s topic scan
+ * before anything is sent. NULL when the cache is full or out of memory:
+ * the caller then makes a handle of the moment. */
+static rd_kafka_topic_t *producer_topic(qh_producer *p, const char *name)
+{
+    for (int i = 0; i < p->ntopics; i++)
+        if (strcmp(p->topics[i].name, name) == 0) return p->topics[i].rkt;
+    if (p->ntopics == QH_TOPIC_CACHE) return NULL;
+    char *copy = strdup(name);
+    if (!copy) return NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->rk, name, NULL);
+    if (!rkt) {
+        free(copy);
+        return NULL;
+    }
+    p->topics[p->ntopics].name = copy;
+    p->topics[p->ntopics].rkt = rkt;
+    p->ntopics++;
+    return rkt;
+}
+
+int qh_ffi_producer_topic(qh_producer *p, const char *name)
+{
+    return producer_topic(p, name) ? 0 : -1;
+}
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
@@ -153,6 +188,14 @@ int qh_ffi_produce(qh_producer *p, const char *topic, int32_t partition,
                    int64_t timestamp, int header_count, const char **header_names,
                    const char **header_values, const size_t *header_value_lens)
 {
+    rd_kafka_topic_t *rkt = producer_topic(p, topic);
+    rd_kafka_topic_t *temporary = NULL;   /* past the cache: a handle of the moment */
+    if (!rkt) rkt = temporary = rd_kafka_topic_new(p->rk, topic, NULL);
+    if (!rkt) {
+        snprintf(p->errstr, sizeof p->errstr, "produce to %s [%d] failed: %s", topic,
+                 (int)partition, rd_kafka_err2str(rd_kafka_last_error()));
+        return (int)rd_kafka_last_error();
+    }
     for (;;) {
         rd_kafka_headers_t *hdrs = NULL;
         if (header_count > 0) {
@@ -163,7 +206,7 @@ int qh_ffi_produce(qh_producer *p, const char *topic, int32_t partition,
         }
         rd_kafka_resp_err_t err = rd_kafka_producev(
             p->rk,
-            RD_KAFKA_V_TOPIC(topic),
+            RD_KAFKA_V_RKT(rkt),
             RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
             RD_KAFKA_V_KEY(key, key ? key_len : 0),
@@ -171,7 +214,7 @@ int qh_ffi_produce(qh_producer *p, const char *topic, int32_t partition,
             RD_KAFKA_V_TIMESTAMP(timestamp > 0 ? timestamp : 0),
             RD_KAFKA_V_HEADERS(hdrs),
             RD_KAFKA_V_END);
-        if (!err) return 0;            /* librdkafka now owns hdrs */
+        if (!err) break;               /* librdkafka now owns hdrs */
         if (hdrs) rd_kafka_headers_destroy(hdrs);
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             /* Wait the queue out by serving delivery reports; never drop. */
@@ -180,8 +223,11 @@ int qh_ffi_produce(qh_producer *p, const char *topic, int32_t partition,
         }
         snprintf(p->errstr, sizeof p->errstr, "produce to %s [%d] failed: %s", topic,
                  (int)partition, rd_kafka_err2str(err));
+        if (temporary) rd_kafka_topic_destroy(temporary);
         return (int)err;
     }
+    if (temporary) rd_kafka_topic_destroy(temporary);
+    return 0;
 }
 
 const char *qh_ffi_producer_errstr(qh_producer *p)
@@ -273,6 +319,10 @@ static int l_producer_close(lua_State *L)
 {
     qh_producer **ud = check_producer_ud(L);
     if (*ud) {
+        for (int i = 0; i < (*ud)->ntopics; i++) {
+            rd_kafka_topic_destroy((*ud)->topics[i].rkt);
+            free((*ud)->topics[i].name);
+        }
         rd_kafka_destroy((*ud)->rk);
         free(*ud);
         *ud = NULL;

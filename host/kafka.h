@@ -55,6 +55,9 @@ int qh_ffi_produce(qh_producer *p, const char *topic, int32_t partition,
                    int64_t timestamp, int header_count, const char **header_names,
                    const char **header_values, const size_t *header_value_lens);
 const char *qh_ffi_producer_errstr(qh_producer *p);
+/* Makes (once) and keeps the producer's handle for `topic`, so that its
+ * metadata is fetched now rather than at the first message. 0, or -1. */
+int qh_ffi_producer_topic(qh_producer *p, const char *topic);
 /* Serves delivery reports; returns how many were served. */
 int qh_ffi_producer_poll(qh_producer *p, int timeout_ms);
 /* Delivery failures since the last call (and the first one's text). */

@@ -104,7 +104,7 @@ fi
 
 if want bench; then
   echo "== benchmark smoke run" >&2
-  bench/run.sh --smoke --no-quix >"$LOGS/bench-smoke.log" 2>&1
+  BENCH_OUT="$ROOT/build/bench-smoke" bench/run.sh --smoke --no-quix >"$LOGS/bench-smoke.log" 2>&1
   add_c_log "$LOGS/bench-smoke.log"
   tail -n 1 "$LOGS/bench-smoke.log" | sed 's/^/  /' >&2
 fi

@@ -79,6 +79,12 @@ function Producer:produce(topic, value, key, partition, timestamp, headers)
   return true
 end
 
+-- producer:prepare(topic): fetch the topic's metadata now, not at the
+-- first message (which would then wait up to librdkafka's 1 s topic scan).
+function Producer:prepare(topic)
+  C.qh_ffi_producer_topic(self.ptr, topic)
+end
+
 function Producer:poll(timeout_ms)
   return C.qh_ffi_producer_poll(self.ptr, timeout_ms or 0)
 end

@@ -12,6 +12,8 @@ local serializers = require("qhost.serializers")
 local supervisor = require("qhost.supervisor")
 
 local C = require("qhost.ffi")
+local JSON = serializers.get("json", "json")
+local json_decode_at = require("qhost.codec").json_decode_at
 
 local BATCH = 1000
 local POLL_MS = 100
@@ -121,7 +123,10 @@ return function(app, opts)
 
   local pipelines = compile_pipelines(app, rt)
   for _, sink in ipairs(sink_list) do sink:setup() end
-  if next(app._outputs) then get_producer() end
+  if next(app._outputs) then
+    local p = get_producer()
+    for name in pairs(app._outputs) do p:prepare(name) end
+  end
 
   local consumer
   local topic_names = {}
@@ -287,15 +292,28 @@ return function(app, opts)
         local entry = pipelines[tname]
         local t = entry.topic
         local kbytes = m.key ~= nil and ffi.string(m.key, m.key_len) or nil
-        local vbytes = m.value ~= nil and ffi.string(m.value, m.value_len) or nil
-        avg_size = avg_size * 0.99 + (tonumber(m.value_len) + tonumber(m.key_len) + 70) * 0.01
+        -- A JSON value is decoded straight from librdkafka's buffer (valid
+        -- until the next poll): its bytes become a Lua string only when an
+        -- error callback needs them.
+        local json_direct = m.value ~= nil and t.value_deserializer == JSON
+        local vbytes = (m.value ~= nil and not json_direct) and ffi.string(m.value, m.value_len) or nil
+        if embedded then
+          avg_size = avg_size * 0.99 + (tonumber(m.value_len) + tonumber(m.key_len) + 70) * 0.01
+        end
         local headers = m.header_count > 0 and consumer:headers(i, m.header_count) or nil
         local timestamp = tonumber(m.timestamp)
         ctx.stage, ctx.key, ctx.value, ctx.headers, ctx.timestamp = "deserialize", kbytes, vbytes, headers, timestamp
         local key, kerr = serializers.decode(t.key_deserializer, kbytes)
         local value, verr
-        if not kerr then value, verr = serializers.decode(t.value_deserializer, vbytes) end
+        if not kerr then
+          if json_direct then
+            value, verr = json_decode_at(tonumber(ffi.cast("uintptr_t", m.value)), tonumber(m.value_len))
+          else
+            value, verr = serializers.decode(t.value_deserializer, vbytes)
+          end
+        end
         if kerr or verr then
+          if json_direct then ctx.value = ffi.string(m.value, m.value_len) end
           consumer_error(string.format("cannot deserialize the %s of the message at %s: %s",
             kerr and "key" or "value", where(ctx), kerr or verr), true)
         else

@@ -131,6 +131,7 @@ function M.run(spec)
     spawn.child_report(describe .. ": cannot create a producer: " .. err)
     return 1
   end
+  producer:prepare(spec.topic.name)
   rawset(src, "producer_topic", topic_mod.new(spec.topic.name, spec.topic.opts))
   rawset(src, "_producer", producer)
   rawset(src, "_started", true)

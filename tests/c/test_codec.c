@@ -7,6 +7,8 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include <stdint.h>
+
 #include "check.h"
 #include "codec.h"
 
@@ -528,6 +530,28 @@ TEST(escape_function_for_c)
     qh_buf_free(NULL);
 }
 
+/* json_decode_at reads JSON text in place, as the run loop does from
+ * librdkafka's buffer: same values, same key order, same errors. */
+TEST(decode_at)
+{
+    lua_State *L = new_state();
+    static const char obj[] = "{\"b\":1,\"a\":[\"x\",null],\"c\":\"\\u00e9\"}";
+    char doc[64], chunk[256];
+    snprintf(doc, sizeof doc, "%s trailing", obj);
+    /* the object only: the bytes after it are not read */
+    snprintf(chunk, sizeof chunk, "return codec.json_encode(codec.json_decode_at(%.0f, %zu))",
+             (double)(uintptr_t)doc, sizeof obj - 1);
+    CHECK_EQ_STR(run(L, chunk), "{\"b\":1,\"a\":[\"x\",null],\"c\":\"\xc3\xa9\"}");
+    snprintf(chunk, sizeof chunk, "return codec.json_decode_at(%.0f, %zu)", (double)(uintptr_t)doc,
+             sizeof obj + 3);
+    CHECK_EQ_STR(run(L, chunk), "nil|invalid JSON at byte 37: unexpected data after the JSON value");
+    CHECK_EQ_STR(run(L, "return codec.json_decode_at(0, 0)"),
+                 "nil|invalid JSON at byte 1: unexpected end of input");
+    CHECK_EQ_STR(run(L, "return pcall(codec.json_decode_at, 'x', 1)"),
+                 "false|bad argument #1 to '?' (number expected, got string)");
+    lua_close(L);
+}
+
 int main(void)
 {
     RUN(encode_scalars);
@@ -548,5 +572,6 @@ int main(void)
     RUN(module_shared_between_opens);
     RUN(reentrant_from_gc);
     RUN(escape_function_for_c);
+    RUN(decode_at);
     return check_summary();
 }

@@ -388,6 +388,39 @@ TEST(row_json)
     lua_close(L);
 }
 
+/* read_json makes, straight from the parser's buffer, what row_json makes
+ * from the fields read by read_row. */
+TEST(read_json)
+{
+    lua_State *L = new_state();
+    WRITE("rjs.csv", "a,b,c\n1,\"x \"\"q\"\"\",\n2\n\"multi\nline\",\xc3\xa9,3\n");
+    CHECK_EQ_STR(run(L, "local r = csvreader.open('rjs.csv') local h = r:read_row() local out = {} "
+                        "while true do local j, line = r:read_json(h) if not j then out[#out + 1] = tostring(line) break end "
+                        "out[#out + 1] = line .. ' ' .. j end return table.concat(out, '\\n')"),
+                 "2 {\"a\":\"1\",\"b\":\"x \\\"q\\\"\",\"c\":\"\"}\n"
+                 "3 {\"a\":\"2\",\"b\":null,\"c\":null}\n"
+                 "4 {\"a\":\"multi\\nline\",\"b\":\"\xc3\xa9\",\"c\":\"3\"}\nnil");
+    /* the same text as row_json, row by row */
+    CHECK_EQ_STR(run(L, "local a, b = csvreader.open('rjs.csv'), csvreader.open('rjs.csv') "
+                        "local ha, hb = a:read_row(), b:read_row() "
+                        "for i = 1, 3 do local f, line = b:read_row() "
+                        "if a:read_json(ha) ~= b:row_json(hb, f, line) then return 'row ' .. i end end return 'same'"),
+                 "same");
+    /* another header table is taken up again */
+    CHECK_EQ_STR(run(L, "local r = csvreader.open('rjs.csv') r:read_row() r:read_json({ 'x', 'y', 'z' }) "
+                        "return (r:read_json({ 'p', 'q' }))"),
+                 "{\"p\":\"2\",\"q\":null}");
+    CHECK_EQ_STR(run(L, "local r = csvreader.open('rjs.csv') r:read_row() return r:read_json({ 'a' })"),
+                 "nil|rjs.csv:2: row has 3 fields, header has 1");
+    CHECK_EQ_STR(run(L, "local r = csvreader.open('rjs.csv') return r:read_json({ '\\255' })"),
+                 "nil|rjs.csv: invalid UTF-8 in header column 1");
+    CHECK_EQ_STR(run(L, "local r = csvreader.open('rjs.csv') return pcall(r.read_json, r, { true })"),
+                 "false|read_json: header[1] is a boolean, expected a string");
+    CHECK_EQ_STR(run(L, "local r = csvreader.open('rjs.csv') r:close() return pcall(r.read_json, r, {})"),
+                 "false|csvreader rjs.csv: read_json after close");
+    lua_close(L);
+}
+
 static void remove_tree(void)
 {
     static const char *files[] = {
@@ -396,7 +429,7 @@ static void remove_tree(void)
         "bom.csv", "bomq.csv", "bomonly.csv", "short.csv", "semi.csv", "tab.csv",
         "squote.csv", "after.csv", "space.csv", "unterminated.csv", "multi.csv",
         "cr_err.csv", "c.csv", "long.csv", "split.csv", "many.csv", "big.csv",
-        "runaway.csv", "edge.csv", "fifo.csv", "rj.csv",
+        "runaway.csv", "edge.csv", "fifo.csv", "rj.csv", "rjs.csv",
     };
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) unlink(files[i]);
     if (chdir("/") == 0) rmdir(tmpdir);
@@ -418,6 +451,7 @@ int main(void)
     RUN(open_errors_and_close);
     RUN(long_rows_span_chunks);
     RUN(field_size_limit);
+    RUN(read_json);
     RUN(reads_from_a_pipe);
     RUN(row_json);
     remove_tree();

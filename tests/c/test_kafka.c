@@ -428,6 +428,32 @@ TEST(produce_and_consume_every_field)
     CHECK_EQ_STR(run("c:close(); p:close(); return true"), "true");
 }
 
+/* The producer keeps a handle per topic (16 of them): past that it still
+ * delivers, through a handle of the moment. */
+TEST(produce_to_many_topics)
+{
+    CHECK_EQ_STR(run("for i = 0, 19 do assert(mock:create_topic('many' .. i, 1)) end\n"
+                     "p = producer(); return true"), "true");
+    qh_producer *p = ptr_of("p");
+    if (!p) return;
+    CHECK_EQ_INT(qh_ffi_producer_topic(p, "many0"), 0);
+    CHECK_EQ_INT(qh_ffi_producer_topic(p, "many0"), 0);
+    char topic[16];
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < 20; i++) {
+            snprintf(topic, sizeof topic, "many%d", i);
+            CHECK_EQ_INT(produce_kv(p, topic, 0, "k", "v"), 0);
+        }
+    CHECK_EQ_STR(run("return p:flush(30)"), "0");
+    CHECK_EQ_INT(qh_ffi_producer_take_failures(p, NULL, 0), 0);
+    CHECK_EQ_STR(run("local admin = assert(kafka.admin({ ['bootstrap.servers'] = BOOT }))\n"
+                     "local highs = {}\n"
+                     "for i = 0, 19 do highs[#highs + 1] = select(2, admin:watermarks('many' .. i, 0, 10)) end\n"
+                     "admin:close(); p:close()\n"
+                     "return table.concat(highs, ',')"),
+                 "2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2");
+}
+
 /* ---- offsets: store, commit, resume -------------------------------------- */
 
 TEST(committed_offsets_are_where_the_group_resumes)
@@ -792,6 +818,7 @@ int main(void)
     RUN(module_fields);
     RUN(mock_bootstraps_and_topics);
     RUN(produce_and_consume_every_field);
+    RUN(produce_to_many_topics);
     RUN(committed_offsets_are_where_the_group_resumes);
     RUN(new_group_latest_starts_at_the_high_watermark);
     RUN(commit_of_a_list_is_a_checkpoint_for_the_group);

@@ -52,11 +52,18 @@ add_tap_log() {
 }
 
 busted_run() {  # busted_run LOG QHOST_BIN SPEC_DIR [env...]
-  local log=$1 bin=$2 dir=$3
+  local log=$1 bin=$2 dir=$3 pids=$LOGS/started-pids
   shift 3
-  env "$@" QHOST_BIN="$bin" "$ROOT/build/qhost" lua /usr/bin/busted -o TAP \
+  : >"$pids"
+  env "$@" QHOST_BIN="$bin" QHOST_TEST_PIDS="$pids" "$ROOT/build/qhost" lua /usr/bin/busted -o TAP \
     --lpath="$ROOT/tests/e2e/?.lua;$ROOT/tests/lua/?.lua" "$dir" >"$log" 2>&1
   add_tap_log "$log"
+  # A failed test may leave its app running: end the ones the tests started.
+  local pid
+  while read -r pid; do
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  done <"$pids"
+  return 0
 }
 
 if want c; then

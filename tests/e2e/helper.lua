@@ -80,6 +80,12 @@ function H.start(dir, script, opts)
     if pid then break end
     H.sleep(0.01)
   end
+  -- Recorded for the test runner, which ends whatever a failed test left running.
+  local record = os.getenv("QHOST_TEST_PIDS")
+  if pid and record then
+    local f = io.open(record, "a")
+    if f then f:write(pid, "\n"); f:close() end
+  end
   local handle = { pid = pid, dir = dir }
   function handle:signal(sig) os.execute(string.format("kill -%s %d 2>/dev/null", sig, self.pid)) end
   function handle:wait(timeout)

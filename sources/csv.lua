@@ -102,42 +102,46 @@ function CSVSource:run()
   local key_of = compile_extractor(self, "key_extractor", header)
   local timestamp_of = compile_extractor(self, "timestamp_extractor", header)
   local delay = self.delay
+  local function fail(err) error(string.format("CSVSource '%s': %s", self.name, err), 0) end
+
+  -- The next row as a message: value, key, timestamp, or nil at the end.
+  local next_message
   if not key_of and not timestamp_of then
     -- Nothing needs the fields one by one: each row goes from libcsv's
     -- buffer to its JSON text in C.
-    while self.running do
-      local value, line = reader:read_json(header)
-      if not value then
-        if line then error(string.format("CSVSource '%s': %s", self.name, line), 0) end
-        break
-      end
-      self:produce{ value = value }
-      if delay > 0 then host.sleep(delay) end
+    next_message = function()
+      local value, err = reader:read_json(header)
+      if not value and err then fail(err) end
+      return value
     end
-    reader:close()
-    return
+  else
+    next_message = function()
+      local fields, line = reader:read_row()
+      if not fields then
+        if line then fail(line) end      -- here `line` is the error
+        return nil
+      end
+      local value, jerr = reader:row_json(header, fields, line)
+      if not value then fail(jerr) end
+      local key, timestamp
+      if key_of then
+        key = key_of(fields)
+        if key ~= nil then key = tostring(key) end
+      end
+      if timestamp_of then
+        local raw = timestamp_of(fields)
+        timestamp = tonumber(raw)
+        if not timestamp then
+          fail(string.format("%s:%d: timestamp %q is not a number of milliseconds", self.path, line, tostring(raw)))
+        end
+      end
+      return value, key, timestamp
+    end
   end
+
   while self.running do
-    local fields, line = reader:read_row()
-    if not fields then
-      if line then error(string.format("CSVSource '%s': %s", self.name, line), 0) end
-      break
-    end
-    local value, jerr = reader:row_json(header, fields, line)
-    if not value then error(string.format("CSVSource '%s': %s", self.name, jerr), 0) end
-    local key, timestamp
-    if key_of then
-      key = key_of(fields)
-      if key ~= nil then key = tostring(key) end
-    end
-    if timestamp_of then
-      local raw = timestamp_of(fields)
-      timestamp = tonumber(raw)
-      if not timestamp then
-        error(string.format("CSVSource '%s': %s:%d: timestamp %q is not a number of milliseconds",
-          self.name, self.path, line, tostring(raw)), 0)
-      end
-    end
+    local value, key, timestamp = next_message()
+    if not value then break end
     self:produce{ value = value, key = key, timestamp = timestamp }
     if delay > 0 then host.sleep(delay) end
   end

@@ -106,6 +106,26 @@ function H.start(dir, script, opts)
   return handle
 end
 
+-- H.start inside a busted test, and whatever happens in the test, the app
+-- does not outlive it. `finally` is busted's, which lives in the spec's
+-- environment, not in this module's.
+function H.start_guarded(finally, dir, script, opts)
+  local p = H.start(dir, script, opts)
+  finally(function()
+    if p.pid and H.alive(p.pid) then
+      p:signal("TERM")
+      p:wait(30)
+    end
+  end)
+  return p
+end
+
+function H.lines(text)
+  local list = {}
+  for line in text:gmatch("[^\n]+") do list[#list + 1] = line end
+  return list
+end
+
 function H.sleep(s)
   os.execute(string.format("sleep %.3f", s))
 end

@@ -17,23 +17,8 @@ local topic_mod = require("qhost.topic")
 local ROOT = os.getenv("QHOST_TEST_ROOT") or "."
 local Replicator = qhost.sources.KafkaReplicatorSource
 
--- H.start, and whatever happens in the test, the app does not outlive it.
-local function start(dir, script, opts)
-  local p = H.start(dir, script, opts)
-  finally(function()
-    if p.pid and H.alive(p.pid) then
-      p:signal("TERM")
-      p:wait(30)
-    end
-  end)
-  return p
-end
-
-local function lines_of(text)
-  local list = {}
-  for line in text:gmatch("[^\n]+") do list[#list + 1] = line end
-  return list
-end
+local lines_of = H.lines
+local function start(dir, script, opts) return H.start_guarded(finally, dir, script, opts) end
 
 describe("KafkaReplicatorSource #" .. H.mode, function()
   local src_broker, dest_broker         -- source cluster; destination that outlives runs

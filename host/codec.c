@@ -60,17 +60,21 @@
 /* Registry names, so that opening the module twice in one state shares
  * codec.array_mt and the key cache (values decoded by one copy must encode
  * as arrays/ordered objects through the other). */
-#define REG_STATE     "qhost.codec.state"
+#define REG_SCRATCH   "qhost.codec.scratch"
 #define REG_STATE_MT  "qhost.codec.state_mt"
 #define REG_ARRAY_MT  "qhost.codec.array_mt"
 #define REG_KEY_CACHE "qhost.codec.key_cache"
 #define KEYS_FIELD    "__qhost_keys"
 
-/* Upvalues shared by every module function. */
-#define UV_STATE   lua_upvalueindex(1)
+/* Upvalues shared by every module function. UV_SCRATCH is a table:
+ * [SCRATCH_STATE] the scratch state calls share (see state_acquire),
+ * [SCRATCH_CACHED] how many entries the key-order cache holds. */
+#define UV_SCRATCH lua_upvalueindex(1)
 #define UV_ARRAYMT lua_upvalueindex(2)
 #define UV_CACHE   lua_upvalueindex(3)
 #define UV_KEYSFLD lua_upvalueindex(4)
+#define SCRATCH_STATE  1
+#define SCRATCH_CACHED 2
 
 /* ------------------------------------------------------------------------ */
 /* Buffer                                                                    */
@@ -377,11 +381,10 @@ typedef struct frame {
 
 /* Scratch reused by every call, so that the hot path does not allocate.
  * Lives in a full userdata (freed by __gc), so a Lua error thrown through a
- * call (out of memory) leaks nothing. */
+ * call (out of memory, an error from a __gc finalizer) leaks nothing. */
 typedef struct codec_state {
     int busy;          /* a call is using it (see state_acquire) */
-    int private_state; /* a temporary one made for a re-entered call */
-    int cache_count;   /* entries in the key-order cache */
+    int fresh;         /* made by a call that found the shared one busy */
     qh_buf out;        /* encoder output */
     qh_buf str;        /* decoder: an unescaped string */
     qh_buf keyseq;     /* decoder: key sequences of the open objects */
@@ -416,15 +419,24 @@ static codec_state *state_new(lua_State *L)
     return st;
 }
 
-/* The shared scratch, or, when a call is already using it (a __gc finalizer
- * that encodes, run by an allocation inside another codec call), a private
- * one pushed on the stack. */
+/* Pushes the shared scratch state (the push is this call's own reference to
+ * it) or, when it is busy, a fresh one. Busy means either that a call is
+ * using it (this call is nested: a __gc finalizer that encodes, run by an
+ * allocation inside another codec call) or that a call using it was
+ * abandoned: a Lua error (out of memory, an error thrown by a finalizer)
+ * can longjmp out of any allocation, past any code that would clear the
+ * flag. The two cannot be told apart, so a fresh state replaces the shared
+ * one when its call ends: a nested call's outer caller still holds the old
+ * one on its stack and finishes with it, and an abandoned one is collected.
+ * A lua_pcall per call would cost more than the one table read. */
 static codec_state *state_acquire(lua_State *L)
 {
-    codec_state *st = lua_touserdata(L, UV_STATE);
+    lua_rawgeti(L, UV_SCRATCH, SCRATCH_STATE);
+    codec_state *st = lua_touserdata(L, -1);
     if (st->busy) {
+        lua_pop(L, 1);
         st = state_new(L);
-        st->private_state = 1;
+        st->fresh = 1;
     }
     st->busy = 1;
     st->nkeys = 0;
@@ -434,19 +446,27 @@ static codec_state *state_acquire(lua_State *L)
     return st;
 }
 
-/* Big one-off messages should not pin their buffers for the process life. */
-static void state_release(codec_state *st)
+/* Ends a call's use of the state (at stack index idx). Big one-off messages
+ * should not pin their buffers for the process life. Cannot raise: the slot
+ * is in the table's array part. */
+static void state_release(lua_State *L, codec_state *st, int idx)
 {
     const size_t keep = 1 << 20;
     if (st->out.cap > keep) qh_buf_free(&st->out);
     if (st->str.cap > keep) qh_buf_free(&st->str);
     if (st->keyseq.cap > keep) qh_buf_free(&st->keyseq);
     st->busy = 0;
+    if (st->fresh) {
+        st->fresh = 0;
+        lua_pushvalue(L, idx);
+        lua_rawseti(L, UV_SCRATCH, SCRATCH_STATE);
+    }
 }
 
 /* Makes the top `nret` values the results, right above `base`. The values
  * are pushed before the stack is cut, because the cut may drop the last
- * reference to a private scratch state whose buffers they were copied from. */
+ * reference to a scratch state (not the shared one) whose buffers they were
+ * copied from. */
 static int results(lua_State *L, int base, int nret)
 {
     int top = lua_gettop(L);
@@ -458,11 +478,14 @@ static int results(lua_State *L, int base, int nret)
     return nret;
 }
 
+/* The scratch state is at base + 1 (state_acquire right after the
+ * arguments). */
 static int push_fail(lua_State *L, codec_state *st, int base)
 {
+    lua_settop(L, base + 1);  /* what a failed decode had pushed is garbage */
     lua_pushnil(L);
     lua_pushstring(L, st->err);
-    state_release(st);
+    state_release(L, st, base + 1);
     return results(L, base, 2);
 }
 
@@ -825,7 +848,7 @@ static int enc_finish(lua_State *L, enc *e, int base, int rc)
 {
     if (rc != 0) return push_fail(L, e->st, base);
     lua_pushlstring(L, e->b->data ? e->b->data : "", e->b->len);
-    state_release(e->st);
+    state_release(L, e->st, base + 1);
     return results(L, base, 1);
 }
 
@@ -1208,12 +1231,15 @@ static void dec_set_keys_mt(dec *d, int tidx, size_t kstart, int nkeys)
             off += used + n;
         }
         lua_rawset(L, -3);
-        /* A private state does not know the cache's size: it skips it. */
-        if (!st->private_state && st->cache_count < KEY_CACHE_MAX) {
+        lua_rawgeti(L, UV_SCRATCH, SCRATCH_CACHED);
+        lua_Number cached = lua_tonumber(L, -1);
+        lua_pop(L, 1);
+        if (cached < KEY_CACHE_MAX) {
             lua_pushvalue(L, -2);
             lua_pushvalue(L, -2);
             lua_rawset(L, d->cache);
-            st->cache_count++;
+            lua_pushnumber(L, cached + 1);
+            lua_rawseti(L, UV_SCRATCH, SCRATCH_CACHED);
         }
     }
     lua_setmetatable(L, tidx);
@@ -1399,7 +1425,7 @@ static int json_decode_bytes(lua_State *L, const char *s, size_t len)
         dec_fail(&d, "unexpected data after the JSON value");
         return push_fail(L, d.st, 1);
     }
-    state_release(d.st);
+    state_release(L, d.st, 2);
     return results(L, 1, 1);
 }
 
@@ -1527,13 +1553,18 @@ static void registry_get(lua_State *L, const char *name, void (*make)(lua_State 
     lua_setfield(L, LUA_REGISTRYINDEX, name);
 }
 
-static void make_state(lua_State *L)
+static void make_scratch(lua_State *L)
 {
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, state_gc);
     lua_setfield(L, -2, "__gc");
     lua_setfield(L, LUA_REGISTRYINDEX, REG_STATE_MT);
+    /* Both slots in the array part, so that state_release cannot allocate. */
+    lua_createtable(L, 2, 0);
     state_new(L);
+    lua_rawseti(L, -2, SCRATCH_STATE);
+    lua_pushnumber(L, 0);
+    lua_rawseti(L, -2, SCRATCH_CACHED);
 }
 
 static void make_table(lua_State *L)
@@ -1547,7 +1578,7 @@ int qh_codec_open(lua_State *L)
 
     lua_newtable(L);
     int mod = lua_gettop(L);
-    registry_get(L, REG_STATE, make_state);
+    registry_get(L, REG_SCRATCH, make_scratch);
     registry_get(L, REG_ARRAY_MT, make_table);
     registry_get(L, REG_KEY_CACHE, make_table);
     lua_pushliteral(L, KEYS_FIELD);

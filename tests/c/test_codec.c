@@ -517,6 +517,88 @@ TEST(reentrant_from_gc)
     lua_close(L);
 }
 
+/* An allocator that counts scratch-state-sized blocks (the state holds
+ * 1002 path frames: no other allocation of these tests comes near 32 KiB)
+ * and can fail one allocation on request. */
+static long alloc_fail_countdown = -1;  /* fail when it reaches 0; -1: never */
+static long big_allocs;
+
+static void *test_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    (void)ud;
+    if (nsize == 0) {
+        free(ptr);
+        return NULL;
+    }
+    if (nsize > osize && alloc_fail_countdown >= 0 && alloc_fail_countdown-- == 0) return NULL;
+    if (nsize >= 32768 && !ptr) big_allocs++;
+    return realloc(ptr, nsize);
+}
+
+static int l_fail_alloc_after(lua_State *L)
+{
+    alloc_fail_countdown = (long)luaL_checknumber(L, 1);
+    return 0;
+}
+
+static int l_big_allocs(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)big_allocs);
+    return 1;
+}
+
+/* A Lua error can leave a codec call at any allocation: an error thrown by
+ * a __gc finalizer, or out of memory. The next calls must work and share one
+ * scratch state again (not make one per call, and keep sharing key-order
+ * metatables). */
+TEST(scratch_state_after_error)
+{
+    lua_State *L = lua_newstate(test_alloc, NULL);
+    CHECK(L != NULL);
+    if (!L) return;
+    luaL_openlibs(L);
+    qh_codec_open(L);
+    lua_setglobal(L, "codec");
+    lua_register(L, "fail_alloc_after", l_fail_alloc_after);
+    lua_register(L, "big_allocs", l_big_allocs);
+    CHECK_EQ_STR(run(L,
+        "big = '[' .. string.rep('{\"a\":\"b\",\"c\":[1]},', 20000) .. '1]'\n"
+        "big_value = codec.json_decode(big)\n"
+        "function shared_again(what)\n"
+        "  local before = big_allocs()\n"
+        "  for i = 1, 100 do\n"
+        "    local a, b = codec.json_decode('{\"q\":1}'), codec.json_decode('{\"q\":[2]}')\n"
+        "    if getmetatable(a) ~= getmetatable(b) then return what .. ': key order not shared' end\n"
+        "    if codec.json_encode(a) ~= '{\"q\":1}' then return what .. ': bad encode' end\n"
+        "  end\n"
+        "  local made = big_allocs() - before\n"
+        "  if made > 1 then return what .. ': ' .. made .. ' scratch states for 300 calls' end\n"
+        "end\n"
+        /* a finalizer that throws, and a collector eager enough to run it
+         * inside the next big call */
+        "function gc_bomb()\n"
+        "  collectgarbage('setpause', 10)\n"
+        "  collectgarbage('setstepmul', 1000)\n"
+        "  collectgarbage()\n"
+        "  local p = newproxy(true)\n"
+        "  getmetatable(p).__gc = function() error('boom from __gc', 0) end\n"
+        "end\n"
+        "function gc_calm() collectgarbage('setpause', 200) collectgarbage('setstepmul', 200) end\n"
+        "return 'ok'"), "ok");
+    CHECK_EQ_STR(run(L, "gc_bomb() local ok, err = pcall(codec.json_decode, big) gc_calm() return ok, err"), "false|boom from __gc");
+    CHECK_EQ_STR(run(L, "return shared_again('after a __gc error in decode') or 'ok'"), "ok");
+    CHECK_EQ_STR(run(L, "fail_alloc_after(200) local ok, err = pcall(codec.json_decode, big) "
+                        "fail_alloc_after(-1) return ok, err"), "false|not enough memory");
+    CHECK_EQ_STR(run(L, "return shared_again('after running out of memory in decode') or 'ok'"), "ok");
+    /* the encoder's only Lua allocation is its result (a new string: the
+     * text of big_value itself would be found interned) */
+    CHECK_EQ_STR(run(L, "big_value[#big_value + 1] = 2 fail_alloc_after(0) local ok, err = pcall(codec.json_encode, big_value) "
+                        "fail_alloc_after(-1) return ok, err"), "false|not enough memory");
+    CHECK_EQ_STR(run(L, "return shared_again('after running out of memory in encode') or 'ok'"), "ok");
+    CHECK_EQ_STR(run(L, "return codec.json_encode(codec.json_decode(big)) == big"), "true");
+    lua_close(L);
+}
+
 TEST(escape_function_for_c)
 {
     qh_buf b = { 0 };
@@ -571,6 +653,7 @@ int main(void)
     RUN(pack_unpack);
     RUN(module_shared_between_opens);
     RUN(reentrant_from_gc);
+    RUN(scratch_state_after_error);
     RUN(escape_function_for_c);
     RUN(decode_at);
     return check_summary();

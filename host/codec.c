@@ -21,9 +21,11 @@
  *
  * Choices where Python has no equivalent (documented for the Lua library):
  * - Lua has one number type: integral values with |x| < 2^53 print as
- *   integers ("5", never "5.0"; -0 prints "0"); others print with the
- *   shortest of %.14g..%.17g that reads back to the same double (a few
- *   decimals, like 1234.56, are found without printf).
+ *   integers ("5", never "5.0"; -0 prints "0"); others as Python's repr
+ *   prints them (the shortest digits that read back as the same double,
+ *   exponent form below 1e-4 and from 1e16, "1e+16", "1.5e-07"), except
+ *   that integral ones have no ".0". A few decimals, like 1234.56, are
+ *   found without printf.
  * - json_decode turns a lone \uD800..\uDFFF escape into its 3-byte form
  *   (Python's "surrogatepass"); the encoder writes such a code point back as
  *   the same \uXXXX escape, so it round-trips and the output stays UTF-8.
@@ -44,6 +46,7 @@
  * lua_next, so an encode sees no __index/__pairs. */
 #include "codec.h"
 
+#include <float.h>
 #include <locale.h>
 #include <math.h>
 #include <pthread.h>
@@ -298,17 +301,23 @@ static size_t fmt_int(char *out, int64_t v)
 static const double pow10_small[] = { 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8 };
 
 /* Most non-integral values in messages have a few decimals (prices,
- * readings). If r / 10^k == |d| for an integer r < 2^53, the decimal r*10^-k
- * reads back as d (division is correctly rounded, like strtod), and the
- * smallest such k gives the shortest form: no snprintf/strtod needed. Only
- * for 1e-4 <= |d| < 1e14, where %g would not use an exponent either. */
+ * readings). If r / 10^k == |d| for an integer r, the decimal r*10^-k reads
+ * back as d (division is correctly rounded, like strtod), and the smallest
+ * such k gives the shortest form: no snprintf/strtod needed. Only for
+ * 1e-4 <= |d| < 1e14, which repr writes without an exponent too. r must
+ * also be the nearest integer to |d|*10^k, as repr picks the nearest of
+ * equally short decimals: below 2^50, |d|*10^k is off by at most 1/16 and
+ * m + 0.5 is exact, and doubles are so dense there (relative to 10^-k)
+ * that a decimal that reads back is within 1/8 of the product, so no
+ * farther integer can pass the test. Above, 2^52 + 0.5 would already
+ * round. */
 static size_t fmt_fixed(char *out, double d)
 {
     double a = fabs(d);
     if (!(a >= 1e-4 && a < 1e14)) return 0;
     for (int k = 1; k <= 8; k++) {
         double m = a * pow10_small[k];
-        if (m >= 9007199254740992.0) return 0;
+        if (m >= 1125899906842624.0) return 0;  /* 2^50 */
         double r = floor(m + 0.5);
         if (r / pow10_small[k] != a) continue;
         char digits[24];
@@ -332,6 +341,156 @@ static size_t fmt_fixed(char *out, double d)
     return 0;
 }
 
+/* A positive decimal: n significant digits d[0..n) (no trailing zeros
+ * once trimmed), the first one worth 10^e10. */
+typedef struct decimal {
+    char d[20];
+    int n, e10;
+} decimal;
+
+/* a > 0, finite: its digits rounded to `ndigits` (1..17) by printf, which
+ * rounds exactly. The locale's decimal point (os.setlocale may have made it
+ * a comma, or several bytes) is skipped: only digits and the exponent are
+ * read. */
+static void decimal_printf(double a, int ndigits, decimal *out)
+{
+    char tmp[48];
+    int len = snprintf(tmp, sizeof tmp, "%.*e", ndigits - 1, a);
+    int i = 0, n = 0;
+    for (; i < len && tmp[i] != 'e'; i++)
+        if (tmp[i] >= '0' && tmp[i] <= '9' && n < 17) out->d[n++] = tmp[i];
+    out->n = n;
+    out->e10 = i < len ? (int)strtol(tmp + i + 1, NULL, 10) : 0;
+}
+
+static void decimal_trim(decimal *x)
+{
+    while (x->n > 1 && x->d[x->n - 1] == '0') x->n--;
+}
+
+/* x17 (a's 17 digits, untrimmed) rounded to k < 17 digits. A decimal point
+ * halfway between two k-digit values has k + 1 digits, so it cannot lie
+ * strictly between a and its nearest 17-digit value: rounding x17 again
+ * rounds the same way as rounding a, except when x17 itself is that
+ * halfway point, and then printf decides. */
+static void decimal_round(const decimal *x17, int k, double a, decimal *out)
+{
+    int half = x17->d[k] == '5';
+    for (int i = k + 1; i < x17->n && half; i++) half = x17->d[i] == '0';
+    if (half) {
+        decimal_printf(a, k, out);
+    } else {
+        memcpy(out->d, x17->d, (size_t)k);
+        out->n = k;
+        out->e10 = x17->e10;
+        if (x17->d[k] >= '5') {
+            int i = k - 1;
+            while (i >= 0 && out->d[i] == '9') out->d[i--] = '0';
+            if (i >= 0) {
+                out->d[i]++;
+            } else {  /* 99.. -> 100..: one digit more in front */
+                out->d[0] = '1';
+                out->e10++;
+            }
+        }
+    }
+    decimal_trim(out);
+}
+
+/* Whether x reads back (strtod, C locale) as a. */
+static int decimal_reads_back(const decimal *x, double a)
+{
+    char tmp[48];
+    memcpy(tmp, x->d, (size_t)x->n);
+    snprintf(tmp + x->n, sizeof tmp - (size_t)x->n, "e%d", x->e10 - (x->n - 1));
+    return strtod_c(tmp) == a;
+}
+
+/* Writes x as Python's repr lays a float out: positional for exponents -4
+ * to 15, else d.ddde+XX with at least two exponent digits. Returns the
+ * length. */
+static size_t decimal_layout(char *out, int neg, const decimal *x)
+{
+    size_t len = 0;
+    if (neg) out[len++] = '-';
+    if (x->e10 < -4 || x->e10 >= 16) {
+        out[len++] = x->d[0];
+        if (x->n > 1) {
+            out[len++] = '.';
+            memcpy(out + len, x->d + 1, (size_t)x->n - 1);
+            len += (size_t)x->n - 1;
+        }
+        int e = x->e10 < 0 ? -x->e10 : x->e10;
+        out[len++] = 'e';
+        out[len++] = x->e10 < 0 ? '-' : '+';
+        if (e >= 100) out[len++] = (char)('0' + e / 100);
+        out[len++] = (char)('0' + e / 10 % 10);
+        out[len++] = (char)('0' + e % 10);
+    } else if (x->e10 < 0) {
+        out[len++] = '0';
+        out[len++] = '.';
+        for (int i = -1; i > x->e10; i--) out[len++] = '0';
+        memcpy(out + len, x->d, (size_t)x->n);
+        len += (size_t)x->n;
+    } else {
+        /* Python adds ".0" to integral values; Lua has one number type,
+         * so they print as integers, as the small ones do. */
+        int ip = x->e10 + 1;
+        for (int i = 0; i < ip; i++) out[len++] = i < x->n ? x->d[i] : '0';
+        if (x->n > ip) {
+            out[len++] = '.';
+            memcpy(out + len, x->d + ip, (size_t)(x->n - ip));
+            len += (size_t)(x->n - ip);
+        }
+    }
+    out[len] = '\0';
+    return len;
+}
+
+/* The shortest digits that read back as d, as Python's repr finds them.
+ * One printf gives the 17 digits that always read back; 15 and 16 digits
+ * are rounded from them (printf is by far the slowest step).
+ * - A normal double is within 2^-53 (relative) of any decimal that reads
+ *   back as it, and 15-digit decimals are at least 5e-16 (relative) apart
+ *   from their midpoints, so if some decimal of p <= 15 digits reads back,
+ *   the 15-digit rounding is that decimal with zeros appended: when 15
+ *   digits read back, trimming their zeros gives the shortest. Else 16
+ *   digits if they read back, else 17.
+ * - Subnormals have fewer significant bits, so those bounds fail; but their
+ *   neighbours are evenly spaced, so if k digits read back, so do k + 1
+ *   (the nearer rounding): a binary search over 1..17. */
+static size_t fmt_shortest(char *out, double d)
+{
+    double a = fabs(d);
+    decimal x17, x;
+    decimal_printf(a, 17, &x17);
+    if (a >= DBL_MIN) {
+        decimal_round(&x17, 15, a, &x);
+        if (!decimal_reads_back(&x, a)) {
+            decimal_round(&x17, 16, a, &x);
+            if (!decimal_reads_back(&x, a)) {
+                x = x17;
+                decimal_trim(&x);
+            }
+        }
+    } else {
+        int lo = 1, hi = 17;
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            decimal_round(&x17, mid, a, &x);
+            if (decimal_reads_back(&x, a)) hi = mid;
+            else lo = mid + 1;
+        }
+        if (lo < 17) {
+            decimal_round(&x17, lo, a, &x);
+        } else {
+            x = x17;
+            decimal_trim(&x);
+        }
+    }
+    return decimal_layout(out, d < 0, &x);
+}
+
 /* Writes d into out (at least 32 bytes) as a JSON number. Returns the
  * length, or 0 for NaN and infinities. */
 static size_t fmt_number(char *out, double d)
@@ -343,23 +502,7 @@ static size_t fmt_number(char *out, double d)
     if (!isfinite(d)) return 0;
     size_t len = fmt_fixed(out, d);
     if (len) return len;
-    for (int prec = 14; prec <= 17; prec++) {
-        int n = snprintf(out, 32, "%.*g", prec, d);
-        if (n <= 0 || n >= 32) return 0;
-        /* A comma locale writes "0,1"; whatever bytes stand for the decimal
-         * point become one '.'. */
-        len = 0;
-        for (int i = 0; i < n; i++) {
-            char c = out[i];
-            if ((c >= '0' && c <= '9') || c == '-' || c == '+' || c == 'e')
-                out[len++] = c;
-            else if (len == 0 || out[len - 1] != '.')
-                out[len++] = '.';
-        }
-        out[len] = '\0';
-        if (strtod_c(out) == d) break;
-    }
-    return len;
+    return fmt_shortest(out, d);
 }
 
 /* ------------------------------------------------------------------------ */

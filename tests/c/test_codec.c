@@ -1,4 +1,5 @@
 /* test_codec.c: the qhost.codec module driven through a real lua_State. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,7 +81,11 @@ TEST(encode_numbers)
     CHECK_EQ_STR(ENC(L, "-2.5e-7"), "-2.5e-07");
     CHECK_EQ_STR(ENC(L, "1e300"), "1e+300");
     CHECK_EQ_STR(ENC(L, "-1e300"), "-1e+300");
-    CHECK_EQ_STR(ENC(L, "5e-324"), "4.9406564584125e-324");
+    CHECK_EQ_STR(ENC(L, "5e-324"), "5e-324");
+    CHECK_EQ_STR(ENC(L, "1e16"), "1e+16");
+    CHECK_EQ_STR(ENC(L, "-1.5e-7"), "-1.5e-07");
+    CHECK_EQ_STR(ENC(L, "123456789.123"), "123456789.123");
+    CHECK_EQ_STR(ENC(L, "2^53 + 2"), "9007199254740994");
     CHECK_EQ_STR(ENC(L, "2^53 - 1"), "9007199254740991");
     CHECK_EQ_STR(ENC(L, "-(2^53 - 1)"), "-9007199254740991");
     CHECK_EQ_STR(ENC(L, "2^53"), "9007199254740992");
@@ -114,6 +119,386 @@ TEST(encode_numbers)
         "return 'ok'"), "ok");
     CHECK_EQ_STR(ENC(L, "{ 0.0001, 0.00012, 1e-5, 12.5, -0.75, 99999999999999.5, 1234.56 }"),
                  "[0.0001,0.00012,1e-05,12.5,-0.75,99999999999999.5,1234.56]");
+    lua_close(L);
+}
+
+/* json.dumps of these doubles in Python 3.11 (repr: the shortest digits
+ * that read back, the nearest if several), except that integral values
+ * have no ".0" here. Made by a short Python script over powers of two and
+ * their neighbours, powers of ten, random bit patterns and subnormals. */
+static const struct { uint64_t bits; const char *json; } python_doubles[] = {
+    { 0x0000000000000001ull, "5e-324" },
+    { 0x0000000000000002ull, "1e-323" },
+    { 0x0010000000000000ull, "2.2250738585072014e-308" },
+    { 0x000fffffffffffffull, "2.225073858507201e-308" },
+    { 0x7fefffffffffffffull, "1.7976931348623157e+308" },
+    { 0x3fb999999999999aull, "0.1" },
+    { 0x3fd3333333333334ull, "0.30000000000000004" },
+    { 0x3fd5555555555555ull, "0.3333333333333333" },
+    { 0x3fe5555555555555ull, "0.6666666666666666" },
+    { 0x444b1ae4d6e2ef50ull, "1e+21" },
+    { 0x4480f0cf064dd592ull, "1e+22" },
+    { 0x44b52d02c7e14af6ull, "1e+23" },
+    { 0x3ea0c6f7a0b5ed8dull, "5e-07" },
+    { 0x3e8421f5f40d8376ull, "1.5e-07" },
+    { 0xbe90c6f7a0b5ed8dull, "-2.5e-07" },
+    { 0x4341c37937e08000ull, "1e+16" },
+    { 0xc341c37937e08000ull, "-1e+16" },
+    { 0x430c6bf526340002ull, "1000000000000000.2" },
+    { 0x419d6f34547df3b6ull, "123456789.123" },
+    { 0x4340000000000000ull, "9007199254740992" },
+    { 0xc340000000000001ull, "-9007199254740994" },
+    { 0x4341c37937e07fffull, "9999999999999998" },
+    { 0x3f1a36e2eb1c432dull, "0.0001" },
+    { 0x3ee4f8b588e368f1ull, "1e-05" },
+    { 0x3f1a36e2eb1c432cull, "9.999999999999999e-05" },
+    { 0x40934a3d70a3d70aull, "1234.56" },
+    { 0x42d6bcc41e8fffe0ull, "99999999999999.5" },
+    { 0x44dfe185ca57c517ull, "6.02214076e+23" },
+    { 0xbc07a4da290c1653ull, "-1.602176634e-19" },
+    { 0x43e0000000000000ull, "9.223372036854776e+18" },
+    { 0x43f0000000000000ull, "1.8446744073709552e+19" },
+    { 0x000730d67819e8d2ull, "1e-308" },
+    { 0x0000000000002264ull, "4.35e-320" },
+    { 0x437b69b4ba630f35ull, "1.2345678901234568e+17" },
+    { 0x3fe9999999999999ull, "0.7999999999999999" },
+    { 0xc040aaaaaaaaaaabull, "-33.333333333333336" },
+    { 0x54b249ad2594c37dull, "1e+100" },
+    { 0x000000000000003dull, "3e-322" },
+    { 0x7feffffffffffffeull, "1.7976931348623155e+308" },
+    { 0x00a0000000000000ull, "1.1392378155556871e-305" },
+    { 0x009fffffffffffffull, "1.139237815555687e-305" },
+    { 0x00a0000000000001ull, "1.1392378155556874e-305" },
+    { 0x0470000000000000ull, "2.626903552830961e-287" },
+    { 0x046fffffffffffffull, "2.6269035528309605e-287" },
+    { 0x0470000000000001ull, "2.6269035528309614e-287" },
+    { 0x0840000000000000ull, "6.057227193173887e-269" },
+    { 0x083fffffffffffffull, "6.057227193173886e-269" },
+    { 0x0840000000000001ull, "6.057227193173888e-269" },
+    { 0x0c10000000000000ull, "1.3967014978599092e-250" },
+    { 0x0c0fffffffffffffull, "1.396701497859909e-250" },
+    { 0x0c10000000000001ull, "1.3967014978599095e-250" },
+    { 0x0fe0000000000000ull, "3.220574384798567e-232" },
+    { 0x0fdfffffffffffffull, "3.2205743847985663e-232" },
+    { 0x0fe0000000000001ull, "3.2205743847985674e-232" },
+    { 0x13b0000000000000ull, "7.426138930840468e-214" },
+    { 0x13afffffffffffffull, "7.426138930840467e-214" },
+    { 0x13b0000000000001ull, "7.42613893084047e-214" },
+    { 0x1780000000000000ull, "1.712351053912815e-195" },
+    { 0x177fffffffffffffull, "1.7123510539128147e-195" },
+    { 0x1780000000000001ull, "1.7123510539128153e-195" },
+    { 0x1b50000000000000ull, "3.9484127069845653e-177" },
+    { 0x1b4fffffffffffffull, "3.948412706984565e-177" },
+    { 0x1b50000000000001ull, "3.948412706984566e-177" },
+    { 0x1f20000000000000ull, "9.104419837890877e-159" },
+    { 0x1f1fffffffffffffull, "9.104419837890876e-159" },
+    { 0x1f20000000000001ull, "9.10441983789088e-159" },
+    { 0x22f0000000000000ull, "2.0993362836147152e-140" },
+    { 0x22efffffffffffffull, "2.099336283614715e-140" },
+    { 0x22f0000000000001ull, "2.0993362836147157e-140" },
+    { 0x26c0000000000000ull, "4.840739893561648e-122" },
+    { 0x26bfffffffffffffull, "4.8407398935616473e-122" },
+    { 0x26c0000000000001ull, "4.840739893561649e-122" },
+    { 0x2a90000000000000ull, "1.1161986242990967e-103" },
+    { 0x2a8fffffffffffffull, "1.1161986242990965e-103" },
+    { 0x2a90000000000001ull, "1.116198624299097e-103" },
+    { 0x2e60000000000000ull, "2.5737787947340145e-85" },
+    { 0x2e5fffffffffffffull, "2.5737787947340142e-85" },
+    { 0x2e60000000000001ull, "2.573778794734015e-85" },
+    { 0x3230000000000000ull, "5.934729841099874e-67" },
+    { 0x322fffffffffffffull, "5.9347298410998736e-67" },
+    { 0x3230000000000001ull, "5.934729841099876e-67" },
+    { 0x3600000000000000ull, "1.3684555315672042e-48" },
+    { 0x35ffffffffffffffull, "1.368455531567204e-48" },
+    { 0x3600000000000001ull, "1.3684555315672045e-48" },
+    { 0x39d0000000000000ull, "3.1554436208840472e-30" },
+    { 0x39cfffffffffffffull, "3.155443620884047e-30" },
+    { 0x39d0000000000001ull, "3.155443620884048e-30" },
+    { 0x3da0000000000000ull, "7.275957614183426e-12" },
+    { 0x3d9fffffffffffffull, "7.275957614183425e-12" },
+    { 0x3da0000000000001ull, "7.275957614183428e-12" },
+    { 0x4170000000000000ull, "16777216" },
+    { 0x416fffffffffffffull, "16777215.999999998" },
+    { 0x4170000000000001ull, "16777216.000000004" },
+    { 0x4540000000000000ull, "3.8685626227668134e+25" },
+    { 0x453fffffffffffffull, "3.868562622766813e+25" },
+    { 0x4540000000000001ull, "3.868562622766814e+25" },
+    { 0x4910000000000000ull, "8.92029807941225e+43" },
+    { 0x490fffffffffffffull, "8.920298079412248e+43" },
+    { 0x4910000000000001ull, "8.920298079412251e+43" },
+    { 0x4ce0000000000000ull, "2.0568806966515076e+62" },
+    { 0x4cdfffffffffffffull, "2.0568806966515073e+62" },
+    { 0x4ce0000000000001ull, "2.056880696651508e+62" },
+    { 0x50b0000000000000ull, "4.7428439751604714e+80" },
+    { 0x50afffffffffffffull, "4.742843975160471e+80" },
+    { 0x50b0000000000001ull, "4.742843975160472e+80" },
+    { 0x5480000000000000ull, "1.093625362391506e+99" },
+    { 0x547fffffffffffffull, "1.0936253623915058e+99" },
+    { 0x5480000000000001ull, "1.0936253623915062e+99" },
+    { 0x5850000000000000ull, "2.5217283965692467e+117" },
+    { 0x584fffffffffffffull, "2.5217283965692464e+117" },
+    { 0x5850000000000001ull, "2.521728396569247e+117" },
+    { 0x5c20000000000000ull, "5.814709794364855e+135" },
+    { 0x5c1fffffffffffffull, "5.8147097943648545e+135" },
+    { 0x5c20000000000001ull, "5.814709794364856e+135" },
+    { 0x5ff0000000000000ull, "1.3407807929942597e+154" },
+    { 0x5fefffffffffffffull, "1.3407807929942596e+154" },
+    { 0x5ff0000000000001ull, "1.34078079299426e+154" },
+    { 0x63c0000000000000ull, "3.091630018413807e+172" },
+    { 0x63bfffffffffffffull, "3.0916300184138063e+172" },
+    { 0x63c0000000000001ull, "3.0916300184138074e+172" },
+    { 0x6790000000000000ull, "7.12881346503468e+190" },
+    { 0x678fffffffffffffull, "7.128813465034679e+190" },
+    { 0x6790000000000001ull, "7.128813465034682e+190" },
+    { 0x6b60000000000000ull, "1.6437924692338667e+209" },
+    { 0x6b5fffffffffffffull, "1.6437924692338665e+209" },
+    { 0x6b60000000000001ull, "1.643792469233867e+209" },
+    { 0x6f30000000000000ull, "3.790327373781028e+227" },
+    { 0x6f2fffffffffffffull, "3.7903273737810273e+227" },
+    { 0x6f30000000000001ull, "3.7903273737810285e+227" },
+    { 0x7300000000000000ull, "8.739899877464283e+245" },
+    { 0x72ffffffffffffffull, "8.739899877464282e+245" },
+    { 0x7300000000000001ull, "8.739899877464285e+245" },
+    { 0x76d0000000000000ull, "2.0152837033678636e+264" },
+    { 0x76cfffffffffffffull, "2.0152837033678634e+264" },
+    { 0x76d0000000000001ull, "2.015283703367864e+264" },
+    { 0x7aa0000000000000ull, "4.646927838993072e+282" },
+    { 0x7a9fffffffffffffull, "4.6469278389930716e+282" },
+    { 0x7aa0000000000001ull, "4.646927838993073e+282" },
+    { 0x7e70000000000000ull, "1.0715086071862673e+301" },
+    { 0x7e6fffffffffffffull, "1.0715086071862672e+301" },
+    { 0x7e70000000000001ull, "1.0715086071862676e+301" },
+    { 0x02e46ff9c24cb2f3ull, "1e-294" },
+    { 0x08e9cbae7fe805b3ull, "1e-265" },
+    { 0x0ef047824f2bb6daull, "1e-236" },
+    { 0x14f48c22ca71a1bdull, "1e-207" },
+    { 0x1af9ef3993b72ab8ull, "1e-178" },
+    { 0x21005df0a267bcc9ull, "1e-149" },
+    { 0x2704a8729fc3ddb7ull, "1e-120" },
+    { 0x2d0a12f5a0f4e3e5ull, "1e-91" },
+    { 0x3310747ddddf22a8ull, "1e-62" },
+    { 0x3914c4e977ba1f5cull, "1e-33" },
+    { 0x45208b2a2c280291ull, "1e+25" },
+    { 0x4b24e1878814c9ceull, "1e+54" },
+    { 0x512a5b01b605557bull, "1e+83" },
+    { 0x5730a1f5b8132466ull, "1e+112" },
+    { 0x5d34fe4d06de5057ull, "1e+141" },
+    { 0x633a7f5245e5a2cfull, "1e+170" },
+    { 0x6940b8e0acac4eafull, "1e+199" },
+    { 0x6f451b3a2a6b9c76ull, "1e+228" },
+    { 0x754aa3d4df50af0bull, "1e+257" },
+    { 0x7b50cfeb353a97dbull, "1e+286" },
+    { 0xaf69a7f23a096533ull, "-2.7047105039273383e-80" },
+    { 0x18b80bd3205738d1ull, "1.3492394155122858e-189" },
+    { 0x1184126915ceb3a1ull, "2.7113280634011025e-224" },
+    { 0x7fe371aecfaf0010ull, "1.0923274290346907e+308" },
+    { 0x5228beb66694f229ull, "6.153124460166565e+87" },
+    { 0xbe6330f47589ca4aull, "-3.5746451747336365e-08" },
+    { 0x3f5b97c163f65da8ull, "0.0016841305331122079" },
+    { 0xea4e8560e5b80638ull, "-1.1961509237227159e+204" },
+    { 0x3e17bd6816edc5d4ull, "1.3818422757744249e-09" },
+    { 0x828f1338c24f6aa8ull, "-2.375782081177297e-296" },
+    { 0xb42e5457852a5fbaull, "-2.4158809057492353e-57" },
+    { 0xf4a0d53ce6edaf80ull, "-6.170592507119755e+253" },
+    { 0x8e8ebc27b9db434bull, "-1.4749809067781362e-238" },
+    { 0x7eecd3c618dff393ull, "2.4710909887709663e+303" },
+    { 0xcf61a9e062e917d3ull, "-2.496707574270967e+74" },
+    { 0x549682511b941f43ull, "3.07705850987051e+99" },
+    { 0x1e0172b356a3e957ull, "3.7873831590038355e-164" },
+    { 0x73a259277f61701eull, "1.0263164545271887e+249" },
+    { 0x6779698094df943cull, "2.830597667894848e+190" },
+    { 0x083d64039b51c632ull, "5.563313322768277e-269" },
+    { 0x59d53ad57d1944ffull, "5.613639711703299e+124" },
+    { 0xf917fafe25f0f212ull, "-2.0756456353215372e+275" },
+    { 0xcacc8440ba9be85aull, "-2.133866297889e+52" },
+    { 0xc756438f492091f2ull, "-4.6240321836092384e+35" },
+    { 0xf064cf9fdae3df9cull, "-2.584760413243002e+233" },
+    { 0x14432a94228dc519ull, "4.554616843337107e-211" },
+    { 0xd857dc0f88249188ull, "-3.760466318931551e+117" },
+    { 0xadb32cf5b3bfcd5dull, "-1.5061588967487514e-88" },
+    { 0x4fdec39a80ed5503ull, "5.565994791973736e+76" },
+    { 0x9338704c4f0cf267ull, "-4.430784105669106e-216" },
+    { 0x2465ba54875a34f2ull, "2.3914908856258948e-133" },
+    { 0x739cbbc2cee11619ull, "8.036076799200164e+248" },
+    { 0x1f37aa6a581da689ull, "2.6932791708030034e-158" },
+    { 0x2bef00a64bb36ec8ull, "4.535745206686105e-97" },
+    { 0x844ec2b3444fc6f9ull, "-6.3128900431426114e-288" },
+    { 0xb03f1ce84138cad2ull, "-2.6869641209099682e-76" },
+    { 0xda4a6954d595bf23ull, "-8.939236936787083e+126" },
+    { 0xd42704852cdd3fbeull, "-2.4582708574028018e+97" },
+    { 0x154570b31dc35c7full, "3.3390466105842906e-206" },
+    { 0x7c8db07233a9b4bbull, "9.258591734893545e+291" },
+    { 0x0ee8eb0b4ccfbbbfull, "7.653305738925694e-237" },
+    { 0xe1d485b4cbe20b11ull, "-1.8465602701290104e+163" },
+    { 0x6b0f0bf657813f85ull, "4.9838258856389826e+207" },
+    { 0x37c1fadf91b23a19ull, "4.127999558688153e-40" },
+    { 0xb47e305f23980554ull, "-7.695003963075686e-56" },
+    { 0x357fc39b683b4eb1ull, "5.306121187539996e-51" },
+    { 0x88f4f4c896a881feull, "-1.624785639883003e-265" },
+    { 0x0c2c9efdb7831712ull, "4.996884481556774e-250" },
+    { 0x54e4288015d3542dull, "8.818209448175375e+100" },
+    { 0xc2ae4f73c3a7db15ull, "-16663296725997.541" },
+    { 0x000cec562756064eull, "1.797190709283577e-308" },
+    { 0x0008142aefbbf85full, "1.1234926586948747e-308" },
+    { 0x000b54b17cfd3fccull, "1.575746304509308e-308" },
+    { 0x000fae5f260642c1ull, "2.180730827649868e-308" },
+    { 0x000101f09abccb10ull, "1.401209086950636e-309" },
+    { 0x00004565308edbdaull, "3.7697657726346e-310" },
+    { 0x00023f0ae9a12142ull, "3.123809369529687e-309" },
+    { 0x00062e6b573e304full, "8.596190960848614e-309" },
+    { 0x00092dc1a88045e0ull, "1.2764603788229757e-308" },
+    { 0x000be6681ee966aaull, "1.6549023336866904e-308" },
+    { 0x00059f844ca632b1ull, "7.819900362521985e-309" },
+    { 0x000f707c534fac56ull, "2.147112423717705e-308" },
+    { 0x00000c0b5db51125ull, "6.5428897676124e-311" },
+    { 0x000d5ef0a55631ebull, "1.859446866224236e-308" },
+    { 0x00035c7e7fbfbf6cull, "4.67447023726042e-309" },
+    { 0x000e00bb0f87ce06ull, "1.947336568139637e-308" },
+    { 0x000087aa9e04c484ull, "7.3698223643873e-310" },
+    { 0x000f714ee2061071ull, "2.147559225784003e-308" },
+    { 0x000c2669de7075cdull, "1.6896728223025447e-308" },
+    { 0x000fd8eccefa6d8cull, "2.2038471282665e-308" },
+    { 0x000947b6d1021adfull, "1.2905613766196243e-308" },
+    { 0x0002d8422c066807ull, "3.95612528218278e-309" },
+    { 0x000f84955667de8aull, "2.1580301177128074e-308" },
+    { 0x0007107b6e58190dull, "9.824234279865775e-309" },
+    { 0x0001556b1ef6a975ull, "1.854690547758077e-309" },
+};
+
+static double from_bits(uint64_t u)
+{
+    double d;
+    memcpy(&d, &u, sizeof d);
+    return d;
+}
+
+static uint64_t to_bits(double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, sizeof u);
+    return u;
+}
+
+/* codec.json_encode(x) and codec.json_decode(s), called from C; the text
+ * lives until the next c_encode. */
+static const char *c_encode(lua_State *L, double x)
+{
+    static char out[64];
+    lua_getglobal(L, "codec");
+    lua_getfield(L, -1, "json_encode");
+    lua_pushnumber(L, x);
+    lua_call(L, 1, 1);
+    snprintf(out, sizeof out, "%s", lua_tostring(L, -1));
+    lua_pop(L, 2);
+    return out;
+}
+
+static double c_decode(lua_State *L, const char *s)
+{
+    lua_getglobal(L, "codec");
+    lua_getfield(L, -1, "json_decode");
+    lua_pushstring(L, s);
+    lua_call(L, 1, 1);
+    double d = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : -1.0;
+    lua_pop(L, 2);
+    return d;
+}
+
+TEST(encode_doubles_as_python)
+{
+    lua_State *L = new_state();
+    for (size_t i = 0; i < sizeof python_doubles / sizeof *python_doubles; i++) {
+        double x = from_bits(python_doubles[i].bits);
+        const char *got = c_encode(L, x);
+        CHECK_EQ_STR(got, python_doubles[i].json);
+        CHECK(to_bits(c_decode(L, got)) == python_doubles[i].bits);
+    }
+    lua_close(L);
+}
+
+/* What Python's repr would print for x (finite, non-zero), found the slow
+ * way: the fewest digits p for which printf's p-digit rounding reads back,
+ * laid out as repr does, without the ".0" of integral values. */
+static void slow_shortest(double x, char *out, size_t cap)
+{
+    char sci[48], digits[20];
+    int p;
+    for (p = 1; p <= 17; p++) {
+        snprintf(sci, sizeof sci, "%.*e", p - 1, x);
+        if (strtod(sci, NULL) == x) break;
+    }
+    int n = 0, i = 0, neg = x < 0;
+    for (i = neg; sci[i] != 'e'; i++)
+        if (sci[i] >= '0' && sci[i] <= '9') digits[n++] = sci[i];
+    int e = atoi(sci + i + 1);
+    while (n > 1 && digits[n - 1] == '0') n--;
+    size_t len = 0;
+    if (neg) out[len++] = '-';
+    if (e < -4 || e >= 16) {
+        out[len++] = digits[0];
+        if (n > 1) {
+            out[len++] = '.';
+            for (int k = 1; k < n; k++) out[len++] = digits[k];
+        }
+        snprintf(out + len, cap - len, "e%c%02d", e < 0 ? '-' : '+', e < 0 ? -e : e);
+        return;
+    }
+    if (e < 0) {
+        out[len++] = '0';
+        out[len++] = '.';
+        for (int k = -1; k > e; k--) out[len++] = '0';
+        for (int k = 0; k < n; k++) out[len++] = digits[k];
+    } else {
+        for (int k = 0; k <= e; k++) out[len++] = k < n ? digits[k] : '0';
+        if (n > e + 1) {
+            out[len++] = '.';
+            for (int k = e + 1; k < n; k++) out[len++] = digits[k];
+        }
+    }
+    out[len] = '\0';
+}
+
+static uint64_t xorshift_state = 88172645463325252ull;
+
+static uint64_t xorshift64(void)
+{
+    uint64_t x = xorshift_state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return xorshift_state = x;
+}
+
+/* Random doubles of every kind: decode(encode(x)) is x, bit for bit, and
+ * the text is what the slow search above finds (so never longer than
+ * Python's repr). */
+TEST(double_round_trip_property)
+{
+    lua_State *L = new_state();
+    int bad = 0;
+    for (int i = 0; i < 60000 && bad < 5; i++) {
+        uint64_t u = xorshift64();
+        switch (i % 6) {
+        case 0: u &= 0x800fffffffffffffull; break;                     /* subnormal */
+        case 1: u = (u & 0x800fffffffffffffull) | 0x7fe0000000000000ull; break;  /* huge */
+        case 2: u = (u & 0x800fffffffffffffull) | 0x0010000000000000ull; break;  /* tiny normal */
+        case 3: u = (u & 0x80003fffffffffffull) | 0x4330000000000000ull; break;  /* near 2^52 */
+        default: break;                                                  /* anything */
+        }
+        double x = from_bits(u);
+        if (!isfinite(x) || x == 0) continue;
+        char want[64];
+        const char *got = c_encode(L, x);
+        if (x == floor(x) && fabs(x) < 9007199254740992.0)
+            snprintf(want, sizeof want, "%.0f", x);
+        else
+            slow_shortest(x, want, sizeof want);
+        if (to_bits(c_decode(L, got)) != u || strcmp(got, want) != 0) {
+            fprintf(stderr, "  %016llx: encoded %s, expected %s\n", (unsigned long long)u, got, want);
+            bad++;
+        }
+    }
+    CHECK_EQ_INT(bad, 0);
     lua_close(L);
 }
 
@@ -638,6 +1023,8 @@ int main(void)
 {
     RUN(encode_scalars);
     RUN(encode_numbers);
+    RUN(encode_doubles_as_python);
+    RUN(double_round_trip_property);
     RUN(encode_numbers_comma_locale);
     RUN(encode_strings);
     RUN(string_bytes_at_every_offset);

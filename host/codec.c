@@ -33,6 +33,8 @@
  *   string the encoder is given.
  * - Numbers decode to doubles: integers beyond 2^53 lose precision, and
  *   values beyond the double range become +-inf (as Python's float()).
+ * - NaN, Infinity and -Infinity are read and written as Python's json
+ *   module does (not JSON, but what json.dumps writes by default).
  * - "-0" decodes to 0 (Python reads it as the integer 0); "-0.0" to -0.0.
  * - Error positions are 1-based byte offsets (string.sub positions).
  * - The key-order cache keeps the first 4096 distinct key sequences; after
@@ -491,15 +493,22 @@ static size_t fmt_shortest(char *out, double d)
     return decimal_layout(out, d < 0, &x);
 }
 
-/* Writes d into out (at least 32 bytes) as a JSON number. Returns the
- * length, or 0 for NaN and infinities. */
+/* Writes d into out (at least 32 bytes) as a JSON number; returns the
+ * length. NaN and the infinities are not JSON, but Python's json.dumps
+ * writes them as NaN, Infinity and -Infinity (and json.loads reads them),
+ * so pipelines ported from Quix Streams meet them in their topics. */
 static size_t fmt_number(char *out, double d)
 {
     if (d > -9007199254740992.0 && d < 9007199254740992.0) {
         int64_t i = (int64_t)d;
         if ((double)i == d) return fmt_int(out, i);
     }
-    if (!isfinite(d)) return 0;
+    if (!isfinite(d)) {
+        const char *word = isnan(d) ? "NaN" : d > 0 ? "Infinity" : "-Infinity";
+        size_t n = strlen(word);
+        memcpy(out, word, n + 1);
+        return n;
+    }
     size_t len = fmt_fixed(out, d);
     if (len) return len;
     return fmt_shortest(out, d);
@@ -947,11 +956,6 @@ static int enc_value(enc *e, int idx, int depth)
     case LUA_TNUMBER: {
         char num[32];
         size_t n = fmt_number(num, lua_tonumber(L, idx));
-        if (n == 0) {
-            double d = lua_tonumber(L, idx);
-            return enc_fail(e, depth, isnan(d) ? "cannot encode NaN"
-                                  : d > 0 ? "cannot encode inf" : "cannot encode -inf");
-        }
         return buf_put(e->b, num, n) == 0 ? 0 : enc_nomem(e);
     }
     case LUA_TBOOLEAN:
@@ -1517,7 +1521,22 @@ static int dec_value(dec *d, int depth)
         if (dec_literal(d, "null", 4) != 0) return -1;
         lua_pushlightuserdata(d->L, NULL);
         return 0;
-    case '-': case '0': case '1': case '2': case '3': case '4':
+    case 'N':
+        if (dec_literal(d, "NaN", 3) != 0) return -1;
+        lua_pushnumber(d->L, NAN);
+        return 0;
+    case 'I':
+        if (dec_literal(d, "Infinity", 8) != 0) return -1;
+        lua_pushnumber(d->L, HUGE_VAL);
+        return 0;
+    case '-':
+        if (d->end - d->p > 1 && d->p[1] == 'I') {
+            if (dec_literal(d, "-Infinity", 9) != 0) return -1;
+            lua_pushnumber(d->L, -HUGE_VAL);
+            return 0;
+        }
+        return dec_number(d);
+    case '0': case '1': case '2': case '3': case '4':
     case '5': case '6': case '7': case '8': case '9':
         return dec_number(d);
     default:

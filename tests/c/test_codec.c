@@ -93,9 +93,12 @@ TEST(encode_numbers)
     CHECK_EQ_STR(ENC(L, "1e21"), "1e+21");
     CHECK_EQ_STR(ENC(L, "123456789.125"), "123456789.125");
     CHECK_EQ_STR(ENC(L, "1e15"), "1000000000000000");
-    CHECK_EQ_STR(ENC(L, "0/0"), "nil|cannot encode NaN at value");
-    CHECK_EQ_STR(ENC(L, "math.huge"), "nil|cannot encode inf at value");
-    CHECK_EQ_STR(ENC(L, "{ a = { -math.huge } }"), "nil|cannot encode -inf at value.a[1]");
+    /* as Python's json.dumps writes them */
+    CHECK_EQ_STR(ENC(L, "0/0"), "NaN");
+    CHECK_EQ_STR(ENC(L, "-(0/0)"), "NaN");
+    CHECK_EQ_STR(ENC(L, "math.huge"), "Infinity");
+    CHECK_EQ_STR(ENC(L, "{ a = { -math.huge, 0/0 } }"), "{\"a\":[-Infinity,NaN]}");
+    CHECK_EQ_STR(run(L, "return codec.json_encode_pretty({ math.huge })"), "[\n  Infinity\n]");
     /* Every double round-trips through the shortest form. */
     CHECK_EQ_STR(run(L,
         "math.randomseed(7)\n"
@@ -682,6 +685,11 @@ TEST(decode_numbers)
                  "[0,-1,10,0.5,100,0.01,2500,-0.125,123456789012345,1234567890123456]");
     CHECK_EQ_STR(DEC(L, "'12345678901234567890'"), "1.2345678901234567e+19");
     CHECK_EQ_STR(DEC(L, "'0.30000000000000004'"), "0.30000000000000004");
+    /* Python's json.loads reads these (and json.dumps writes them) */
+    CHECK_EQ_STR(run(L, "local v = codec.json_decode('NaN') return v ~= v, type(v)"), "true|number");
+    CHECK_EQ_STR(run(L, "return codec.json_decode('Infinity') == math.huge, codec.json_decode(' -Infinity ') == -math.huge"),
+                 "true|true");
+    CHECK_EQ_STR(DEC(L, "'{\"a\":[NaN,Infinity,-Infinity,-1]}'"), "{\"a\":[NaN,Infinity,-Infinity,-1]}");
     CHECK_EQ_STR(DEC(L, "'9007199254740993'"), "9007199254740992");
     CHECK_EQ_STR(DEC(L, "'1' .. string.rep('0', 80) .. '.5'"), "1e+80");
     CHECK_EQ_STR(DEC(L, "'[0.000123,1.5e-10,7E22,7e23,0e5,-0e0,123456789012345.6]'"),
@@ -784,8 +792,13 @@ TEST(decode_errors)
         { "'[1e+]'", "invalid JSON at byte 5: invalid number: expected a digit in the exponent" },
         { "'-a'", "invalid JSON at byte 2: invalid number: expected a digit" },
         { "'0x10'", "invalid JSON at byte 2: unexpected data after the JSON value" },
-        { "'NaN'", "invalid JSON at byte 1: expected a value" },
-        { "'-Infinity'", "invalid JSON at byte 2: invalid number: expected a digit" },
+        { "'nan'", "invalid JSON at byte 1: invalid literal" },
+        { "'NaNa'", "invalid JSON at byte 4: unexpected data after the JSON value" },
+        { "'-NaN'", "invalid JSON at byte 2: invalid number: expected a digit" },
+        { "'Inf'", "invalid JSON at byte 1: invalid literal" },
+        { "'[-Infinit]'", "invalid JSON at byte 2: invalid literal" },
+        { "'-infinity'", "invalid JSON at byte 2: invalid number: expected a digit" },
+        { "'+Infinity'", "invalid JSON at byte 1: expected a value" },
         { "'nul'", "invalid JSON at byte 1: invalid literal" },
         { "'[tru]'", "invalid JSON at byte 2: invalid literal" },
         { "'True'", "invalid JSON at byte 1: expected a value" },

@@ -10,7 +10,6 @@
 -- topic changelog__stateful-counter--source-counter. A clean stop flushes
 -- too; after a crash the numbers since the last flush are produced again.
 local qhost = require("qhost")
-local host = require("qhost.host")
 
 local Counter = qhost.sources.StatefulSource:extend("Counter")
 
@@ -27,7 +26,7 @@ function Counter:run()
       self:flush()                              -- the numbers, then the state
       unflushed = 0
     end
-    if self.interval > 0 then host.sleep(self.interval) end
+    if self.interval > 0 then qhost.sleep(self.interval) end
   end
 end
 

@@ -4,7 +4,6 @@
 -- Fields travel to the source's own process, so they are plain data (the
 -- path, the poll interval); the class is found again in this script.
 local qhost = require("qhost")
-local host = require("qhost.host")
 
 local TailFile = qhost.sources.Source:extend("TailFile")
 
@@ -23,7 +22,7 @@ function TailFile:run()
       end
       partial = partial:match("[^\n]*$")   -- a line still being written
     else
-      host.sleep(self.poll_interval)          -- nothing new yet
+      qhost.sleep(self.poll_interval)         -- nothing new yet (a stop cuts it short)
     end
   end
   file:close()

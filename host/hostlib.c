@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -106,6 +107,30 @@ static int l_sleep(lua_State *L)
     return 0;
 }
 
+/* host.sleep_unless_stopped(s) -> true after sleeping s seconds, false
+ * when a stop was requested before or during the sleep (at once). Sleeps
+ * in slices so a signal landing just before a slice starts costs at most
+ * one slice. */
+static int l_sleep_unless_stopped(lua_State *L)
+{
+    double s = luaL_checknumber(L, 1);
+    const double slice = 0.05;
+    double end = clock_seconds(CLOCK_MONOTONIC) + (s > 0 ? (s > 1e9 ? 1e9 : s) : 0);
+    for (;;) {
+        if (g_stop_count > 0) {
+            lua_pushboolean(L, 0);
+            return 1;
+        }
+        double left = end - clock_seconds(CLOCK_MONOTONIC);
+        if (!(left > 0)) break;
+        if (left > slice) left = slice;
+        struct timespec ts = { 0, (long)(left * 1e9) };
+        nanosleep(&ts, NULL);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int l_stop_requested(lua_State *L)
 {
     lua_pushinteger(L, g_stop_count);
@@ -129,6 +154,19 @@ static int l_getpid(lua_State *L)
 static int l_isatty(lua_State *L)
 {
     lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
+/* host.term_width(fd) -> the terminal's columns, or nil when fd is not a
+ * terminal (or it does not say). */
+static int l_term_width(lua_State *L)
+{
+    struct winsize ws;
+    if (ioctl((int)luaL_checkinteger(L, 1), TIOCGWINSZ, &ws) != 0 || ws.ws_col == 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_pushinteger(L, ws.ws_col);
     return 1;
 }
 
@@ -165,10 +203,12 @@ int qh_hostlib_open(lua_State *L)
         { "monotonic", l_monotonic },
         { "time_ms", l_time_ms },
         { "sleep", l_sleep },
+        { "sleep_unless_stopped", l_sleep_unless_stopped },
         { "stop_requested", l_stop_requested },
         { "request_stop", l_request_stop },
         { "getpid", l_getpid },
         { "isatty", l_isatty },
+        { "term_width", l_term_width },
         { "exit", l_exit },
         { "strerror", l_strerror },
         { "mkdtemp", l_mkstemp_dir },

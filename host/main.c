@@ -27,11 +27,16 @@ static void usage(FILE *out)
         "broker_address) `qhost run` starts an embedded broker in the process.\n");
 }
 
-/* Prints "qhost: <first line>" then the rest (the traceback) on stderr. */
+/* Prints "qhost: <first line>" then the rest (the traceback) on stderr. A
+ * nil error (error() with no message) is a script asking to exit non-zero
+ * after reporting its own failure (busted does this): say only that. */
 static void report_error(lua_State *L)
 {
     const char *msg = lua_tostring(L, -1);
-    fprintf(stderr, "qhost: error: %s\n", msg ? msg : "(no message)");
+    if (msg)
+        fprintf(stderr, "qhost: error: %s\n", msg);
+    else
+        fprintf(stderr, "qhost: the script raised error() without a message: exit status 1\n");
 }
 
 static int run(const char *mode, int argc, char **argv)

@@ -124,9 +124,15 @@ lua_State *qh_vm_new(const char *mode)
 }
 
 /* The message handler: the error (any type) becomes a string with the
- * traceback of where it was raised. */
+ * traceback of where it was raised. A nil error stays nil: `error()` with
+ * no message is how busted (and other tools) exit non-zero after they have
+ * reported what failed themselves; main says so in one line. */
 static int traceback(lua_State *L)
 {
+    if (lua_isnil(L, 1)) {
+        lua_pushnil(L);
+        return 1;
+    }
     const char *msg = lua_tostring(L, 1);
     if (!msg) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)

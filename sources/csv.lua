@@ -2,9 +2,11 @@
 -- header order (API.md; behaviour as Quix's quixstreams/sources/core/csv.py).
 -- The file is read in chunks by the host's libcsv reader, so memory stays
 -- constant however large it is; the first row is the header.
+local argcheck = require("qhost.argcheck")
 local csvreader = require("qhost.csvreader")
 local host = require("qhost.host")
-local Source = require("qhost.source").Source
+local source = require("qhost.source")
+local Source = source.Source
 local topic_mod = require("qhost.topic")
 
 local CSVSource = Source:extend("CSVSource")
@@ -22,34 +24,42 @@ end
 local function check_extractor(self, field)
   local value = self[field]
   if value ~= nil and type(value) ~= "string" and type(value) ~= "function" then
-    error(string.format("CSVSource '%s': %s must be a column name or a function, got %s",
-      self.name, field, type(value)), 5)
+    argcheck.fail("CSVSource '%s': %s must be a column name or a function, got %s",
+      self.name, field, type(value))
   end
 end
 
 local function check_char(self, field)
   local value = self[field]
   if value ~= nil and (type(value) ~= "string" or #value ~= 1) then
-    error(string.format("CSVSource '%s': %s must be a single character", self.name, field), 5)
+    argcheck.fail("CSVSource '%s': %s must be a single character", self.name, field)
   end
 end
 
 -- CSVSource{ path, name = <base name of path>, key_extractor, timestamp_extractor,
 --            delay = 0, dialect = "excel", delimiter, quotechar, shutdown_timeout = 10 }
+local OPTIONS = {
+  path = "string", name = "string", key_extractor = "string|function", timestamp_extractor = "string|function",
+  delay = "number", dialect = "string", delimiter = "string", quotechar = "string", shutdown_timeout = "number",
+  on_client_connect_success = "function", on_client_connect_failure = "function",
+}
+
 function CSVSource:init(opts)
+  -- A subclass may take options of its own.
+  if getmetatable(self) == CSVSource then argcheck.options("CSVSource", opts, OPTIONS) end
   if type(opts.path) ~= "string" or opts.path == "" then
-    error("CSVSource: path must be the path of a CSV file", 4)
+    argcheck.fail("CSVSource: path must be the path of a CSV file")
   end
   self.name = opts.name or basename(opts.path)
   Source.init(self, opts)
   self.dialect = opts.dialect or "excel"
   if not DIALECTS[self.dialect] then
-    error(string.format("CSVSource '%s': unknown dialect %q (excel, excel-tab, unix)", self.name,
-      tostring(self.dialect)), 4)
+    argcheck.fail("CSVSource '%s': unknown dialect %q (excel, excel-tab, unix)", self.name,
+      tostring(self.dialect))
   end
   self.delay = opts.delay or 0
   if type(self.delay) ~= "number" or self.delay < 0 then
-    error(string.format("CSVSource '%s': delay must be a number of seconds >= 0", self.name), 4)
+    argcheck.fail("CSVSource '%s': delay must be a number of seconds >= 0", self.name)
   end
   check_extractor(self, "key_extractor")
   check_extractor(self, "timestamp_extractor")
@@ -59,7 +69,7 @@ end
 
 -- Quix: string keys, JSON values.
 function CSVSource:default_topic()
-  return topic_mod.new("source__" .. self.name, {
+  return topic_mod.new(source.default_topic_name(self), {
     key_serializer = "string", key_deserializer = "string",
     value_serializer = "json", value_deserializer = "json",
   })

@@ -30,6 +30,7 @@
 -- process rather than shared through the group source-<name> on the source
 -- cluster: two replicators with the same name would both copy everything.
 -- processing_guarantee = "exactly-once" is not applied here (at-least-once).
+local argcheck = require("qhost.argcheck")
 local ffi = require("ffi")
 local changelog = require("qhost.changelog")
 local clients = require("qhost.clients")
@@ -50,48 +51,46 @@ local function fail(self, fmt, ...)
   error(string.format("KafkaReplicatorSource '%s': " .. fmt, tostring(self.name), ...), 0)
 end
 
-local function check_type(self, field, want, level)
-  local value = self[field]
-  if value ~= nil and type(value) ~= want then
-    error(string.format("KafkaReplicatorSource '%s': %s must be a %s, got %s", tostring(self.name), field,
-      want, type(value)), level)
-  end
-end
+local OPTIONS = {
+  name = "string", topic = "string", broker_address = "string", auto_offset_reset = "string",
+  consumer_extra_config = "table", consumer_poll_timeout = "number", commit_interval = "number",
+  commit_every = "number", key_deserializer = "string", value_deserializer = "string",
+  on_consumer_error = "function", shutdown_timeout = "number", on_client_connect_success = "function",
+  on_client_connect_failure = "function",
+}
 
 function KafkaReplicatorSource:init(opts)
+  if getmetatable(self) == KafkaReplicatorSource then
+    argcheck.options(string.format("KafkaReplicatorSource '%s'", tostring(opts.name)), opts, OPTIONS)
+  end
   Source.init(self, opts)
   local name = self.name
   if type(self.topic) ~= "string" or self.topic == "" then
-    error(string.format("KafkaReplicatorSource '%s': topic must be the name of the topic to copy", name), 4)
+    argcheck.fail("KafkaReplicatorSource '%s': topic must be the name of the topic to copy", name)
   end
   if type(self.broker_address) ~= "string" or self.broker_address == "" then
-    error(string.format("KafkaReplicatorSource '%s': broker_address must be the source cluster's "
-      .. "host:port[,host:port]", name), 4)
+    argcheck.fail("KafkaReplicatorSource '%s': broker_address must be the source cluster's host:port[,host:port]",
+      name)
   end
   self.auto_offset_reset = self.auto_offset_reset or "latest"
   local reset = self.auto_offset_reset
   if reset ~= "latest" and reset ~= "earliest" and reset ~= "error" then
-    error(string.format("KafkaReplicatorSource '%s': auto_offset_reset must be latest, earliest or error, "
-      .. "got %q", name, tostring(reset)), 4)
+    argcheck.fail("KafkaReplicatorSource '%s': auto_offset_reset must be latest, earliest or error, "
+      .. "got %q", name, tostring(reset))
   end
   self.consumer_extra_config = self.consumer_extra_config or {}
   self.consumer_poll_timeout = self.consumer_poll_timeout or 1.0
   self.key_deserializer = self.key_deserializer or "bytes"
   self.value_deserializer = self.value_deserializer or "json"
-  check_type(self, "consumer_extra_config", "table", 5)
-  check_type(self, "consumer_poll_timeout", "number", 5)
-  check_type(self, "commit_interval", "number", 5)
-  check_type(self, "commit_every", "number", 5)
-  check_type(self, "on_consumer_error", "function", 5)
   if (self.commit_interval or 0) < 0 or (self.commit_every or 0) < 0 then
-    error(string.format("KafkaReplicatorSource '%s': commit_interval and commit_every must be >= 0", name), 4)
+    argcheck.fail("KafkaReplicatorSource '%s': commit_interval and commit_every must be >= 0", name)
   end
   for _, field in ipairs({ "key_deserializer", "value_deserializer" }) do
     if type(self[field]) ~= "string" then
-      error(string.format("KafkaReplicatorSource '%s': %s must be a serializer name", name, field), 4)
+      argcheck.fail("KafkaReplicatorSource '%s': %s must be a serializer name", name, field)
     end
     local ok, err = pcall(serializers.get, self[field], string.format("KafkaReplicatorSource '%s' %s", name, field))
-    if not ok then error(err:gsub("^[^:]*:%d+: ", ""), 4) end
+    if not ok then argcheck.fail("%s", (err:gsub("^[^:]*:%d+: ", ""))) end
   end
 end
 

@@ -3,6 +3,7 @@
 -- sources, and runs the loop: consume a batch, run each message through its
 -- topic's pipeline, checkpoint (flush outputs, then commit), and supervise
 -- the source processes.
+local argcheck = require("qhost.argcheck")
 local clients = require("qhost.clients")
 local dataframe = require("qhost.dataframe")
 local host = require("qhost.host")
@@ -25,44 +26,58 @@ local Application = {}
 Application.__index = Application
 Application.__name = "Application"
 
-local FIELDS = {
+local function is_callback(v)
+  return type(v) == "function" or "a function(err, row, logger) -> bool"
+end
+
+local OPTIONS = {
   broker_address = "string", consumer_group = "string", auto_offset_reset = "string",
-  commit_interval = "number", commit_every = "number", processing_guarantee = "string",
+  commit_interval = "number", commit_every = "integer", processing_guarantee = "string",
   state_dir = "string", auto_create_topics = "boolean", consumer_extra_config = "table",
-  producer_extra_config = "table", on_consumer_error = "function",
-  on_processing_error = "function", on_producer_error = "function",
+  producer_extra_config = "table", on_consumer_error = is_callback,
+  on_processing_error = is_callback, on_producer_error = is_callback,
   on_message_processed = "function", loglevel = "string",
 }
 
 local function check_options(opts)
-  for key, value in pairs(opts) do
-    local want = FIELDS[key]
-    if not want then error(string.format("Application: unknown option %q", tostring(key)), 4) end
-    if type(value) ~= want then
-      error(string.format("Application: %s must be a %s, got %s", key, want, type(value)), 4)
-    end
-  end
-  local reset = opts.auto_offset_reset
-  if reset and reset ~= "latest" and reset ~= "earliest" and reset ~= "error" then
-    error(string.format("Application: auto_offset_reset must be latest, earliest or error, got %q", reset), 4)
+  argcheck.options("Application", opts, OPTIONS)
+  if opts.auto_offset_reset then
+    argcheck.one_of("Application", "auto_offset_reset", opts.auto_offset_reset, { "latest", "earliest", "error" })
   end
   local guarantee = opts.processing_guarantee
-  if guarantee and guarantee ~= "at-least-once" and guarantee ~= "exactly-once" then
-    error(string.format("Application: processing_guarantee must be at-least-once or exactly-once, got %q",
-      guarantee), 4)
+  if guarantee then
+    argcheck.one_of("Application", "processing_guarantee", guarantee, { "at-least-once", "exactly-once" })
   end
-  if opts.commit_interval and opts.commit_interval < 0 then
-    error("Application: commit_interval must be >= 0", 4)
+  if opts.commit_interval and not (opts.commit_interval >= 0) then
+    argcheck.fail("Application: commit_interval must be >= 0, got %s", tostring(opts.commit_interval))
+  end
+  if opts.commit_every and opts.commit_every < 0 then
+    argcheck.fail("Application: commit_every must be >= 0, got %s", tostring(opts.commit_every))
+  end
+  if opts.loglevel and not log.is_level(opts.loglevel) then
+    argcheck.one_of("Application", "loglevel", opts.loglevel, { "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL" })
+  end
+  -- Accepted by the API but not built yet: refusing is better than running
+  -- with a weaker guarantee, or without the state, than was asked for.
+  if guarantee == "exactly-once" then
+    argcheck.fail('Application: processing_guarantee = "exactly-once" is not supported yet (Kafka transactions '
+      .. 'are not built); use "at-least-once" or leave it out')
+  end
+  if opts.state_dir ~= nil then
+    argcheck.fail("Application: state_dir is not supported yet: qhost has no state stores (stateful functions, "
+      .. "windows, joins) so far; leave it out")
   end
 end
 
 -- qhost.Application{ ... } (every field optional; defaults of API.md)
 function app_mod.Application(opts)
   opts = opts or {}
-  if type(opts) ~= "table" then error("Application expects a table of options", 2) end
+  if type(opts) ~= "table" then argcheck.fail("Application expects a table of options, got %s", type(opts)) end
   check_options(opts)
   local self = setmetatable({
-    broker_address = opts.broker_address,
+    -- Every field exists (false for "none"): a misspelled one raises
+    -- (argcheck.guard_methods below).
+    broker_address = opts.broker_address or false,
     consumer_group = opts.consumer_group or "qhost-default",
     auto_offset_reset = opts.auto_offset_reset or "latest",
     commit_interval = opts.commit_interval or 5.0,
@@ -72,17 +87,23 @@ function app_mod.Application(opts)
     auto_create_topics = opts.auto_create_topics ~= false,
     consumer_extra_config = opts.consumer_extra_config or {},
     producer_extra_config = opts.producer_extra_config or {},
-    on_consumer_error = opts.on_consumer_error,
-    on_processing_error = opts.on_processing_error,
-    on_producer_error = opts.on_producer_error,
-    on_message_processed = opts.on_message_processed,
+    on_consumer_error = opts.on_consumer_error or false,
+    on_processing_error = opts.on_processing_error or false,
+    on_producer_error = opts.on_producer_error or false,
+    on_message_processed = opts.on_message_processed or false,
     loglevel = opts.loglevel or "INFO",
     _topics = {},          -- name -> Topic, every topic the app knows
     _dataframes = {},      -- StreamingDataFrames, in creation order
     _sources = {},         -- { source =, topic = } in add order
     _outputs = {},         -- name -> Topic produced to by to_topic
+    _mock = false,         -- the embedded broker, while the app runs on it
+    _broker = false,       -- the bootstrap address in use
+    _admin = false,        -- admin client, while running
+    _stop_requested = false,
+    _ran = false,          -- app:run was called (see the exit warning)
   }, Application)
   log.set_level(self.loglevel)
+  app_mod.instances[self] = true
   return self
 end
 
@@ -101,24 +122,23 @@ end
 -- app:add_source(source, topic?) -> Topic
 function Application:add_source(src, topic)
   if not source_mod.class_of(src) then
-    error("app:add_source expects a Source instance (qhost.sources.Source or a subclass)", 2)
+    argcheck.fail("app:add_source expects a Source instance (qhost.sources.Source or a subclass), got %s", type(src))
   end
   local name = source_mod.describe(src)
   for _, entry in ipairs(self._sources) do
-    if entry.source == src then error(name .. ": this source is already added to the app", 2) end
+    if entry.source == src then argcheck.fail("%s: this source is already added to the app", name) end
   end
   if topic == nil then
     topic = src:default_topic()
     if not topic_mod.is_topic(topic) then
-      error(name .. ": default_topic() must return a Topic", 2)
+      argcheck.fail("%s: default_topic() must return a Topic", name)
     end
   elseif not topic_mod.is_topic(topic) then
-    error(name .. ": the topic must be a Topic (from app:topic)", 2)
+    argcheck.fail("%s: the topic must be a Topic (from app:topic), got %s", name, type(topic))
   end
   for _, entry in ipairs(self._sources) do
     if entry.topic.name == topic.name then
-      error(string.format("%s: topic '%s' is already fed by %s", name, topic.name,
-        source_mod.describe(entry.source)), 2)
+      argcheck.fail("%s: topic '%s' is already fed by %s", name, topic.name, source_mod.describe(entry.source))
     end
   end
   -- Refuse what cannot travel now, before any process starts.
@@ -127,7 +147,7 @@ function Application:add_source(src, topic)
     if not source_mod.RUNTIME_FIELDS[k] then fields[k] = v end
   end
   local ok, err = travel.encode(fields)
-  if not ok then error(name .. ": " .. err, 2) end
+  if not ok then argcheck.fail("%s: %s", name, err) end
   self._topics[topic.name] = self._topics[topic.name] or topic
   -- A StatefulSource keeps its state in a changelog topic, created with
   -- the app's other topics.
@@ -144,13 +164,15 @@ function Application:dataframe(arg)
   local topic, src
   if topic_mod.is_topic(arg) then
     topic = arg
-  elseif type(arg) == "table" and (arg.topic ~= nil or arg.source ~= nil) then
+  elseif type(arg) == "table" and getmetatable(arg) == nil then
+    argcheck.options("app:dataframe", arg, { topic = "table", source = "table" })
     topic, src = arg.topic, arg.source
+    if topic == nil and src == nil then argcheck.fail("app:dataframe expects a Topic or { topic =, source = }") end
   else
-    error("app:dataframe expects a Topic or { topic =, source = }", 2)
+    argcheck.fail("app:dataframe expects a Topic or { topic =, source = }, got %s", type(arg))
   end
   if topic ~= nil and not topic_mod.is_topic(topic) then
-    error("app:dataframe: topic must be a Topic (from app:topic)", 2)
+    argcheck.fail("app:dataframe: topic must be a Topic (from app:topic)")
   end
   if src ~= nil then
     topic = self:add_source(src, topic)
@@ -159,6 +181,11 @@ function Application:dataframe(arg)
   local sdf = dataframe.new(self, topic)
   table.insert(self._dataframes, sdf)
   return sdf
+end
+
+-- app:clear_state(): Quix wipes the local state stores; qhost has none yet.
+function Application:clear_state()
+  argcheck.fail("app:clear_state is not supported yet: qhost has no state stores so far")
 end
 
 -- app:stop(): a graceful stop from inside a callback or a pipeline function.
@@ -270,16 +297,7 @@ end
 
 -- The run loop (qhost.runloop) ----------------------------------------------
 
-local function validate_run_options(opts)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then error("app:run expects a table of options", 3) end
-  for key in pairs(opts) do
-    if key ~= "count" and key ~= "timeout" and key ~= "collect" and key ~= "metadata" then
-      error(string.format("app:run: unknown option %q", tostring(key)), 3)
-    end
-  end
-  return opts
-end
+local RUN_OPTIONS = { count = "integer", timeout = "number", collect = "boolean", metadata = "boolean" }
 
 -- app:run{ count, timeout, collect, metadata } -> outputs (see API.md)
 function Application:run(opts)
@@ -288,13 +306,33 @@ function Application:run(opts)
     io.stdout:flush()
     host.exit(source_process.run(app_mod.child_spec))
   end
-  opts = validate_run_options(opts)
-  if #self._dataframes == 0 and #self._sources == 0 then
-    error("app:run: nothing to run (no dataframe and no source)", 2)
+  opts = argcheck.options("app:run", opts, RUN_OPTIONS)
+  if opts.count and opts.count < 1 then argcheck.fail("app:run: count must be >= 1, got %d", opts.count) end
+  if opts.timeout and not (opts.timeout > 0) then
+    argcheck.fail("app:run: timeout must be > 0 seconds, got %s", tostring(opts.timeout))
   end
+  if #self._dataframes == 0 and #self._sources == 0 then
+    argcheck.fail("app:run: nothing to run (no dataframe and no source)")
+  end
+  self._ran = true
   local run = require("qhost.runloop")
   return run(self, opts)
 end
+
+-- Apps made by this script, to warn about one that declared a pipeline but
+-- never ran it (qhost.runner, at the script's end).
+app_mod.instances = setmetatable({}, { __mode = "k" })
+
+function app_mod.warn_unrun()
+  for app in pairs(app_mod.instances) do
+    if not app._ran and (#app._dataframes > 0 or #app._sources > 0) then
+      log.warning("the script declared %d dataframe(s) and %d source(s) but never called app:run(): "
+        .. "nothing was consumed or produced", #app._dataframes, #app._sources)
+    end
+  end
+end
+
+argcheck.guard_methods(Application, "Application", "app")
 
 app_mod.ApplicationClass = Application
 return app_mod

@@ -1,9 +1,14 @@
 -- qhost.dataframe: StreamingDataFrame (API.md; behaviour as Quix's
--- quixstreams/dataframe/dataframe.py). Operations build a tree of nodes;
--- each returns a new dataframe on a new node, so two operations on one
--- dataframe make two branches. At run time the tree is compiled once into
--- a chain of closures, `process(value, key, timestamp, headers)`, that the
--- consume loop calls per message.
+-- quixstreams/dataframe/dataframe.py). Operations build a tree of nodes. As
+-- in Quix, apply, filter, set_timestamp, set_headers, select and group_by
+-- return a new dataframe on a new node, so two of them on one dataframe
+-- make two branches; update, set, drop, fill, print, print_table and
+-- to_topic are in place: they extend the dataframe they are called on (and
+-- return it), so `sdf:print{}; sdf:to_topic(t)` is one branch. At run time
+-- the tree is compiled once into a chain of closures,
+-- `process(value, key, timestamp, headers)`, that the consume loop calls
+-- per message.
+local argcheck = require("qhost.argcheck")
 local codec = require("qhost.codec")
 local series = require("qhost.series")
 local sinks = require("qhost.sinks")
@@ -25,55 +30,59 @@ end
 -- dataframe.new(app, topic) -> StreamingDataFrame on a fresh root.
 function dataframe.new(app, topic)
   local root = new_node("root")
-  return setmetatable({ app = app, topic = topic, node = root, root = root }, SDF)
+  return setmetatable({ app = app or false, topic = topic, node = root, root = root }, SDF)
 end
 
 function dataframe.is_dataframe(value)
   return getmetatable(value) == SDF
 end
 
+-- A new branch: a new dataframe on `node`, a child of self's node.
 local function derive(self, node)
   table.insert(self.node.children, node)
   return setmetatable({ app = self.app, topic = self.topic, node = node, root = self.root }, SDF)
 end
 
--- Where the user called us, for error messages ("app.lua:12").
-local function caller()
-  local info = debug.getinfo(3, "Sl")
-  return info and string.format("%s:%d", info.short_src, info.currentline or 0) or "?"
+-- In place (Quix's _add_update): `node` extends self's branch, and self
+-- moves on to it.
+local function extend(self, node)
+  table.insert(self.node.children, node)
+  self.node = node
+  return self
 end
 
-local function check_fn(fn, op, opts)
+local FN_OPTIONS = { stateful = "boolean", metadata = "boolean" }
+local APPLY_OPTIONS = { stateful = "boolean", metadata = "boolean", expand = "boolean" }
+
+local function check_fn(fn, op, opts, spec)
   if type(fn) ~= "function" and not series.is_series(fn) then
-    error(string.format("StreamingDataFrame:%s expects a function, got %s", op, type(fn)), 3)
+    argcheck.fail("StreamingDataFrame:%s expects a function (or a Series), got %s", op, type(fn))
   end
-  if opts ~= nil and type(opts) ~= "table" then
-    error(string.format("StreamingDataFrame:%s: options must be a table", op), 3)
-  end
-  opts = opts or {}
+  opts = argcheck.options("StreamingDataFrame:" .. op, opts, spec or FN_OPTIONS)
   if opts.stateful then
-    error(string.format("StreamingDataFrame:%s: stateful functions are not supported yet", op), 3)
+    argcheck.fail("StreamingDataFrame:%s: stateful functions are not supported yet", op)
   end
   return opts
 end
 
 -- sdf:apply(fn, { expand =, metadata = }) -> the values fn returns.
 function SDF:apply(fn, opts)
-  opts = check_fn(fn, "apply", opts)
-  return derive(self, new_node("apply", { fn = fn, expand = opts.expand, metadata = opts.metadata, where = caller() }))
+  opts = check_fn(fn, "apply", opts, APPLY_OPTIONS)
+  return derive(self, new_node("apply", { fn = fn, expand = opts.expand, metadata = opts.metadata,
+    where = argcheck.where() }))
 end
 
 -- sdf:update(fn, { metadata = }): fn sees (and may mutate) the value; its
--- result is ignored and the value goes on.
+-- result is ignored and the value goes on. In place.
 function SDF:update(fn, opts)
   opts = check_fn(fn, "update", opts)
-  return derive(self, new_node("update", { fn = fn, metadata = opts.metadata, where = caller() }))
+  return extend(self, new_node("update", { fn = fn, metadata = opts.metadata, where = argcheck.where() }))
 end
 
 -- sdf:filter(fn, { metadata = }): only values for which fn is truthy go on.
 function SDF:filter(fn, opts)
   opts = check_fn(fn, "filter", opts)
-  return derive(self, new_node("filter", { fn = fn, metadata = opts.metadata, where = caller() }))
+  return derive(self, new_node("filter", { fn = fn, metadata = opts.metadata, where = argcheck.where() }))
 end
 
 -- Columns ------------------------------------------------------------------
@@ -87,7 +96,7 @@ end
 function SDF:contains(key)
   return setmetatable({ fn = function(value)
     return type(value) == "table" and value[key] ~= nil
-  end, name = "contains(" .. tostring(key) .. ")" }, series.Series)
+  end, name = "contains(" .. tostring(key) .. ")", where = argcheck.where() }, series.Series)
 end
 
 local function need_table(value, op, where)
@@ -97,33 +106,43 @@ local function need_table(value, op, where)
 end
 
 -- sdf:set("new", constant | Series | fn(value)): sets a field of the value
--- (Quix's sdf["new"] = ...).
+-- (Quix's sdf["new"] = ...). In place.
 function SDF:set(name, what)
-  if type(name) ~= "string" then error("StreamingDataFrame:set expects a column name", 2) end
+  if type(name) ~= "string" then
+    argcheck.fail("StreamingDataFrame:set expects a column name, got %s", type(name))
+  end
   local get
   if type(what) == "function" or series.is_series(what) then get = what
   else local constant = what; get = function() return constant end end
-  local where = caller()
-  return self:update(function(value)
+  local where = argcheck.where()
+  return extend(self, new_node("update", { where = where, fn = function(value)
     need_table(value, "set", where)
     value[name] = get(value)
-  end)
+  end }))
 end
 
-local function column_list(cols, op)
-  if type(cols) == "string" then return { cols } end
+-- Column names from a list or from several names.
+local function column_list(op, first, ...)
+  local cols = first
+  if type(first) == "string" then cols = { first, ... } end
   if type(cols) ~= "table" or #cols == 0 then
-    error(string.format("StreamingDataFrame:%s expects a column name or a list of them", op), 3)
+    argcheck.fail("StreamingDataFrame:%s expects a column name or a list of them", op)
+  end
+  for i, c in ipairs(cols) do
+    if type(c) ~= "string" then
+      argcheck.fail("StreamingDataFrame:%s: column %d is a %s, not a name", op, i, type(c))
+    end
   end
   return cols
 end
 
--- sdf:select{ "a", "b" }: a new value with those fields, in that order.
-function SDF:select(cols)
-  cols = column_list(cols, "select")
+-- sdf:select{ "a", "b" } (or select("a", "b")): a new value with those
+-- fields, in that order.
+function SDF:select(...)
+  local cols = column_list("select", ...)
   local order_mt = { __qhost_keys = cols }
-  local where = caller()
-  return self:apply(function(value)
+  local where = argcheck.where()
+  return derive(self, new_node("apply", { where = where, fn = function(value)
     need_table(value, "select", where)
     local out = {}
     for i = 1, #cols do
@@ -133,18 +152,16 @@ function SDF:select(cols)
       out[k] = v
     end
     return setmetatable(out, order_mt)
-  end)
+  end }))
 end
 
--- sdf:drop(cols, { errors = "raise" | "ignore" }): removes fields.
+-- sdf:drop(cols, { errors = "raise" | "ignore" }): removes fields. In place.
 function SDF:drop(cols, opts)
-  cols = column_list(cols, "drop")
-  local errors = opts and opts.errors or "raise"
-  if errors ~= "raise" and errors ~= "ignore" then
-    error('StreamingDataFrame:drop: errors must be "raise" or "ignore"', 2)
-  end
-  local where = caller()
-  return self:update(function(value)
+  cols = column_list("drop", cols)
+  opts = argcheck.options("StreamingDataFrame:drop", opts, { errors = "string" })
+  local errors = argcheck.one_of("StreamingDataFrame:drop", "errors", opts.errors or "raise", { "raise", "ignore" })
+  local where = argcheck.where()
+  return extend(self, new_node("update", { where = where, fn = function(value)
     need_table(value, "drop", where)
     for i = 1, #cols do
       local k = cols[i]
@@ -153,120 +170,128 @@ function SDF:drop(cols, opts)
       end
       value[k] = nil
     end
-  end)
+  end }))
 end
 
 -- sdf:fill{ x = 0 } or sdf:fill("a", "b"): missing or null fields get the
 -- default (null for names given alone), as Quix's fill(*columns, **mapping).
+-- In place.
 function SDF:fill(...)
   local defaults = {}
   for i = 1, select("#", ...) do
     local arg = select(i, ...)
     if type(arg) == "string" then defaults[arg] = codec.null
     elseif type(arg) == "table" then for k, v in pairs(arg) do defaults[k] = v end
-    else error("StreamingDataFrame:fill expects column names or a table of defaults", 2) end
+    else argcheck.fail("StreamingDataFrame:fill expects column names or a table of defaults, got %s", type(arg)) end
   end
-  local where = caller()
-  return self:update(function(value)
+  local where = argcheck.where()
+  return extend(self, new_node("update", { where = where, fn = function(value)
     need_table(value, "fill", where)
     for k, v in pairs(defaults) do
       local cur = value[k]
       if cur == nil or cur == codec.null then value[k] = v end
     end
-  end)
+  end }))
 end
 
 -- sdf:set_timestamp(fn(value, key, timestamp, headers) -> ms)
 function SDF:set_timestamp(fn)
   check_fn(fn, "set_timestamp")
-  return derive(self, new_node("set_timestamp", { fn = fn, where = caller() }))
+  return derive(self, new_node("set_timestamp", { fn = fn, where = argcheck.where() }))
 end
 
 -- sdf:set_headers(fn(value, key, timestamp, headers) -> headers)
 function SDF:set_headers(fn)
   check_fn(fn, "set_headers")
-  return derive(self, new_node("set_headers", { fn = fn, where = caller() }))
+  return derive(self, new_node("set_headers", { fn = fn, where = argcheck.where() }))
 end
 
--- sdf:group_by(column or fn(value), { name = }): re-keys the messages by
--- the column's (or fn's) value, Quix's group_by. Across partitions that
--- means going through Kafka: the messages are produced to the topic
--- repartition__<consumer_group>--<input topic>--<name> with the new key,
--- and the returned dataframe consumes it. An input of one partition is
--- re-keyed in process, as no message changes owner.
+local GROUP_BY_OPTIONS = { name = "string", key_serializer = "string|table", value_serializer = "string|table",
+                           key_deserializer = "string|table", value_deserializer = "string|table" }
+
+-- sdf:group_by(column or fn(value), { name =, key_serializer = "json", ... }):
+-- re-keys the messages by the column's (or fn's) value, Quix's group_by.
+-- Across partitions that means going through Kafka: the messages are
+-- produced to the topic repartition__<consumer_group>--<input topic>--<name>
+-- with the new key, and the returned dataframe consumes it. An input of one
+-- partition is re-keyed in process, as no message changes owner.
 function SDF:group_by(by, opts)
-  opts = opts or {}
+  opts = argcheck.options("StreamingDataFrame:group_by", opts, GROUP_BY_OPTIONS)
   local name, key_of = opts.name, nil
+  local where = argcheck.where()
   if type(by) == "string" then
     name = name or by
     key_of = function(value)
-      if type(value) ~= "table" then error("group_by: the value is a " .. type(value) .. ", not a table", 0) end
+      need_table(value, "group_by", where)
       return value[by]
     end
   elseif type(by) == "function" then
-    if type(name) ~= "string" then error("StreamingDataFrame:group_by with a function needs { name = }", 2) end
+    if type(name) ~= "string" then argcheck.fail("StreamingDataFrame:group_by with a function needs { name = }") end
     key_of = by
   else
-    error("StreamingDataFrame:group_by expects a column name or a function", 2)
+    argcheck.fail("StreamingDataFrame:group_by expects a column name or a function, got %s", type(by))
   end
-  if not self.app or self.topic:num_partitions() == 1 then
+  local app = rawget(self, "app")
+  if not app or self.topic:num_partitions() == 1 then
     return derive(self, new_node("rekey", { fn = key_of }))
   end
-  local repartition = self.app:topic(
-    string.format("repartition__%s--%s--%s", self.app.consumer_group, self.topic.name, name), {
+  local repartition = app:topic(
+    string.format("repartition__%s--%s--%s", app.consumer_group, self.topic.name, name), {
       config = topic_mod.TopicConfig{ num_partitions = self.topic:num_partitions() },
-      key_serializer = "json", key_deserializer = "json",
-      value_serializer = "json", value_deserializer = "json",
+      key_serializer = opts.key_serializer or "json", key_deserializer = opts.key_deserializer or "json",
+      value_serializer = opts.value_serializer or "json", value_deserializer = opts.value_deserializer or "json",
     })
   -- The hand-over to the repartition topic is not an output of the app.
   derive(self, new_node("to_topic", { topic = repartition, key = key_of, internal = true }))
-  return self.app:dataframe(repartition)
+  return app:dataframe(repartition)
 end
 
--- sdf:print{ pretty = true, metadata = false }
+-- sdf:print{ pretty = true, metadata = false }. In place.
 function SDF:print(opts)
-  opts = opts or {}
+  opts = argcheck.options("StreamingDataFrame:print", opts, { pretty = "boolean", metadata = "boolean" })
   local pretty = opts.pretty
   if pretty == nil then pretty = true end
-  return derive(self, new_node("print", { pretty = pretty, metadata = opts.metadata and true or false }))
+  return extend(self, new_node("print", { pretty = pretty, metadata = opts.metadata and true or false }))
 end
 
--- sdf:print_table{ size = 5, title =, metadata = false, columns =, live_slowdown = 0.5 }
+local PRINT_TABLE_OPTIONS = { size = "integer", title = "string", metadata = "boolean", timeout = "number",
+                              live = "boolean", live_slowdown = "number", columns = "table",
+                              column_widths = "table" }
+
+-- sdf:print_table{ size = 5, title =, metadata = true, timeout = 5, live = true,
+-- live_slowdown = 0.5, columns =, column_widths = } (Quix's defaults; see
+-- qhost.table_printer). In place.
 function SDF:print_table(opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then error("StreamingDataFrame:print_table expects a table of options", 2) end
-  return derive(self, new_node("print_table", { opts = opts }))
+  opts = argcheck.options("StreamingDataFrame:print_table", opts, PRINT_TABLE_OPTIONS)
+  if opts.size and opts.size < 1 then argcheck.fail("StreamingDataFrame:print_table: size must be >= 1") end
+  if opts.columns and #opts.columns > 0 then column_list("print_table", opts.columns) end
+  return extend(self, new_node("print_table", { opts = opts }))
 end
 
 -- sdf:to_topic(topic, { key = fn(value) -> new key }); `topic` may also be
--- fn(value, key, timestamp, headers) -> Topic, choosing per message.
+-- fn(value, key, timestamp, headers) -> Topic, choosing per message. In place.
 function SDF:to_topic(topic, opts)
+  opts = argcheck.options("StreamingDataFrame:to_topic", opts, { key = "function" })
   if type(topic) == "function" then
-    opts = opts or {}
-    if opts.key ~= nil and type(opts.key) ~= "function" then
-      error("StreamingDataFrame:to_topic: key must be a function", 2)
-    end
-    return derive(self, new_node("to_topic", { choose = topic, key = opts.key, where = caller() }))
+    return extend(self, new_node("to_topic", { choose = topic, key = opts.key, where = argcheck.where() }))
   end
   if not topic_mod.is_topic(topic) then
-    error("StreamingDataFrame:to_topic expects a Topic (from app:topic) or a function returning one", 2)
+    argcheck.fail("StreamingDataFrame:to_topic expects a Topic (from app:topic) or a function returning one, got %s",
+      type(topic))
   end
-  opts = opts or {}
-  if opts.key ~= nil and type(opts.key) ~= "function" then
-    error("StreamingDataFrame:to_topic: key must be a function", 2)
-  end
-  if self.app then self.app:_register_output(topic) end
-  return derive(self, new_node("to_topic", { topic = topic, key = opts.key }))
+  local app = rawget(self, "app")
+  if app then app:_register_output(topic) end
+  return extend(self, new_node("to_topic", { topic = topic, key = opts.key }))
 end
 
 -- sdf:concat(other) -> one dataframe fed by both: the messages of each go
 -- on through what follows, in the order each arrives (Quix's concat).
 function SDF:concat(other)
   if not dataframe.is_dataframe(other) then
-    error("StreamingDataFrame:concat expects a StreamingDataFrame", 2)
+    argcheck.fail("StreamingDataFrame:concat expects a StreamingDataFrame, got %s", type(other))
   end
   if other.app ~= self.app then
-    error("StreamingDataFrame:concat: both dataframes must belong to the same Application", 2)
+    argcheck.fail("StreamingDataFrame:concat: both dataframes must belong to the same Application")
   end
   local node = new_node("root")
   table.insert(other.node.children, node)
@@ -274,12 +299,26 @@ function SDF:concat(other)
 end
 
 -- sdf:sink(sink): hands every message to a sink (BaseSink and subclasses).
--- Terminal, as in Quix: it returns nothing to chain on.
+-- Terminal, as in Quix: it returns nothing to chain on, and the dataframe
+-- it is called on stays where it was (a branch of its own).
 function SDF:sink(sink)
   if not sinks.is_sink(sink) then
-    error("StreamingDataFrame:sink expects a sink (qhost.sinks.BaseSink or a subclass)", 2)
+    argcheck.fail("StreamingDataFrame:sink expects a sink (qhost.sinks.BaseSink or a subclass), got %s", type(sink))
   end
   derive(self, new_node("sink", { sink = sink }))
+end
+
+-- Not built yet -----------------------------------------------------------
+-- Windows and joins are in the API (Quix's names) but not built: a
+-- pipeline that uses them fails where it asks for them, at the user's line,
+-- rather than with "attempt to call a nil value".
+for _, name in ipairs({ "tumbling_window", "hopping_window", "sliding_window", "tumbling_count_window",
+                        "hopping_count_window", "sliding_count_window", "join_asof", "join_interval",
+                        "join_lookup" }) do
+  SDF[name] = function()
+    error(string.format("StreamingDataFrame:%s is not supported yet: qhost has no %s so far", name,
+      name:find("join") and "joins" or "windows"), 2)
+  end
 end
 
 -- Compiling -----------------------------------------------------------------
@@ -292,7 +331,63 @@ local function json_or_null(v)
   return v
 end
 
--- The text `print` writes for one message.
+-- Text that is not UTF-8 written as Python's bytes.decode("utf-8",
+-- "backslashreplace") writes it: each byte of a bad sequence becomes the
+-- four characters \xNN, so "\255ab" prints as "\\xffab" in JSON.
+local function backslashreplace(s)
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local len = c < 0x80 and 1 or (c >= 0xC2 and c <= 0xDF) and 2 or (c >= 0xE0 and c <= 0xEF) and 3
+      or (c >= 0xF0 and c <= 0xF4) and 4 or 0
+    local ok = len > 0 and i + len - 1 <= n
+    for j = i + 1, ok and i + len - 1 or 0 do
+      local b = s:byte(j)
+      if b < 0x80 or b > 0xBF then ok = false break end
+    end
+    if ok and len >= 3 then   -- overlong forms, surrogates, beyond U+10FFFF
+      local b2 = s:byte(i + 1)
+      if (c == 0xE0 and b2 < 0xA0) or (c == 0xED and b2 > 0x9F) or (c == 0xF0 and b2 < 0x90)
+        or (c == 0xF4 and b2 > 0x8F) then ok = false end
+    end
+    if ok then
+      out[#out + 1] = s:sub(i, i + len - 1)
+      i = i + len
+    else
+      out[#out + 1] = string.format("\\x%02x", c)
+      i = i + 1
+    end
+  end
+  return table.concat(out)
+end
+
+-- A copy of v that JSON can always hold: strings that are not UTF-8 as
+-- above, values JSON has no form for (functions, userdata) as their
+-- tostring text. Only taken when the plain encoding failed.
+local function printable(v, depth)
+  local t = type(v)
+  if t == "string" then return backslashreplace(v) end
+  if t == "number" or t == "boolean" or v == codec.null then return v end
+  if t == "cdata" and codec.json_encode(v) then return v end
+  if t ~= "table" or depth > 100 then return tostring(v) end
+  local out = {}
+  for k, x in pairs(v) do
+    if type(k) == "string" then k = backslashreplace(k) end
+    out[k] = printable(x, depth + 1)
+  end
+  local mt = getmetatable(v)
+  -- Keep the key order of a decoded object, unless a key had to change.
+  if mt and mt.__qhost_keys then
+    for _, k in ipairs(mt.__qhost_keys) do
+      if type(k) == "string" and backslashreplace(k) ~= k then mt = nil break end
+    end
+  end
+  return setmetatable(out, mt)
+end
+
+-- The text `print` writes for one message. Printing is never fatal: a
+-- message JSON cannot hold as it is (a key of bytes that are not UTF-8,
+-- say) is printed through `printable`.
 function dataframe.format_print(pretty, metadata, value, key, timestamp, headers)
   local obj
   if metadata then
@@ -301,10 +396,12 @@ function dataframe.format_print(pretty, metadata, value, key, timestamp, headers
   else
     obj = setmetatable({ value = json_or_null(value) }, VALUE_ONLY_MT)
   end
-  local text, err
-  if pretty then text, err = codec.json_encode_pretty(obj, 2)
-  else text, err = codec.json_encode(obj) end
-  if not text then error("print: cannot encode the message as JSON: " .. err, 0) end
+  local encode = pretty and codec.json_encode_pretty or codec.json_encode
+  local text = encode(obj, 2)
+  if text then return text end
+  local err
+  text, err = encode(printable(obj, 0), 2)
+  if not text then text = string.format('{"print_error":"%s"}', tostring(err):gsub('[%c"\\]', "?")) end
   return text
 end
 
@@ -419,9 +516,20 @@ function builders.sink(node, nxt, rt)
 end
 
 function builders.print_table(node, nxt, rt)
-  local show = require("qhost.table_printer").new(node.opts, rt.write, rt.is_tty)
+  local opts = node.opts
+  local metadata = opts.metadata ~= false
+  local columns = opts.columns
+  if columns and metadata then
+    columns = { "_key", "_timestamp", unpack(columns) }
+  end
+  local printer = rt.printer()
+  printer:configure_live(opts.live, opts.live_slowdown)
+  local shown = printer:add_table{ size = opts.size, title = opts.title, timeout = opts.timeout,
+                                   columns = columns, column_widths = opts.column_widths }
+  local row_of, now = require("qhost.table_printer").row_of, rt.now
   return function(value, key, timestamp, headers)
-    show(value, key, timestamp)
+    local names, values = row_of(value, key, timestamp, metadata)
+    shown:add_row(names, values, now())
     return nxt(value, key, timestamp, headers)
   end
 end
@@ -463,25 +571,50 @@ function dataframe.compile(sdf, rt)
   return compile_node(sdf.root, rt)
 end
 
--- sdf:test(value, { key, timestamp, headers }) -> outputs, with no Kafka:
--- a list of the values reaching the ends of the pipeline. Messages sent to
--- topics are listed in the second result as { topic, key, value }.
+-- sdf:test(value, { key =, timestamp =, headers =, metadata = }) -> outputs,
+-- with no Kafka: the values reaching the ends of the pipeline (all of its
+-- branches, as Quix's test), or with metadata = true tables { value =,
+-- key =, timestamp =, headers = }. Messages sent to topics are listed in
+-- the second result as { topic, key, value } (and timestamp, headers with
+-- metadata = true).
 function SDF:test(value, opts)
-  opts = opts or {}
+  opts = argcheck.options("StreamingDataFrame:test", opts,
+    { key = "any", timestamp = "number", headers = "table", metadata = "boolean" })
   local outputs, produced = {}, {}
+  local leaf
+  if opts.metadata then
+    leaf = function(v, k, ts, h) outputs[#outputs + 1] = { value = v, key = k, timestamp = ts, headers = h } end
+  else
+    leaf = function(v) outputs[#outputs + 1] = v end
+  end
+  local table_printer
   local rt = {
     ctx = { topic = self.topic and self.topic.name or "test", partition = 0, offset = 0 },
     add_sink = function() end,
-    leaf = function(v) outputs[#outputs + 1] = v end,
+    leaf = leaf,
+    now = os.clock,
+    printer = function()
+      table_printer = table_printer or require("qhost.table_printer").new(function(text)
+        io.stdout:write(text, "\n")
+      end, false, nil)
+      return table_printer
+    end,
     write = function(text) io.stdout:write(text, "\n") end,
-    produce = function(topic, v, k)
-      produced[#produced + 1] = { topic = topic.name, key = k, value = v }
+    produce = function(topic, v, k, ts, h)
+      local msg = { topic = topic.name, key = k, value = v }
+      if opts.metadata then msg.timestamp, msg.headers = ts, h end
+      produced[#produced + 1] = msg
     end,
   }
   local process = dataframe.compile(self, rt)
   process(value, opts.key, opts.timestamp or 0, opts.headers)
+  if table_printer then table_printer:tick(rt.now(), true) end
   return outputs, produced
 end
+
+-- Misuse a Lua user makes easily gets an error that says what to write:
+-- a dot instead of a colon (sdf.apply(f)) and a misspelled method.
+argcheck.guard_methods(SDF, "StreamingDataFrame", "sdf")
 
 dataframe.StreamingDataFrame = SDF
 return dataframe

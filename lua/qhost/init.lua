@@ -5,12 +5,34 @@ local codec = require("qhost.codec")
 local host = require("qhost.host")
 local topic = require("qhost.topic")
 
+-- A namespace of the API that is not built yet: any name in it raises,
+-- at the user's line, saying so.
+local function not_yet(namespace, what)
+  return setmetatable({}, { __index = function(_, name)
+    error(string.format("qhost.%s.%s is not supported yet: qhost has no %s so far", namespace, tostring(name),
+      what), 2)
+  end })
+end
+
+-- qhost.sleep(seconds) -> true, or false when a stop (Ctrl-C, SIGTERM, the
+-- supervisor stopping a source) cut it short: for sources and pipeline
+-- functions that poll something.
+local function sleep(seconds)
+  if type(seconds) ~= "number" then
+    require("qhost.argcheck").fail("qhost.sleep expects a number of seconds, got %s", type(seconds))
+  end
+  return host.sleep_unless_stopped(seconds)
+end
+
 local qhost = {
+  sleep = sleep,
   version = host.version,
   Application = app.Application,
   TopicConfig = topic.TopicConfig,
   sources = require("qhost.sources"),
   sinks = require("qhost.sinks"),
+  agg = not_yet("agg", "window aggregations"),
+  lookups = not_yet("lookups", "lookup joins"),
   json = {
     encode = codec.json_encode,
     encode_pretty = codec.json_encode_pretty,

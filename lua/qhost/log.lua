@@ -18,6 +18,10 @@ function log.set_level(name)
   threshold = level
 end
 
+function log.is_level(name)
+  return LEVELS[string.upper(tostring(name))] ~= nil
+end
+
 function log.level_name()
   for name, value in pairs(LEVELS) do
     if value == threshold and name ~= "WARN" then return name end
@@ -40,10 +44,23 @@ local function emit(level, fmt, ...)
   io.stderr:write(os.date("%Y-%m-%d %H:%M:%S"), " ", level, " ", prefix, ": ", msg, "\n")
 end
 
-function log.debug(fmt, ...) emit("DEBUG", fmt, ...) end
-function log.info(fmt, ...) emit("INFO", fmt, ...) end
-function log.warning(fmt, ...) emit("WARNING", fmt, ...) end
-function log.error(fmt, ...) emit("ERROR", fmt, ...) end
+-- Both log.info(fmt, ...) and log:info(fmt, ...) work: the error
+-- callbacks get this module as their `logger`, and API.md's rule is
+-- methods with a colon.
+local function level_fn(level)
+  return function(fmt, ...)
+    if fmt == log then return emit(level, ...) end
+    return emit(level, fmt, ...)
+  end
+end
+
+log.debug = level_fn("DEBUG")
+log.info = level_fn("INFO")
+log.warning = level_fn("WARNING")
+log.warn = log.warning
+log.error = level_fn("ERROR")
+log.critical = level_fn("CRITICAL")
+log.exception = log.error
 
 -- librdkafka's log_level for our level: its INFO chatter only at DEBUG.
 function log.librdkafka_level()

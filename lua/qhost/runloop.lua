@@ -68,7 +68,7 @@ return function(app, opts)
   app:_connect()
   app:_prepare_topics()
 
-  local embedded = app._mock ~= nil
+  local embedded = app._mock and true or false
   local outputs, output_count = {}, 0
   local ctx = { topic = "", partition = 0, offset = 0 }
   local stop_reason     -- an error text that ends the run with a raise
@@ -108,6 +108,13 @@ return function(app, opts)
         outputs[#outputs + 1] = value
       end
     end
+  end
+  rt.now = host.monotonic
+  -- print_table's tables, shared by the whole pipeline (created on first use).
+  local table_printer
+  function rt.printer()
+    table_printer = table_printer or require("qhost.table_printer").new(rt.write, rt.is_tty, host.term_width(1))
+    return table_printer
   end
   local stdout = io.stdout
   function rt.write(text)
@@ -412,6 +419,7 @@ return function(app, opts)
                       or (app.commit_every > 0 and since_checkpoint >= app.commit_every)) then
           checkpoint()
         end
+        if table_printer then table_printer:tick(now) end
         if count_limit and output_count >= count_limit then break end
         if idle_timeout and now - last_message >= idle_timeout then break end
       else
@@ -436,6 +444,8 @@ return function(app, opts)
 
   local ok, err = xpcall(loop, debug.traceback)
   if not ok then stop_reason = err end
+  -- What print_table collected is shown before the app ends.
+  if table_printer then pcall(table_printer.tick, table_printer, host.monotonic(), true) end
 
   -- Graceful stop: sources first (they may still be producing), then the
   -- last checkpoint, then the clients. What was processed is committed even
@@ -449,8 +459,8 @@ return function(app, opts)
   end
   if consumer then consumer:close() end
   if producer then producer:close() end
-  if app._admin then app._admin:close(); app._admin = nil end
-  if app._mock then app._mock:close(); app._mock = nil end
+  if app._admin then app._admin:close(); app._admin = false end
+  if app._mock then app._mock:close(); app._mock = false end
   io.stdout:flush()
   if stop_reason then error(stop_reason, 0) end
   if C.qh_ffi_stop_requested() > 0 then

@@ -28,6 +28,7 @@ local function run_script(argv)
   local chunk, err = loadfile(script)
   if not chunk then error(err, 0) end
   chunk(unpack(args))
+  if not spec then app_mod.warn_unrun() end
   if spec then
     error(string.format("source %s '%s': the app script %s ended without calling app:run(), "
       .. "so the source could not start", spec.class, tostring(spec.fields.name), script), 0)

@@ -2,9 +2,14 @@
 -- Each is { encode = fn(value) -> bytes | nil, err,
 --           decode = fn(bytes) -> value | nil, err }.
 -- A Kafka null (nil) passes through both ways untouched.
+local argcheck = require("qhost.argcheck")
 local codec = require("qhost.codec")
 
 local serializers = {}
+
+local ffi = require("ffi")
+local INT64, UINT64 = ffi.typeof("int64_t"), ffi.typeof("uint64_t")
+local function is_int64(v) return ffi.istype(INT64, v) or ffi.istype(UINT64, v) end
 
 local function expect_string(kind)
   return function(value)
@@ -20,18 +25,27 @@ local NAMED = {
   string = { encode = expect_string("string"), decode = identity },
   bytes = { encode = expect_string("bytes"), decode = identity },
   int = {
+    -- pack_int returns nil, err for a number that is not a 32-bit integer:
+    -- both results are passed on, so the error is never lost (a lost one
+    -- turned into a null value, i.e. a tombstone).
     encode = function(value)
-      if type(value) ~= "number" then
-        return nil, "int serializer expects a number, got " .. type(value)
+      if type(value) == "cdata" and is_int64(value) then
+        if value < -2147483648 or value > 2147483647 then
+          return nil, "int value must be an integer from -2147483648 to 2147483647, got "
+            .. tostring(value):gsub("U?LL$", "")
+        end
+        value = tonumber(value)
       end
-      local ok, packed = pcall(codec.pack_int, value)
-      if not ok then return nil, packed end
-      return packed
+      if type(value) ~= "number" then
+        return nil, "int serializer expects an integer, got " .. type(value)
+      end
+      return codec.pack_int(value)
     end,
     decode = codec.unpack_int,
   },
   double = {
     encode = function(value)
+      if type(value) == "cdata" and is_int64(value) then value = tonumber(value) end
       if type(value) ~= "number" then
         return nil, "double serializer expects a number, got " .. type(value)
       end
@@ -43,6 +57,15 @@ local NAMED = {
 NAMED.str = NAMED.string
 NAMED.integer = NAMED.int
 
+-- A user's function that raises fails like a built-in one: nil, err.
+local function protected(fn)
+  return function(x)
+    local ok, result, err = pcall(fn, x)
+    if not ok then return nil, tostring(result) end
+    return result, err
+  end
+end
+
 -- serializers.get(spec, what) -> serializer. `spec` is a name of API.md or
 -- a table with encode/decode (or serialize/deserialize) functions. Raises
 -- on an unknown name; `what` names the option for the message.
@@ -50,21 +73,32 @@ function serializers.get(spec, what)
   if type(spec) == "string" then
     local s = NAMED[spec]
     if not s then
-      error(string.format("%s: unknown serializer %q (json, string, str, bytes, int, integer, double)",
-        what, spec), 3)
+      local hint = argcheck.closest(spec, { "json", "string", "str", "bytes", "int", "integer", "double" })
+      argcheck.fail("%s: unknown serializer %q%s (json, string, str, bytes, int, integer, double)", what, spec,
+        hint and string.format("; did you mean %q?", hint) or "")
     end
     return s
   elseif type(spec) == "table" then
     local encode = spec.encode or spec.serialize
     local decode = spec.decode or spec.deserialize
-    return { encode = encode or expect_string(what), decode = decode or identity }
+    return { encode = encode and protected(encode) or expect_string(what),
+             decode = decode and protected(decode) or identity }
   end
-  error(string.format("%s: a serializer is a name or a table, got %s", what, type(spec)), 3)
+  argcheck.fail("%s: a serializer is a name or a table, got %s", what, type(spec))
 end
 
+-- serializers.encode(s, value) -> bytes | nil, err. A failure is always
+-- an error, never a silent nil (which Kafka reads as a null): a custom
+-- serializer that raises, returns nothing, or returns a non-string is
+-- reported as such (custom ones run protected, see serializers.get).
 function serializers.encode(s, value)
   if value == nil then return nil end
-  return s.encode(value)
+  local bytes, err = s.encode(value)
+  if bytes == nil then return nil, tostring(err or "the serializer returned nothing") end
+  if type(bytes) ~= "string" then
+    return nil, "the serializer returned a " .. type(bytes) .. ", not bytes (a string)"
+  end
+  return bytes
 end
 
 function serializers.decode(s, bytes)

@@ -3,6 +3,7 @@
 -- the value; arithmetic metamethods and the methods below build new
 -- expressions; a Series is called with the value to evaluate it, so it can
 -- stand wherever a function of the value can (filter, apply, set).
+local argcheck = require("qhost.argcheck")
 local codec = require("qhost.codec")
 
 local series = {}
@@ -11,8 +12,10 @@ local Series = {}
 Series.__index = Series
 Series.__name = "StreamingSeries"
 
-local function wrap(fn, name)
-  return setmetatable({ fn = fn, name = name }, Series)
+-- `where` is the user's line that built the expression, for the errors it
+-- raises while evaluating (which happen later, per message).
+local function wrap(fn, name, where)
+  return setmetatable({ fn = fn, name = name, where = where }, Series)
 end
 
 function series.is_series(x)
@@ -31,16 +34,19 @@ local function describe(x)
 end
 
 -- series.col(name) -> Series of value[name]
+-- A missing field reads as nil (so isnull/notnull/eq work on it); the
+-- operations that need a value say which column was missing.
 function series.col(name)
   if type(name) ~= "string" and type(name) ~= "number" then
-    error("StreamingDataFrame:col expects a column name", 3)
+    argcheck.fail("StreamingDataFrame:col expects a column name, got %s", type(name))
   end
+  local where = argcheck.where()
   return wrap(function(value)
     if type(value) ~= "table" then
-      error(string.format("column %s: the value is a %s, not a table", describe(name), type(value)), 0)
+      error(string.format("col(%s) (%s): the value is a %s, not a table", describe(name), where, type(value)), 0)
     end
     return value[name]
-  end, "col(" .. describe(name) .. ")")
+  end, "col(" .. describe(name) .. ")", where)
 end
 
 function Series:__call(value)
@@ -51,42 +57,86 @@ function Series:__tostring()
   return "StreamingSeries " .. self.name
 end
 
+local function is_null(x) return x == nil or x == codec.null end
+
+local function is_number(x) return type(x) == "number" or type(x) == "cdata" end
+
+-- Raises the error of an operation whose operand (a, valued x) is not what
+-- it needs, naming the expression, the operand and the user's line.
+local function bad_operand(expr, where, a, x, need)
+  local what = x == nil and "missing (nil)" or x == codec.null and "null" or "a " .. type(x)
+  error(string.format("%s (%s): %s is %s, not %s", expr, where, describe(a), what, need), 0)
+end
+
 -- Arithmetic: either side may be a constant.
-local function binary(symbol, op)
+local function binary(symbol, op, check, need)
   return function(a, b)
     local fa, fb = getter(a), getter(b)
-    return wrap(function(value) return op(fa(value), fb(value)) end,
-      "(" .. describe(a) .. " " .. symbol .. " " .. describe(b) .. ")")
+    local name = "(" .. describe(a) .. " " .. symbol .. " " .. describe(b) .. ")"
+    local where = argcheck.where()
+    return wrap(function(value)
+      local x, y = fa(value), fb(value)
+      if not check(x) then bad_operand(name, where, a, x, need) end
+      if not check(y) then bad_operand(name, where, b, y, need) end
+      return op(x, y)
+    end, name, where)
   end
 end
 
-Series.__add = binary("+", function(x, y) return x + y end)
-Series.__sub = binary("-", function(x, y) return x - y end)
-Series.__mul = binary("*", function(x, y) return x * y end)
-Series.__div = binary("/", function(x, y) return x / y end)
-Series.__mod = binary("%", function(x, y) return x % y end)
-Series.__concat = binary("..", function(x, y) return x .. y end)
+local function is_text(x) return type(x) == "string" or type(x) == "number" end
+
+Series.__add = binary("+", function(x, y) return x + y end, is_number, "a number")
+Series.__sub = binary("-", function(x, y) return x - y end, is_number, "a number")
+Series.__mul = binary("*", function(x, y) return x * y end, is_number, "a number")
+Series.__div = binary("/", function(x, y) return x / y end, is_number, "a number")
+Series.__mod = binary("%", function(x, y) return x % y end, is_number, "a number")
+Series.__concat = binary("..", function(x, y) return x .. y end, is_text, "a string or number")
 Series.__unm = function(a)
   local fa = a.fn
-  return wrap(function(value) return -fa(value) end, "-" .. a.name)
+  local name, where = "-" .. a.name, argcheck.where()
+  return wrap(function(value)
+    local x = fa(value)
+    if not is_number(x) then bad_operand(name, where, a, x, "a number") end
+    return -x
+  end, name, where)
 end
 
-local function method(name, op)
+local function method(name, op, check, need)
   Series[name] = function(self, other)
+    if not series.is_series(self) then
+      argcheck.fail("StreamingSeries:%s: call it with a colon (series:%s(x))", name, name)
+    end
     local fs, fo = self.fn, getter(other)
-    return wrap(function(value) return op(fs(value), fo(value)) end,
-      self.name .. ":" .. name .. "(" .. describe(other) .. ")")
+    local expr = self.name .. ":" .. name .. "(" .. describe(other) .. ")"
+    local where = argcheck.where()
+    if not check then
+      return wrap(function(value) return op(fs(value), fo(value)) end, expr, where)
+    end
+    return wrap(function(value)
+      local x, y = fs(value), fo(value)
+      if not check(x, y) then
+        if is_null(x) then bad_operand(expr, where, self, x, need) end
+        if is_null(y) then bad_operand(expr, where, other, y, need) end
+        error(string.format("%s (%s): cannot compare %s (a %s) with %s (a %s)", expr, where, describe(self),
+          type(x), describe(other), type(y)), 0)
+      end
+      return op(x, y)
+    end, expr, where)
   end
 end
 
-local function is_null(x) return x == nil or x == codec.null end
+-- Ordering compares two numbers or two strings, as Python does.
+local function comparable(x, y)
+  return (is_number(x) and is_number(y)) or (type(x) == "string" and type(y) == "string")
+end
 
 method("eq", function(x, y) return x == y end)
 method("ne", function(x, y) return x ~= y end)
-method("lt", function(x, y) return x < y end)
-method("le", function(x, y) return x <= y end)
-method("gt", function(x, y) return x > y end)
-method("ge", function(x, y) return x >= y end)
+local ORDERED = "comparable (two numbers or two strings)"
+method("lt", function(x, y) return x < y end, comparable, ORDERED)
+method("le", function(x, y) return x <= y end, comparable, ORDERED)
+method("gt", function(x, y) return x > y end, comparable, ORDERED)
+method("ge", function(x, y) return x >= y end, comparable, ORDERED)
 -- Logical and/or on truthiness (Quix's & and |).
 method("and_", function(x, y) return (x and y) and true or false end)
 method("or_", function(x, y) return (x or y) and true or false end)
@@ -107,7 +157,7 @@ method("contains", series.contains)
 
 -- isin(list): the value is one of the list's items.
 function Series:isin(list)
-  if type(list) ~= "table" then error("StreamingSeries:isin expects a list", 2) end
+  if type(list) ~= "table" then argcheck.fail("StreamingSeries:isin expects a list, got %s", type(list)) end
   local set = {}
   for _, v in ipairs(list) do set[v] = true end
   local fs = self.fn
@@ -131,12 +181,18 @@ end
 
 function Series:abs()
   local fs = self.fn
-  return wrap(function(value) return math.abs(fs(value)) end, self.name .. ":abs()")
+  local name, where = self.name .. ":abs()", argcheck.where()
+  return wrap(function(value)
+    local x = fs(value)
+    if type(x) == "cdata" then return x < 0 and -x or x end
+    if type(x) ~= "number" then bad_operand(name, where, self, x, "a number") end
+    return math.abs(x)
+  end, name, where)
 end
 
 -- apply(fn): fn of the series' result.
 function Series:apply(fn)
-  if type(fn) ~= "function" then error("StreamingSeries:apply expects a function", 2) end
+  if type(fn) ~= "function" then argcheck.fail("StreamingSeries:apply expects a function, got %s", type(fn)) end
   local fs = self.fn
   return wrap(function(value) return fn(fs(value)) end, self.name .. ":apply(fn)")
 end

@@ -4,6 +4,7 @@
 -- partition at each checkpoint, before the offsets are committed: a flush
 -- that raises aborts the checkpoint, so nothing is committed past data the
 -- sink did not take and those messages are processed again.
+local argcheck = require("qhost.argcheck")
 local codec = require("qhost.codec")
 
 local sinks = {}
@@ -35,6 +36,11 @@ end
 -- last one.
 function BaseSink:flush(topic, partition) end -- luacheck: ignore
 
+-- Called when what was added for a topic partition since the last flush
+-- must not be written: its messages will be processed again by whoever
+-- owns the partition next. A sink that keeps data per partition drops it.
+function BaseSink:discard(topic, partition) end -- luacheck: ignore
+
 function sinks.is_sink(x)
   local mt = getmetatable(x)
   while type(mt) == "table" do
@@ -45,8 +51,11 @@ function sinks.is_sink(x)
 end
 
 -- BatchingSink: collects per topic partition; write(batch) gets them at
--- the flush. batch = { topic =, partition =, items = { { value, key,
--- timestamp, headers, offset }, ... } }.
+-- the flush. As Quix's SinkBatch, the batch is the list of its items
+-- (`for _, item in ipairs(batch)`, `#batch`), each { value =, key =,
+-- timestamp =, headers =, offset = }, with the fields topic, partition,
+-- size and start_offset (the first item's offset). batch.items is the same
+-- list, by its older name.
 local BatchingSink = BaseSink:extend("BatchingSink")
 
 function BatchingSink:init()
@@ -58,21 +67,30 @@ function BatchingSink:add(value, key, timestamp, headers, topic, partition, offs
   if not by_topic then by_topic = {}; self._batches[topic] = by_topic end
   local batch = by_topic[partition]
   if not batch then
-    batch = { topic = topic, partition = partition, items = {} }
+    batch = { topic = topic, partition = partition, size = 0, start_offset = offset }
+    batch.items = batch
     by_topic[partition] = batch
   end
-  local items = batch.items
-  items[#items + 1] = { value = value, key = key, timestamp = timestamp, headers = headers, offset = offset }
+  local size = batch.size + 1
+  batch[size] = { value = value, key = key, timestamp = timestamp, headers = headers, offset = offset }
+  batch.size = size
 end
 
 function BatchingSink:flush(topic, partition)
   local by_topic = self._batches[topic]
   local batch = by_topic and by_topic[partition]
-  if not batch or #batch.items == 0 then return end
+  if not batch or batch.size == 0 then return end
   -- Only a written batch is dropped: a failed write keeps it, but the
   -- checkpoint fails and the app stops, so it is processed again anyway.
   self:write(batch)
   by_topic[partition] = nil
+end
+
+-- Drops what was collected for a partition without writing it (the
+-- partition was revoked, or its messages will be processed again).
+function BatchingSink:discard(topic, partition)
+  local by_topic = self._batches[topic]
+  if by_topic then by_topic[partition] = nil end
 end
 
 function BatchingSink:write(batch) -- luacheck: ignore
@@ -84,12 +102,16 @@ end
 -- when the file is new or empty.
 local CSVSink = BatchingSink:extend("CSVSink")
 
+local CSV_SINK_OPTIONS = { path = "string", delimiter = "string", key_serializer = "function",
+                           value_serializer = "function" }
+
 function CSVSink:init(opts)
+  if getmetatable(self) == CSVSink then argcheck.options("CSVSink", opts, CSV_SINK_OPTIONS) end
   BatchingSink.init(self, opts)
-  if type(opts.path) ~= "string" or opts.path == "" then error("CSVSink: path must be a file path", 4) end
+  if type(opts.path) ~= "string" or opts.path == "" then argcheck.fail("CSVSink: path must be a file path") end
   self.delimiter = opts.delimiter or ","
   if type(self.delimiter) ~= "string" or #self.delimiter ~= 1 then
-    error("CSVSink: delimiter must be a single character", 4)
+    argcheck.fail("CSVSink: delimiter must be a single character")
   end
 end
 
@@ -116,7 +138,7 @@ function CSVSink:write(batch)
   if f:seek("end") == 0 then
     lines[1] = table.concat({ "key", "value", "timestamp", "topic", "partition", "offset" }, d)
   end
-  for _, item in ipairs(batch.items) do
+  for _, item in ipairs(batch) do
     local key = item.key
     if self.key_serializer then key = self.key_serializer(key) end
     lines[#lines + 1] = table.concat({

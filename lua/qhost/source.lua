@@ -3,6 +3,7 @@
 -- whose class is found through its metatable; it runs in its own process
 -- (qhost.source_process), where the provided methods produce to
 -- self.producer_topic through the process's own producer.
+local argcheck = require("qhost.argcheck")
 local C = require("qhost.ffi")
 local topic_mod = require("qhost.topic")
 
@@ -68,15 +69,15 @@ setmetatable(Source, { __call = construct })
 function Source:init(opts)
   local cls = getmetatable(self)
   if type(self.name) ~= "string" or self.name == "" then
-    error(string.format("%s: name must be a non-empty string", cls.__name), 4)
+    argcheck.fail("%s: name must be a non-empty string", cls.__name)
   end
   self.shutdown_timeout = opts.shutdown_timeout or 10
   if type(self.shutdown_timeout) ~= "number" or self.shutdown_timeout < 0 then
-    error(string.format("%s '%s': shutdown_timeout must be a number of seconds", cls.__name, self.name), 4)
+    argcheck.fail("%s '%s': shutdown_timeout must be a number of seconds", cls.__name, self.name)
   end
   for _, cb in ipairs({ "on_client_connect_success", "on_client_connect_failure" }) do
     if opts[cb] ~= nil and type(opts[cb]) ~= "function" then
-      error(string.format("%s '%s': %s must be a function", cls.__name, self.name, cb), 4)
+      argcheck.fail("%s '%s': %s must be a function", cls.__name, self.name, cb)
     end
   end
 end
@@ -116,8 +117,21 @@ function Source:stop()
   rawset(self, "_stopped", true)
 end
 
+-- The name of the topic a source produces to by default, checked as Kafka
+-- checks topic names, with a hint to fix it (a CSVSource is named after its
+-- file, which may hold spaces).
+function source.default_topic_name(self)
+  local name = "source__" .. tostring(self.name)
+  local why = topic_mod.invalid_name(name)
+  if why then
+    argcheck.fail("%s: its default topic %q is not a valid Kafka topic name (%s): give the source a name = "
+      .. "made of letters, digits, '.', '_' and '-', or pass a topic", source.describe(self), name, why)
+  end
+  return name
+end
+
 function Source:default_topic()
-  return topic_mod.new("source__" .. self.name, {
+  return topic_mod.new(source.default_topic_name(self), {
     key_serializer = "bytes", key_deserializer = "bytes",
     value_serializer = "json", value_deserializer = "json",
   })
@@ -128,7 +142,7 @@ end
 local function producer_of(self)
   local producer = rawget(self, "_producer")
   if not producer then
-    error(source.describe(self) .. ": produce/flush only work while the source runs in its process", 3)
+    argcheck.fail("%s", source.describe(self) .. ": produce/flush only work while the source runs in its process")
   end
   return producer
 end

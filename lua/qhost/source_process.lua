@@ -42,6 +42,13 @@ function M.spec(app, src, topic, script)
   if not where then
     error(string.format("%s: cannot tell which file defines class %s", source_mod.describe(src), cls.__name), 0)
   end
+  -- A class defined in a busted spec cannot be loaded again in the new
+  -- process: running the spec file there has no describe/it.
+  if where.mode == "file" and package.loaded["busted"] then
+    error(string.format("%s: class %s is defined in %s, which busted runs; a source process cannot load a "
+      .. "spec file. Define the class in a module (a file that returns it, e.g. my_source.lua) and "
+      .. "require it from the spec", source_mod.describe(src), cls.__name, where.file), 0)
+  end
   local spec = {
     class = cls.__name,
     where = where,

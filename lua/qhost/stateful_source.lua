@@ -39,6 +39,7 @@
 -- __processed_tp_offsets__=null. The app creates it with its other topics
 -- (Application:add_source asks changelog_topic()); the source's process
 -- reads it from the beginning to its end before setup() and run().
+local argcheck = require("qhost.argcheck")
 local codec = require("qhost.codec")
 local changelog = require("qhost.changelog")
 local log = require("qhost.log")
@@ -69,7 +70,7 @@ end
 
 local function check_key(self, key, what)
   if type(key) ~= "string" then
-    error(string.format("%s: state:%s: the key must be a string, got %s", self._owner, what, type(key)), 3)
+    argcheck.fail("%s: state:%s: the key must be a string, got %s", self._owner, what, type(key))
   end
 end
 
@@ -77,7 +78,7 @@ end
 local function check_written_key(self, key, what)
   check_key(self, key, what)
   if not codec.json_encode(key) then
-    error(string.format("%s: state:%s: the key must be UTF-8 text, got %q", self._owner, what, key), 3)
+    argcheck.fail("%s: state:%s: the key must be UTF-8 text, got %q", self._owner, what, key)
   end
 end
 

@@ -1,105 +1,202 @@
--- qhost.table_printer: what sdf:print_table shows (Quix's print_table): on a
--- terminal, a live table of the last `size` messages redrawn in place at
--- most every `live_slowdown` seconds; otherwise (a pipe, a file) one plain
--- line per message under a header line, so logs stay readable.
+-- qhost.table_printer: what sdf:print_table shows (Quix's
+-- quixstreams/utils/printing.py). One printer per run holds every table of
+-- the pipeline. Each table keeps the last `size` rows and every column seen
+-- so far, in the order first seen (or the columns asked for).
+-- On a terminal (`live`), the tables are redrawn in place at most every
+-- `live_slowdown` seconds, and once more when the run ends, so the last rows
+-- are always on screen; unlike Quix, the app does not sleep to slow down.
+-- Elsewhere (a pipe, a file) a table is printed whole once it is full or
+-- `timeout` seconds after it started collecting, then starts again; what is
+-- left is printed when the run ends. Rows wider than the terminal lose their
+-- last columns, with a note saying how many.
 local codec = require("qhost.codec")
-local host = require("qhost.host")
 
 local printer = {}
+
+local Printer = {}
+Printer.__index = Printer
+
+local Table = {}
+Table.__index = Table
+
+-- printer.new(write, live, width) -> Printer. write(text) prints text and a
+-- newline; width is the terminal's (nil: no limit).
+function printer.new(write, live, width)
+  return setmetatable({ write = write, live = live, width = width, slowdown = 0.5, tables = {},
+                        drawn_lines = 0, last_draw = -math.huge, dirty = false }, Printer)
+end
+
+-- Quix: the last live / live_slowdown given wins for the whole pipeline.
+function Printer:configure_live(live, slowdown)
+  if live == false then self.live = false end
+  if slowdown then self.slowdown = math.max(0, slowdown) end
+end
+
+-- printer:add_table{ size, title, timeout, columns, column_widths } -> Table
+function Printer:add_table(opts)
+  local t = setmetatable({
+    size = opts.size or 5, title = opts.title, timeout = opts.timeout or 5.0,
+    auto_columns = opts.columns == nil, columns = {}, seen = {},
+    widths = opts.column_widths or {}, rows = {}, started = nil, printer = self,
+  }, Table)
+  for _, c in ipairs(opts.columns or {}) do
+    t.columns[#t.columns + 1] = c
+    t.seen[c] = true
+  end
+  self.tables[#self.tables + 1] = t
+  return t
+end
 
 local function cell(v)
   if v == nil or v == codec.null then return "" end
   if type(v) == "table" then return (codec.json_encode(v)) or "?" end
-  return tostring(v)
+  if type(v) == "string" then return (v:gsub("[%c]", " ")) end
+  return (tostring(v):gsub("U?LL$", ""))
 end
 
--- The row's columns: given, or the value's keys (in their JSON order).
-local function columns_of(row, given, metadata)
-  if given then return given end
-  local cols = {}
-  if metadata then cols = { "_key", "_timestamp" } end
-  if type(row.value) == "table" then
-    local keys = codec.keys_of(row.value)
-    if not keys then
-      keys = {}
-      for k in pairs(row.value) do keys[#keys + 1] = tostring(k) end
-      table.sort(keys)
+-- table:add_row(names, values, now): names in their order, values by name.
+function Table:add_row(names, values, now)
+  if self.auto_columns then
+    for _, name in ipairs(names) do
+      if not self.seen[name] then
+        self.seen[name] = true
+        self.columns[#self.columns + 1] = name
+      end
     end
-    for _, k in ipairs(keys) do cols[#cols + 1] = k end
-  else
-    cols[#cols + 1] = "_value"
   end
-  return cols
+  local row = {}
+  for _, name in ipairs(self.columns) do row[name] = cell(values[name]) end
+  local rows = self.rows
+  rows[#rows + 1] = row
+  if #rows > self.size then table.remove(rows, 1) end
+  self.started = self.started or now
+  self.printer.dirty = true
 end
 
-local function cells(row, cols)
-  local out = {}
-  for i, c in ipairs(cols) do
-    local v
-    if c == "_key" then v = row.key
-    elseif c == "_timestamp" then v = row.timestamp
-    elseif c == "_value" then v = row.value
-    elseif type(row.value) == "table" then v = row.value[c] end
-    out[i] = cell(v)
+-- Cut to `width` display characters, by UTF-8 code points.
+local function clip(text, width)
+  local count, i = 0, 1
+  while i <= #text do
+    count = count + 1
+    if count > width then return text:sub(1, i - 1) end
+    local c = text:byte(i)
+    i = i + (c < 0x80 and 1 or c < 0xE0 and 2 or c < 0xF0 and 3 or 4)
   end
-  return out
+  return text
 end
 
--- printer.render(rows, cols, title) -> the boxed table text.
-function printer.render(rows, cols, title)
-  local widths = {}
-  for i, c in ipairs(cols) do widths[i] = #c end
-  local body = {}
-  for r, row in ipairs(rows) do
-    body[r] = row
-    for i, text in ipairs(row) do if #text > widths[i] then widths[i] = #text end end
+local function display_len(text)
+  local _, n = text:gsub("[^\128-\191]", "")
+  return n
+end
+
+-- The boxed text of the table, at most `max_width` characters wide.
+function Table:render(max_width)
+  local cols, widths = {}, {}
+  local used, hidden = 4, 0
+  for _, c in ipairs(self.columns) do
+    local w = self.widths[c]
+    if not w then
+      w = display_len(c)
+      for _, row in ipairs(self.rows) do w = math.max(w, display_len(row[c] or "")) end
+    end
+    if hidden > 0 or (max_width and used + w + 3 > max_width and #cols > 0) then
+      hidden = hidden + 1
+    else
+      cols[#cols + 1], widths[#widths + 1] = c, w
+      used = used + w + 3
+    end
   end
-  local function line(parts)
+  local function line(texts)
     local out = {}
-    for i, text in ipairs(parts) do out[i] = text .. string.rep(" ", widths[i] - #text) end
+    for i, text in ipairs(texts) do
+      text = clip(text, widths[i])
+      out[i] = text .. string.rep(" ", widths[i] - display_len(text))
+    end
     return "| " .. table.concat(out, " | ") .. " |"
   end
   local rule = {}
   for i, w in ipairs(widths) do rule[i] = string.rep("-", w) end
+  rule = "+-" .. table.concat(rule, "-+-") .. "-+"
   local lines = {}
+  local title = self.title
+  if hidden > 0 then
+    title = (title and title .. " " or "") .. string.format("(%d more column%s not shown)", hidden,
+      hidden == 1 and "" or "s")
+  end
   if title then lines[#lines + 1] = title end
-  lines[#lines + 1] = "+-" .. table.concat(rule, "-+-") .. "-+"
+  lines[#lines + 1] = rule
   lines[#lines + 1] = line(cols)
-  lines[#lines + 1] = "+-" .. table.concat(rule, "-+-") .. "-+"
-  for _, row in ipairs(body) do lines[#lines + 1] = line(row) end
-  lines[#lines + 1] = "+-" .. table.concat(rule, "-+-") .. "-+"
+  lines[#lines + 1] = rule
+  for _, row in ipairs(self.rows) do
+    local texts = {}
+    for i, c in ipairs(cols) do texts[i] = row[c] or "" end
+    lines[#lines + 1] = line(texts)
+  end
+  lines[#lines + 1] = rule
   return table.concat(lines, "\n")
 end
 
--- printer.new(opts, write, is_tty) -> fn(value, key, timestamp) called per message.
-function printer.new(opts, write, is_tty)
-  local size = opts.size or 5
-  local live_slowdown = opts.live_slowdown or 0.5
-  local cols, rows, drawn_lines, last_draw = nil, {}, 0, 0
-  if not is_tty then
-    return function(value, key, timestamp)
-      local row = { value = value, key = key, timestamp = timestamp }
-      if not cols then
-        cols = columns_of(row, opts.columns, opts.metadata)
-        write(table.concat(cols, "\t"))
-      end
-      write(table.concat(cells(row, cols), "\t"))
+-- printer:tick(now, final): called by the run loop between batches and once
+-- at the end (final), so what arrived is always shown.
+function Printer:tick(now, final)
+  if self.live then
+    if not self.dirty or (not final and now - self.last_draw < self.slowdown) then return end
+    local parts = {}
+    for _, t in ipairs(self.tables) do
+      if #t.rows > 0 then parts[#parts + 1] = t:render(self.width) end
+    end
+    local text = table.concat(parts, "\n")
+    -- Back over the previous drawing, then clear to the end of the screen.
+    local up = self.drawn_lines > 0 and string.format("\27[%dA\r\27[J", self.drawn_lines) or ""
+    self.write(up .. text)
+    self.drawn_lines = select(2, text:gsub("\n", "")) + 1
+    self.last_draw, self.dirty = now, false
+    return
+  end
+  for _, t in ipairs(self.tables) do
+    if #t.rows > 0 and (final or #t.rows >= t.size or now - t.started >= t.timeout) then
+      self.write(t:render(self.width))
+      t.rows, t.started = {}, nil
     end
   end
-  return function(value, key, timestamp)
-    local row = { value = value, key = key, timestamp = timestamp }
-    cols = cols or columns_of(row, opts.columns, opts.metadata)
-    rows[#rows + 1] = cells(row, cols)
-    if #rows > size then table.remove(rows, 1) end
-    local now = host.monotonic()
-    if now - last_draw < live_slowdown then return end
-    last_draw = now
-    local text = printer.render(rows, cols, opts.title)
-    -- Back over the previous drawing, then clear to the end of the screen.
-    local up = drawn_lines > 0 and string.format("\27[%dA\r\27[J", drawn_lines) or ""
-    write(up .. text)
-    drawn_lines = select(2, text:gsub("\n", "")) + 1
+end
+
+-- The row of one message: the value's fields in their order (a value that
+-- is not an object is the column "0", as in Quix), after _key and
+-- _timestamp with metadata.
+function printer.row_of(value, key, timestamp, metadata)
+  local names, values = {}, {}
+  if metadata then
+    names[1], names[2] = "_key", "_timestamp"
+    values._key, values._timestamp = key, timestamp
   end
+  if type(value) == "table" and (next(value) == nil or value[1] == nil) then
+    -- The order JSON output has: the remembered order of a decoded object
+    -- (the keys still there), then keys added since, sorted.
+    local listed = {}
+    for _, k in ipairs(codec.keys_of(value) or {}) do
+      if value[k] ~= nil and not listed[k] then
+        listed[k] = true
+        names[#names + 1] = k
+        values[k] = value[k]
+      end
+    end
+    local extra = {}
+    for k in pairs(value) do
+      if not listed[k] then extra[#extra + 1] = k end
+    end
+    table.sort(extra, function(a, b) return tostring(a) < tostring(b) end)
+    for _, k in ipairs(extra) do
+      local name = tostring(k)
+      names[#names + 1] = name
+      values[name] = value[k]
+    end
+  else
+    names[#names + 1] = "0"
+    values["0"] = value
+  end
+  return names, values
 end
 
 return printer

@@ -1,6 +1,7 @@
 -- qhost.topic: TopicConfig and Topic, as Quix's app.topic() makes them:
 -- a name, serializers for key and value both ways, the config used when the
 -- topic is created, and an optional timestamp extractor.
+local argcheck = require("qhost.argcheck")
 local serializers = require("qhost.serializers")
 
 local topic = {}
@@ -12,17 +13,23 @@ TopicConfig.__name = "TopicConfig"
 local function check_count(value, field, default)
   if value == nil then return default end
   if type(value) ~= "number" or value < 1 or value % 1 ~= 0 then
-    error(string.format("TopicConfig: %s must be a positive integer, got %s", field, tostring(value)), 4)
+    argcheck.fail("TopicConfig: %s must be a positive integer, got %s", field, tostring(value))
   end
   return value
 end
 
+local CONFIG_OPTIONS = { num_partitions = "integer", replication_factor = "integer", extra_config = "table" }
+
 -- TopicConfig{ num_partitions = 1, replication_factor = 1, extra_config = {} }
 function topic.TopicConfig(opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then error("TopicConfig expects a table of options", 2) end
+  opts = argcheck.options("TopicConfig", opts, CONFIG_OPTIONS)
   local extra = opts.extra_config or {}
-  if type(extra) ~= "table" then error("TopicConfig: extra_config must be a table", 2) end
+  for k, v in pairs(extra) do
+    if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number" and type(v) ~= "boolean") then
+      argcheck.fail("TopicConfig: extra_config holds topic properties (names to strings, numbers or booleans), "
+        .. "got %s = %s", tostring(k), type(v))
+    end
+  end
   return setmetatable({
     num_partitions = check_count(opts.num_partitions, "num_partitions", 1),
     replication_factor = check_count(opts.replication_factor, "replication_factor", 1),
@@ -38,27 +45,34 @@ local Topic = {}
 Topic.__index = Topic
 Topic.__name = "Topic"
 
-local OPTION_NAMES = {
-  value_deserializer = true, key_deserializer = true, value_serializer = true,
-  key_serializer = true, config = true, timestamp_extractor = true,
+local OPTIONS = {
+  value_deserializer = "string|table", key_deserializer = "string|table", value_serializer = "string|table",
+  key_serializer = "string|table", config = "table", timestamp_extractor = "function",
 }
+
+-- Kafka's rule for topic names (its Topic.validate): at most 249 of
+-- [a-zA-Z0-9._-], and not "." or "..". Returns nil or why not.
+function topic.invalid_name(name)
+  if type(name) ~= "string" or name == "" then return "a topic name is a non-empty string" end
+  if #name > 249 then return "it is longer than 249 characters" end
+  if name == "." or name == ".." then return "'.' and '..' are reserved" end
+  local bad = name:match("[^%w%._%-]")
+  if bad then
+    return string.format("it contains %q; Kafka allows only letters, digits, '.', '_' and '-'", bad)
+  end
+  return nil
+end
 
 -- topic.new(name, opts) -> Topic; the options and defaults of app:topic().
 function topic.new(name, opts)
   if type(name) ~= "string" or name == "" then
-    error("app:topic: the topic name must be a non-empty string", 3)
+    argcheck.fail("app:topic: the topic name must be a non-empty string, got %s", type(name))
   end
-  opts = opts or {}
-  for key in pairs(opts) do
-    if not OPTION_NAMES[key] then
-      error(string.format("app:topic(%q): unknown option %q", name, tostring(key)), 3)
-    end
-  end
+  local why = topic.invalid_name(name)
+  if why then argcheck.fail("app:topic(%q): not a valid Kafka topic name: %s", name, why) end
+  opts = argcheck.options(string.format("app:topic(%q)", name), opts, OPTIONS)
   if opts.config ~= nil and not topic.is_config(opts.config) then
-    error(string.format("app:topic(%q): config must be a TopicConfig{...}", name), 3)
-  end
-  if opts.timestamp_extractor ~= nil and type(opts.timestamp_extractor) ~= "function" then
-    error(string.format("app:topic(%q): timestamp_extractor must be a function", name), 3)
+    argcheck.fail("app:topic(%q): config must be a TopicConfig{...}", name)
   end
   local what = "topic '" .. name .. "'"
   local self = setmetatable({

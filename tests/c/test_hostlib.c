@@ -201,7 +201,7 @@ TEST(module_lists_its_functions)
     CHECK_EQ_INT(n, 1);
     if (n == 1)
         CHECK_EQ_STR(lua_tostring(L, 1), "exit getpid isatty mkdtemp monotonic request_stop "
-                                         "sleep stop_requested strerror time_ms");
+                                         "sleep sleep_unless_stopped stop_requested strerror term_width time_ms");
     lua_close(L);
 }
 
@@ -259,6 +259,21 @@ TEST(sleep_zero_and_negative_return_at_once)
 }
 
 /* ---- small services ---------------------------------------------------- */
+
+TEST(term_width_is_nil_off_a_terminal)
+{
+    lua_State *L = new_lua("run");
+    int fds[2];
+    CHECK_EQ_INT(pipe(fds), 0);
+    lua_pushinteger(L, fds[0]);
+    lua_setglobal(L, "fd");
+    int n = run(L, "return host.term_width(fd) == nil");
+    CHECK_EQ_INT(n, 1);
+    if (n == 1) CHECK(lua_toboolean(L, 1));
+    close(fds[0]);
+    close(fds[1]);
+    lua_close(L);
+}
 
 TEST(getpid_isatty_strerror)
 {
@@ -551,6 +566,49 @@ TEST(stop_signal_interrupts_sleep)
     CHECK_EQ_INT(WEXITSTATUS(status), 0);
 }
 
+/* qhost.sleep's C side: false at once when a stop was already requested
+ * (a plain nanosleep would sleep it all), false when a signal comes during
+ * it, true after a full sleep. */
+static void child_sleep_unless_stopped(void)
+{
+    qh_hostlib_install_signals(1);
+    pid_t self = getpid();
+    lua_State *L = new_lua("run");
+    int n = run(L, "return host.sleep_unless_stopped(0.01), host.sleep_unless_stopped(-1)");
+    CHECK_EQ_INT(n, 2);
+    if (n == 2) {
+        CHECK(lua_toboolean(L, 1));
+        CHECK(lua_toboolean(L, 2));
+    }
+    lua_settop(L, 0);
+    pid_t killer = fork();
+    if (killer == 0) {
+        for (int i = 0; i < 4000 && proc_state(self) != 'S'; i++) sleep_ms(5);
+        kill(self, SIGTERM);
+        _exit(0);
+    }
+    n = run(L, "return host.sleep_unless_stopped(1e12), (host.stop_requested())");
+    CHECK_EQ_INT(n, 2);
+    if (n == 2) {
+        CHECK(!lua_toboolean(L, 1));
+        CHECK_EQ_INT(lua_tointeger(L, 2), 1);
+    }
+    wait_bounded(killer);
+    lua_settop(L, 0);
+    n = run(L, "return host.sleep_unless_stopped(1e12)");   /* stopped before: returns at once */
+    CHECK_EQ_INT(n, 1);
+    if (n == 1) CHECK(!lua_toboolean(L, 1));
+    lua_close(L);
+}
+
+TEST(stop_cuts_sleep_unless_stopped_short)
+{
+    char err[4096];
+    int status = in_child(child_sleep_unless_stopped, err, sizeof err);
+    CHECK(status != -1 && WIFEXITED(status));
+    CHECK_EQ_INT(WEXITSTATUS(status), 0);
+}
+
 /* ---- child tracking ---------------------------------------------------- */
 
 /* Tracking in this process is observable only through the second-signal
@@ -611,6 +669,7 @@ int main(void)
     RUN(time_ms_is_wall_clock_milliseconds);
     RUN(sleep_zero_and_negative_return_at_once);
     RUN(getpid_isatty_strerror);
+    RUN(term_width_is_nil_off_a_terminal);
     RUN(mkdtemp_creates_a_private_folder);
     RUN(exit_flushes_stdout_and_uses_the_code);
     /* Forked while this process has had no stop signal yet. */
@@ -619,6 +678,7 @@ int main(void)
     RUN(second_sigint_exits_130);
     RUN(source_child_ignores_sigint_and_stops_on_sigterm);
     RUN(stop_signal_interrupts_sleep);
+    RUN(stop_cuts_sleep_unless_stopped_short);
     RUN(track_untrack_frees_slots);
     /* Last: it leaves this process with a stop requested. */
     RUN(first_sigterm_requests_a_stop);

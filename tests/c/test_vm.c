@@ -505,7 +505,6 @@ TEST(pcall_non_string_errors_become_strings)
 {
     static const struct { const char *code, *prefix; } cases[] = {
         { "error({})", "(error object is a table value)\nstack traceback:\n" },
-        { "error()", "(error object is a nil value)\nstack traceback:\n" },
         { "error(true)", "(error object is a boolean value)\nstack traceback:\n" },
         { "error(42)", "t:1: 42\nstack traceback:\n" },
         { "error(setmetatable({}, { __tostring = function() return 'custom' end }))",
@@ -528,6 +527,19 @@ TEST(pcall_non_string_errors_become_strings)
         }
         CHECK_EQ_INT(count_of(msg, "stack traceback:"), 1);
     }
+    lua_close(L);
+}
+
+/* error() with no message stays nil: a script asking to exit non-zero after
+ * reporting its own failure (busted), which main reports in one line. */
+TEST(pcall_nil_error_stays_nil)
+{
+    lua_State *L = qh_vm_new("run");
+    lua_settop(L, 0);
+    CHECK_EQ_INT(load(L, "error()"), 0);
+    CHECK_EQ_INT(qh_vm_pcall(L, 0, 0), LUA_ERRRUN);
+    CHECK_EQ_INT(lua_gettop(L), 1);
+    CHECK(lua_isnil(L, 1));
     lua_close(L);
 }
 
@@ -731,6 +743,7 @@ int main(int argc, char **argv)
     RUN(pcall_non_string_errors_become_strings);
     RUN(pcall_error_in_the_handler);
     RUN(pcall_adds_no_second_traceback);
+    RUN(pcall_nil_error_stays_nil);
     RUN(run_script_sets_arg_and_varargs);
     RUN(run_script_syntax_error);
     RUN(run_script_missing_file);

@@ -73,6 +73,12 @@ describe("CSVSource #" .. H.mode, function()
     assert.are.equal(0, r.code, r.stderr)
     assert.are.equal(3, #rows)
     assert.are.same({ "1", "2", "3" }, { rows[1].value.n, rows[2].value.n, rows[3].value.n })
+    -- Each row is produced (and stamped) at least `delay` after the one
+    -- before: a lower bound that sleeping guarantees, whatever the load.
+    for i = 2, 3 do
+      local gap = rows[i].timestamp - rows[i - 1].timestamp
+      assert.is_true(gap >= 195, "rows " .. (i - 1) .. " and " .. i .. " are " .. gap .. " ms apart")
+    end
   end)
 
   it("ends with an error naming the file and line of a malformed row", function()

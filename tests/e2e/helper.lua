@@ -3,6 +3,10 @@
 -- test runner starts a real Kafka), else each run uses its embedded broker.
 local H = {}
 
+-- A clock with sub-second resolution (os.time has whole seconds), for
+-- deadlines: the specs run inside the host, which provides it.
+H.now = require("qhost.host").monotonic
+
 local root = os.getenv("QHOST_TEST_ROOT") or "."
 H.qhost = os.getenv("QHOST_BIN") or (root .. "/build/qhost")
 H.broker = os.getenv("QHOST_BROKER")
@@ -89,8 +93,8 @@ function H.start(dir, script, opts)
   local handle = { pid = pid, dir = dir }
   function handle:signal(sig) os.execute(string.format("kill -%s %d 2>/dev/null", sig, self.pid)) end
   function handle:wait(timeout)
-    local deadline = os.time() + (timeout or 60)
-    while os.time() <= deadline do
+    local deadline = H.now() + (timeout or 60)
+    while H.now() <= deadline do
       local rc = H.read(dir .. "/rc.txt")
       if rc and rc:match("%d") then
         return { code = tonumber(rc:match("%d+")), stdout = H.read(dir .. "/stdout.txt") or "",
@@ -132,8 +136,8 @@ end
 
 -- Waits until fn() is true, polling; false after timeout seconds.
 function H.eventually(fn, timeout)
-  local deadline = os.time() + (timeout or 30)
-  while os.time() <= deadline do
+  local deadline = H.now() + (timeout or 30)
+  while H.now() <= deadline do
     if fn() then return true end
     H.sleep(0.05)
   end

@@ -23,7 +23,14 @@ local app = qhost.Application{ consumer_group = arg[3], auto_offset_reset = "ear
 local input = app:topic(arg[1])
 local output = app:topic(arg[2], { config = qhost.TopicConfig{ num_partitions = 1 } })
 local sdf = app:dataframe(input)
-sdf = sdf:apply(function(v) host.sleep(tonumber(arg[4]) or 0); return v end)
+local done = 0
+sdf = sdf:apply(function(v)
+  host.sleep(tonumber(arg[4]) or 0)
+  done = done + 1
+  -- Progress for the spec to wait on (processed, not yet committed).
+  if done % 100 == 0 then io.stderr:write("PROGRESS ", done, "\n") end
+  return v
+end)
 sdf:to_topic(output)
 app:run{ timeout = tonumber(arg[5]) or 8 }
 ]]
@@ -65,7 +72,9 @@ describe("recovery #" .. H.mode, function()
     local group = H.unique("crash")
     local p = H.start(dir, "worker.lua", { args = { input, output, group, "0.005" } })
     assert.is_true(H.eventually(function() return p:stderr():find("assigned [1-9]") ~= nil end, 60), p:stderr())
-    H.sleep(3)   -- part of the way through its ~15 s of work
+    -- Part of the way through its ~15 s of work.
+    assert.is_true(H.eventually(function() return p:stderr():find("PROGRESS 500\n", 1, true) ~= nil end, 60),
+      p:stderr())
     p:signal("KILL")
     p:wait(30)
     local before = select(1, distinct_in(dir, output))
@@ -93,7 +102,8 @@ describe("recovery #" .. H.mode, function()
       for i = 1, 3 do if not workers[i]:stderr():find("assigned [1-9]") then return false end end
       return true
     end, 90), workers[1]:stderr())
-    H.sleep(1)
+    assert.is_true(H.eventually(function() return workers[2]:stderr():find("PROGRESS 100\n", 1, true) ~= nil end,
+      60), workers[2]:stderr())
     workers[2]:signal("KILL")
     for i = 1, 3 do workers[i]:wait(180) end
     local distinct = distinct_in(dir, output)

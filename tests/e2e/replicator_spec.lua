@@ -322,18 +322,25 @@ describe("KafkaReplicatorSource options", function()
     assert.are.equal("source-r", r:source_consumer_group())
     assert.are.equal("source-r-offsets", r:target_consumer_group())
     assert.has_error(function() Replicator(with{ topic = false }) end,
+      "KafkaReplicatorSource 'r': topic must be a string, got a boolean")
+    assert.has_error(function() Replicator(with{ topic = "" }) end,
       "KafkaReplicatorSource 'r': topic must be the name of the topic to copy")
     assert.has_error(function() Replicator(with{ broker_address = "" }) end,
       "KafkaReplicatorSource 'r': broker_address must be the source cluster's host:port[,host:port]")
     assert.has_error(function() Replicator(with{ auto_offset_reset = "newest" }) end,
       'KafkaReplicatorSource \'r\': auto_offset_reset must be latest, earliest or error, got "newest"')
     assert.has_error(function() Replicator(with{ consumer_extra_config = "x" }) end,
-      "KafkaReplicatorSource 'r': consumer_extra_config must be a table, got string")
+      'KafkaReplicatorSource \'r\': consumer_extra_config must be a table, got the string "x"')
     assert.has_error(function() Replicator(with{ commit_every = -1 }) end,
       "KafkaReplicatorSource 'r': commit_interval and commit_every must be >= 0")
     assert.has_error(function() Replicator(with{ value_deserializer = "yaml" }) end,
       "KafkaReplicatorSource 'r' value_deserializer: unknown serializer \"yaml\" "
       .. "(json, string, str, bytes, int, integer, double)")
+    assert.has_error(function() Replicator(with{ brokers = "x" }) end,
+      'KafkaReplicatorSource \'r\': unknown option "brokers" (valid: auto_offset_reset, broker_address, '
+      .. 'commit_every, commit_interval, consumer_extra_config, consumer_poll_timeout, key_deserializer, name, '
+      .. 'on_client_connect_failure, on_client_connect_success, on_consumer_error, shutdown_timeout, topic, '
+      .. 'value_deserializer)')
     assert.has_error(function() Replicator{ topic = "t", broker_address = "b" } end,
       "KafkaReplicatorSource: name must be a non-empty string")
   end)

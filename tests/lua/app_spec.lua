@@ -13,11 +13,36 @@ describe("Application", function()
     assert.are.equal("INFO", app.loglevel)
   end)
   it("rejects unknown options and wrong types", function()
-    assert.has_error(function() qhost.Application{ brokers = "x" } end, 'Application: unknown option "brokers"')
+    local ok, err = pcall(qhost.Application, { brokers = "x" })
+    assert.truthy(err:find('Application: unknown option "brokers" (valid: ', 1, true), err)
     assert.has_error(function() qhost.Application{ commit_interval = "5" } end,
-      "Application: commit_interval must be a number, got string")
+      'Application: commit_interval must be a number, got the string "5"')
     assert.has_error(function() qhost.Application{ auto_offset_reset = "newest" } end)
     assert.has_error(function() qhost.Application{ loglevel = "LOUD" } end)
+  end)
+  it("refuses what is accepted by the API but not built yet, at the caller's line", function()
+    local function err_of(fn) local _, e = pcall(fn) return e end
+    local e = err_of(function() qhost.Application{ processing_guarantee = "exactly-once" } end)
+    assert.truthy(e:find("exactly%-once\" is not supported yet"), e)
+    assert.truthy(e:find("app_spec.lua:%d+:"), e)
+    e = err_of(function() qhost.Application{ state_dir = "/tmp/x" } end)
+    assert.truthy(e:find("state_dir is not supported yet", 1, true), e)
+    local app = qhost.Application{}
+    local sdf = app:dataframe(app:topic("nb"))
+    for _, name in ipairs({ "tumbling_window", "hopping_window", "sliding_window", "tumbling_count_window",
+                            "hopping_count_window", "sliding_count_window", "join_asof", "join_interval",
+                            "join_lookup" }) do
+      e = err_of(function() sdf[name](sdf, { duration_ms = 1000 }) end)
+      assert.truthy(e:find("app_spec.lua:%d+: StreamingDataFrame:" .. name .. " is not supported yet"), e)
+    end
+    e = err_of(function() sdf:apply(function(v) return v end, { stateful = true }) end)
+    assert.truthy(e:find("app_spec.lua:%d+: .*stateful functions are not supported yet"), e)
+    e = err_of(function() return qhost.agg.Mean("x") end)
+    assert.truthy(e:find("app_spec.lua:%d+: qhost.agg.Mean is not supported yet"), e)
+    e = err_of(function() return qhost.lookups.SQLiteLookup end)
+    assert.truthy(e:find("qhost.lookups.SQLiteLookup is not supported yet", 1, true), e)
+    e = err_of(function() app:clear_state() end)
+    assert.truthy(e:find("app_spec.lua:%d+: app:clear_state is not supported yet"), e)
   end)
   it("builds librdkafka configs with the extra config on top", function()
     local app = qhost.Application{ consumer_group = "g", auto_offset_reset = "earliest",
@@ -46,7 +71,8 @@ describe("Application", function()
     local app = qhost.Application{}
     assert.has_error(function() app:run() end, "app:run: nothing to run (no dataframe and no source)")
     app:dataframe(app:topic("t"))
-    assert.has_error(function() app:run{ counts = 1 } end, 'app:run: unknown option "counts"')
+    assert.has_error(function() app:run{ counts = 1 } end,
+      'app:run: unknown option "counts"; did you mean "count"? (valid: collect, count, metadata, timeout)')
   end)
 end)
 

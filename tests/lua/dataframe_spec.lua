@@ -58,7 +58,7 @@ describe("StreamingDataFrame", function()
   end)
   it("rejects what is not a function or a topic", function()
     local sdf = new_sdf()
-    assert.has_error(function() sdf:apply(5) end, "StreamingDataFrame:apply expects a function, got number")
+    assert.has_error(function() sdf:apply(5) end, "StreamingDataFrame:apply expects a function (or a Series), got number")
     assert.has_error(function() sdf:filter("x") end)
     assert.has_error(function() sdf:to_topic("out") end)
     assert.has_error(function() sdf:apply(function() end, { stateful = true }) end)
@@ -70,6 +70,14 @@ describe("StreamingDataFrame", function()
       dataframe.format_print(false, true, qhost.json.decode('{"b":"2","a":"1"}'), "k", 5, nil))
     assert.are.equal('{"value":3,"key":null,"timestamp":0,"headers":[["h","v"]]}',
       dataframe.format_print(false, true, 3, nil, 0, { { "h", "v" } }))
+  end)
+  it("print never fails: bytes that are not UTF-8 print as Python's backslashreplace", function()
+    assert.are.equal('{"value":{"a":"\\\\xffx"},"key":"\\\\xfe\\\\xe2\\\\x82ok","timestamp":5,"headers":[["h","\\\\xc8"]]}',
+      dataframe.format_print(false, true, { a = "\255x" }, "\254\226\130ok", 5, { { "h", "\200" } }))
+    -- valid multi-byte text stays as it is; overlong and surrogate forms do not
+    assert.are.equal('{"value":"é\\\\xc0\\\\xaf\\\\xed\\\\xa0\\\\x80"}',
+      dataframe.format_print(false, false, "é\192\175\237\160\128"))
+    assert.truthy(dataframe.format_print(true, false, { f = print }):find('"f": "function: ', 1, true))
   end)
   it("print pretty indents the same object", function()
     assert.are.equal('{\n  "value": {\n    "a": 1\n  }\n}', dataframe.format_print(true, false, { a = 1 }))
@@ -89,6 +97,6 @@ describe("StreamingDataFrame:concat", function()
   it("rejects what is not a dataframe", function()
     local app = qhost.Application{}
     assert.has_error(function() app:dataframe(app:topic("a")):concat({}) end,
-      "StreamingDataFrame:concat expects a StreamingDataFrame")
+      "StreamingDataFrame:concat expects a StreamingDataFrame, got table")
   end)
 end)

@@ -26,24 +26,95 @@ describe("StreamingDataFrame:group_by", function()
 end)
 
 describe("print_table", function()
-  it("writes a header then one plain line per message when not on a terminal", function()
-    local lines = {}
-    local show = printer.new({ metadata = true }, function(t) lines[#lines + 1] = t end, false)
-    show(qhost.json.decode('{"b":1,"a":"x"}'), "k", 5)
-    show(qhost.json.decode('{"b":2,"a":"y"}'), "k2", 6)
-    assert.are.same({ "_key\t_timestamp\tb\ta", "k\t5\t1\tx", "k2\t6\t2\ty" }, lines)
-  end)
-  it("renders the last rows as a boxed table", function()
-    assert.are.equal("+-----+----+\n| a   | bb |\n+-----+----+\n| 1   | 22 |\n| 333 |    |\n+-----+----+",
-      printer.render({ { "1", "22" }, { "333", "" } }, { "a", "bb" }))
-  end)
-  it("redraws in place on a terminal, keeping the last `size` rows", function()
+  -- A printer whose output is kept, and a clock the test moves.
+  local function capture(live, width)
     local writes = {}
-    local show = printer.new({ size = 2, live_slowdown = 0 }, function(t) writes[#writes + 1] = t end, true)
-    show({ n = 1 }); show({ n = 2 }); show({ n = 3 })
-    assert.are.equal(3, #writes)
-    assert.truthy(writes[3]:find("^\27%[6A\r\27%[J"))
-    assert.falsy(writes[3]:find("| 1 |", 1, true))
-    assert.truthy(writes[3]:find("| 2 |\n| 3 |", 1, true))
+    return printer.new(function(t) writes[#writes + 1] = t end, live, width), writes
+  end
+  local function add(t, value, key, ts, now, metadata)
+    local names, values = printer.row_of(value, key, ts, metadata)
+    t:add_row(names, values, now)
+  end
+
+  it("prints a full table when not on a terminal, then starts again; the rest at the end", function()
+    local p, writes = capture(false)
+    local t = p:add_table{ size = 2 }
+    add(t, qhost.json.decode('{"b":1,"a":"x"}'), "k", 5, 0, true)
+    p:tick(0)
+    assert.are.equal(0, #writes)
+    add(t, qhost.json.decode('{"b":2,"a":"y"}'), "k2", 6, 0, true)
+    p:tick(0)
+    assert.are.same({ "+------+------------+---+---+\n| _key | _timestamp | b | a |\n"
+      .. "+------+------------+---+---+\n| k    | 5          | 1 | x |\n| k2   | 6          | 2 | y |\n"
+      .. "+------+------------+---+---+" }, writes)
+    add(t, { b = 3 }, "k3", 7, 1, true)
+    p:tick(1)
+    assert.are.equal(1, #writes)
+    p:tick(1, true)   -- the run ends: what is left is shown
+    assert.are.equal(2, #writes)
+    assert.truthy(writes[2]:find("| k3   | 7          | 3 |   |", 1, true), writes[2])
+  end)
+  it("prints an incomplete table after `timeout` seconds", function()
+    local p, writes = capture(false)
+    local t = p:add_table{ size = 5, timeout = 5 }
+    add(t, { n = 1 }, nil, 0, 10)
+    p:tick(14)
+    assert.are.equal(0, #writes)
+    p:tick(15)
+    assert.are.equal(1, #writes)
+  end)
+  it("shows every column seen: added by set/update, or first seen in later messages", function()
+    local p, writes = capture(false)
+    local t = p:add_table{ size = 3 }
+    local v = qhost.json.decode('{"a":1}')
+    v.added = "new"                     -- as set/update do
+    add(t, v, nil, 0, 0)
+    add(t, qhost.json.decode('{"a":2,"later":true}'), nil, 0, 0)
+    add(t, 7, nil, 0, 0)                -- not an object: column "0"
+    p:tick(0)
+    assert.truthy(writes[1]:find("| a | added | later | 0 |", 1, true), writes[1])
+    assert.truthy(writes[1]:find("| 1 | new   |       |   |", 1, true), writes[1])
+    assert.truthy(writes[1]:find("| 2 |       | true  |   |", 1, true), writes[1])
+    assert.truthy(writes[1]:find("|   |       |       | 7 |", 1, true), writes[1])
+  end)
+  it("keeps the columns asked for, and cuts a table wider than the terminal", function()
+    local p, writes = capture(false, 24)
+    local t = p:add_table{ size = 1, columns = { "b", "a" }, title = "T" }
+    add(t, { a = "1", b = "2", c = "3" }, nil, 0, 0)
+    p:tick(0)
+    assert.truthy(writes[1]:find("^T\n"), writes[1])
+    assert.truthy(writes[1]:find("| b | a |", 1, true), writes[1])
+    local q, wide = capture(false, 20)
+    local t2 = q:add_table{ size = 1 }
+    add(t2, { aaaaaa = 1, bbbbbb = 2, cccccc = 3 }, nil, 0, 0)
+    q:tick(0)
+    assert.truthy(wide[1]:find("(2 more columns not shown)", 1, true), wide[1])
+    for line in wide[1]:gmatch("[^\n]+") do
+      if line:find("^[|+]") then assert.is_true(#line <= 20, line) end
+    end
+  end)
+  it("redraws in place on a terminal at most every live_slowdown, and once more at the end", function()
+    local p, writes = capture(true)
+    p:configure_live(nil, 0.5)
+    local t = p:add_table{ size = 2 }
+    add(t, { n = 1 }, nil, 0, 0); p:tick(0)
+    add(t, { n = 2 }, nil, 0, 0.1); p:tick(0.1)    -- within live_slowdown: not yet
+    add(t, { n = 3 }, nil, 0, 0.2); p:tick(0.2)
+    assert.are.equal(1, #writes)
+    p:tick(0.3, true)                                -- the run ends: drawn
+    assert.are.equal(2, #writes)
+    assert.truthy(writes[2]:find("^\27%[5A\r\27%[J"))
+    assert.falsy(writes[2]:find("| 1 |", 1, true))
+    assert.truthy(writes[2]:find("| 2 |\n| 3 |", 1, true))
+    p:tick(5, true)                                  -- nothing new: nothing drawn
+    assert.are.equal(2, #writes)
+  end)
+  it("is in place and shows every row through sdf:test", function()
+    local app = qhost.Application{}
+    local sdf = app:dataframe(app:topic("pt"))
+    sdf:print_table{ metadata = false }
+    sdf = sdf:apply(function(v) return v.n end)
+    local out = sdf:test({ n = 4 })
+    assert.are.same({ 4 }, out)      -- one branch: print_table did not make another
   end)
 end)

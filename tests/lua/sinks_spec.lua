@@ -14,8 +14,15 @@ describe("BatchingSink", function()
     assert.are.equal(1, #written)
     assert.are.equal("t", written[1].topic)
     assert.are.equal(0, written[1].partition)
+    -- The batch is the list of its items, as Quix's SinkBatch iterates.
+    local items = {}
+    for _, item in ipairs(written[1]) do items[#items + 1] = item end
     assert.are.same({ { value = "a", key = "k1", timestamp = 1, offset = 10 },
-                      { value = "c", key = "k3", timestamp = 3, offset = 11 } }, written[1].items)
+                      { value = "c", key = "k3", timestamp = 3, offset = 11 } }, items)
+    assert.are.equal(2, #written[1])
+    assert.are.equal(2, written[1].size)
+    assert.are.equal(10, written[1].start_offset)
+    assert.are.equal(written[1], written[1].items)
     s:flush("t", 0)
     assert.are.equal(1, #written)          -- nothing new: no write
     s:flush("t", 1)

@@ -37,7 +37,8 @@ describe("app:topic", function()
   end)
   it("rejects unknown options and serializers", function()
     assert.has_error(function() app:topic("x", { partitions = 3 }) end,
-      'app:topic("x"): unknown option "partitions"')
+      'app:topic("x"): unknown option "partitions" (valid: config, key_deserializer, key_serializer, '
+      .. 'timestamp_extractor, value_deserializer, value_serializer)')
     assert.has_error(function() app:topic("x", { value_serializer = "yaml" }) end)
     assert.has_error(function() app:topic("", {}) end)
     assert.has_error(function() app:topic("x", { config = { num_partitions = 2 } }) end)
@@ -94,6 +95,50 @@ describe("serializers", function()
                                 deserialize = function(b) return b:sub(1, -2) end }, "t")
     assert.are.equal("a!", s.encode("a"))
     assert.are.equal("a", s.decode("a!"))
+  end)
+  it("never turns a failure into a null (a tombstone): every failure is an error naming topic and half", function()
+    local app = qhost.Application{}
+    local t = app:topic("ints", { key_serializer = "int", value_serializer = "int" })
+    local cases = {
+      { 1, 1.5, "value", "integer from %-2147483648 to 2147483647, got 1.5" },
+      { 3e9, 1, "key", "got 3000000000" },
+      { 1, 2147483648, "value", "got 2147483648" },
+      { 1, "7", "value", "expects an integer, got string" },
+      { {}, 1, "key", "expects an integer, got table" },
+      { 1, 0 / 0, "value", "integer" },
+    }
+    for _, c in ipairs(cases) do
+      local kb, vb, err = t:serialize(c[1], c[2])
+      assert.is_nil(kb); assert.is_nil(vb)
+      assert.truthy(err, "no error for " .. tostring(c[1]) .. ", " .. tostring(c[2]))
+      assert.truthy(err:find("topic 'ints': cannot serialize " .. c[3], 1, true), err)
+      assert.truthy(err:find(c[4]), err)
+    end
+    local d = app:topic("d", { value_serializer = "double" })
+    local _, vb, err = d:serialize(nil, "1.5")
+    assert.is_nil(vb)
+    assert.are.equal("topic 'd': cannot serialize value: double serializer expects a number, got string", err)
+  end)
+  it("accepts int64 cdata within range for int and double", function()
+    local s = serializers.get("int", "t")
+    assert.are.equal("\0\0\1\0", s.encode(256LL))
+    local none, err = serializers.encode(s, 4294967296LL)
+    assert.is_nil(none)
+    assert.truthy(err:find("got 4294967296", 1, true), err)
+  end)
+  it("reports a custom serializer that raises or returns nothing, through nil, err", function()
+    local raising = serializers.get({ serialize = function() error("boom", 0) end,
+                                      deserialize = function() error("bang", 0) end }, "t")
+    local v, err = serializers.encode(raising, "x")
+    assert.is_nil(v); assert.are.equal("boom", err)
+    v, err = serializers.decode(raising, "x")
+    assert.is_nil(v); assert.are.equal("bang", err)
+    local silent = serializers.get({ serialize = function() end }, "t")
+    v, err = serializers.encode(silent, "x")
+    assert.is_nil(v); assert.are.equal("the serializer returned nothing", err)
+    local numeric = serializers.get({ serialize = function() return 5 end }, "t")
+    v, err = serializers.encode(numeric, "x")
+    assert.is_nil(v); assert.truthy(err:find("returned a number"))
   end)
   it("raises on an unknown name", function()
     assert.has_error(function() serializers.get("xml", "topic 'x' value_serializer") end)

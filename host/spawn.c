@@ -37,7 +37,8 @@ extern char **environ;
 
 #define SPEC_FD 3
 #define REPORT_FD 4
-#define FIRST_FREE_FD 5
+#define SHARE_FD 5
+#define FIRST_FREE_FD 6
 /* Pipes are grown up to this for a big spec, the default pipe-max-size an
  * unprivileged process may ask for. */
 #define SPEC_PIPE_MAX ((size_t)1 << 20)
@@ -101,7 +102,7 @@ static int env_same_name(const char *a, const char *b)
 }
 
 static const char *const fixed_env_names[] = {
-    "QHOST_SPEC_FD", "QHOST_REPORT_FD", "QHOST_PARENT_PID",
+    "QHOST_SPEC_FD", "QHOST_REPORT_FD", "QHOST_PARENT_PID", "QHOST_SHARE_FD",
 };
 #define N_FIXED_ENV (sizeof fixed_env_names / sizeof *fixed_env_names)
 
@@ -242,6 +243,7 @@ static void start_error(char *err, size_t errlen, const char *exe, const char *s
 qh_proc *qh_spawn_start(const qh_spawn_opts *opts, char *err, size_t errlen)
 {
     int spec_pipe[2] = { -1, -1 }, report_pipe[2] = { -1, -1 };
+    int share_tmp = -1;   /* our copy of opts->share_fd, above the child's fds */
     char fixed[N_FIXED_ENV][64];
     char **envp = NULL;
     posix_spawn_file_actions_t fa;
@@ -280,6 +282,12 @@ qh_proc *qh_spawn_start(const qh_spawn_opts *opts, char *err, size_t errlen)
         start_error(err, errlen, opts->argv[0], "fcntl: ", errno);
         goto fail;
     }
+    /* A copy of the shared fd above the child's numbers, so its dup2 onto
+     * SHARE_FD always changes the number (which is what clears CLOEXEC). */
+    if (opts->share_fd > 0 && (share_tmp = fcntl(opts->share_fd, F_DUPFD_CLOEXEC, FIRST_FREE_FD)) < 0) {
+        start_error(err, errlen, opts->argv[0], "share_fd: ", errno);
+        goto fail;
+    }
     if (p->spec_len > 65536) {
         /* Best effort: most specs then go in whole at once. */
         size_t want = p->spec_len < SPEC_PIPE_MAX ? p->spec_len : SPEC_PIPE_MAX;
@@ -294,10 +302,13 @@ qh_proc *qh_spawn_start(const qh_spawn_opts *opts, char *err, size_t errlen)
     if ((rc = posix_spawn_file_actions_adddup2(&fa, spec_pipe[0], SPEC_FD)) != 0 ||
         (rc = posix_spawn_file_actions_adddup2(&fa, report_pipe[1], REPORT_FD)) != 0)
         goto fail_setup;
+    if (share_tmp >= 0 && (rc = posix_spawn_file_actions_adddup2(&fa, share_tmp, SHARE_FD)) != 0)
+        goto fail_setup;
 #ifdef __GLIBC_PREREQ
 #if __GLIBC_PREREQ(2, 34)
     /* Whatever else we hold without O_CLOEXEC stays with us. */
-    if ((rc = posix_spawn_file_actions_addclosefrom_np(&fa, FIRST_FREE_FD)) != 0) goto fail_setup;
+    if ((rc = posix_spawn_file_actions_addclosefrom_np(&fa, share_tmp >= 0 ? FIRST_FREE_FD : SHARE_FD)) != 0)
+        goto fail_setup;
 #endif
 #endif
     if ((rc = posix_spawnattr_init(&attr)) != 0) goto fail_setup;
@@ -317,6 +328,7 @@ qh_proc *qh_spawn_start(const qh_spawn_opts *opts, char *err, size_t errlen)
     snprintf(fixed[0], sizeof fixed[0], "QHOST_SPEC_FD=%d", SPEC_FD);
     snprintf(fixed[1], sizeof fixed[1], "QHOST_REPORT_FD=%d", REPORT_FD);
     snprintf(fixed[2], sizeof fixed[2], "QHOST_PARENT_PID=%ld", (long)getpid());
+    snprintf(fixed[3], sizeof fixed[3], "QHOST_SHARE_FD=%d", share_tmp >= 0 ? SHARE_FD : -1);
     envp = build_env(opts->env, fixed, err, errlen);
     if (!envp) goto fail;
 
@@ -334,6 +346,7 @@ qh_proc *qh_spawn_start(const qh_spawn_opts *opts, char *err, size_t errlen)
     posix_spawnattr_destroy(&attr);
     close(spec_pipe[0]);
     close(report_pipe[1]);
+    close_fd(&share_tmp);
     p->spec_fd = spec_pipe[1];
     p->report_fd = report_pipe[0];
     pump_spec(p);
@@ -345,6 +358,7 @@ fail:
     free(envp);
     if (fa_ready) posix_spawn_file_actions_destroy(&fa);
     if (attr_ready) posix_spawnattr_destroy(&attr);
+    close_fd(&share_tmp);
     for (int i = 0; i < 2; i++) {
         close_fd(&spec_pipe[i]);
         close_fd(&report_pipe[i]);
@@ -668,7 +682,14 @@ static int l_start(lua_State *L)
     }
     env[k] = NULL;
 
-    qh_spawn_opts opts = { .argv = argv, .env = env };
+    qh_spawn_opts opts = { .argv = argv, .env = env, .share_fd = -1 };
+    lua_getfield(L, 1, "share_fd");
+    if (!lua_isnil(L, -1)) {
+        lua_Number fd = lua_tonumber(L, -1);
+        if (lua_type(L, -1) != LUA_TNUMBER || !(fd > 0 && fd <= 1 << 20) || fd != (int)fd)
+            return luaL_error(L, "spawn.start: share_fd must be a file descriptor number");
+        opts.share_fd = (int)fd;
+    }
     lua_getfield(L, 1, "spec");
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING)

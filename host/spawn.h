@@ -1,7 +1,8 @@
 /* spawn.h: source child processes, started with posix_spawn and supervised
  * by the parent, and the `qhost.spawn` Lua module over them.
- * Provides: the parent side (start a child with a spec pipe on its fd 3 and a
- * report pipe on its fd 4, poll/wait for its exit, signal it, collect what it
+ * Provides: the parent side (start a child with a spec pipe on its fd 3, a
+ * report pipe on its fd 4 and optionally one shared fd on its fd 5, poll/wait
+ * for its exit, signal it, collect what it
  * reported) and the child side (read the spec, write the report, die with the
  * parent). Uses: POSIX spawn/wait/pipes, Linux prctl, hostlib.h to register
  * running children for the immediate-exit path, LuaJIT's C API. */
@@ -22,7 +23,7 @@
 
 /* Pushes the `qhost.spawn` module table (luaopen-style; returns 1):
  *   start{ argv = {exe, ...}, env = {NAME = value}, spec = "bytes",
- *          stdin_null = bool, report_max = n }      -> proc | nil, err
+ *          stdin_null = bool, report_max = n, share_fd = fd } -> proc | nil, err
  *   proc:pid() -> number
  *   proc:poll() -> nil while running | { code = n | signal = n, signame = s,
  *                  report = s, report_dropped = n (only if > 0) }, the same
@@ -46,12 +47,15 @@ typedef struct qh_spawn_opts {
                                  path (no PATH search) */
     const char *const *env;   /* NULL-terminated "NAME=value" strings added to,
                                  or replacing, the parent's environ; NULL for
-                                 none. QHOST_SPEC_FD, QHOST_REPORT_FD and
-                                 QHOST_PARENT_PID are always set by spawn and
-                                 cannot be overridden. */
+                                 none. QHOST_SPEC_FD, QHOST_REPORT_FD,
+                                 QHOST_PARENT_PID and QHOST_SHARE_FD are always
+                                 set by spawn and cannot be overridden. */
     const char *spec;         /* bytes the child reads on fd 3; NULL if none */
     size_t spec_len;
     int stdin_null;           /* child's stdin is /dev/null instead of ours */
+    int share_fd;             /* > 0: an fd of ours the child gets as its
+                                 fd 5 (its QHOST_SHARE_FD then says 5, else
+                                 -1); 0 (zero-initialised opts) or less: none */
     size_t report_max;        /* report bytes kept; 0 for QH_SPAWN_REPORT_MAX */
 } qh_spawn_opts;
 

@@ -14,6 +14,7 @@
 
 #include "codec.h"
 #include "csv.h"
+#include "flow.h"
 #include "hostlib.h"
 #include "kafka.h"
 #include "spawn.h"
@@ -118,6 +119,7 @@ lua_State *qh_vm_new(const char *mode)
     preload(L, "qhost.csvreader", qh_csv_open);
     preload(L, "qhost.kafka", qh_kafka_open);
     preload(L, "qhost.spawn", qh_spawn_open);
+    preload(L, "qhost.flow", qh_flow_open);
     lua_pushstring(L, mode);
     lua_setfield(L, LUA_REGISTRYINDEX, "qhost.mode");
     return L;

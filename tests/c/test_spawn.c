@@ -639,6 +639,52 @@ TEST(children_are_tracked_until_reaped)
     qh_proc_free(NULL);
 }
 
+/* share_fd: the child has that fd as its fd 5 and QHOST_SHARE_FD=5; without
+ * it, QHOST_SHARE_FD=-1 and fd 5 is closed. The fd is shared, not copied:
+ * what the child reads through it is the parent's file. */
+static void run_share(int share_fd, char *report, size_t len)
+{
+    char err[256];
+    const char *argv[] = { "/bin/sh", "-c",
+        "printf '%s:' \"$QHOST_SHARE_FD\" >&4; "
+        "if [ -e /proc/$$/fd/5 ]; then cat <&5 >&4; else printf closed >&4; fi", NULL };
+    qh_spawn_opts opts = { .argv = argv, .share_fd = share_fd };
+    qh_proc *p = qh_spawn_start(&opts, err, sizeof err);
+    report[0] = '\0';
+    CHECK(p != NULL);
+    if (!p) return;
+    qh_proc_status st = { -2, -2 };
+    CHECK_EQ_INT(qh_proc_wait(p, 20, &st, err, sizeof err), 1);
+    size_t n = 0;
+    const char *text = qh_proc_report(p, &n, NULL);
+    snprintf(report, len, "%.*s", (int)n, text);
+    qh_proc_free(p);
+}
+
+TEST(share_fd_reaches_the_child_as_fd_5)
+{
+    char path[4200], report[256];
+    snprintf(path, sizeof path, "%s/shared.txt", tmp_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    CHECK_EQ_INT(write(fd, "hello", 5), 5);
+    CHECK_EQ_INT(lseek(fd, 0, SEEK_SET), 0);
+    /* An fd numbered 5 in the parent too: the dup must still reach the child. */
+    int five = dup2(fd, 5);
+    CHECK_EQ_INT(five, 5);
+    run_share(five, report, sizeof report);
+    CHECK_EQ_STR(report, "5:hello");
+    CHECK_EQ_INT(lseek(fd, 0, SEEK_SET), 0);
+    run_share(fd, report, sizeof report);
+    CHECK_EQ_STR(report, "5:hello");
+    run_share(0, report, sizeof report);
+    CHECK_EQ_STR(report, "-1:closed");
+    close(five);
+    close(fd);
+    unlink(path);
+}
+
 TEST(signal_names)
 {
     CHECK_EQ_INT(qh_spawn_signum("TERM"), SIGTERM);
@@ -922,6 +968,7 @@ int main(int argc, char **argv)
     RUN(gc_leaves_a_running_child_alone);
     RUN(children_are_tracked_until_reaped);
     RUN(signal_names);
+    RUN(share_fd_reaches_the_child_as_fd_5);
     RUN(child_side_functions_in_a_real_child);
     RUN(child_side_errors_outside_a_child);
     RUN(watch_parent_when_the_parent_is_already_gone);

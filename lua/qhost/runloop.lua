@@ -280,6 +280,9 @@ return function(app, opts)
   -- with ctx describing the message that failed (ctx.stage says where).
   local function process_range(msgs, first, n)
     for i = first, n - 1 do
+      -- run{ count = N } stops after exactly the message that made the Nth
+      -- output: the rest of the batch is not processed, so not committed.
+      if count_limit and output_count >= count_limit then return end
       local m = msgs[i]
       ctx.index = i
       if m.err ~= 0 then

@@ -38,11 +38,11 @@ end
 
 -- CSVSource{ path, name = <base name of path>, key_extractor, timestamp_extractor,
 --            delay = 0, dialect = "excel", delimiter, quotechar, shutdown_timeout = 10 }
-local OPTIONS = {
+local OPTIONS = argcheck.declare("CSVSource", {
   path = "string", name = "string", key_extractor = "string|function", timestamp_extractor = "string|function",
   delay = "number", dialect = "string", delimiter = "string", quotechar = "string", shutdown_timeout = "number",
   on_client_connect_success = "function", on_client_connect_failure = "function",
-}
+})
 
 function CSVSource:init(opts)
   -- A subclass may take options of its own.

@@ -51,13 +51,13 @@ local function fail(self, fmt, ...)
   error(string.format("KafkaReplicatorSource '%s': " .. fmt, tostring(self.name), ...), 0)
 end
 
-local OPTIONS = {
+local OPTIONS = argcheck.declare("KafkaReplicatorSource", {
   name = "string", topic = "string", broker_address = "string", auto_offset_reset = "string",
   consumer_extra_config = "table", consumer_poll_timeout = "number", commit_interval = "number",
   commit_every = "number", key_deserializer = "string", value_deserializer = "string",
   on_consumer_error = "function", shutdown_timeout = "number", on_client_connect_success = "function",
   on_client_connect_failure = "function",
-}
+})
 
 function KafkaReplicatorSource:init(opts)
   if getmetatable(self) == KafkaReplicatorSource then

@@ -30,14 +30,14 @@ local function is_callback(v)
   return type(v) == "function" or "a function(err, row, logger) -> bool"
 end
 
-local OPTIONS = {
+local OPTIONS = argcheck.declare("Application", {
   broker_address = "string", consumer_group = "string", auto_offset_reset = "string",
   commit_interval = "number", commit_every = "integer", processing_guarantee = "string",
   state_dir = "string", auto_create_topics = "boolean", consumer_extra_config = "table",
   producer_extra_config = "table", on_consumer_error = is_callback,
   on_processing_error = is_callback, on_producer_error = is_callback,
   on_message_processed = "function", loglevel = "string",
-}
+})
 
 local function check_options(opts)
   argcheck.options("Application", opts, OPTIONS)
@@ -159,13 +159,15 @@ function Application:add_source(src, topic)
   return topic
 end
 
+local DATAFRAME_OPTIONS = argcheck.declare("app:dataframe", { topic = "table", source = "table" })
+
 -- app:dataframe(topic) or app:dataframe{ topic = t, source = s }
 function Application:dataframe(arg)
   local topic, src
   if topic_mod.is_topic(arg) then
     topic = arg
   elseif type(arg) == "table" and getmetatable(arg) == nil then
-    argcheck.options("app:dataframe", arg, { topic = "table", source = "table" })
+    argcheck.options("app:dataframe", arg, DATAFRAME_OPTIONS)
     topic, src = arg.topic, arg.source
     if topic == nil and src == nil then argcheck.fail("app:dataframe expects a Topic or { topic =, source = }") end
   else
@@ -297,7 +299,8 @@ end
 
 -- The run loop (qhost.runloop) ----------------------------------------------
 
-local RUN_OPTIONS = { count = "integer", timeout = "number", collect = "boolean", metadata = "boolean" }
+local RUN_OPTIONS = argcheck.declare("app:run",
+  { count = "integer", timeout = "number", collect = "boolean", metadata = "boolean" })
 
 -- app:run{ count, timeout, collect, metadata } -> outputs (see API.md)
 function Application:run(opts)

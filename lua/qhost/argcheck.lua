@@ -110,6 +110,17 @@ local function describe(value)
   return "a " .. type(value)
 end
 
+-- Every public call's options, by the call's name as the reference
+-- (docs/api.md) writes it ("sdf:print", "Application"): a test checks the
+-- reference and these say the same.
+argcheck.specs = {}
+
+-- argcheck.declare(call, spec) -> spec, recorded under `call`.
+function argcheck.declare(call, spec)
+  argcheck.specs[call] = spec
+  return spec
+end
+
 -- argcheck.options(what, opts, spec) -> opts (a table, {} for nil).
 -- `what` names the call ("sdf:print", "CSVSource 'orders'"); spec maps
 -- each option to its rule (see type_ok). Raises at the user's line on a

@@ -51,14 +51,15 @@ local function extend(self, node)
   return self
 end
 
-local FN_OPTIONS = { stateful = "boolean", metadata = "boolean" }
-local APPLY_OPTIONS = { stateful = "boolean", metadata = "boolean", expand = "boolean" }
+local APPLY_OPTIONS = argcheck.declare("sdf:apply", { stateful = "boolean", metadata = "boolean", expand = "boolean" })
+local UPDATE_OPTIONS = argcheck.declare("sdf:update", { stateful = "boolean", metadata = "boolean" })
+local FILTER_OPTIONS = argcheck.declare("sdf:filter", { stateful = "boolean", metadata = "boolean" })
 
 local function check_fn(fn, op, opts, spec)
   if type(fn) ~= "function" and not series.is_series(fn) then
     argcheck.fail("StreamingDataFrame:%s expects a function (or a Series), got %s", op, type(fn))
   end
-  opts = argcheck.options("StreamingDataFrame:" .. op, opts, spec or FN_OPTIONS)
+  opts = argcheck.options("StreamingDataFrame:" .. op, opts, spec or {})
   if opts.stateful then
     argcheck.fail("StreamingDataFrame:%s: stateful functions are not supported yet", op)
   end
@@ -75,13 +76,13 @@ end
 -- sdf:update(fn, { metadata = }): fn sees (and may mutate) the value; its
 -- result is ignored and the value goes on. In place.
 function SDF:update(fn, opts)
-  opts = check_fn(fn, "update", opts)
+  opts = check_fn(fn, "update", opts, UPDATE_OPTIONS)
   return extend(self, new_node("update", { fn = fn, metadata = opts.metadata, where = argcheck.where() }))
 end
 
 -- sdf:filter(fn, { metadata = }): only values for which fn is truthy go on.
 function SDF:filter(fn, opts)
-  opts = check_fn(fn, "filter", opts)
+  opts = check_fn(fn, "filter", opts, FILTER_OPTIONS)
   return derive(self, new_node("filter", { fn = fn, metadata = opts.metadata, where = argcheck.where() }))
 end
 
@@ -155,10 +156,12 @@ function SDF:select(...)
   end }))
 end
 
+local DROP_OPTIONS = argcheck.declare("sdf:drop", { errors = "string" })
+
 -- sdf:drop(cols, { errors = "raise" | "ignore" }): removes fields. In place.
 function SDF:drop(cols, opts)
   cols = column_list("drop", cols)
-  opts = argcheck.options("StreamingDataFrame:drop", opts, { errors = "string" })
+  opts = argcheck.options("StreamingDataFrame:drop", opts, DROP_OPTIONS)
   local errors = argcheck.one_of("StreamingDataFrame:drop", "errors", opts.errors or "raise", { "raise", "ignore" })
   local where = argcheck.where()
   return extend(self, new_node("update", { where = where, fn = function(value)
@@ -206,8 +209,8 @@ function SDF:set_headers(fn)
   return derive(self, new_node("set_headers", { fn = fn, where = argcheck.where() }))
 end
 
-local GROUP_BY_OPTIONS = { name = "string", key_serializer = "string|table", value_serializer = "string|table",
-                           key_deserializer = "string|table", value_deserializer = "string|table" }
+local GROUP_BY_OPTIONS = argcheck.declare("sdf:group_by", { name = "string", key_serializer = "string|table", value_serializer = "string|table",
+                           key_deserializer = "string|table", value_deserializer = "string|table" })
 
 -- sdf:group_by(column or fn(value), { name =, key_serializer = "json", ... }):
 -- re-keys the messages by the column's (or fn's) value, Quix's group_by.
@@ -246,17 +249,19 @@ function SDF:group_by(by, opts)
   return app:dataframe(repartition)
 end
 
+local PRINT_OPTIONS = argcheck.declare("sdf:print", { pretty = "boolean", metadata = "boolean" })
+
 -- sdf:print{ pretty = true, metadata = false }. In place.
 function SDF:print(opts)
-  opts = argcheck.options("StreamingDataFrame:print", opts, { pretty = "boolean", metadata = "boolean" })
+  opts = argcheck.options("StreamingDataFrame:print", opts, PRINT_OPTIONS)
   local pretty = opts.pretty
   if pretty == nil then pretty = true end
   return extend(self, new_node("print", { pretty = pretty, metadata = opts.metadata and true or false }))
 end
 
-local PRINT_TABLE_OPTIONS = { size = "integer", title = "string", metadata = "boolean", timeout = "number",
+local PRINT_TABLE_OPTIONS = argcheck.declare("sdf:print_table", { size = "integer", title = "string", metadata = "boolean", timeout = "number",
                               live = "boolean", live_slowdown = "number", columns = "table",
-                              column_widths = "table" }
+                              column_widths = "table" })
 
 -- sdf:print_table{ size = 5, title =, metadata = true, timeout = 5, live = true,
 -- live_slowdown = 0.5, columns =, column_widths = } (Quix's defaults; see
@@ -268,10 +273,12 @@ function SDF:print_table(opts)
   return extend(self, new_node("print_table", { opts = opts }))
 end
 
+local TO_TOPIC_OPTIONS = argcheck.declare("sdf:to_topic", { key = "function" })
+
 -- sdf:to_topic(topic, { key = fn(value) -> new key }); `topic` may also be
 -- fn(value, key, timestamp, headers) -> Topic, choosing per message. In place.
 function SDF:to_topic(topic, opts)
-  opts = argcheck.options("StreamingDataFrame:to_topic", opts, { key = "function" })
+  opts = argcheck.options("StreamingDataFrame:to_topic", opts, TO_TOPIC_OPTIONS)
   if type(topic) == "function" then
     return extend(self, new_node("to_topic", { choose = topic, key = opts.key, where = argcheck.where() }))
   end
@@ -571,6 +578,9 @@ function dataframe.compile(sdf, rt)
   return compile_node(sdf.root, rt)
 end
 
+local TEST_OPTIONS = argcheck.declare("sdf:test",
+  { key = "any", timestamp = "number", headers = "table", metadata = "boolean" })
+
 -- sdf:test(value, { key =, timestamp =, headers =, metadata = }) -> outputs,
 -- with no Kafka: the values reaching the ends of the pipeline (all of its
 -- branches, as Quix's test), or with metadata = true tables { value =,
@@ -578,8 +588,7 @@ end
 -- the second result as { topic, key, value } (and timestamp, headers with
 -- metadata = true).
 function SDF:test(value, opts)
-  opts = argcheck.options("StreamingDataFrame:test", opts,
-    { key = "any", timestamp = "number", headers = "table", metadata = "boolean" })
+  opts = argcheck.options("StreamingDataFrame:test", opts, TEST_OPTIONS)
   local outputs, produced = {}, {}
   local leaf
   if opts.metadata then

@@ -102,8 +102,8 @@ end
 -- when the file is new or empty.
 local CSVSink = BatchingSink:extend("CSVSink")
 
-local CSV_SINK_OPTIONS = { path = "string", delimiter = "string", key_serializer = "function",
-                           value_serializer = "function" }
+local CSV_SINK_OPTIONS = argcheck.declare("CSVSink", { path = "string", delimiter = "string",
+  key_serializer = "function", value_serializer = "function" })
 
 function CSVSink:init(opts)
   if getmetatable(self) == CSVSink then argcheck.options("CSVSink", opts, CSV_SINK_OPTIONS) end

@@ -64,6 +64,10 @@ end
 Source.__index = make_index(Source)
 setmetatable(Source, { __call = construct })
 
+-- The options every source takes (a source keeps any other field too).
+argcheck.declare("Source", { name = "string", shutdown_timeout = "number", on_client_connect_success = "function",
+                             on_client_connect_failure = "function" })
+
 -- Checks the common options; subclasses that override init call
 -- Source.init(self, opts) (or their parent's) first.
 function Source:init(opts)

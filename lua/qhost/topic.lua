@@ -18,7 +18,8 @@ local function check_count(value, field, default)
   return value
 end
 
-local CONFIG_OPTIONS = { num_partitions = "integer", replication_factor = "integer", extra_config = "table" }
+local CONFIG_OPTIONS = argcheck.declare("TopicConfig",
+  { num_partitions = "integer", replication_factor = "integer", extra_config = "table" })
 
 -- TopicConfig{ num_partitions = 1, replication_factor = 1, extra_config = {} }
 function topic.TopicConfig(opts)
@@ -45,10 +46,10 @@ local Topic = {}
 Topic.__index = Topic
 Topic.__name = "Topic"
 
-local OPTIONS = {
+local OPTIONS = argcheck.declare("app:topic", {
   value_deserializer = "string|table", key_deserializer = "string|table", value_serializer = "string|table",
   key_serializer = "string|table", config = "table", timestamp_extractor = "function",
-}
+})
 
 -- Kafka's rule for topic names (its Topic.validate): at most 249 of
 -- [a-zA-Z0-9._-], and not "." or "..". Returns nil or why not.

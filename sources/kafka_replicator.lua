@@ -34,6 +34,7 @@ local argcheck = require("qhost.argcheck")
 local ffi = require("ffi")
 local changelog = require("qhost.changelog")
 local clients = require("qhost.clients")
+local flow_control = require("qhost.flow_control")
 local host = require("qhost.host")
 local log = require("qhost.log")
 local serializers = require("qhost.serializers")
@@ -262,11 +263,14 @@ end
 -- Copies one polled message; returns true when a checkpoint is due now
 -- (commit_every reached, or commit_interval 0: after every message).
 local function copy(self, consumer, i, m)
-  local ok, err = self._producer:produce(self.producer_topic.name,
-    m.value ~= nil and ffi.string(m.value, m.value_len) or nil,
-    m.key ~= nil and ffi.string(m.key, m.key_len) or nil,
-    m.partition, m.timestamp > 0 and tonumber(m.timestamp) or nil,
-    m.header_count > 0 and consumer:headers(i, m.header_count) or nil)
+  local value = m.value ~= nil and ffi.string(m.value, m.value_len) or nil
+  local key = m.key ~= nil and ffi.string(m.key, m.key_len) or nil
+  local headers = m.header_count > 0 and consumer:headers(i, m.header_count) or nil
+  -- On the embedded broker, wait for the app's credit (qhost.flow_control).
+  local gate = rawget(self, "_gate")
+  if gate then gate:admit(flow_control.size(key, value, headers), self._producer) end
+  local ok, err = self._producer:produce(self.producer_topic.name, value, key,
+    m.partition, m.timestamp > 0 and tonumber(m.timestamp) or nil, headers)
   if not ok then fail(self, "%s", err) end
   self._offsets[m.partition] = tonumber(m.offset)
   self._uncommitted = self._uncommitted + 1

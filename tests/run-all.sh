@@ -105,6 +105,7 @@ fi
 if want san; then
   echo "== end to end, embedded broker, ASan+UBSan binary" >&2
   busted_run "$LOGS/e2e-san.log" "$ROOT/build/san/qhost" tests/e2e \
+    QHOST_TEST_FLOW_MESSAGES=200000 \
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=98
 fi

@@ -6,6 +6,7 @@
 local ffi = require("ffi")
 local clients = require("qhost.clients")
 local dataframe = require("qhost.dataframe")
+local flow_control = require("qhost.flow_control")
 local host = require("qhost.host")
 local log = require("qhost.log")
 local serializers = require("qhost.serializers")
@@ -18,15 +19,6 @@ local json_decode_at = require("qhost.codec").json_decode_at
 local BATCH = 1000
 local POLL_MS = 100
 
--- Embedded broker back-pressure: the mock keeps at most 5 MiB per partition,
--- so sources are paused (SIGSTOP) while the app's unprocessed backlog on
--- their topic is above HIGH bytes, and resumed below LOW. The backlog is
--- measured against the broker's end offset, asked every BACKLOG_CHECK_S:
--- librdkafka's cached watermarks go stale while its prefetch queue is full,
--- which is exactly when the backlog grows.
-local BACKLOG_HIGH = 1024 * 1024
-local BACKLOG_LOW = 256 * 1024
-local BACKLOG_CHECK_S = 0.01
 
 local function compile_pipelines(app, rt)
   local by_topic = {}
@@ -162,10 +154,30 @@ return function(app, opts)
     log.info("consuming %s as group '%s' from %s", table.concat(topic_names, ", "), app.consumer_group, app._broker)
   end
 
-  local sources = supervisor.new(app, app._sources)
-  local source_topics = {}
-  for _, e in ipairs(app._sources) do source_topics[e.topic.name] = true end
+  -- On the embedded broker, each source feeding a topic this app consumes
+  -- gets a flow control region: it may only run a budget ahead of what the
+  -- app has taken from its consumer (qhost.flow_control).
+  local flow_regions = {}   -- topic -> Region
+  local entries = {}
+  for i, e in ipairs(app._sources) do
+    entries[i] = { source = e.source, topic = e.topic }
+    if embedded and pipelines[e.topic.name] then
+      local region, ferr = flow_control.new_region()
+      if not region then error(ferr, 0) end
+      flow_regions[e.topic.name] = region
+      entries[i].region = region
+    end
+  end
+  local sources = supervisor.new(app, entries)
   local standalone = consumer == nil
+  -- What each batch took of each source's topic, counted as the source counts.
+  local taken_messages, taken_bytes = {}, {}
+  local function report_taken()
+    for tname, n in pairs(taken_messages) do
+      flow_regions[tname]:consumed(n, taken_bytes[tname])
+      taken_messages[tname], taken_bytes[tname] = nil, nil
+    end
+  end
 
   -- Offsets: next offset to commit and next expected, per topic/partition.
   local processed = {}     -- topic -> { [partition] = next offset }
@@ -173,7 +185,6 @@ return function(app, opts)
   local dirty = false
   local since_checkpoint = 0
   local last_checkpoint = host.monotonic()
-  local avg_size = 200
 
   -- Sinks take what was processed since the last checkpoint, per topic
   -- partition; a failing flush raises here, before anything is committed.
@@ -253,14 +264,17 @@ return function(app, opts)
   end
 
   -- Data loss on the embedded broker: it drops the oldest data of a
-  -- partition past its retention; offsets then jump.
+  -- partition past its retention, and offsets then jump. Flow control keeps
+  -- sources from causing that; anything else that does (another producer
+  -- writing faster than this app reads) stops the app with an error.
   local function check_gap(topic, partition, offset)
     local exp = expected[topic]
     local want = exp and exp[partition]
     if want and offset > want then
-      log.error("DATA LOST: the embedded broker dropped messages %d..%d of topic '%s' partition %d "
-        .. "before this app read them (its retention is 5 MiB / 100,000 batches per partition). "
-        .. "Use a real Kafka (broker_address or QHOST_BROKER) for this volume.", want, offset - 1, topic, partition)
+      error(string.format("DATA LOST: the embedded broker dropped messages %d..%d of topic '%s' partition %d "
+        .. "before this app read them (its retention is 5 MiB / 100,000 message sets per partition). "
+        .. "Use a real Kafka (broker_address or QHOST_BROKER) for this volume.", want, offset - 1, topic,
+        partition), 0)
     end
     if not exp then exp = {}; expected[topic] = exp end
     exp[partition] = offset + 1
@@ -298,7 +312,10 @@ return function(app, opts)
         local tname = topic_name(m.topic)
         local partition, offset = m.partition, tonumber(m.offset)
         ctx.topic, ctx.partition, ctx.offset = tname, partition, offset
-        if embedded then check_gap(tname, partition, offset) end
+        if embedded then
+          ctx.stage = "consume"
+          check_gap(tname, partition, offset)
+        end
         local entry = pipelines[tname]
         local t = entry.topic
         local kbytes = m.key ~= nil and ffi.string(m.key, m.key_len) or nil
@@ -307,10 +324,18 @@ return function(app, opts)
         -- error callback needs them.
         local json_direct = m.value ~= nil and t.value_deserializer == JSON
         local vbytes = (m.value ~= nil and not json_direct) and ffi.string(m.value, m.value_len) or nil
-        if embedded then
-          avg_size = avg_size * 0.99 + (tonumber(m.value_len) + tonumber(m.key_len) + 70) * 0.01
-        end
         local headers = m.header_count > 0 and consumer:headers(i, m.header_count) or nil
+        if flow_regions[tname] then
+          local size = flow_control.OVERHEAD + tonumber(m.value_len) + tonumber(m.key_len)
+          if headers then
+            for h = 1, #headers do
+              local hv = headers[h][2]
+              size = size + #headers[h][1] + (hv and #hv or 0)
+            end
+          end
+          taken_messages[tname] = (taken_messages[tname] or 0) + 1
+          taken_bytes[tname] = (taken_bytes[tname] or 0) + size
+        end
         local timestamp = tonumber(m.timestamp)
         ctx.stage, ctx.key, ctx.value, ctx.headers, ctx.timestamp = "deserialize", kbytes, vbytes, headers, timestamp
         local key, kerr = serializers.decode(t.key_deserializer, kbytes)
@@ -366,34 +391,6 @@ return function(app, opts)
     end
   end
 
-  local paused_topics = {}
-  local last_backlog_check = 0
-  local function apply_backpressure()
-    local now = host.monotonic()
-    if now - last_backlog_check < BACKLOG_CHECK_S then return end
-    last_backlog_check = now
-    for tname in pairs(source_topics) do
-      local exp = expected[tname]
-      local worst = 0
-      if exp then
-        for partition, next_offset in pairs(exp) do
-          local _, high = app._admin:watermarks(tname, partition, 5)
-          if high and high > next_offset then
-            worst = math.max(worst, (high - next_offset) * avg_size)
-          end
-        end
-      end
-      if worst > BACKLOG_HIGH and not paused_topics[tname] then
-        paused_topics[tname] = true
-        sources:set_paused(true, { [tname] = true })
-        log.debug("pausing the sources of '%s': %d bytes unread", tname, worst)
-      elseif worst < BACKLOG_LOW and paused_topics[tname] then
-        paused_topics[tname] = nil
-        sources:set_paused(false, { [tname] = true })
-      end
-    end
-  end
-
   local function loop()
     if standalone then sources:start_all(require("qhost.app").script, require("qhost.app").script_args) end
     local last_message = host.monotonic()
@@ -401,17 +398,14 @@ return function(app, opts)
     while true do
       if C.qh_ffi_stop_requested() > 0 or app._stop_requested then break end
       if consumer then
-        -- While sources feed the embedded broker, wake often enough to
-        -- pause them in time (see BACKLOG_HIGH).
-        local wait = (embedded and sources.started and sources:alive() > 0) and 10 or POLL_MS
-        local n, msgs = consumer:poll(batch_max, wait)
+        local n, msgs = consumer:poll(batch_max, POLL_MS)
         handle_events()
         if n > 0 then
           last_message = host.monotonic()
           process_batch(msgs, n)
+          report_taken()
           io.stdout:flush()
         end
-        if embedded and sources.started and next(source_topics) then apply_backpressure() end
         local errors = consumer:take_errors()
         if errors then
           if errors.fatal then error("the consumer failed: " .. errors.last, 0) end
@@ -462,6 +456,7 @@ return function(app, opts)
   end
   if consumer then consumer:close() end
   if producer then producer:close() end
+  for _, region in pairs(flow_regions) do region:close() end
   if app._admin then app._admin:close(); app._admin = false end
   if app._mock then app._mock:close(); app._mock = false end
   io.stdout:flush()

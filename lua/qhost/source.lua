@@ -5,6 +5,7 @@
 -- self.producer_topic through the process's own producer.
 local argcheck = require("qhost.argcheck")
 local C = require("qhost.ffi")
+local flow_size = require("qhost.flow_control").size
 local topic_mod = require("qhost.topic")
 
 local source = {}
@@ -18,7 +19,7 @@ local Source = { __name = "Source" }
 source.Source = Source
 
 -- Fields the framework sets on an instance at run time; never serialized.
-local RUNTIME_FIELDS = { producer_topic = true, _producer = true, _stopped = true,
+local RUNTIME_FIELDS = { producer_topic = true, _producer = true, _gate = true, _stopped = true,
                          _stop_seen = true, _started = true, state = true }
 source.RUNTIME_FIELDS = RUNTIME_FIELDS
 
@@ -173,6 +174,9 @@ function Source:produce(msg)
     error(string.format("%s: produce: key must be bytes (a string), got %s; use self:serialize{}",
       source.describe(self), type(msg.key)), 2)
   end
+  -- On the embedded broker, wait for the app's credit (qhost.flow_control).
+  local gate = rawget(self, "_gate")
+  if gate then gate:admit(flow_size(msg.key, msg.value, msg.headers), producer) end
   local ok, err = producer:produce(self.producer_topic.name, msg.value, msg.key,
     msg.partition, msg.timestamp, msg.headers)
   if not ok then error(source.describe(self) .. ": " .. err, 2) end

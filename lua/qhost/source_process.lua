@@ -5,6 +5,7 @@
 -- Quix's SourceProcess does, reporting a failure with its traceback on the
 -- report pipe before exiting non-zero.
 local clients = require("qhost.clients")
+local flow_control = require("qhost.flow_control")
 local host = require("qhost.host")
 local log = require("qhost.log")
 local source_mod = require("qhost.source")
@@ -31,8 +32,10 @@ local function locate(cls, script)
 end
 
 -- The serialized instance and everything the child needs. Raises, naming
--- the source and the field, when a field cannot travel.
-function M.spec(app, src, topic, script)
+-- the source and the field, when a field cannot travel. `flow_budget`: the
+-- flow control budget when the app gives the source a region (see
+-- qhost.flow_control), else nil.
+function M.spec(app, src, topic, script, flow_budget)
   local cls = getmetatable(src)
   local fields = {}
   for k, v in pairs(src) do
@@ -61,6 +64,7 @@ function M.spec(app, src, topic, script)
             auto_offset_reset = app.auto_offset_reset, commit_interval = app.commit_interval,
             commit_every = app.commit_every },
     loglevel = log.level_name(),
+    flow = flow_budget,
     package_path = package.path,
     package_cpath = package.cpath,
   }
@@ -74,11 +78,12 @@ function M.spec(app, src, topic, script)
 end
 
 -- Spawns the child: `qhost run <script> <args>` (the script only matters
--- when the class lives in it). Returns the spawn handle or raises.
-function M.start(src, spec_text, script, args)
+-- when the class lives in it), sharing `share_fd` (the flow control region)
+-- when given. Returns the spawn handle or raises.
+function M.start(src, spec_text, script, args, share_fd)
   local argv = { host.exe, "run", script or "-" }
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
-  local proc, err = spawn.start{ argv = argv, env = {}, spec = spec_text, stdin_null = true }
+  local proc, err = spawn.start{ argv = argv, env = {}, spec = spec_text, stdin_null = true, share_fd = share_fd }
   if not proc then
     error(string.format("%s: cannot start its process: %s", source_mod.describe(src), err), 0)
   end
@@ -141,6 +146,7 @@ function M.run(spec)
   producer:prepare(spec.topic.name)
   rawset(src, "producer_topic", topic_mod.new(spec.topic.name, spec.topic.opts))
   rawset(src, "_producer", producer)
+  rawset(src, "_gate", flow_control.open_gate(spec.flow))
   rawset(src, "_started", true)
   rawset(src, "_app_config", spec.app)
   log.debug("started, producing to topic '%s'", spec.topic.name)

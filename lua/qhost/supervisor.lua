@@ -1,6 +1,8 @@
 -- qhost.supervisor: the app's side of its source processes (as Quix's
--- SourceManager): starts each, notices how each ended, pauses and resumes
--- them, and stops them (SIGTERM, shutdown_timeout, then SIGKILL).
+-- SourceManager): starts each (with its flow control region, when the app
+-- gives it one), notices how each ended, and stops them (SIGTERM,
+-- shutdown_timeout, then SIGKILL).
+local flow_control = require("qhost.flow_control")
 local host = require("qhost.host")
 local log = require("qhost.log")
 local source_mod = require("qhost.source")
@@ -13,15 +15,16 @@ Supervisor.__index = Supervisor
 
 function supervisor.new(app, entries)
   local list = {}
-  for i, e in ipairs(entries) do list[i] = { source = e.source, topic = e.topic } end
-  return setmetatable({ app = app, entries = list, started = false, paused = false }, Supervisor)
+  for i, e in ipairs(entries) do list[i] = { source = e.source, topic = e.topic, region = e.region } end
+  return setmetatable({ app = app, entries = list, started = false }, Supervisor)
 end
 
 function Supervisor:start_all(script, args)
   self.started = true
   for _, e in ipairs(self.entries) do
-    local spec = source_process.spec(self.app, e.source, e.topic, script)
-    e.proc = source_process.start(e.source, spec, script, args)
+    local budget = e.region and flow_control.BUDGET or nil
+    local spec = source_process.spec(self.app, e.source, e.topic, script, budget)
+    e.proc = source_process.start(e.source, spec, script, args, e.region and e.region.fd or nil)
     e.pid = e.proc:pid()
     log.info("%s started (pid %d), producing to topic '%s'", source_mod.describe(e.source), e.pid, e.topic.name)
   end
@@ -69,19 +72,7 @@ function Supervisor:alive()
   return n
 end
 
--- Pauses (SIGSTOP) or resumes (SIGCONT) the sources producing to `topics`
--- (a set of names), or all when nil.
-function Supervisor:set_paused(paused, topics)
-  for _, e in ipairs(self.entries) do
-    if e.proc and not e.status and (topics == nil or topics[e.topic.name])
-       and (e.paused or false) ~= paused then
-      e.paused = paused
-      e.proc:signal(paused and "STOP" or "CONT")
-    end
-  end
-end
-
--- Stops every live source: SIGTERM (after SIGCONT for a paused one), wait
+-- Stops every live source: SIGTERM, wait
 -- up to its shutdown_timeout, then SIGKILL. Returns the first failure text.
 function Supervisor:stop_all()
   local deadline = {}
@@ -90,7 +81,6 @@ function Supervisor:stop_all()
     if e.proc and not e.status then
       e.terminated = true
       e.proc:signal("TERM")
-      if e.paused then e.proc:signal("CONT"); e.paused = false end
       deadline[e] = now + (e.source.shutdown_timeout or 10)
     end
   end

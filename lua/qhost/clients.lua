@@ -16,6 +16,15 @@ local header_names = ffi.new("const char *[?]", MAX_HEADERS)
 local header_values = ffi.new("const char *[?]", MAX_HEADERS)
 local header_lens = ffi.new("size_t[?]", MAX_HEADERS)
 local failure_text = ffi.new("char[512]")
+-- The arrays above hold bare pointers, which keep nothing alive: every
+-- string behind them (a value made by tostring is referenced by nothing
+-- else) is held here from fill_headers until qh_ffi_produce has copied it,
+-- then let go. One table for all calls: no allocation per message.
+local header_anchor = {}
+
+local function release_headers(n)
+  for i = 1, 2 * n do header_anchor[i] = nil end
+end
 
 -- clients.producer(config) -> Producer | nil, err. `config` is a table of
 -- librdkafka properties.
@@ -27,25 +36,28 @@ function clients.producer(config)
 end
 
 -- Headers are a list of { name, value } pairs (Kafka allows repeats) or a
--- map name -> value. Values are strings. Returns the count or nil, err.
+-- map name -> value. Values are strings (others are converted with
+-- tostring; nil in a pair is a null header). Returns the count, the strings
+-- held in header_anchor (release_headers), or nil, err (nothing held).
 local function fill_headers(headers)
-  if headers == nil then return 0 end
   local n = 0
   if headers[1] ~= nil or next(headers) == nil then
     for i = 1, #headers do
       local pair = headers[i]
-      if n >= MAX_HEADERS then return nil, "more than " .. MAX_HEADERS .. " headers" end
+      if n >= MAX_HEADERS then release_headers(n); return nil, "more than " .. MAX_HEADERS .. " headers" end
       local name, value = pair[1], pair[2]
-      if type(name) ~= "string" then return nil, "header name must be a string" end
+      if type(name) ~= "string" then release_headers(n); return nil, "header name must be a string" end
       if value ~= nil and type(value) ~= "string" then value = tostring(value) end
+      header_anchor[2 * n + 1], header_anchor[2 * n + 2] = name, value
       header_names[n], header_values[n], header_lens[n] = name, value, value and #value or 0
       n = n + 1
     end
   else
     for name, value in pairs(headers) do
-      if n >= MAX_HEADERS then return nil, "more than " .. MAX_HEADERS .. " headers" end
-      if type(name) ~= "string" then return nil, "header name must be a string" end
+      if n >= MAX_HEADERS then release_headers(n); return nil, "more than " .. MAX_HEADERS .. " headers" end
+      if type(name) ~= "string" then release_headers(n); return nil, "header name must be a string" end
       if type(value) ~= "string" then value = tostring(value) end
+      header_anchor[2 * n + 1], header_anchor[2 * n + 2] = name, value
       header_names[n], header_values[n], header_lens[n] = name, value, #value
       n = n + 1
     end
@@ -70,11 +82,16 @@ function Producer:produce(topic, value, key, partition, timestamp, headers)
   if C.qh_ffi_producer_take_failures(self.ptr, failure_text, 512) > 0 then
     return nil, ffi.string(failure_text)
   end
-  local nh, herr = fill_headers(headers)
-  if not nh then return nil, "produce to " .. topic .. ": " .. herr end
+  local nh = 0
+  if headers ~= nil then
+    local herr
+    nh, herr = fill_headers(headers)
+    if not nh then return nil, "produce to " .. topic .. ": " .. herr end
+  end
   local rc = C.qh_ffi_produce(self.ptr, topic, partition or -1,
     key, key and #key or 0, value, value and #value or 0,
     timestamp or 0, nh, header_names, header_values, header_lens)
+  if nh > 0 then release_headers(nh) end
   if rc ~= 0 then return nil, ffi.string(C.qh_ffi_producer_errstr(self.ptr)) end
   return true
 end

@@ -20,18 +20,21 @@
  * them sorted when there is no list), so output is deterministic.
  *
  * Choices where Python has no equivalent (documented for the Lua library):
- * - Lua has one number type: integral values with |x| < 2^53 print as
+ * - Lua has one number type: integral values with |x| <= 2^53 print as
  *   integers ("5", never "5.0"; -0 prints "0"); others as Python's repr
  *   prints them (the shortest digits that read back as the same double,
- *   exponent form below 1e-4 and from 1e16, "1e+16", "1.5e-07"), except
- *   that integral ones have no ".0". A few decimals, like 1234.56, are
- *   found without printf.
+ *   exponent form below 1e-4 and from 1e16, "1e+16", "1.5e-07",
+ *   "9007199254740994.0"). A few decimals, like 1234.56, are found without
+ *   printf.
  * - json_decode turns a lone \uD800..\uDFFF escape into its 3-byte form
  *   (Python's "surrogatepass"); the encoder writes such a code point back as
  *   the same \uXXXX escape, so it round-trips and the output stays UTF-8.
  *   Raw (unescaped) bytes in JSON text must be valid UTF-8, and so must every
  *   string the encoder is given.
- * - Numbers decode to doubles: integers beyond 2^53 lose precision, and
+ * - Numbers decode to Lua numbers (doubles), except integers (no '.', no
+ *   exponent) beyond 2^53 that fit in int64: those become int64_t cdata,
+ *   so that they are not rounded, and int64_t/uint64_t cdata encode as
+ *   plain integers. Integers beyond int64 decode to doubles (rounded), and
  *   values beyond the double range become +-inf (as Python's float()).
  * - NaN, Infinity and -Infinity are read and written as Python's json
  *   module does (not JSON, but what json.dumps writes by default).
@@ -60,6 +63,8 @@
 #include <lauxlib.h>
 
 #define MAX_DEPTH     1000
+/* LuaJIT's type tag of cdata (lj_obj.h); lua.h does not name it. */
+#define QH_LUA_TCDATA 10
 #define KEY_CACHE_MAX 4096
 
 /* Registry names, so that opening the module twice in one state shares
@@ -69,6 +74,7 @@
 #define REG_STATE_MT  "qhost.codec.state_mt"
 #define REG_ARRAY_MT  "qhost.codec.array_mt"
 #define REG_KEY_CACHE "qhost.codec.key_cache"
+#define REG_INT64     "qhost.codec.int64"
 #define KEYS_FIELD    "__qhost_keys"
 
 /* Upvalues shared by every module function. UV_SCRATCH is a table:
@@ -78,6 +84,8 @@
 #define UV_ARRAYMT lua_upvalueindex(2)
 #define UV_CACHE   lua_upvalueindex(3)
 #define UV_KEYSFLD lua_upvalueindex(4)
+#define UV_INT64   lua_upvalueindex(5)  /* { make, digits }: see INT64_LUA */
+#define N_UPVALUES 5
 #define SCRATCH_STATE  1
 #define SCRATCH_CACHED 2
 
@@ -435,14 +443,18 @@ static size_t decimal_layout(char *out, int neg, const decimal *x)
         memcpy(out + len, x->d, (size_t)x->n);
         len += (size_t)x->n;
     } else {
-        /* Python adds ".0" to integral values; Lua has one number type,
-         * so they print as integers, as the small ones do. */
         int ip = x->e10 + 1;
         for (int i = 0; i < ip; i++) out[len++] = i < x->n ? x->d[i] : '0';
         if (x->n > ip) {
             out[len++] = '.';
             memcpy(out + len, x->d + ip, (size_t)(x->n - ip));
             len += (size_t)(x->n - ip);
+        } else {
+            /* Integral: only beyond 2^53 here (fmt_int writes the others).
+             * Python's ".0" keeps it a double when read back; a plain
+             * integer that big decodes to an int64_t cdata. */
+            out[len++] = '.';
+            out[len++] = '0';
         }
     }
     out[len] = '\0';
@@ -499,7 +511,7 @@ static size_t fmt_shortest(char *out, double d)
  * so pipelines ported from Quix Streams meet them in their topics. */
 static size_t fmt_number(char *out, double d)
 {
-    if (d > -9007199254740992.0 && d < 9007199254740992.0) {
+    if (d >= -9007199254740992.0 && d <= 9007199254740992.0) {
         int64_t i = (int64_t)d;
         if ((double)i == d) return fmt_int(out, i);
     }
@@ -970,6 +982,22 @@ static int enc_value(enc *e, int idx, int depth)
         break;
     case LUA_TTABLE:
         return enc_table(e, idx, depth);
+    case QH_LUA_TCDATA: {
+        /* int64_t and uint64_t (what decoding big integers gives) are
+         * written as plain integers; other cdata are an error. */
+        lua_rawgeti(L, UV_INT64, 2);
+        lua_pushvalue(L, idx);
+        lua_call(L, 1, 1);
+        int rc = 1;
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            size_t n;
+            const char *s = lua_tolstring(L, -1, &n);
+            rc = buf_put(e->b, s, n) == 0 ? 0 : enc_nomem(e);
+        }
+        lua_pop(L, 1);
+        if (rc != 1) return rc;
+        break;
+    }
     }
     char what[64];
     snprintf(what, sizeof what, "cannot encode %s", luaL_typename(L, idx));
@@ -1241,6 +1269,40 @@ static const double pow10_exact[] = {
     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 };
 
+/* Pushes the int64_t cdata with the two's complement bits u. Rare: kept
+ * out of line so that dec_number stays small enough to be inlined into
+ * dec_value. */
+__attribute__((noinline, cold))
+static int dec_push_int64(dec *d, uint64_t u)
+{
+    lua_State *L = d->L;
+    lua_rawgeti(L, UV_INT64, 1);
+    lua_pushnumber(L, (lua_Number)(int32_t)(uint32_t)(u >> 32));
+    lua_pushnumber(L, (lua_Number)(uint32_t)u);
+    lua_call(L, 2, 1);
+    return 0;
+}
+
+/* The number token of n bytes at start, read by strtod. Out of line, as
+ * dec_push_int64. */
+__attribute__((noinline))
+static int dec_number_strtod(dec *d, const unsigned char *start, size_t n)
+{
+    /* strtod would read past the token ("0x1", "1e5x"...): copy it out. */
+    char small[64];
+    char *tok = small;
+    if (n >= sizeof small) {
+        qh_buf *b = &d->st->str;
+        b->len = 0;
+        if (qh_buf_reserve(b, n + 1) != 0) return dec_fail_at(d, start, "out of memory");
+        tok = b->data;
+    }
+    memcpy(tok, start, n);
+    tok[n] = '\0';
+    lua_pushnumber(d->L, strtod_c(tok));
+    return 0;
+}
+
 static int dec_number(dec *d)
 {
     const unsigned char *start = d->p, *p = d->p, *end = d->end;
@@ -1304,6 +1366,16 @@ static int dec_number(dec *d)
         lua_pushnumber(d->L, neg && mant ? -(lua_Number)mant : (lua_Number)mant);
         return 0;
     }
+    if (integral && nsig <= 19) {
+        /* mant is exact. A double holds integers up to 2^53; an int64_t
+         * cdata the rest of the int64 range, so that ids and nanosecond
+         * timestamps survive a decode and encode unchanged. */
+        if (mant > 9007199254740992ull && mant <= (neg ? 1ull << 63 : (1ull << 63) - 1))
+            return dec_push_int64(d, neg ? 0 - mant : mant);
+        /* uint64 to double rounds correctly, as strtod does */
+        lua_pushnumber(d->L, neg ? -(lua_Number)mant : (lua_Number)mant);
+        return 0;
+    }
     long e10 = exp10 - scale;
     if (nsig <= 15 && e10 >= -22 && e10 <= 22) {
         double v = (double)mant;
@@ -1311,20 +1383,7 @@ static int dec_number(dec *d)
         lua_pushnumber(d->L, neg ? -v : v);
         return 0;
     }
-    /* strtod would read past the token ("0x1", "1e5x"...): copy it out. */
-    size_t n = (size_t)(p - start);
-    char small[64];
-    char *tok = small;
-    if (n >= sizeof small) {
-        qh_buf *b = &d->st->str;
-        b->len = 0;
-        if (qh_buf_reserve(b, n + 1) != 0) return dec_fail_at(d, start, "out of memory");
-        tok = b->data;
-    }
-    memcpy(tok, start, n);
-    tok[n] = '\0';
-    lua_pushnumber(d->L, strtod_c(tok));
-    return 0;
+    return dec_number_strtod(d, start, (size_t)(p - start));
 }
 
 static int dec_value(dec *d, int depth);
@@ -1398,7 +1457,7 @@ static int dec_object(dec *d, int depth)
     lua_State *L = d->L;
     codec_state *st = d->st;
     if (depth >= MAX_DEPTH) return dec_fail(d, "nesting deeper than 1000");
-    if (!lua_checkstack(L, 6)) return dec_fail(d, "Lua stack exhausted");
+    if (!lua_checkstack(L, 8)) return dec_fail(d, "Lua stack exhausted");
     d->p++;
     unsigned char *hint = depth < 8 ? &st->size_hint[depth] : NULL;
     lua_createtable(L, 0, hint && *hint ? *hint : 4);
@@ -1457,7 +1516,7 @@ static int dec_array(dec *d, int depth)
 {
     lua_State *L = d->L;
     if (depth >= MAX_DEPTH) return dec_fail(d, "nesting deeper than 1000");
-    if (!lua_checkstack(L, 4)) return dec_fail(d, "Lua stack exhausted");
+    if (!lua_checkstack(L, 6)) return dec_fail(d, "Lua stack exhausted");
     d->p++;
     lua_createtable(L, 4, 0);
     int tidx = lua_gettop(L);
@@ -1535,7 +1594,8 @@ static int dec_value(dec *d, int depth)
             lua_pushnumber(d->L, -HUGE_VAL);
             return 0;
         }
-        return dec_number(d);
+        /* one call of dec_number, so that it is inlined */
+        __attribute__((fallthrough));
     case '0': case '1': case '2': case '3': case '4':
     case '5': case '6': case '7': case '8': case '9':
         return dec_number(d);
@@ -1734,6 +1794,28 @@ static void make_table(lua_State *L)
     lua_newtable(L);
 }
 
+/* The classic Lua API cannot make or read cdata, so two small Lua functions
+ * do it for the codec; they only run for integers beyond 2^53, which are
+ * rare. `make` builds an int64_t from its two 32-bit halves (hi signed),
+ * `digits` gives the decimal digits of an int64_t or uint64_t (tostring
+ * without the LL/ULL suffix) and nil for any other value. */
+static const char INT64_LUA[] =
+    "local ffi = require('ffi')\n"
+    "local int64, uint64 = ffi.typeof('int64_t'), ffi.typeof('uint64_t')\n"
+    "local istype, tostring, match = ffi.istype, tostring, string.match\n"
+    "local function make(hi, lo) return int64(hi) * 4294967296 + lo end\n"
+    "local function digits(v)\n"
+    "  if istype(int64, v) or istype(uint64, v) then return (match(tostring(v), '^(-?%d+)U?LL$')) end\n"
+    "end\n"
+    "return { make, digits }\n";
+
+/* Raises if the FFI is missing: the host always has LuaJIT's. */
+static void make_int64_helpers(lua_State *L)
+{
+    if (luaL_loadbuffer(L, INT64_LUA, sizeof INT64_LUA - 1, "=qhost.codec") != 0) lua_error(L);
+    lua_call(L, 0, 1);
+}
+
 int qh_codec_open(lua_State *L)
 {
     pthread_once(&c_locale_once, init_c_locale);
@@ -1744,10 +1826,11 @@ int qh_codec_open(lua_State *L)
     registry_get(L, REG_ARRAY_MT, make_table);
     registry_get(L, REG_KEY_CACHE, make_table);
     lua_pushliteral(L, KEYS_FIELD);
+    registry_get(L, REG_INT64, make_int64_helpers);
     int uv = mod + 1;
     for (const luaL_Reg *r = codec_funcs; r->name; r++) {
-        for (int i = 0; i < 4; i++) lua_pushvalue(L, uv + i);
-        lua_pushcclosure(L, r->func, 4);
+        for (int i = 0; i < N_UPVALUES; i++) lua_pushvalue(L, uv + i);
+        lua_pushcclosure(L, r->func, N_UPVALUES);
         lua_setfield(L, mod, r->name);
     }
     lua_pushvalue(L, uv + 1);

@@ -85,7 +85,7 @@ TEST(encode_numbers)
     CHECK_EQ_STR(ENC(L, "1e16"), "1e+16");
     CHECK_EQ_STR(ENC(L, "-1.5e-7"), "-1.5e-07");
     CHECK_EQ_STR(ENC(L, "123456789.123"), "123456789.123");
-    CHECK_EQ_STR(ENC(L, "2^53 + 2"), "9007199254740994");
+    CHECK_EQ_STR(ENC(L, "2^53 + 2"), "9007199254740994.0");
     CHECK_EQ_STR(ENC(L, "2^53 - 1"), "9007199254740991");
     CHECK_EQ_STR(ENC(L, "-(2^53 - 1)"), "-9007199254740991");
     CHECK_EQ_STR(ENC(L, "2^53"), "9007199254740992");
@@ -127,7 +127,7 @@ TEST(encode_numbers)
 
 /* json.dumps of these doubles in Python 3.11 (repr: the shortest digits
  * that read back, the nearest if several), except that integral values
- * have no ".0" here. Made by a short Python script over powers of two and
+ * up to 2^53 have no ".0" here. Made by a short Python script over powers of two and
  * their neighbours, powers of ten, random bit patterns and subnormals. */
 static const struct { uint64_t bits; const char *json; } python_doubles[] = {
     { 0x0000000000000001ull, "5e-324" },
@@ -150,8 +150,8 @@ static const struct { uint64_t bits; const char *json; } python_doubles[] = {
     { 0x430c6bf526340002ull, "1000000000000000.2" },
     { 0x419d6f34547df3b6ull, "123456789.123" },
     { 0x4340000000000000ull, "9007199254740992" },
-    { 0xc340000000000001ull, "-9007199254740994" },
-    { 0x4341c37937e07fffull, "9999999999999998" },
+    { 0xc340000000000001ull, "-9007199254740994.0" },
+    { 0x4341c37937e07fffull, "9999999999999998.0" },
     { 0x3f1a36e2eb1c432dull, "0.0001" },
     { 0x3ee4f8b588e368f1ull, "1e-05" },
     { 0x3f1a36e2eb1c432cull, "9.999999999999999e-05" },
@@ -419,9 +419,9 @@ TEST(encode_doubles_as_python)
     lua_close(L);
 }
 
-/* What Python's repr would print for x (finite, non-zero), found the slow
- * way: the fewest digits p for which printf's p-digit rounding reads back,
- * laid out as repr does, without the ".0" of integral values. */
+/* What Python's repr would print for x (finite, non-zero, not an integer
+ * up to 2^53), found the slow way: the fewest digits p for which printf's
+ * p-digit rounding reads back, laid out as repr does. */
 static void slow_shortest(double x, char *out, size_t cap)
 {
     char sci[48], digits[20];
@@ -453,9 +453,11 @@ static void slow_shortest(double x, char *out, size_t cap)
         for (int k = 0; k < n; k++) out[len++] = digits[k];
     } else {
         for (int k = 0; k <= e; k++) out[len++] = k < n ? digits[k] : '0';
+        out[len++] = '.';
         if (n > e + 1) {
-            out[len++] = '.';
             for (int k = e + 1; k < n; k++) out[len++] = digits[k];
+        } else {
+            out[len++] = '0';
         }
     }
     out[len] = '\0';
@@ -492,7 +494,7 @@ TEST(double_round_trip_property)
         if (!isfinite(x) || x == 0) continue;
         char want[64];
         const char *got = c_encode(L, x);
-        if (x == floor(x) && fabs(x) < 9007199254740992.0)
+        if (x == floor(x) && fabs(x) <= 9007199254740992.0)
             snprintf(want, sizeof want, "%.0f", x);
         else
             slow_shortest(x, want, sizeof want);
@@ -690,7 +692,7 @@ TEST(decode_numbers)
     CHECK_EQ_STR(run(L, "return codec.json_decode('Infinity') == math.huge, codec.json_decode(' -Infinity ') == -math.huge"),
                  "true|true");
     CHECK_EQ_STR(DEC(L, "'{\"a\":[NaN,Infinity,-Infinity,-1]}'"), "{\"a\":[NaN,Infinity,-Infinity,-1]}");
-    CHECK_EQ_STR(DEC(L, "'9007199254740993'"), "9007199254740992");
+    CHECK_EQ_STR(DEC(L, "'9007199254740992'"), "9007199254740992");
     CHECK_EQ_STR(DEC(L, "'1' .. string.rep('0', 80) .. '.5'"), "1e+80");
     CHECK_EQ_STR(DEC(L, "'[0.000123,1.5e-10,7E22,7e23,0e5,-0e0,123456789012345.6]'"),
                  "[0.000123,1.5e-10,7e+22,7e+23,0,0,123456789012345.6]");
@@ -704,6 +706,53 @@ TEST(decode_numbers)
         "  if codec.json_decode(s) ~= tonumber(s) then return s end\n"
         "end\n"
         "return 'ok'"), "ok");
+    lua_close(L);
+}
+
+/* Integers beyond 2^53 that fit in int64 decode to int64_t cdata, and
+ * int64_t/uint64_t cdata encode as plain integers: ids and nanosecond
+ * timestamps round-trip exactly. */
+TEST(int64_round_trip)
+{
+    lua_State *L = new_state();
+    CHECK_EQ_STR(run(L, "local v = codec.json_decode('123456789012345678') "
+                        "return type(v), v == 123456789012345678LL, tostring(v), codec.json_encode(v)"),
+                 "cdata|true|123456789012345678LL|123456789012345678");
+    CHECK_EQ_STR(run(L, "local ffi = require('ffi') local v = codec.json_decode('-9007199254740993') "
+                        "return ffi.istype('int64_t', v), v == -9007199254740993LL"), "true|true");
+    /* 2^53 itself stays a number; so does anything with '.' or an exponent */
+    CHECK_EQ_STR(run(L, "return type(codec.json_decode('9007199254740992')), type(codec.json_decode('-9007199254740992')), "
+                        "type(codec.json_decode('9007199254740993.0')), type(codec.json_decode('9007199254740993e0'))"),
+                 "number|number|number|number");
+    CHECK_EQ_STR(DEC(L, "'[9007199254740993,-9007199254740993,9223372036854775807,-9223372036854775808]'"),
+                 "[9007199254740993,-9007199254740993,9223372036854775807,-9223372036854775808]");
+    /* beyond int64: a double, as before */
+    CHECK_EQ_STR(run(L, "local v = codec.json_decode('9223372036854775808') return type(v), codec.json_encode(v)"),
+                 "number|9.223372036854776e+18");
+    CHECK_EQ_STR(run(L, "local v = codec.json_decode('-9223372036854775809') return type(v), codec.json_encode(v)"),
+                 "number|-9.223372036854776e+18");
+    CHECK_EQ_STR(DEC(L, "'99999999999999999999999'"), "1e+23");
+    /* a big double keeps its ".0", so it reads back as a double */
+    CHECK_EQ_STR(run(L, "local s = codec.json_encode(2^53 + 2) return s, type(codec.json_decode(s))"),
+                 "9007199254740994.0|number");
+    /* in objects and arrays, with key order, pretty, json_object_from_arrays */
+    CHECK_EQ_STR(DEC(L, "'{\"id\":1700000000123456789,\"n\":1,\"a\":[-1700000000123456789]}'"),
+                 "{\"id\":1700000000123456789,\"n\":1,\"a\":[-1700000000123456789]}");
+    CHECK_EQ_STR(run(L, "return codec.json_encode_pretty({ 42LL })"), "[\n  42\n]");
+    CHECK_EQ_STR(run(L, "return codec.json_object_from_arrays({ 'ts' }, { 1700000000123456789LL })"),
+                 "{\"ts\":1700000000123456789}");
+    /* uint64_t too; any other cdata is an error */
+    CHECK_EQ_STR(ENC(L, "{ 18446744073709551615ULL, -5LL, 0ULL }"), "[18446744073709551615,-5,0]");
+    CHECK_EQ_STR(run(L, "local ffi = require('ffi') return codec.json_encode({ x = ffi.new('int32_t', 5) })"),
+                 "nil|cannot encode cdata at value.x");
+    CHECK_EQ_STR(run(L, "local ffi = require('ffi') return codec.json_encode(ffi.new('double', 1))"),
+                 "nil|cannot encode cdata at value");
+    CHECK_EQ_STR(run(L, "local ffi = require('ffi') return codec.json_encode({ ffi.new('struct { int64_t a; }') })"),
+                 "nil|cannot encode cdata at value[1]");
+    CHECK_EQ_STR(run(L, "local ffi = require('ffi') return codec.json_encode(ffi.cast('void *', 0))"),
+                 "nil|cannot encode cdata at value");
+    CHECK_EQ_STR(run(L, "return codec.json_encode({ [1LL] = 1 })"),
+                 "nil|cannot encode table with mixed or non-string keys at value");
     lua_close(L);
 }
 
@@ -1046,6 +1095,7 @@ int main(void)
     RUN(encode_pretty);
     RUN(decode_values);
     RUN(decode_numbers);
+    RUN(int64_round_trip);
     RUN(decode_strings);
     RUN(decode_key_order);
     RUN(decode_errors);

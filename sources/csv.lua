@@ -153,7 +153,7 @@ function CSVSource:run()
     local value, key, timestamp = next_message()
     if not value then break end
     self:produce{ value = value, key = key, timestamp = timestamp }
-    if delay > 0 then host.sleep(delay) end
+    if delay > 0 then host.sleep_unless_stopped(delay) end   -- a stop cuts it short
   end
   reader:close()
 end

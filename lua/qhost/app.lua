@@ -179,6 +179,13 @@ function Application:dataframe(arg)
   if src ~= nil then
     topic = self:add_source(src, topic)
   end
+  -- As Quix's DataFrameRegistry: one dataframe per input topic.
+  for _, other in ipairs(self._dataframes) do
+    if other.topic.name == topic.name then
+      argcheck.fail("app:dataframe: there is already a StreamingDataFrame using topic '%s' (branch that one "
+        .. "instead: each operation called on a dataframe starts a branch)", topic.name)
+    end
+  end
   self._topics[topic.name] = self._topics[topic.name] or topic
   local sdf = dataframe.new(self, topic)
   table.insert(self._dataframes, sdf)

@@ -238,8 +238,14 @@ function SDF:group_by(by, opts)
   if not app or self.topic:num_partitions() == 1 then
     return derive(self, new_node("rekey", { fn = key_of }))
   end
-  local repartition = app:topic(
-    string.format("repartition__%s--%s--%s", app.consumer_group, self.topic.name, name), {
+  local repartition_name = string.format("repartition__%s--%s--%s", app.consumer_group, self.topic.name, name)
+  for _, other in ipairs(app._dataframes) do
+    if other.topic.name == repartition_name then
+      argcheck.fail("StreamingDataFrame:group_by: a group_by named %q already exists on topic '%s': give this "
+        .. "one another { name = }", name, self.topic.name)
+    end
+  end
+  local repartition = app:topic(repartition_name, {
       config = topic_mod.TopicConfig{ num_partitions = self.topic:num_partitions() },
       key_serializer = opts.key_serializer or "json", key_deserializer = opts.key_deserializer or "json",
       value_serializer = opts.value_serializer or "json", value_deserializer = opts.value_deserializer or "json",

@@ -20,21 +20,11 @@ local BATCH = 1000
 local POLL_MS = 100
 
 
+-- One pipeline per input topic (app:dataframe allows one dataframe each).
 local function compile_pipelines(app, rt)
   local by_topic = {}
   for _, sdf in ipairs(app._dataframes) do
-    local name = sdf.topic.name
-    local entry = by_topic[name]
-    local process = dataframe.compile(sdf, rt)
-    if not entry then
-      by_topic[name] = { topic = sdf.topic, process = process }
-    else
-      local first = entry.process
-      entry.process = function(value, key, timestamp, headers)
-        first(value, key, timestamp, headers)
-        return process(value, key, timestamp, headers)
-      end
-    end
+    by_topic[sdf.topic.name] = { topic = sdf.topic, process = dataframe.compile(sdf, rt) }
   end
   return by_topic
 end
@@ -364,7 +354,8 @@ return function(app, opts)
         parts[partition] = offset + 1
         dirty = true
         since_checkpoint = since_checkpoint + 1
-        if on_processed then on_processed(tname, partition, offset) end
+        -- As Quix: a message a consumer error skipped was not processed.
+        if on_processed and not (kerr or verr) then on_processed(tname, partition, offset) end
       end
     end
   end
@@ -386,6 +377,8 @@ return function(app, opts)
       local parts = processed[ctx.topic] or {}
       processed[ctx.topic] = parts
       parts[ctx.partition] = ctx.offset + 1
+      -- As Quix: a message whose error was suppressed counts as processed.
+      if on_processed then on_processed(ctx.topic, ctx.partition, ctx.offset) end
       dirty = true
       first = i + 1
     end

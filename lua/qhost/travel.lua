@@ -3,6 +3,8 @@
 -- strings, numbers, booleans, tables of these (no cycles), and functions
 -- without upvalues (as LuaJIT bytecode: the child runs the same binary).
 -- Anything else is refused with the field's path, before a process starts.
+local codec = require("qhost.codec")
+
 local travel = {}
 
 local function is_identifier(s)
@@ -24,6 +26,24 @@ local function upvalue_names(fn)
   return names
 end
 
+-- JSON values travel with what makes them JSON: an array's marker and an
+-- object's key order (the metatables qhost.codec gives decoded values).
+-- Returns the text that closes the rebuilt table ("}" for a plain one,
+-- "}, <metatable>)" after a "setmetatable(" opening), or nil for a
+-- metatable that makes an object.
+local function json_closing(mt)
+  if mt == nil then return "}" end
+  if mt == codec.array_mt then return '}, require("qhost.codec").array_mt)' end
+  local keys = rawget(mt, "__qhost_keys")
+  if type(keys) ~= "table" or next(mt, next(mt)) ~= nil then return nil end
+  local names = {}
+  for i, k in ipairs(keys) do
+    if type(k) ~= "string" then return nil end
+    names[i] = string.format("%q", k)
+  end
+  return "}, {__qhost_keys={" .. table.concat(names, ",") .. "}})"
+end
+
 -- Appends the Lua expression for `value` to `out`; returns nil, reason when
 -- `value` cannot travel (reason names the field path).
 local function emit(value, path, out, seen)
@@ -37,6 +57,11 @@ local function emit(value, path, out, seen)
     else out[#out + 1] = string.format("%.17g", value) end
   elseif t == "boolean" or t == "nil" then
     out[#out + 1] = tostring(value)
+  elseif value == codec.null then
+    out[#out + 1] = 'require("qhost.codec").null'
+  elseif t == "cdata" and codec.json_encode(value) then
+    -- an int64 of a JSON value: rebuilt from its digits
+    out[#out + 1] = string.format('require("qhost.codec").json_decode(%q)', codec.json_encode(value))
   elseif t == "function" then
     local names = upvalue_names(value)
     if #names > 0 then
@@ -47,11 +72,12 @@ local function emit(value, path, out, seen)
     out[#out + 1] = string.format("loadstring(%q)", code)
   elseif t == "table" then
     if seen[value] then return nil, string.format("field %s is part of a cycle", path) end
-    if getmetatable(value) ~= nil and not travel.plain_metatables[getmetatable(value)] then
+    local closing = json_closing(getmetatable(value))
+    if not closing then
       return nil, string.format("field %s is a table with a metatable (an object)", path)
     end
     seen[value] = true
-    out[#out + 1] = "{"
+    out[#out + 1] = closing == "}" and "{" or "setmetatable({"
     for k, v in pairs(value) do
       local kt = type(k)
       if kt ~= "string" and kt ~= "number" and kt ~= "boolean" then
@@ -64,7 +90,7 @@ local function emit(value, path, out, seen)
       if not ok then return nil, err end
       out[#out + 1] = ","
     end
-    out[#out + 1] = "}"
+    out[#out + 1] = closing
     seen[value] = nil
   else
     return nil, string.format("field %s is a %s", path, t)
@@ -72,9 +98,6 @@ local function emit(value, path, out, seen)
   return true
 end
 
--- Metatables whose tables travel as plain data (set by qhost.codec for
--- decoded JSON; registered by the library, not users).
-travel.plain_metatables = setmetatable({}, { __mode = "k" })
 
 -- travel.encode(fields) -> source text | nil, err. `fields` is a table of
 -- named fields; err is "field <path> is ...".

@@ -105,6 +105,16 @@ describe("errors at the user's line", function()
     has(raised(function() app:run{ timout = 1 } end), 'did you mean "timeout"?')
   end)
 
+  it("one dataframe per topic, one group_by per name, as Quix", function()
+    local app = qhost.Application{}
+    local t = app:topic("once", { config = qhost.TopicConfig{ num_partitions = 2 } })
+    local sdf = app:dataframe(t)
+    has(raised(function() app:dataframe(t) end),
+      "app:dataframe: there is already a StreamingDataFrame using topic 'once'")
+    sdf:group_by("user")
+    has(raised(function() sdf:group_by("user") end), 'a group_by named "user" already exists on topic \'once\'')
+  end)
+
   it("select takes a list or several names, and keeps them all", function()
     local sdf = new_sdf()
     local both = sdf:select("a", "b")

@@ -475,6 +475,65 @@ static int put(qh_buf *b, const char *s, size_t n)
     return 0;
 }
 
+/* Makes r->header_keys hold the header table at idx as escaped `"name":`
+ * prefixes, which row_json and read_json put before each field; they are
+ * kept while the same header table is given (the common case: every row of
+ * a file), so a header table must not change between rows. Returns 0, or pushes nil, err for a header that is not UTF-8
+ * and returns 2; raises for a name that is not a string. */
+static int use_header(lua_State *L, csv_reader *r, int idx, const char *fn)
+{
+    if (r->header_id == lua_topointer(L, idx)) return 0;
+    size_t m = lua_objlen(L, idx);
+    r->header_keys.len = 0;
+    r->nheader = 0;
+    r->header_id = NULL;
+    size_t *ends = realloc(r->header_ends, (m ? m : 1) * sizeof *ends);
+    if (!ends) return luaL_error(L, "%s: out of memory", fn);
+    r->header_ends = ends;
+    for (size_t i = 1; i <= m; i++) {
+        size_t klen;
+        lua_rawgeti(L, idx, (int)i);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            return luaL_error(L, "%s: header[%d] is a %s, expected a string", fn, (int)i,
+                              luaL_typename(L, -1));
+        const char *k = lua_tolstring(L, -1, &klen);
+        int rc = qh_json_append_string(&r->header_keys, k, klen);
+        lua_pop(L, 1);
+        if (rc == QH_JSON_EUTF8) {
+            /* The header's fault, not a row's: no line number. */
+            char msg[64];
+            snprintf(msg, sizeof msg, "invalid UTF-8 in header column %d", (int)i);
+            return push_row_err(L, r, 0, msg);
+        }
+        if (rc != QH_JSON_OK || put(&r->header_keys, ":", 1) != 0)
+            return luaL_error(L, "%s: out of memory", fn);
+        r->header_ends[r->nheader++] = r->header_keys.len;
+    }
+    if (r->header_ref > 0) luaL_unref(L, LUA_REGISTRYINDEX, r->header_ref);
+    lua_pushvalue(L, idx);
+    r->header_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    r->header_id = lua_topointer(L, idx);
+    return 0;
+}
+
+/* Appends field i (0-based) of the row being written: its header prefix,
+ * then the value, or null when data is NULL (a missing field). Returns
+ * QH_JSON_OK, QH_JSON_EUTF8 (the value) or QH_JSON_ENOMEM. */
+static int put_member(csv_reader *r, size_t i, const char *data, size_t len)
+{
+    qh_buf *b = &r->json;
+    size_t kstart = i ? r->header_ends[i - 1] : 0;
+    if ((i > 0 && put(b, ",", 1) != 0) ||
+        put(b, r->header_keys.data + kstart, r->header_ends[i] - kstart) != 0)
+        return QH_JSON_ENOMEM;
+    if (!data) return put(b, "null", 4) == 0 ? QH_JSON_OK : QH_JSON_ENOMEM;  /* DictReader's None */
+    return qh_json_append_string(b, data, len);
+}
+
+/* Both JSON ways check, in this order, so that they fail alike: the row
+ * (end of file, malformed CSV), the header, the number of fields, then each
+ * field. */
+
 /* reader:row_json(header, fields, line) -> string | nil, err: the JSON
  * object header[i] -> fields[i] in header order, null for missing fields
  * (Python's DictReader gives None). `line` (optional) only goes into error
@@ -485,43 +544,34 @@ static int l_row_json(lua_State *L)
     luaL_checktype(L, 2, LUA_TTABLE);
     luaL_checktype(L, 3, LUA_TTABLE);
     long line = (long)luaL_optinteger(L, 4, 0);
-    int m = (int)lua_objlen(L, 2), n = (int)lua_objlen(L, 3);
+    int rc = use_header(L, r, 2, "row_json");
+    if (rc) return rc;
+    size_t n = lua_objlen(L, 3);
     char msg[128];
-    if (n > m) {
-        snprintf(msg, sizeof msg, "row has %d fields, header has %d", n, m);
+    if (n > r->nheader) {
+        snprintf(msg, sizeof msg, "row has %zu fields, header has %zu", n, r->nheader);
         return push_row_err(L, r, line, msg);
     }
     qh_buf *b = &r->json;
     b->len = 0;
     if (put(b, "{", 1) != 0) goto nomem;
-    for (int i = 1; i <= m; i++) {
-        size_t klen, vlen;
-        lua_rawgeti(L, 2, i);
-        lua_rawgeti(L, 3, i);
-        if (lua_type(L, -2) != LUA_TSTRING)
-            return luaL_error(L, "row_json: header[%d] is a %s, expected a string", i, luaL_typename(L, -2));
-        const char *k = lua_tolstring(L, -2, &klen);
-        if (i > 1 && put(b, ",", 1) != 0) goto nomem;
-        int rc = qh_json_append_string(b, k, klen);
+    for (size_t i = 0; i < r->nheader; i++) {
+        const char *v = NULL;
+        size_t vlen = 0;
+        lua_rawgeti(L, 3, (int)i + 1);
+        if (i < n) {
+            if (lua_type(L, -1) != LUA_TSTRING)
+                return luaL_error(L, "row_json: fields[%d] is a %s, expected a string", (int)i + 1,
+                                  luaL_typename(L, -1));
+            v = lua_tolstring(L, -1, &vlen);
+        }
+        rc = put_member(r, i, v, vlen);
+        lua_pop(L, 1);
         if (rc == QH_JSON_EUTF8) {
-            snprintf(msg, sizeof msg, "invalid UTF-8 in header column %d", i);
+            snprintf(msg, sizeof msg, "invalid UTF-8 in field %zu", i + 1);
             return push_row_err(L, r, line, msg);
         }
-        if (rc != QH_JSON_OK || put(b, ":", 1) != 0) goto nomem;
-        if (lua_isnil(L, -1)) {
-            if (put(b, "null", 4) != 0) goto nomem;
-        } else if (lua_type(L, -1) == LUA_TSTRING) {
-            const char *v = lua_tolstring(L, -1, &vlen);
-            rc = qh_json_append_string(b, v, vlen);
-            if (rc == QH_JSON_EUTF8) {
-                snprintf(msg, sizeof msg, "invalid UTF-8 in field %d", i);
-                return push_row_err(L, r, line, msg);
-            }
-            if (rc != QH_JSON_OK) goto nomem;
-        } else {
-            return luaL_error(L, "row_json: fields[%d] is a %s, expected a string", i, luaL_typename(L, -1));
-        }
-        lua_pop(L, 2);
+        if (rc != QH_JSON_OK) goto nomem;
     }
     if (put(b, "}", 1) != 0) goto nomem;
     lua_pushlstring(L, b->data, b->len);
@@ -533,43 +583,14 @@ nomem:
 /* reader:read_json(header) -> json, line | nil (EOF) | nil, err: the next
  * row straight as the JSON text row_json(header, fields) would make of it,
  * without its fields ever becoming Lua strings (for a CSVSource without
- * extractors, this is the whole per-row work). The header's `"name":`
- * prefixes are escaped once and kept while the same header table is given. */
+ * extractors, this is the whole per-row work). */
 static int l_read_json(lua_State *L)
 {
     csv_reader *r = check_reader(L);
     luaL_checktype(L, 2, LUA_TTABLE);
     if (r->fd < 0) return luaL_error(L, "csvreader %s: read_json after close", r->path);
-    if (r->header_id != lua_topointer(L, 2)) {
-        size_t m = lua_objlen(L, 2);
-        r->header_keys.len = 0;
-        r->nheader = 0;
-        r->header_id = NULL;
-        size_t *ends = realloc(r->header_ends, (m ? m : 1) * sizeof *ends);
-        if (!ends) goto nomem;
-        r->header_ends = ends;
-        for (size_t i = 1; i <= m; i++) {
-            size_t klen;
-            lua_rawgeti(L, 2, (int)i);
-            if (lua_type(L, -1) != LUA_TSTRING)
-                return luaL_error(L, "read_json: header[%d] is a %s, expected a string", (int)i,
-                                  luaL_typename(L, -1));
-            const char *k = lua_tolstring(L, -1, &klen);
-            int rc = qh_json_append_string(&r->header_keys, k, klen);
-            lua_pop(L, 1);
-            if (rc == QH_JSON_EUTF8) {
-                char msg[64];
-                snprintf(msg, sizeof msg, "invalid UTF-8 in header column %d", (int)i);
-                return push_row_err(L, r, 0, msg);
-            }
-            if (rc != QH_JSON_OK || put(&r->header_keys, ":", 1) != 0) goto nomem;
-            r->header_ends[r->nheader++] = r->header_keys.len;
-        }
-        if (r->header_ref > 0) luaL_unref(L, LUA_REGISTRYINDEX, r->header_ref);
-        lua_pushvalue(L, 2);
-        r->header_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        r->header_id = lua_topointer(L, 2);
-    }
+    /* The row first: like read_row then row_json, the end of the file or a
+     * malformed one comes before anything about the header. */
     const row_ref *row = next_row(r);
     if (!row) {
         lua_pushnil(L);
@@ -577,27 +598,20 @@ static int l_read_json(lua_State *L)
         lua_pushstring(L, r->err);
         return 2;
     }
+    int rc = use_header(L, r, 2, "read_json");
+    if (rc) return rc;
+    char msg[128];
     if (row->n > r->nheader) {
-        char msg[128];
         snprintf(msg, sizeof msg, "row has %zu fields, header has %zu", row->n, r->nheader);
         return push_row_err(L, r, row->line, msg);
     }
     qh_buf *b = &r->json;
     b->len = 0;
     if (put(b, "{", 1) != 0) goto nomem;
-    size_t kstart = 0;
     for (size_t i = 0; i < r->nheader; i++) {
-        if (i > 0 && put(b, ",", 1) != 0) goto nomem;
-        if (put(b, r->header_keys.data + kstart, r->header_ends[i] - kstart) != 0) goto nomem;
-        kstart = r->header_ends[i];
-        if (i >= row->n) {
-            if (put(b, "null", 4) != 0) goto nomem;   /* DictReader's None */
-            continue;
-        }
-        const field_ref *f = &r->fields[row->first + i];
-        int rc = qh_json_append_string(b, r->bytes.data ? r->bytes.data + f->off : "", f->len);
+        const field_ref *f = i < row->n ? &r->fields[row->first + i] : NULL;
+        rc = put_member(r, i, f ? (r->bytes.data ? r->bytes.data + f->off : "") : NULL, f ? f->len : 0);
         if (rc == QH_JSON_EUTF8) {
-            char msg[64];
             snprintf(msg, sizeof msg, "invalid UTF-8 in field %zu", i + 1);
             return push_row_err(L, r, row->line, msg);
         }

@@ -375,8 +375,9 @@ TEST(row_json)
                  "nil|rj.csv: row has 2 fields, header has 1");
     CHECK_EQ_STR(run(L, "local r = csvreader.open('rj.csv') return r:row_json({ 'a', 'b' }, { '1', '\\255' }, 3)"),
                  "nil|rj.csv:3: invalid UTF-8 in field 2");
-    CHECK_EQ_STR(run(L, "local r = csvreader.open('rj.csv') return r:row_json({ '\\255' }, { '1' }, 1)"),
-                 "nil|rj.csv:1: invalid UTF-8 in header column 1");
+    /* a bad header is no row's fault: the message is read_json's */
+    CHECK_EQ_STR(run(L, "local r = csvreader.open('rj.csv') return r:row_json({ '\\255' }, { '1' }, 2)"),
+                 "nil|rj.csv: invalid UTF-8 in header column 1");
     CHECK_EQ_STR(run(L, "local r = csvreader.open('rj.csv') return pcall(r.row_json, r, { 'a' }, { 5 })"),
                  "false|row_json: fields[1] is a number, expected a string");
     CHECK_EQ_STR(run(L, "local r = csvreader.open('rj.csv') return pcall(r.row_json, r, { true }, {})"),
@@ -421,6 +422,40 @@ TEST(read_json)
     lua_close(L);
 }
 
+/* CSVSource turns rows into JSON with read_json, or with read_row and
+ * row_json when it has extractors: a bad file must fail the same way both
+ * ways (found by tests/fuzz/fuzz_csv): the row (end, malformed CSV), then
+ * the header, the number of fields, each field. */
+TEST(json_errors_alike_both_ways)
+{
+    static const struct { const char *file, *err; } cases[] = {
+        { "\xff,b\n1,2,3\n", "bad.csv: invalid UTF-8 in header column 1" },
+        { "a,\xff\n\xfe,2\n", "bad.csv: invalid UTF-8 in header column 2" },
+        { "a,b\n\xfe,2,3\n", "bad.csv:2: row has 3 fields, header has 2" },
+        { "a,b\n1,\xfe\n", "bad.csv:2: invalid UTF-8 in field 2" },
+        { "\xff,b\n\"1,2\n", "bad.csv:2: malformed CSV: unterminated quoted field" },
+    };
+    lua_State *L = new_state();
+    /* a bad header and no rows: nothing to convert, no error either way */
+    WRITE("bad.csv", "\xff,b\n");
+    CHECK_EQ_STR(run(L, "local a, b = csvreader.open('bad.csv'), csvreader.open('bad.csv') "
+                        "local ha, hb = a:read_row(), b:read_row() "
+                        "return a:read_row(), b:read_json(hb)"), "nil|nil");
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        write_file("bad.csv", cases[i].file, strlen(cases[i].file));
+        char want[256];
+        snprintf(want, sizeof want, "nil|%s|nil|%s", cases[i].err, cases[i].err);
+        CHECK_EQ_STR(run(L, "local a, b = csvreader.open('bad.csv'), csvreader.open('bad.csv') "
+                            "local ha, hb = a:read_row(), b:read_row() "
+                            "local f, line = a:read_row() "
+                            "local x, xerr = nil, line "
+                            "if f then x, xerr = a:row_json(ha, f, line) end "
+                            "local y, yerr = b:read_json(hb) "
+                            "return x, xerr, y, yerr"), want);
+    }
+    lua_close(L);
+}
+
 static void remove_tree(void)
 {
     static const char *files[] = {
@@ -429,7 +464,7 @@ static void remove_tree(void)
         "bom.csv", "bomq.csv", "bomonly.csv", "short.csv", "semi.csv", "tab.csv",
         "squote.csv", "after.csv", "space.csv", "unterminated.csv", "multi.csv",
         "cr_err.csv", "c.csv", "long.csv", "split.csv", "many.csv", "big.csv",
-        "runaway.csv", "edge.csv", "fifo.csv", "rj.csv", "rjs.csv",
+        "runaway.csv", "edge.csv", "fifo.csv", "rj.csv", "rjs.csv", "bad.csv",
     };
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) unlink(files[i]);
     if (chdir("/") == 0) rmdir(tmpdir);
@@ -454,6 +489,7 @@ int main(void)
     RUN(read_json);
     RUN(reads_from_a_pipe);
     RUN(row_json);
+    RUN(json_errors_alike_both_ways);
     remove_tree();
     return check_summary();
 }

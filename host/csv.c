@@ -272,7 +272,8 @@ static void compact(csv_reader *r)
     if (r->nrows == 0) return;
     size_t nkeep = r->nfields - r->partial_first;
     size_t boff = nkeep ? r->fields[r->partial_first].off : r->bytes.len;
-    memmove(r->bytes.data, r->bytes.data + boff, r->bytes.len - boff);
+    /* data is still NULL while every field so far was empty */
+    if (r->bytes.len > boff) memmove(r->bytes.data, r->bytes.data + boff, r->bytes.len - boff);
     r->bytes.len -= boff;
     for (size_t i = 0; i < nkeep; i++) {
         r->fields[i] = r->fields[r->partial_first + i];

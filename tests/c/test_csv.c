@@ -147,6 +147,11 @@ TEST(empty_fields_and_blank_lines)
     CHECK_EQ_STR(run(L, "return dump('blank.csv')"), "3:[a][b]\n7:[c][d]");
     WRITE("spaces.csv", " a , b \n  \n");
     CHECK_EQ_STR(run(L, "return dump('spaces.csv')"), "1:[ a ][ b ]\n2:[  ]");
+    /* Rows of empty fields only: the byte buffer is never allocated, and
+     * dropping the rows already handed out must not memmove from NULL
+     * (undefined behaviour, caught by UBSan; found by tests/fuzz/fuzz_csv). */
+    WRITE("onlyempty.csv", ",,\n,\n,,,\nx\n");
+    CHECK_EQ_STR(run(L, "return dump('onlyempty.csv')"), "1:[][][]\n2:[][]\n3:[][][][]\n4:[x]");
     lua_close(L);
 }
 
@@ -464,7 +469,7 @@ static void remove_tree(void)
         "bom.csv", "bomq.csv", "bomonly.csv", "short.csv", "semi.csv", "tab.csv",
         "squote.csv", "after.csv", "space.csv", "unterminated.csv", "multi.csv",
         "cr_err.csv", "c.csv", "long.csv", "split.csv", "many.csv", "big.csv",
-        "runaway.csv", "edge.csv", "fifo.csv", "rj.csv", "rjs.csv", "bad.csv",
+        "runaway.csv", "edge.csv", "fifo.csv", "rj.csv", "rjs.csv", "bad.csv", "onlyempty.csv",
     };
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) unlink(files[i]);
     if (chdir("/") == 0) rmdir(tmpdir);

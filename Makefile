@@ -80,6 +80,29 @@ bench:
 	$(MAKE) all
 	./bench/run.sh
 
+# libFuzzer targets (tests/fuzz/fuzz_*.c, built with clang): the JSON
+# decoder and the CSV reader on arbitrary bytes. `make fuzz` runs each for
+# FUZZ_SECONDS from its seed corpus (tests/fuzz/corpus/<name>; new inputs go
+# to $(BUILD)/fuzz/corpus-<name>, crashes to $(BUILD)/fuzz/<name>-crash-*).
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 600
+FUZZ_NAMES   := json csv
+FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=undefined
+FUZZ_BIN     := $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%)
+
+.PHONY: fuzz
+fuzz: $(FUZZ_BIN)
+	./tests/fuzz/run.sh $(BUILD)/fuzz $(FUZZ_SECONDS) $(FUZZ_NAMES)
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c host/codec.c host/csv.c host/codec.h host/csv.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(CPPFLAGS) -Ihost $(FUZZ_CFLAGS) $(WARN) $(FUZZ_LDFLAGS) -o $@ $< host/codec.c host/csv.c \
+	  $(PKG_LIBS) -lcsv -lm -ldl -lpthread
+
+# fuzz_csv makes the reader's read(2) calls short through this wrapper.
+$(BUILD)/fuzz/fuzz_csv: FUZZ_LDFLAGS := -Wl,--wrap=read
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/qhost/lua/qhost $(DESTDIR)$(PREFIX)/share/qhost/sources
 	install -m 755 $(BUILD)/qhost $(DESTDIR)$(PREFIX)/bin/qhost

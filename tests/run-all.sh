@@ -8,7 +8,9 @@
 # Expects `make all` and `make SAN=1 all ctest-bins` done (make test does).
 #   6. the benchmark's smoke run (10,000 messages per workload, outputs verified;
 #      qhost and raw C only: installing Quix's venv is left to make bench)
-# QHOST_TEST_ONLY=c,lua,e2e,kafka,san,bench limits the stages.
+#   7. each libFuzzer target (tests/fuzz) for 30 s, built here with clang;
+#      a target counts as one test (make fuzz runs them longer)
+# QHOST_TEST_ONLY=c,lua,e2e,kafka,san,bench,fuzz limits the stages.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,7 +22,7 @@ unset QHOST_BROKER
 
 passed=0
 failed=0
-only=${QHOST_TEST_ONLY:-c,lua,e2e,kafka,san,bench}
+only=${QHOST_TEST_ONLY:-c,lua,e2e,kafka,san,bench,fuzz}
 want() { [[ ",$only," == *",$1,"* ]]; }
 
 # Adds the counts of a C test log ("N passed, N failed" last).
@@ -115,6 +117,28 @@ if want bench; then
   BENCH_OUT="$ROOT/build/bench-smoke" bench/run.sh --smoke --no-quix >"$LOGS/bench-smoke.log" 2>&1
   add_c_log "$LOGS/bench-smoke.log"
   tail -n 1 "$LOGS/bench-smoke.log" | sed 's/^/  /' >&2
+fi
+
+if want fuzz; then
+  echo "== fuzzing, 30 s per target" >&2
+  names=()
+  for f in tests/fuzz/fuzz_*.c; do
+    n=$(basename "$f" .c)
+    names+=("${n#fuzz_}")
+  done
+  if make -s "${names[@]/#/build/fuzz/fuzz_}" >"$LOGS/fuzz-build.log" 2>&1; then
+    for n in "${names[@]}"; do
+      if tests/fuzz/run.sh build/fuzz 30 "$n" >"$LOGS/fuzz-$n.log" 2>&1; then
+        passed=$((passed + 1))
+      else
+        failed=$((failed + 1))
+      fi
+      sed 's/^/  /' "$LOGS/fuzz-$n.log" >&2
+    done
+  else
+    echo "  could not build the fuzz targets (see $LOGS/fuzz-build.log): counted as one failure" >&2
+    failed=$((failed + 1))
+  fi
 fi
 
 echo "$passed passed, $failed failed"

@@ -31,6 +31,7 @@ int qh_ffi_produce(qh_producer *p, const char *topic, int32_t partition,
 const char *qh_ffi_producer_errstr(qh_producer *p);
 int qh_ffi_producer_topic(qh_producer *p, const char *topic);
 int qh_ffi_producer_poll(qh_producer *p, int timeout_ms);
+int qh_ffi_producer_failures(qh_producer *p);
 int qh_ffi_producer_take_failures(qh_producer *p, char *buf, size_t buflen);
 int qh_ffi_stop_requested(void);
 ]]

@@ -5,8 +5,14 @@
  * does. Every test has its own topics and groups on the one mock cluster.
  * Waits are upper bounds against hanging (30 s); every check is on an exact
  * value. One test joins a group with subscribe: the mock completes a join
- * after session.timeout.ms - 1 s, so it uses session.timeout.ms=6000. */
+ * after session.timeout.ms - 1 s, so it uses session.timeout.ms=6000.
+ * The state's allocator can be made to fail once (arm_alloc_failure()), to
+ * see what a constructor leaves behind when Lua runs out of memory. The
+ * last test requests a stop (SIGTERM to this process, counted by hostlib's
+ * handler), which stays requested: it must stay last. */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,10 +25,34 @@
 #include <librdkafka/rdkafka.h>
 
 #include "check.h"
+#include "hostlib.h"
 #include "kafka.h"
 #include "vm.h"
 
 static lua_State *L;
+
+/* The state's allocator, passing through to LuaJIT's own until armed: then
+ * the next allocation that grows something fails (once). */
+static lua_Alloc real_alloc;
+static void *real_alloc_ud;
+static int alloc_armed;
+
+static void *test_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    (void)ud;
+    if (alloc_armed && nsize > osize) {
+        alloc_armed = 0;
+        return NULL;
+    }
+    return real_alloc(real_alloc_ud, ptr, osize, nsize);
+}
+
+static int l_arm_alloc_failure(lua_State *L1)
+{
+    (void)L1;
+    alloc_armed = 1;
+    return 0;
+}
 
 static const char lua_prelude[] =
     "mock = assert(kafka.mock_cluster(1))\n"
@@ -545,14 +575,14 @@ TEST(commit_of_a_list_is_a_checkpoint_for_the_group)
 }
 
 /* An error event comes through the same poll as data: err set, no
- * timestamp, and its text from qh_ffi_msg_errstr. */
+ * timestamp, and its text from qh_ffi_msg_errstr. (A deferred-mode consumer:
+ * assign looks nothing up, librdkafka's own committed-offset fetch fails.) */
 TEST(error_events_come_through_poll)
 {
     CHECK_EQ_STR(run("return mock:create_topic('fields', 3)"), "true");
-    CHECK_EQ_STR(run("c = consumer('g-err', 'earliest')\n"
+    CHECK_EQ_STR(run("c = consumer('g-err', 'earliest', { ['qhost.rebalance'] = 'deferred' })\n"
                      "return c:assign({ { topic = 'fields', partition = 7 } })"), "true");
-    /* The lookup of a start failed: the partition keeps librdkafka's own reset. */
-    CHECK_EQ_STR(run("return events_str(c)"), "assign:fields/7@-1001");
+    CHECK_EQ_STR(run("return events_str(c)"), "");
     qh_consumer *c = ptr_of("c");
     if (!c) return;
     qh_msg *m = NULL;
@@ -689,11 +719,38 @@ TEST(conf_errors_name_the_property)
     CHECK_EQ_STR(run("return kafka.producer({ ['compression.codec'] = 'banana' })"),
                  "nil|kafka config: Invalid value \"banana\" for configuration property \"compression.codec\"");
     CHECK_EQ_STR(run("return kafka.producer({ ['client.id'] = {} })"),
-                 "nil|kafka config: property client.id must be a string, number or boolean");
+                 "nil|kafka config: property client.id must be a string, number or boolean, got table");
+    CHECK_EQ_STR(run("return kafka.consumer({ ['client.id'] = print })"),
+                 "nil|kafka config: property client.id must be a string, number or boolean, got function");
+    CHECK_EQ_STR(run("return kafka.admin({ ['client.id'] = io.stdout })"),
+                 "nil|kafka config: property client.id must be a string, number or boolean, got userdata");
+    /* Names must be strings: never converted (a number key turned into a
+     * string in place would break the table walk: "invalid key to 'next'"). */
     CHECK_EQ_STR(run("return kafka.consumer({ [true] = 'x' })"),
-                 "nil|kafka config: property (non-string key) must be a string, number or boolean");
+                 "nil|kafka config: property names must be strings, got boolean true");
     CHECK_EQ_STR(run("return kafka.producer({ 'positional' })"),
-                 "nil|kafka config: No such configuration property: \"1\"");
+                 "nil|kafka config: property names must be strings, got number 1");
+    CHECK_EQ_STR(run("return kafka.producer({ [2.5] = 'x' })"),
+                 "nil|kafka config: property names must be strings, got number 2.5");
+    CHECK_EQ_STR(run("local t = { ['client.id'] = 'a', ['linger.ms'] = 5 }\n"
+                     "for i = 1, 40 do t[i * 7] = 'x' end\n"
+                     "local p, err = kafka.producer(t)\n"
+                     "return p, err:match('^kafka config: property names must be strings, got number %d+$') ~= nil"),
+                 "nil|true");
+    CHECK_EQ_STR(run("return kafka.admin({ [{}] = 'x' })"),
+                 "nil|kafka config: property names must be strings, got table");
+    /* The host's own settings: checked, not passed to librdkafka. */
+    CHECK_EQ_STR(run("return kafka.consumer({ ['qhost.rebalance'] = 'later' })"),
+                 "nil|kafka config: qhost.rebalance must be \"callback\" or \"deferred\"");
+    CHECK_EQ_STR(run("return kafka.producer({ ['qhost.queue.full.timeout.ms'] = 'soon' })"),
+                 "nil|kafka config: qhost.queue.full.timeout.ms must be a number of milliseconds");
+    CHECK_EQ_STR(run("return kafka.producer({ ['qhost.rebalance'] = 'deferred' })"),
+                 "nil|kafka config: No such configuration property: \"qhost.rebalance\"");
+    CHECK_EQ_STR(run("local c = kafka.consumer({ ['qhost.rebalance'] = 'deferred', ['group.id'] = 'g',\n"
+                     "  ['bootstrap.servers'] = BOOT })\n"
+                     "local p = kafka.producer({ ['qhost.queue.full.timeout.ms'] = 10, ['bootstrap.servers'] = BOOT })\n"
+                     "local t = type(c) .. ' ' .. type(p); c:close(); p:close(); return t"),
+                 "userdata userdata");
     /* Caught by rd_kafka_new rather than by one property. */
     CHECK_EQ_STR(run("return kafka.producer({ ['enable.idempotence'] = true, ['acks'] = 1 })"),
                  "nil|`acks` must be set to `all` when `enable.idempotence` is true");
@@ -707,37 +764,89 @@ TEST(conf_errors_name_the_property)
 
 /* A partition that does not exist: before the producer knows the topic the
  * message is queued and fails in its delivery report; once it knows, the
- * produce call itself fails. */
+ * produce call itself fails. A failed report is recorded for its own
+ * message (topic, partition, key, error), never returned by a later
+ * produce: the messages after it are sent. */
 TEST(unknown_partition_fails_in_the_report_then_at_once)
 {
     CHECK_EQ_STR(run("return mock:create_topic('fields', 3)"), "true");
-    CHECK_EQ_STR(run("pf = producer(); return true"), "true");
+    CHECK_EQ_STR(run("pf = producer(); return select('#', pf:take_failures())"), "0");
     qh_producer *p = ptr_of("pf");
     if (!p) return;
-    char failure[512] = "";
-    CHECK_EQ_INT(produce_kv(p, "fields", 99, "k", "v"), 0);
+    CHECK_EQ_INT(qh_ffi_producer_failures(p), 0);
+    CHECK_EQ_INT(produce_kv(p, "fields", 99, "k99", "v"), 0);
     CHECK_EQ_STR(run("return pf:flush(30)"), "0");
-    CHECK_EQ_INT(qh_ffi_producer_take_failures(p, failure, sizeof failure), 1);
-    CHECK_EQ_STR(failure, "delivery to fields [99] failed: Local: Unknown partition");
-    snprintf(failure, sizeof failure, "untouched");
-    CHECK_EQ_INT(qh_ffi_producer_take_failures(p, failure, sizeof failure), 0);
-    CHECK_EQ_STR(failure, "untouched");
+    CHECK_EQ_INT(qh_ffi_producer_failures(p), 1);
+    CHECK_EQ_STR(run("local f = pf:take_failures()\n"
+                     "return #f, f.dropped, f[1].topic, f[1].partition, f[1].key, f[1].key_truncated,\n"
+                     "  f[1].code, f[1].error"),
+                 "1|nil|fields|99|k99|nil|-190|Local: Unknown partition");
+    CHECK_EQ_INT(qh_ffi_producer_failures(p), 0);
+    CHECK_EQ_STR(run("return select('#', pf:take_failures())"), "0");
 
     CHECK_EQ_INT(produce_kv(p, "fields", 99, "k", "v"), RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION);
     CHECK_EQ_STR(qh_ffi_producer_errstr(p), "produce to fields [99] failed: Local: Unknown partition");
     CHECK_EQ_STR(run("return pf:flush(30)"), "0");
-    CHECK_EQ_INT(qh_ffi_producer_take_failures(p, NULL, 0), 0);
+    CHECK_EQ_INT(qh_ffi_producer_failures(p), 0);
 
-    /* Two failed reports: both counted, the first one's text kept. */
-    CHECK_EQ_STR(run("pg = producer(); return true"), "true");
+    /* Two failed reports among good messages: each recorded, in order; a
+     * null key is absent; the good ones are delivered. The text-only take
+     * gives the count and the first one. */
+    CHECK_EQ_STR(run("local admin = assert(kafka.admin({ ['bootstrap.servers'] = BOOT }))\n"
+                     "FIELDS_HIGH = { select(2, admin:watermarks('fields', 1, 10)),\n"
+                     "                select(2, admin:watermarks('fields', 2, 10)) }\n"
+                     "admin:close()\n"
+                     "pg = producer(); return #FIELDS_HIGH"), "2");
     qh_producer *q = ptr_of("pg");
-    CHECK_EQ_INT(produce_kv(q, "fields", 98, "k", "v"), 0);
-    CHECK_EQ_INT(produce_kv(q, "fields", 99, "k", "v"), 0);
+    CHECK_EQ_INT(produce_kv(q, "fields", 98, "k98", "v"), 0);
     CHECK_EQ_INT(produce_kv(q, "fields", 1, "k", "fine"), 0);
+    CHECK_EQ_INT(produce_kv(q, "fields", 97, NULL, "v"), 0);
+    CHECK_EQ_INT(produce_kv(q, "fields", 2, "k", "fine"), 0);
     CHECK_EQ_STR(run("return pg:flush(30)"), "0");
-    CHECK_EQ_INT(qh_ffi_producer_take_failures(q, failure, sizeof failure), 2);
-    CHECK_EQ_STR(failure, "delivery to fields [98] failed: Local: Unknown partition");
-    CHECK_EQ_STR(run("pf:close(); pg:close(); return true"), "true");
+    CHECK_EQ_STR(run("local f = pg:take_failures()\n"
+                     "return #f, f[1].partition, f[1].key, f[2].partition, f[2].key, f[2].error"),
+                 "2|98|k98|97|nil|Local: Unknown partition");
+    CHECK_EQ_STR(run("ph = producer(); return true"), "true");
+    qh_producer *r = ptr_of("ph");
+    CHECK_EQ_INT(produce_kv(r, "fields", 96, "k", "v"), 0);
+    CHECK_EQ_INT(produce_kv(r, "fields", 95, "k", "v"), 0);
+    CHECK_EQ_STR(run("return ph:flush(30)"), "0");
+    char failure[512] = "";
+    CHECK_EQ_INT(qh_ffi_producer_take_failures(r, failure, sizeof failure), 2);
+    CHECK_EQ_STR(failure, "delivery to fields [96] failed: Local: Unknown partition");
+    snprintf(failure, sizeof failure, "untouched");
+    CHECK_EQ_INT(qh_ffi_producer_take_failures(r, failure, sizeof failure), 0);
+    CHECK_EQ_STR(failure, "untouched");
+    CHECK_EQ_STR(run("local admin = assert(kafka.admin({ ['bootstrap.servers'] = BOOT }))\n"
+                     "local _, h1 = admin:watermarks('fields', 1, 10)\n"
+                     "local _, h2 = admin:watermarks('fields', 2, 10)\n"
+                     "admin:close()\n"
+                     "return h1 - FIELDS_HIGH[1], h2 - FIELDS_HIGH[2]"), "1|1");
+    CHECK_EQ_STR(run("pf:close(); pg:close(); ph:close(); return true"), "true");
+}
+
+/* The failures kept between takes are bounded (64, then counted as
+ * dropped), and so is each key (its first 256 bytes). */
+TEST(delivery_failures_are_bounded)
+{
+    CHECK_EQ_STR(run("return mock:create_topic('bounded', 1)"), "true");
+    CHECK_EQ_STR(run("pb = producer(); return true"), "true");
+    qh_producer *p = ptr_of("pb");
+    if (!p) return;
+    char key[300];
+    memset(key, 'k', sizeof key);
+    key[0] = '<';
+    key[299] = '>';
+    CHECK_EQ_INT(qh_ffi_produce(p, "bounded", 5, key, sizeof key, "v", 1, 0, 0, NULL, NULL, NULL), 0);
+    for (int i = 1; i < 70; i++) CHECK_EQ_INT(produce_kv(p, "bounded", 5, "k", "v"), 0);
+    CHECK_EQ_STR(run("return pb:flush(30)"), "0");
+    CHECK_EQ_INT(qh_ffi_producer_failures(p), 70);
+    CHECK_EQ_STR(run("local f = pb:take_failures()\n"
+                     "return #f, f.dropped, #f[1].key, f[1].key:sub(1, 2), f[1].key_truncated, f[64].key,\n"
+                     "  f[2].key_truncated"),
+                 "64|6|256|<k|true|k|nil");
+    CHECK_EQ_INT(qh_ffi_producer_failures(p), 0);
+    CHECK_EQ_STR(run("pb:close(); return true"), "true");
 }
 
 /* Client-level errors (here: no broker at the address) are counted by the
@@ -761,6 +870,154 @@ TEST(client_errors_are_counted_and_taken)
     }
     CHECK_EQ_STR(res, "true|false|true");
     CHECK_EQ_STR(run("lost:close(); return true"), "true");
+}
+
+/* Each constructor makes its userdata before its librdkafka handle: when
+ * Lua cannot allocate it, the call raises and leaves no handle (and none of
+ * its threads) behind. */
+TEST(constructors_leave_nothing_behind_when_lua_is_out_of_memory)
+{
+    static const char *const calls[] = {
+        "local conf = { ['bootstrap.servers'] = BOOT }\n"
+        "arm_alloc_failure(); return pcall(kafka.producer, conf)",
+        "local conf = { ['bootstrap.servers'] = BOOT, ['group.id'] = 'g-oom' }\n"
+        "arm_alloc_failure(); return pcall(kafka.consumer, conf)",
+        "local conf = { ['bootstrap.servers'] = BOOT }\n"
+        "arm_alloc_failure(); return pcall(kafka.admin, conf)",
+        "arm_alloc_failure(); return pcall(kafka.mock_cluster, 1)",
+    };
+    for (size_t i = 0; i < sizeof calls / sizeof *calls; i++) {
+        int threads = rd_kafka_thread_cnt();
+        CHECK_EQ_STR(run(calls[i]), "false|not enough memory");
+        CHECK_EQ_STR(run("collectgarbage(); collectgarbage(); return true"), "true");
+        CHECK_EQ_INT(rd_kafka_thread_cnt(), threads);
+    }
+    /* A handle that fails later leaves a userdata holding nothing: collected
+     * without trouble. */
+    CHECK_EQ_STR(run("local p = kafka.producer({ ['enable.idempotence'] = true, ['acks'] = 1 })\n"
+                     "collectgarbage(); collectgarbage(); return p"), "nil");
+}
+
+/* create_topics checks every entry before sending anything, and names the
+ * topic and the property that is wrong (it used to skip such properties
+ * silently and create the topic without them). */
+TEST(create_topics_names_the_topic_and_property_of_a_bad_entry)
+{
+    CHECK_EQ_STR(run("ad = assert(kafka.admin({ ['bootstrap.servers'] = BOOT })); return true"), "true");
+    CHECK_EQ_STR(run("return ad:create_topics({ { name = 'ct-a', config = { ['retention.ms'] = {} } } }, 1)"),
+                 "nil|creating topic ct-a: config property retention.ms must be a string, number or boolean, "
+                 "got table");
+    CHECK_EQ_STR(run("return ad:create_topics({ { name = 'ct-b', config = { 'compact' } } }, 1)"),
+                 "nil|creating topic ct-b: config property names must be strings, got number 1");
+    CHECK_EQ_STR(run("local config = { ['cleanup.policy'] = 'compact' }\n"
+                     "for i = 1, 20 do config[i + 0.5] = 'x' end\n"
+                     "local ok, err = ad:create_topics({ { name = 'ct-c', config = config } }, 1)\n"
+                     "return ok, err:match('^creating topic ct%-c: config property names must be strings, "
+                     "got number %d+%.5$') ~= nil"), "nil|true");
+    CHECK_EQ_STR(run("return ad:create_topics({ { name = 'ct-d', config = 'compact' } }, 1)"),
+                 "nil|creating topic ct-d: config must be a table");
+    CHECK_EQ_STR(run("return ad:create_topics({ { name = 'ct-e', num_partitions = 'many' } }, 1)"),
+                 "nil|creating topic ct-e: num_partitions must be a number");
+    CHECK_EQ_STR(run("return ad:create_topics({ { name = 'ct-f', replication_factor = {} } }, 1)"),
+                 "nil|creating topic ct-f: replication_factor must be a number");
+    CHECK_EQ_STR(run("return ad:create_topics({ { num_partitions = 1 } }, 1)"), "nil|topic entry 1 has no name");
+    CHECK_EQ_STR(run("return ad:create_topics({ { name = 'ok' }, 'ct-g' }, 1)"), "nil|topic entry 2 is not a table");
+    CHECK_EQ_STR(run("local ok, err = ad:create_topics({ { name = 'ct-h', num_partitions = -5 } }, 1)\n"
+                     "return ok, err:match('^creating topic ct%-h: num_partitions') ~= nil"), "nil|true");
+    CHECK_EQ_STR(run("ad:close(); return true"), "true");
+}
+
+/* resolve_start: committed offsets, else the end (latest) or beginning
+ * (earliest), for all partitions at once; explicit offsets kept; bounded
+ * by its timeout, naming what it could not resolve. */
+TEST(resolve_start_finds_every_start_and_is_bounded)
+{
+    CHECK_EQ_STR(run("return mock:create_topic('rs', 3)"), "true");
+    CHECK_EQ_STR(run("p = producer(); return true"), "true");
+    qh_producer *p = ptr_of("p");
+    if (!p) return;
+    static const int32_t parts[] = { 0, 0, 0, 1 };
+    for (int i = 0; i < 4; i++) CHECK_EQ_INT(produce_kv(p, "rs", parts[i], "k", "v"), 0);
+    CHECK_EQ_STR(run("return p:flush(30)"), "0");
+    CHECK_EQ_STR(run("local k = consumer('g-rs', 'latest')\n"
+                     "local ok, err = k:commit({ { topic = 'rs', partition = 0, offset = 1 } })\n"
+                     "k:close(); return ok, err"), "true|nil");
+
+    CHECK_EQ_STR(run("c = consumer('g-rs', 'latest', { ['qhost.rebalance'] = 'deferred' })\n"
+                     "return list_str(assert(c:resolve_start(parts('rs', { -1, -1, -1 }), 10)))"),
+                 "rs/0@1,rs/1@1,rs/2@0");
+    CHECK_EQ_STR(run("return list_str(assert(c:resolve_start(parts('rs', { 2, -1, 7 }), 10)))"),
+                 "rs/0@2,rs/1@1,rs/2@7");
+    CHECK_EQ_STR(run("e = consumer('g-rs', 'earliest', { ['qhost.rebalance'] = 'deferred' })\n"
+                     "return list_str(assert(e:resolve_start(parts('rs', { -1, -1, -1 }), 10)))"),
+                 "rs/0@1,rs/1@0,rs/2@0");
+    /* Nothing is looked up under another reset policy: librdkafka's own. */
+    CHECK_EQ_STR(run("local x = consumer('g-rs', 'error', { ['qhost.rebalance'] = 'deferred' })\n"
+                     "local got = list_str(assert(x:resolve_start(parts('rs', { -1, 3 }), 10)))\n"
+                     "x:close(); return got"), "rs/0@-1001,rs/1@3");
+    /* A partition that does not exist, and a topic that does not: an error
+     * within the timeout, naming them and not the partitions that are fine. */
+    CHECK_EQ_STR(run("local list, err = c:resolve_start({ { topic = 'rs', partition = 1 },\n"
+                     "  { topic = 'rs', partition = 7 } }, 1)\n"
+                     "return list, err:match('^start offsets not resolved within the timeout %(.*%) for rs %[7%]$') ~= nil"),
+                 "nil|true");
+    CHECK_EQ_STR(run("local list, err = e:resolve_start({ { topic = 'no-such-topic-rs', partition = 0 } }, 1)\n"
+                     "return list, err:match(' for no%-such%-topic%-rs %[0%]$') ~= nil"),
+                 "nil|true");
+    CHECK_EQ_STR(run("return pcall(c.resolve_start, c, { { topic = 'rs' } })"),
+                 "false|partition list entry 1 has no partition");
+    /* Deferred mode: assign takes what it is given, as it is (librdkafka
+     * shows an unset start as STORED, -1000), and reports no event. */
+    CHECK_EQ_STR(run("assert(c:assign(parts('rs', { 1, -1, 0 })))\n"
+                     "return events_str(c), list_str(c:assignment())"), "|rs/0@1,rs/1@-1000,rs/2@0");
+    CHECK_EQ_STR(run("c:close(); e:close(); p:close(); return true"), "true");
+}
+
+/* A full queue is waited out while delivery reports are served, up to the
+ * producer's qhost.queue.full.timeout.ms when it has one; the message is
+ * then not produced. (No broker at the address: nothing ever leaves.) */
+TEST(a_full_queue_is_waited_out_up_to_the_bound)
+{
+    CHECK_EQ_STR(run("full = assert(kafka.producer({ ['bootstrap.servers'] = '127.0.0.1:1', ['log_level'] = 0,\n"
+                     "  ['queue.buffering.max.messages'] = 1, ['qhost.queue.full.timeout.ms'] = 200 }))\n"
+                     "return true"), "true");
+    qh_producer *p = ptr_of("full");
+    if (!p) return;
+    CHECK_EQ_INT(produce_kv(p, "qf", 0, "k", "first"), 0);
+    CHECK_EQ_INT(produce_kv(p, "qf", 0, "k", "second"), RD_KAFKA_RESP_ERR__QUEUE_FULL);
+    CHECK_EQ_STR(qh_ffi_producer_errstr(p), "produce to qf [0] failed: the producer's queue is still full "
+                 "after 200 ms (1 messages queued); this message was not produced");
+    CHECK_EQ_STR(run("local n = full:outq_len(); full:close(); return n"), "1");
+}
+
+static void *request_stop(void *arg)
+{
+    (void)arg;
+    raise(SIGTERM);   /* hostlib's handler counts it: a stop request */
+    return NULL;
+}
+
+/* A stop ends the wait for room in a full queue (the broker may never come
+ * back): QUEUE_FULL, and this message is not produced. The bound here is an
+ * upper bound against hanging; the error says which of the two ended it. */
+TEST(a_stop_interrupts_the_wait_for_a_full_queue)
+{
+    qh_hostlib_install_signals(0);
+    CHECK_EQ_INT(qh_ffi_stop_requested(), 0);
+    CHECK_EQ_STR(run("stopper = assert(kafka.producer({ ['bootstrap.servers'] = '127.0.0.1:1', ['log_level'] = 0,\n"
+                     "  ['queue.buffering.max.messages'] = 1, ['qhost.queue.full.timeout.ms'] = 60000 }))\n"
+                     "return true"), "true");
+    qh_producer *p = ptr_of("stopper");
+    if (!p) return;
+    CHECK_EQ_INT(produce_kv(p, "qs", 0, "k", "first"), 0);
+    pthread_t t;
+    CHECK_EQ_INT(pthread_create(&t, NULL, request_stop, NULL), 0);
+    CHECK_EQ_INT(produce_kv(p, "qs", 0, "k", "second"), RD_KAFKA_RESP_ERR__QUEUE_FULL);
+    pthread_join(t, NULL);
+    CHECK_EQ_INT(qh_ffi_stop_requested(), 1);
+    CHECK_EQ_STR(qh_ffi_producer_errstr(p), "produce to qs [0] interrupted by the stop: the producer's queue "
+                 "is full (1 messages queued); this message was not produced");
+    CHECK_EQ_STR(run("local n = stopper:outq_len(); stopper:close(); return n"), "1");
 }
 
 TEST(closed_handles_raise_and_close_twice_is_fine)
@@ -806,7 +1063,10 @@ TEST(closed_handles_raise_and_close_twice_is_fine)
 int main(void)
 {
     L = luaL_newstate();
+    real_alloc = lua_getallocf(L, &real_alloc_ud);
+    lua_setallocf(L, test_alloc, NULL);
     luaL_openlibs(L);
+    lua_register(L, "arm_alloc_failure", l_arm_alloc_failure);
     qh_kafka_open(L);
     lua_setglobal(L, "kafka");
     if (luaL_loadstring(L, lua_prelude) != 0 || qh_vm_pcall(L, 0, 0) != 0) {
@@ -825,9 +1085,16 @@ int main(void)
     RUN(error_events_come_through_poll);
     RUN(conf_errors_name_the_property);
     RUN(unknown_partition_fails_in_the_report_then_at_once);
+    RUN(delivery_failures_are_bounded);
     RUN(client_errors_are_counted_and_taken);
     RUN(closed_handles_raise_and_close_twice_is_fine);
     RUN(subscribe_joins_and_close_commits_stored_offsets);
+    RUN(constructors_leave_nothing_behind_when_lua_is_out_of_memory);
+    RUN(create_topics_names_the_topic_and_property_of_a_bad_entry);
+    RUN(resolve_start_finds_every_start_and_is_bounded);
+    RUN(a_full_queue_is_waited_out_up_to_the_bound);
+    /* Last: the stop it requests stays requested. */
+    RUN(a_stop_interrupts_the_wait_for_a_full_queue);
 
     run("mock:close()");
     lua_close(L);

@@ -32,6 +32,7 @@
 -- processing_guarantee = "exactly-once" is not applied here (at-least-once).
 local argcheck = require("qhost.argcheck")
 local ffi = require("ffi")
+local C = require("qhost.ffi")
 local changelog = require("qhost.changelog")
 local clients = require("qhost.clients")
 local flow_control = require("qhost.flow_control")
@@ -231,7 +232,7 @@ end
 -- first, then the next offset of each source partition is committed.
 function KafkaReplicatorSource:_commit_checkpoint(timeout)
   if next(self._offsets) then
-    local ok, err = self._producer:flush(timeout or CHECKPOINT_FLUSH_TIMEOUT)
+    local ok, err = clients.deliver(self._producer, timeout or CHECKPOINT_FLUSH_TIMEOUT)
     if not ok then fail(self, "checkpoint: %s", err) end
     local list = {}
     for partition, offset in pairs(self._offsets) do
@@ -261,7 +262,8 @@ local function consumer_error(self, text, row)
 end
 
 -- Copies one polled message; returns true when a checkpoint is due now
--- (commit_every reached, or commit_interval 0: after every message).
+-- (commit_every reached, or commit_interval 0: after every message), and
+-- true second when a stop ended the copy instead.
 local function copy(self, consumer, i, m)
   local value = m.value ~= nil and ffi.string(m.value, m.value_len) or nil
   local key = m.key ~= nil and ffi.string(m.key, m.key_len) or nil
@@ -269,9 +271,23 @@ local function copy(self, consumer, i, m)
   -- On the embedded broker, wait for the app's credit (qhost.flow_control).
   local gate = rawget(self, "_gate")
   if gate then gate:admit(flow_control.size(key, value, headers), self._producer) end
-  local ok, err = self._producer:produce(self.producer_topic.name, value, key,
+  local ok, err, code = self._producer:produce(self.producer_topic.name, value, key,
     m.partition, m.timestamp > 0 and tonumber(m.timestamp) or nil, headers)
-  if not ok then fail(self, "%s", err) end
+  if not ok then
+    if code == clients.ERR_QUEUE_FULL and C.qh_ffi_stop_requested() > 0 then
+      -- The stop came while the queue was full: this message is not
+      -- copied, nor marked copied; the source stops here, and its last
+      -- checkpoint covers what was delivered.
+      log.warning("KafkaReplicatorSource '%s': stopping: %s", tostring(self.name), err)
+      self:stop()
+      return false, true
+    end
+    fail(self, "%s", err)
+  end
+  -- This message is queued; an earlier one's failed delivery ends the copy
+  -- (Quix raises it at the next produce), before any checkpoint counts it.
+  local failures = self._producer:take_failures()
+  if failures then fail(self, "%s", clients.describe_failures(failures)) end
   self._offsets[m.partition] = tonumber(m.offset)
   self._uncommitted = self._uncommitted + 1
   return self._commit_interval == 0 or (self._commit_every > 0 and self._uncommitted >= self._commit_every)
@@ -286,7 +302,9 @@ function KafkaReplicatorSource:run()
     for i = 0, n - 1 do
       local m = msgs[i]
       if m.err == 0 then
-        if copy(self, consumer, i, m) then self:_commit_checkpoint() end
+        local due, stopped = copy(self, consumer, i, m)
+        if stopped then break end
+        if due then self:_commit_checkpoint() end
       elseif m.err ~= PARTITION_EOF then
         consumer_error(self, string.format("consumer error on topic '%s' partition %d: %s", self.topic,
           m.partition, consumer:errstr(i)), nil)

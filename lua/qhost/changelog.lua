@@ -153,13 +153,14 @@ end
 -- changelog.write(producer, topic, records, opts) -> true | nil, err
 -- Produces each record ({ key, value, headers, partition, timestamp }) to
 -- `topic` with a qhost.clients producer, then waits up to opts.timeout
--- (default 30) seconds until all are delivered.
+-- (default 30) seconds until all are delivered. err names a record that
+-- could not be queued, or what was not delivered (clients.deliver).
 function changelog.write(producer, topic, records, opts)
   for _, r in ipairs(records) do
     local ok, err = producer:produce(topic, r.value, r.key, r.partition, r.timestamp, r.headers)
     if not ok then return nil, err end
   end
-  return producer:flush(opts and opts.timeout or 30)
+  return clients.deliver(producer, opts and opts.timeout or 30)
 end
 
 return changelog

@@ -8,6 +8,11 @@ local kafka = require("qhost.kafka")
 
 local clients = {}
 
+-- rd_kafka_resp_err_t codes callers test for (the third result of a failed
+-- produce): a full queue the wait for which a stop (or the producer's
+-- qhost.queue.full.timeout.ms) ended; that message was not produced.
+clients.ERR_QUEUE_FULL = -184
+
 local Producer = {}
 Producer.__index = Producer
 
@@ -15,7 +20,6 @@ local MAX_HEADERS = 64
 local header_names = ffi.new("const char *[?]", MAX_HEADERS)
 local header_values = ffi.new("const char *[?]", MAX_HEADERS)
 local header_lens = ffi.new("size_t[?]", MAX_HEADERS)
-local failure_text = ffi.new("char[512]")
 -- The arrays above hold bare pointers, which keep nothing alive: every
 -- string behind them (a value made by tostring is referenced by nothing
 -- else) is held here from fill_headers until qh_ffi_produce has copied it,
@@ -26,13 +30,21 @@ local function release_headers(n)
   for i = 1, 2 * n do header_anchor[i] = nil end
 end
 
--- clients.producer(config) -> Producer | nil, err. `config` is a table of
--- librdkafka properties.
-function clients.producer(config)
+-- clients.producer(config, opts) -> Producer | nil, err. `config` is a table
+-- of librdkafka properties (and qhost.queue.full.timeout.ms, see
+-- host/kafka.c). opts.flush_reports_failures = false: flush only says
+-- whether everything queued was delivered, and the caller takes the failed
+-- deliveries with take_failures, to decide per message (the run loop's
+-- checkpoint). The default (true) also makes flush fail on failed
+-- deliveries since the last take, taking them, as Quix's producer raises
+-- them at flush; the run loop of today relies on it until it takes them
+-- itself. clients.deliver works with either.
+function clients.producer(config, opts)
   local handle, err = kafka.producer(config)
   if not handle then return nil, err end
   local ptr = ffi.cast("qh_producer *", handle:ptr())
-  return setmetatable({ handle = handle, ptr = ptr }, Producer)
+  local fold = not (opts and opts.flush_reports_failures == false)
+  return setmetatable({ handle = handle, ptr = ptr, flush_reports_failures = fold }, Producer)
 end
 
 -- Headers are a list of { name, value } pairs (Kafka allows repeats) or a
@@ -65,35 +77,54 @@ local function fill_headers(headers)
   return n
 end
 
--- A delivery failure of an earlier message surfaces here, at the next call,
--- as Quix raises it at the next produce.
-function Producer:check_delivery()
-  if C.qh_ffi_producer_take_failures(self.ptr, failure_text, 512) > 0 then
-    return nil, ffi.string(failure_text)
-  end
-  return true
-end
-
 -- producer:produce(topic, value, key, partition, timestamp_ms, headers)
--- -> true | nil, err. value and key are strings (or nil).
+-- -> true | nil, err, code. value and key are strings (or nil). The result
+-- is about this message only: it is queued, or it is not (err, and the
+-- rd_kafka_resp_err_t code). Delivery reports are served as it goes, but
+-- an earlier message's failed delivery is never returned here (nor does it
+-- keep this message from being sent): it is recorded, for take_failures.
 function Producer:produce(topic, value, key, partition, timestamp, headers)
+  local ptr = self.ptr
   -- Serve delivery reports as we go (librdkafka only runs them in poll).
-  C.qh_ffi_producer_poll(self.ptr, 0)
-  if C.qh_ffi_producer_take_failures(self.ptr, failure_text, 512) > 0 then
-    return nil, ffi.string(failure_text)
-  end
+  C.qh_ffi_producer_poll(ptr, 0)
   local nh = 0
   if headers ~= nil then
     local herr
     nh, herr = fill_headers(headers)
     if not nh then return nil, "produce to " .. topic .. ": " .. herr end
   end
-  local rc = C.qh_ffi_produce(self.ptr, topic, partition or -1,
+  local rc = C.qh_ffi_produce(ptr, topic, partition or -1,
     key, key and #key or 0, value, value and #value or 0,
     timestamp or 0, nh, header_names, header_values, header_lens)
   if nh > 0 then release_headers(nh) end
-  if rc ~= 0 then return nil, ffi.string(C.qh_ffi_producer_errstr(self.ptr)) end
+  if rc ~= 0 then return nil, ffi.string(C.qh_ffi_producer_errstr(ptr)), rc end
   return true
+end
+
+-- producer:take_failures() -> nil, or the deliveries that failed since the
+-- last take: { { topic =, partition =, key = (its first 256 bytes; nil for
+-- a null key), key_truncated = true|nil, error = text, code = n }, ...,
+-- dropped = n (only when more failed than the 64 kept) }. A count check
+-- through the FFI when there are none.
+function Producer:take_failures()
+  if C.qh_ffi_producer_failures(self.ptr) == 0 then return nil end
+  return self.handle:take_failures()
+end
+
+local function printable(bytes)
+  return (bytes:gsub("[^\32-\126]", function(c) return string.format("\\x%02x", c:byte()) end))
+end
+
+-- clients.describe_failures(failures) -> one line for a take_failures
+-- list: the first failure with its topic, partition and key, and how many
+-- more there were.
+function clients.describe_failures(failures)
+  local f = failures[1]
+  local text = string.format("delivery to %s [%d] failed: %s", f.topic, f.partition, f.error)
+  if f.key then text = text .. string.format(' (key "%s%s")', printable(f.key), f.key_truncated and "..." or "") end
+  local more = #failures - 1 + (failures.dropped or 0)
+  if more > 0 then text = text .. string.format("; %d more deliveries failed", more) end
+  return text
 end
 
 -- producer:prepare(topic): fetch the topic's metadata now, not at the
@@ -106,16 +137,40 @@ function Producer:poll(timeout_ms)
   return C.qh_ffi_producer_poll(self.ptr, timeout_ms or 0)
 end
 
--- Waits up to timeout seconds for every queued message; returns true, or
--- nil, err naming how many were not delivered (or the first failure).
+-- producer:flush(timeout_s = 10) -> true | nil, err: waits up to timeout
+-- seconds for every queued message; err says how many were not delivered.
+-- With flush_reports_failures (the default) a failed delivery since the
+-- last take also makes it nil, err (describe_failures), and is taken.
 function Producer:flush(timeout)
   local remaining = self.handle:flush(timeout or 10)
-  local ok, err = self:check_delivery()
-  if not ok then return nil, err end
+  if self.flush_reports_failures then
+    local failures = self:take_failures()
+    if failures then return nil, clients.describe_failures(failures) end
+  end
   if remaining > 0 then
     return nil, string.format("flush timed out: %d messages not delivered", remaining)
   end
   return true
+end
+
+-- clients.deliver(producer, timeout_s) -> true | nil, err: waits for
+-- everything produced so far, and says whether all of it was delivered:
+-- err names what was not (still queued at the timeout, or failed
+-- deliveries, described), whichever way the producer reports failures.
+-- The source side's flush (Quix raises a failed delivery at flush).
+function clients.deliver(producer, timeout)
+  local ok, err = producer:flush(timeout)
+  if not ok then return nil, err end
+  if producer.flush_reports_failures == false then
+    local failures = producer:take_failures()
+    if failures then return nil, clients.describe_failures(failures) end
+  end
+  return true
+end
+
+-- producer:in_flight() -> messages queued or in flight, not yet reported.
+function Producer:in_flight()
+  return self.handle:outq_len()
 end
 
 function Producer:take_errors() return self.handle:take_errors() end
@@ -162,7 +217,12 @@ function Consumer:errstr(i)
   return ffi.string(C.qh_ffi_msg_errstr(self.ptr, i))
 end
 
-for _, name in ipairs({ "subscribe", "assign", "take_events", "assignment", "store_offsets", "commit",
+-- The rest is the C module's (host/kafka.c documents each): subscribe,
+-- assign, take_events, assignment, resolve_start(partitions, timeout_s),
+-- finish_assign(partitions), finish_revoke(partitions), store_offsets,
+-- commit, committed, watermarks, take_errors, close.
+for _, name in ipairs({ "subscribe", "assign", "take_events", "assignment", "resolve_start",
+                        "finish_assign", "finish_revoke", "store_offsets", "commit",
                         "committed", "watermarks", "take_errors", "close" }) do
   Consumer[name] = function(self, ...) return self.handle[name](self.handle, ...) end
 end

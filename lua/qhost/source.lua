@@ -5,7 +5,9 @@
 -- self.producer_topic through the process's own producer.
 local argcheck = require("qhost.argcheck")
 local C = require("qhost.ffi")
+local clients = require("qhost.clients")
 local flow_size = require("qhost.flow_control").size
+local log = require("qhost.log")
 local topic_mod = require("qhost.topic")
 
 local source = {}
@@ -20,7 +22,7 @@ source.Source = Source
 
 -- Fields the framework sets on an instance at run time; never serialized.
 local RUNTIME_FIELDS = { producer_topic = true, _producer = true, _gate = true, _stopped = true,
-                         _stop_seen = true, _started = true, state = true }
+                         _stop_seen = true, _started = true, state = true, _unsent = true }
 source.RUNTIME_FIELDS = RUNTIME_FIELDS
 
 local function is_running(self)
@@ -162,8 +164,24 @@ function Source:serialize(msg)
   return { key = key, value = value, headers = msg.headers, timestamp = msg.timestamp_ms }
 end
 
+-- The stop came while the producer's queue was full (a broker that is gone
+-- may never make room): this message, and any the source produces after it,
+-- are dropped, and the source stops as it would at its next `running`.
+-- Not a failure: the stop simply came before them. A StatefulSource does
+-- not commit its state afterwards (its state may count them).
+local function stopped_with_full_queue(self, err)
+  log.warning("%s: stopping: %s; any message it produces from now on is dropped", source.describe(self), err)
+  rawset(self, "_unsent", 1)
+  if not rawget(self, "_stop_seen") then
+    rawset(self, "_stop_seen", true)
+    self:stop()
+  end
+end
+
 -- self:produce{ value, key, headers, partition, timestamp }: value and key
--- are bytes (strings). Raises on a failed earlier delivery or a bad message.
+-- are bytes (strings). Raises on a bad message, or when this message cannot
+-- be queued; and, this message queued, on an earlier message's failed
+-- delivery (Quix raises it at the next produce).
 function Source:produce(msg)
   local producer = producer_of(self)
   if msg.value ~= nil and type(msg.value) ~= "string" then
@@ -174,19 +192,35 @@ function Source:produce(msg)
     error(string.format("%s: produce: key must be bytes (a string), got %s; use self:serialize{}",
       source.describe(self), type(msg.key)), 2)
   end
+  local unsent = rawget(self, "_unsent")
+  if unsent then rawset(self, "_unsent", unsent + 1); return end
   -- On the embedded broker, wait for the app's credit (qhost.flow_control).
   local gate = rawget(self, "_gate")
   if gate then gate:admit(flow_size(msg.key, msg.value, msg.headers), producer) end
-  local ok, err = producer:produce(self.producer_topic.name, msg.value, msg.key,
+  local ok, err, code = producer:produce(self.producer_topic.name, msg.value, msg.key,
     msg.partition, msg.timestamp, msg.headers)
-  if not ok then error(source.describe(self) .. ": " .. err, 2) end
+  if not ok then
+    if code == clients.ERR_QUEUE_FULL and C.qh_ffi_stop_requested() > 0 then
+      return stopped_with_full_queue(self, err)
+    end
+    error(source.describe(self) .. ": " .. err, 2)
+  end
+  local failures = producer:take_failures()
+  if failures then error(source.describe(self) .. ": " .. clients.describe_failures(failures), 2) end
 end
 
 -- self:flush(timeout): waits for every produced message; raises with the
--- count of unsent messages when the timeout passes.
+-- count of unsent messages when the timeout passes, or with the failed
+-- deliveries.
 function Source:flush(timeout)
-  local ok, err = producer_of(self):flush(timeout or self.shutdown_timeout)
+  local ok, err = clients.deliver(producer_of(self), timeout or self.shutdown_timeout)
   if not ok then error(source.describe(self) .. ": " .. err, 2) end
+end
+
+-- How many messages a stop dropped (see stopped_with_full_queue); nil when
+-- none.
+function source.unsent(self)
+  return rawget(self, "_unsent")
 end
 
 return source

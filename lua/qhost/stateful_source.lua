@@ -42,6 +42,7 @@
 local argcheck = require("qhost.argcheck")
 local codec = require("qhost.codec")
 local changelog = require("qhost.changelog")
+local clients = require("qhost.clients")
 local log = require("qhost.log")
 local source_mod = require("qhost.source")
 local topic_mod = require("qhost.topic")
@@ -221,15 +222,23 @@ end
 -- self:flush(timeout): waits for every produced message, then commits the
 -- state: writes its changes to the changelog and waits for them. Raises
 -- naming the source when either does not complete within timeout seconds
--- (default shutdown_timeout).
+-- (default shutdown_timeout), or when a delivery failed. After a stop
+-- dropped messages (a full queue, see qhost.source) the state is not
+-- committed: it may count them, and the next run must produce them again.
 function StatefulSource:flush(timeout)
   local producer = rawget(self, "_producer")
   if not producer then
     error(source_mod.describe(self) .. ": produce/flush only work while the source runs in its process", 2)
   end
   timeout = timeout or self.shutdown_timeout
-  local ok, err = producer:flush(timeout)
+  local ok, err = clients.deliver(producer, timeout)
   if not ok then error(source_mod.describe(self) .. ": " .. err, 2) end
+  local unsent = source_mod.unsent(self)
+  if unsent then
+    log.warning("%s: state not committed: %d messages were dropped at the stop (the producer's queue was full)",
+      source_mod.describe(self), unsent)
+    return
+  end
   local state = rawget(self, "state")
   if state and state._dirty then
     ok, err = changelog.write(producer, rawget(self, "_changelog"), state:_changes(), { timeout = timeout })

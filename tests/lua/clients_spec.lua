@@ -32,6 +32,8 @@ end
 
 local function producer(extra, opts)
   local conf = { ["bootstrap.servers"] = boot, ["linger.ms"] = 5 }
+  -- Lets a 2 MB message out, for a real Kafka (1 MB limit) to refuse it.
+  if not mock then conf["message.max.bytes"] = 10000000 end
   for k, v in pairs(extra or {}) do conf[k] = v end
   return assert(clients.producer(conf, opts))
 end
@@ -44,11 +46,12 @@ local function consumer(group, extra)
   return assert(clients.consumer(conf))
 end
 
--- Polls until `want` data messages arrived (30 s at most); returns them as
--- tables { partition, offset, key, value, headers } in arrival order.
-local function consume(c, want)
+-- Polls until `want` data messages arrived (`within` seconds at most, 30 by
+-- default); returns them as tables { partition, offset, key, value,
+-- headers } in arrival order.
+local function consume(c, want, within)
   local got = {}
-  local deadline = host.monotonic() + 30
+  local deadline = host.monotonic() + (within or 30)
   while #got < want and host.monotonic() < deadline do
     local n, msgs = c:poll(500, 100)
     for i = 0, n - 1 do
@@ -144,5 +147,337 @@ describe("Producer headers", function()
       if #bad > 5 then break end
     end
     assert.are.same({}, bad)
+  end)
+end)
+
+-- A message whose delivery fails: the embedded broker is told to refuse
+-- the next Produce request (MSG_SIZE_TOO_LARGE); a real Kafka refuses a
+-- 2 MB message (the producer() helper lets such a message out).
+local TOO_LARGE = 10
+local function produce_doomed(p, topic, key)
+  if mock then
+    assert(mock:push_request_errors(0, { TOO_LARGE }))
+    assert(p:produce(topic, "doomed", key, 0))
+  else
+    assert(p:produce(topic, string.rep("x", 2000000), key, 0))
+  end
+end
+
+-- Serves delivery reports until `n` failures are recorded (30 s at most),
+-- without taking them.
+local function wait_failures(p, n)
+  local deadline = host.monotonic() + 30
+  while C.qh_ffi_producer_failures(p.ptr) < n and host.monotonic() < deadline do p:poll(50) end
+  return C.qh_ffi_producer_failures(p.ptr)
+end
+
+local function doomed_failure(topic, key)
+  return { topic = topic, partition = 0, key = key, code = TOO_LARGE, error = "Broker: Message size too large" }
+end
+
+describe("Producer delivery failures", function()
+  it("never come back from a later produce, which sends its own message", function()
+    local topic = unique("dr-next")
+    create_topic(topic, 1)
+    local p = producer()
+    produce_doomed(p, topic, "first")
+    assert.are.equal(1, wait_failures(p, 1))
+    -- The earlier failure is recorded; this message is queued all the same.
+    assert.are.same({ true }, { p:produce(topic, "after", "second", 0) })
+    assert.is_nil(p:flush(30))          -- the default: flush reports the failure, taking it
+    assert.is_nil(p:take_failures())
+    assert.is_true(p:flush(30))
+    local c = consumer(unique("g-dr-next"))
+    assert(c:assign({ { topic = topic, partition = 0, offset = 0 } }))
+    local got = consume(c, 1)
+    c:close()
+    p:close()
+    assert.are.equal(1, #got)
+    assert.are.equal("second", got[1].key)
+    assert.are.equal("after", got[1].value)
+  end)
+
+  it("are taken one per message, with topic, partition, key and error", function()
+    local topic = unique("dr-list")
+    create_topic(topic, 1)
+    local p = producer(nil, { flush_reports_failures = false })
+    produce_doomed(p, topic, "k1")
+    wait_failures(p, 1)
+    assert(p:produce(topic, "ok", "fine", 0))
+    assert.are.same({ true }, { p:flush(30) })
+    produce_doomed(p, topic, nil)
+    -- Flush says whether everything was delivered or reported: it was.
+    assert.are.same({ true }, { p:flush(30) })
+    assert.are.equal(0, p:in_flight())
+    local failures = p:take_failures()
+    assert.are.same({ doomed_failure(topic, "k1"), doomed_failure(topic, nil) }, failures)
+    assert.are.equal(string.format("delivery to %s [0] failed: Broker: Message size too large (key \"k1\"); "
+      .. "1 more deliveries failed", topic), clients.describe_failures(failures))
+    assert.is_nil(p:take_failures())
+    -- clients.deliver folds them in whichever way the producer reports them.
+    produce_doomed(p, topic, "k\0\n")
+    local ok, err = clients.deliver(p, 30)
+    assert.is_nil(ok)
+    assert.are.equal(string.format("delivery to %s [0] failed: Broker: Message size too large (key \"k\\x00\\x0a\")",
+      topic), err)
+    assert.is_nil(p:take_failures())
+    p:close()
+    -- Only "ok" arrived.
+    local c = consumer(unique("g-dr-list"))
+    assert(c:assign({ { topic = topic, partition = 0, offset = 0 } }))
+    local got = consume(c, 1)
+    assert.are.same({}, consume(c, 1, 0.5))
+    c:close()
+    assert.are.equal("fine", got[1] and got[1].key)
+  end)
+
+  it("flush reports what is still queued at its timeout; in_flight counts it", function()
+    local p = producer({ ["bootstrap.servers"] = "127.0.0.1:1", ["log_level"] = 0 })
+    assert(p:produce("nowhere", "v", "k", 0))
+    assert(p:produce("nowhere", "v", "k", 0))
+    assert.are.equal(2, p:in_flight())
+    assert.are.same({ nil, "flush timed out: 2 messages not delivered" }, { p:flush(0.2) })
+    p:close()
+  end)
+
+  it("a source raises an earlier failed delivery at its next produce, after queuing that message", function()
+    local source = require("qhost.source")
+    local topic = unique("dr-src")
+    create_topic(topic, 1)
+    local p = producer()
+    local Src = source.Source:extend("DeliverySpec")
+    local src = Src{ name = "s" }
+    rawset(src, "_producer", p)
+    rawset(src, "producer_topic", { name = topic })
+    rawset(src, "_started", true)
+    produce_doomed(p, topic, "a")
+    wait_failures(p, 1)
+    local ok, err = pcall(src.produce, src, { value = "next", key = "b", partition = 0 })
+    assert.is_false(ok)
+    assert.are.equal(string.format("DeliverySpec 's': delivery to %s [0] failed: Broker: Message size too large "
+      .. "(key \"a\")", topic), (err:gsub("^[^:]+:%d+: ", "")))
+    src:flush(30)                          -- "next" was queued, and is delivered
+    produce_doomed(p, topic, "c")
+    local fok, ferr = pcall(src.flush, src, 30)
+    assert.is_false(fok)
+    assert.truthy(ferr:find("DeliverySpec 's': delivery to " .. topic .. " [0] failed", 1, true), ferr)
+    p:close()
+    local c = consumer(unique("g-dr-src"))
+    assert(c:assign({ { topic = topic, partition = 0, offset = 0 } }))
+    local got = consume(c, 1)
+    c:close()
+    assert.are.equal("next", got[1] and got[1].value)
+  end)
+end)
+
+describe("Producer with a full queue", function()
+  -- In a child process: the stop it requests (host.request_stop) must not
+  -- reach the other specs. The child's broker is its own embedded one; a
+  -- long linger keeps the first message queued, so the queue (of one) is
+  -- full when the stop comes.
+  local H = require("helper")
+
+  it("a stop drops a source's message instead of waiting for room, and a stateful source keeps its state", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/full.lua", [[
+local clients = require("qhost.clients")
+local host = require("qhost.host")
+local source = require("qhost.source")
+local stateful = require("qhost.stateful_source")
+local mock = assert(clients.mock_cluster(1))
+assert(mock:create_topic("full", 1))
+local p = assert(clients.producer({ ["bootstrap.servers"] = mock:bootstraps(), ["linger.ms"] = 60000,
+  ["queue.buffering.max.messages"] = 1, ["qhost.queue.full.timeout.ms"] = 60000 }))
+local Full = stateful.StatefulSource:extend("Full")
+local src = Full{ name = "f" }
+rawset(src, "_producer", p)
+rawset(src, "producer_topic", { name = "full" })
+rawset(src, "_started", true)
+rawset(src, "_changelog", "full")
+rawset(src, "state", stateful.new_state(source.describe(src)))
+src:produce{ value = "1" }          -- queued, lingering: the queue is full
+src.state:set("n", 1)
+host.request_stop()
+src:produce{ value = "2" }          -- the stop ends the wait: dropped
+src.state:set("n", 2)
+src:produce{ value = "3" }          -- dropped at once
+print(src.running, source.unsent(src), p:in_flight())
+src:flush(10)                       -- the data is delivered; the state is not committed
+print(p:in_flight(), src.state._dirty)
+p:close()
+mock:close()
+]])
+    local out = H.exec(string.format("cd %s && QHOST_LOG_LEVEL=WARNING timeout -s KILL 60 %s lua full.lua 2>stderr.txt; echo rc=$?",
+      H.quote(dir), H.quote(H.qhost)))
+    local stderr = H.read(dir .. "/stderr.txt") or ""
+    assert.are.equal("false\t2\t1\n0\ttrue\nrc=0\n", out, stderr)
+    assert.truthy(stderr:find("Full 'f': stopping: produce to full [-1] interrupted by the stop", 1, true), stderr)
+    assert.truthy(stderr:find("Full 'f': state not committed: 2 messages were dropped at the stop", 1, true), stderr)
+  end)
+end)
+
+describe("Consumer rebalance, deferred to Lua (qhost.rebalance = \"deferred\")", function()
+  local function group_consumer(group, strategy)
+    return consumer(group, { ["qhost.rebalance"] = "deferred", ["session.timeout.ms"] = 6000,
+                             ["heartbeat.interval.ms"] = 500, ["partition.assignment.strategy"] = strategy })
+  end
+
+  local function parts_str(list)
+    local out = {}
+    for _, tp in ipairs(list) do out[#out + 1] = string.format("%d@%d", tp.partition, tp.offset) end
+    table.sort(out)
+    return table.concat(out, ",")
+  end
+
+  -- One poll of member m, then its rebalance events handled as the
+  -- deferred protocol asks: an assign gets its starts (resolve_start) and
+  -- is finished; a revoke runs m.on_revoke (the checkpoint) first.
+  local function pump(m)
+    local n, msgs = m.c:poll(100, 50)
+    for i = 0, n - 1 do
+      local msg = msgs[i]
+      if msg.err == 0 then
+        m.got[#m.got + 1] = { partition = msg.partition, offset = tonumber(msg.offset),
+                              value = ffi.string(msg.value, msg.value_len) }
+      end
+    end
+    for _, ev in ipairs(m.c:take_events()) do
+      if ev.type == "assign" then
+        local parts = assert(m.c:resolve_start(ev.partitions, 10))
+        m.events[#m.events + 1] = "assign:" .. parts_str(parts)
+        assert(m.c:finish_assign(parts))
+      else
+        m.events[#m.events + 1] = "revoke:" .. parts_str(ev.partitions)
+        if m.on_revoke then m.on_revoke(ev) end
+        assert(m.c:finish_revoke(ev.partitions))
+      end
+    end
+  end
+
+  local function pump_until(members, done, what)
+    local deadline = host.monotonic() + 60
+    while not done() do
+      assert(host.monotonic() < deadline, "timed out waiting for " .. what)
+      for _, m in ipairs(members) do pump(m) end
+    end
+  end
+
+  local function rebalance_hands_over(strategy)
+    local topic = unique("rb-" .. strategy)
+    create_topic(topic, 2)
+    local p = producer()
+    for i = 0, 3 do
+      assert(p:produce(topic, "a" .. i, nil, 0))
+      assert(p:produce(topic, "b" .. i, nil, 1))
+    end
+    assert(p:flush(30))
+    p:close()
+    local group = unique("g-rb")
+
+    local first = { c = group_consumer(group, strategy), got = {}, events = {} }
+    local second = { c = group_consumer(group, strategy), got = {}, events = {} }
+    finally(function() first.c:close(); second.c:close() end)   -- (busted keeps one finally per test)
+    assert(first.c:subscribe({ topic }))
+    pump_until({ first }, function() return #first.got == 8 end, "the first member's messages")
+    assert.are.same({ "assign:0@0,1@0" }, first.events)
+    -- A checkpoint while the group is stable: a0 and b0 processed.
+    assert(first.c:commit({ { topic = topic, partition = 0, offset = 1 }, { topic = topic, partition = 1, offset = 1 } }))
+
+    -- The checkpoint on revoke: the partitions are still assigned (the
+    -- group waits for finish_revoke), and what was processed of them is
+    -- committed: here, as if a0, a1 and b0..b2 were. The embedded broker
+    -- refuses commits while an eager rebalance gathers its members
+    -- (Kafka takes them from current members), so there the second member
+    -- starts from the checkpoint before.
+    local refused = mock and strategy ~= "cooperative-sticky"
+    local still_assigned, commit_result
+    first.on_revoke = function(ev)
+      still_assigned = parts_str(first.c:assignment())
+      local list = {}
+      for _, tp in ipairs(ev.partitions) do
+        list[#list + 1] = { topic = topic, partition = tp.partition, offset = tp.partition == 0 and 2 or 3 }
+      end
+      commit_result = { first.c:commit(list) }
+    end
+    assert(second.c:subscribe({ topic }))
+    local function second_has_one()
+      for _, e in ipairs(second.events) do if e:match("^assign:%d@") then return true end end
+      return false
+    end
+    pump_until({ first, second }, second_has_one, "the second member's assignment")
+    assert.truthy(first.events[2]:match("^revoke:"), table.concat(first.events, " "))
+    assert.truthy(still_assigned and still_assigned ~= "", "the revoked partitions were assigned during the checkpoint")
+    assert.are.same(refused and { nil, "Broker: Group rebalance in progress" } or { true }, commit_result)
+    -- The second member starts where the first committed.
+    local assigned = second.events[#second.events]
+    local partition = tonumber(assigned:match("^assign:(%d)@"))
+    local start = refused and 1 or partition == 0 and 2 or 3
+    assert.are.equal(string.format("assign:%d@%d", partition, start), assigned)
+    pump_until({ first, second }, function() return #second.got >= 4 - start end, "the second member's messages")
+    local values = {}
+    for _, m in ipairs(second.got) do values[#values + 1] = m.value end
+    local want = {}
+    for i = start, 3 do want[#want + 1] = (partition == 0 and "a" or "b") .. i end
+    assert.are.same(want, values)
+  end
+
+  it("hands partitions over with the eager protocol: checkpoint on revoke, the next member starts there", function()
+    rebalance_hands_over("range")
+  end)
+
+  it("hands partitions over with the cooperative protocol", function()
+    rebalance_hands_over("cooperative-sticky")
+  end)
+
+  it("close leaves the group even with a revoke Lua has not finished", function()
+    local topic = unique("rb-close")
+    create_topic(topic, 2)
+    local group = unique("g-rb-close")
+    local first = { c = group_consumer(group, "range"), got = {}, events = {} }
+    local second = { c = group_consumer(group, "range"), got = {}, events = {} }
+    finally(function() first.c:close(); second.c:close() end)   -- (busted keeps one finally per test)
+    assert(first.c:subscribe({ topic }))
+    pump_until({ first }, function() return #first.events == 1 end, "the first assignment")
+    assert(second.c:subscribe({ topic }))
+    -- The first member sees the revoke and, instead of finishing it, closes.
+    local revoke
+    local deadline = host.monotonic() + 60
+    while not revoke do
+      assert(host.monotonic() < deadline, "timed out waiting for the revoke")
+      first.c:poll(10, 50)
+      for _, ev in ipairs(first.c:take_events()) do if ev.type == "revoke" then revoke = ev end end
+      pump(second)
+    end
+    first.c:close()
+    -- The group goes on without it: the second member gets both partitions.
+    pump_until({ second }, function()
+      return second.events[#second.events] == "assign:0@0,1@0"
+    end, "both partitions for the second member")
+  end)
+end)
+
+describe("Consumer:resolve_start", function()
+  it("finds committed offsets, else the end, for all partitions; bounded, naming what it could not resolve", function()
+    local topic = unique("rs")
+    create_topic(topic, 3)
+    local p = producer()
+    for _ = 1, 3 do assert(p:produce(topic, "v", nil, 0)) end
+    assert(p:produce(topic, "v", nil, 1))
+    assert(p:flush(30))
+    p:close()
+    local group = unique("g-rs")
+    local c = consumer(group, { ["auto.offset.reset"] = "latest", ["qhost.rebalance"] = "deferred" })
+    finally(function() c:close() end)
+    assert(c:commit({ { topic = topic, partition = 0, offset = 1 } }))
+    local list = assert(c:resolve_start({ { topic = topic, partition = 0 }, { topic = topic, partition = 1 },
+                                          { topic = topic, partition = 2 }, { topic = topic, partition = 1, offset = 0 } }, 30))
+    local got = {}
+    for i, tp in ipairs(list) do got[i] = string.format("%s/%d@%d", tp.topic == topic and "t" or tp.topic, tp.partition, tp.offset) end
+    assert.are.same({ "t/0@1", "t/1@1", "t/2@0", "t/1@0" }, got)
+    local missing = unique("rs-missing")
+    local none, err = c:resolve_start({ { topic = topic, partition = 2 }, { topic = missing, partition = 0 } }, 2)
+    assert.is_nil(none)
+    assert.truthy(err:find(" for " .. missing .. " [0]", 1, true), err)
+    assert.falsy(err:find(topic .. " [2]", 1, true), err)
   end)
 end)

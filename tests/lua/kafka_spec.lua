@@ -21,8 +21,32 @@ describe("qhost.kafka argument checks", function()
     assert.is_nil(p)
     assert.truthy(err:find("no.such.property", 1, true))
   end)
-  it("sleep accepts huge and NaN durations without undefined behaviour", function()
-    host.sleep(0 / 0)
-    host.sleep(-1)
+  -- In a child process (the stop it gets must not reach the other specs):
+  -- NaN, negative and zero durations return at once and return nothing; a
+  -- huge one (past time_t's range unless clamped) really sleeps, until the
+  -- stop signal interrupts it.
+  it("sleep returns at once for NaN and negative durations, and sleeps a huge one until a stop", function()
+    local H = require("helper")
+    local dir = H.tmpdir()
+    H.write(dir .. "/sleep.lua", [[
+local host = require("qhost.host")
+local counts = {}
+for _, s in ipairs({ 0 / 0, -1, -1 / 0, 0 }) do counts[#counts + 1] = select("#", host.sleep(s)) end
+io.stdout:write("quick ", table.concat(counts, ","), "\n")
+io.stdout:flush()
+host.sleep(1e300)
+io.stdout:write("woke ", (host.stop_requested()), "\n")
+]])
+    local p = H.start(dir, "sleep.lua")
+    -- Signalled once it sleeps: "quick" printed and its state S (asleep).
+    local function asleep()
+      local stat = H.read("/proc/" .. tostring(p.pid) .. "/stat") or ""
+      return p:stdout():find("quick", 1, true) ~= nil and stat:match("^%d+ %b() (%a)") == "S"
+    end
+    local ok = H.eventually(asleep, 30)
+    p:signal("TERM")
+    local r = p:wait(30)
+    assert.is_true(ok, "never asleep: " .. p:stdout() .. p:stderr())
+    assert.are.same({ code = 0, stdout = "quick 0,0,0,0\nwoke 1\n" }, r and { code = r.code, stdout = r.stdout })
   end)
 end)

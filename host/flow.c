@@ -8,6 +8,8 @@
 
 #include <lauxlib.h>
 
+#include "luaclass.h"
+
 #define FLOW_MT "qhost.flow"
 
 int qh_flow_create(void)
@@ -65,11 +67,8 @@ static lflow *check_flow(lua_State *L)
 /* The userdata first, so that a failed allocation leaks nothing. */
 static lflow *new_flow(lua_State *L)
 {
-    lflow *u = lua_newuserdata(L, sizeof *u);
-    u->map = NULL;
+    lflow *u = qh_luaclass_new(L, FLOW_MT, sizeof *u);
     u->fd = -1;
-    luaL_getmetatable(L, FLOW_MT);
-    lua_setmetatable(L, -2);
     return u;
 }
 
@@ -127,14 +126,7 @@ int qh_flow_open(lua_State *L)
         { "fd", l_fd }, { "ptr", l_ptr }, { "close", l_close }, { NULL, NULL },
     };
     static const luaL_Reg funcs[] = { { "create", l_create }, { "open", l_open }, { NULL, NULL } };
-    if (luaL_newmetatable(L, FLOW_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, l_close);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1);
+    qh_luaclass_register(L, FLOW_MT, methods, l_close);
     lua_newtable(L);
     luaL_register(L, NULL, funcs);
     return 1;

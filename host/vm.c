@@ -18,6 +18,7 @@
 #include "hostlib.h"
 #include "kafka.h"
 #include "spawn.h"
+#include "store.h"
 
 static qh_paths g_paths;
 
@@ -120,6 +121,7 @@ lua_State *qh_vm_new(const char *mode)
     preload(L, "qhost.kafka", qh_kafka_open);
     preload(L, "qhost.spawn", qh_spawn_open);
     preload(L, "qhost.flow", qh_flow_open);
+    preload(L, "qhost.store", qh_store_open_module);
     lua_pushstring(L, mode);
     lua_setfield(L, LUA_REGISTRYINDEX, "qhost.mode");
     return L;

@@ -1,0 +1,332 @@
+/* store.c: the local state store over RocksDB (see store.h). */
+#include "store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <rocksdb/c.h>
+
+#include "luaclass.h"
+
+#define STORE_MT "qhost.store"
+
+struct qh_store {
+    rocksdb_t *db;
+    rocksdb_options_t *options;
+    rocksdb_readoptions_t *read;
+    rocksdb_writeoptions_t *write;
+    rocksdb_column_family_handle_t *cf[2];
+};
+
+struct qh_store_batch {
+    rocksdb_writebatch_t *wb;
+};
+
+static const char *const cf_names[2] = { "default", "__metadata__" };
+
+/* Takes RocksDB's malloc'd error text into err and frees it; returns -1. */
+static int take_error(char *rerr, const char *what, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "%s: %s", what, rerr ? rerr : "unknown error");
+    free(rerr);
+    return -1;
+}
+
+/* State stores are many (one per stateful operation and partition) and
+ * mostly small: modest memtables, a block cache shared by nobody but
+ * bounded, and few open files, so a large state stays on disk rather than
+ * in this process's memory. */
+static rocksdb_options_t *store_options(void)
+{
+    rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(o, 1);
+    rocksdb_options_set_create_missing_column_families(o, 1);
+    rocksdb_options_set_write_buffer_size(o, 16u << 20);
+    rocksdb_options_set_max_write_buffer_number(o, 2);
+    rocksdb_options_set_max_open_files(o, 256);
+    rocksdb_options_set_keep_log_file_num(o, 2);
+    return o;
+}
+
+qh_store *qh_store_open(const char *path, char *err, size_t errlen)
+{
+    qh_store *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "open %s: out of memory", path);
+        return NULL;
+    }
+    s->options = store_options();
+    s->read = rocksdb_readoptions_create();
+    s->write = rocksdb_writeoptions_create();
+    const rocksdb_options_t *cf_opts[2] = { s->options, s->options };
+    char *rerr = NULL;
+    s->db = rocksdb_open_column_families(s->options, path, 2, cf_names, cf_opts, s->cf, &rerr);
+    if (!s->db) {
+        char what[300];
+        snprintf(what, sizeof what, "cannot open the state store %s", path);
+        take_error(rerr, what, err, errlen);
+        qh_store_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+void qh_store_close(qh_store *s)
+{
+    if (!s) return;
+    for (int i = 0; i < 2; i++)
+        if (s->cf[i]) rocksdb_column_family_handle_destroy(s->cf[i]);
+    if (s->db) rocksdb_close(s->db);
+    if (s->read) rocksdb_readoptions_destroy(s->read);
+    if (s->write) rocksdb_writeoptions_destroy(s->write);
+    if (s->options) rocksdb_options_destroy(s->options);
+    free(s);
+}
+
+int qh_store_destroy(const char *path, char *err, size_t errlen)
+{
+    rocksdb_options_t *o = store_options();
+    char *rerr = NULL;
+    rocksdb_destroy_db(o, path, &rerr);
+    rocksdb_options_destroy(o);
+    if (rerr) return take_error(rerr, "cannot delete the state store", err, errlen);
+    return 0;
+}
+
+int qh_store_get(qh_store *s, int cf, const char *key, size_t klen, char **val, size_t *vlen,
+                 char *err, size_t errlen)
+{
+    char *rerr = NULL;
+    *val = rocksdb_get_cf(s->db, s->read, s->cf[cf], key, klen, vlen, &rerr);
+    if (rerr) return take_error(rerr, "state store read failed", err, errlen);
+    return *val != NULL;
+}
+
+qh_store_batch *qh_store_batch_new(void)
+{
+    qh_store_batch *b = malloc(sizeof *b);
+    if (b) b->wb = rocksdb_writebatch_create();
+    return b;
+}
+
+void qh_store_batch_put(qh_store *s, qh_store_batch *b, int cf, const char *key, size_t klen,
+                        const char *val, size_t vlen)
+{
+    rocksdb_writebatch_put_cf(b->wb, s->cf[cf], key, klen, val, vlen);
+}
+
+void qh_store_batch_delete(qh_store *s, qh_store_batch *b, int cf, const char *key, size_t klen)
+{
+    rocksdb_writebatch_delete_cf(b->wb, s->cf[cf], key, klen);
+}
+
+void qh_store_batch_free(qh_store_batch *b)
+{
+    if (!b) return;
+    rocksdb_writebatch_destroy(b->wb);
+    free(b);
+}
+
+int qh_store_write(qh_store *s, qh_store_batch *b, char *err, size_t errlen)
+{
+    char *rerr = NULL;
+    rocksdb_write(s->db, s->write, b->wb, &rerr);
+    if (rerr) return take_error(rerr, "state store write failed", err, errlen);
+    return 0;
+}
+
+int qh_store_scan(qh_store *s, int cf, const char *lower, size_t lower_len, const char *upper,
+                  size_t upper_len, int reverse, size_t limit, qh_store_visit fn, void *ud,
+                  char *err, size_t errlen)
+{
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    /* The bounds must outlive the iterator: RocksDB keeps the pointers. */
+    rocksdb_readoptions_set_iterate_lower_bound(ro, lower, lower_len);
+    rocksdb_readoptions_set_iterate_upper_bound(ro, upper, upper_len);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->cf[cf]);
+    if (reverse) rocksdb_iter_seek_to_last(it);
+    else rocksdb_iter_seek_to_first(it);
+    size_t n = 0;
+    while (rocksdb_iter_valid(it) && (limit == 0 || n < limit)) {
+        size_t klen, vlen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        const char *v = rocksdb_iter_value(it, &vlen);
+        n++;
+        if (fn(ud, k, klen, v, vlen)) break;
+        if (reverse) rocksdb_iter_prev(it);
+        else rocksdb_iter_next(it);
+    }
+    char *rerr = NULL;
+    rocksdb_iter_get_error(it, &rerr);
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    if (rerr) return take_error(rerr, "state store scan failed", err, errlen);
+    return 0;
+}
+
+/* ---- Lua ------------------------------------------------------------------ */
+
+typedef struct lstore {
+    qh_store *s;   /* owned: closed by close/__gc */
+} lstore;
+
+static qh_store *check_store(lua_State *L)
+{
+    lstore *u = luaL_checkudata(L, 1, STORE_MT);
+    if (!u->s) luaL_error(L, "state store is closed");
+    return u->s;
+}
+
+static int l_open(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lstore *u = qh_luaclass_new(L, STORE_MT, sizeof *u);
+    char err[512];
+    if (!(u->s = qh_store_open(path, err, sizeof err))) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    return 1;
+}
+
+static int l_destroy(lua_State *L)
+{
+    char err[512];
+    if (qh_store_destroy(luaL_checkstring(L, 1), err, sizeof err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int get_in(lua_State *L, int cf)
+{
+    qh_store *s = check_store(L);
+    size_t klen;
+    const char *key = luaL_checklstring(L, 2, &klen);
+    char *val = NULL, err[512];
+    size_t vlen = 0;
+    int rc = qh_store_get(s, cf, key, klen, &val, &vlen, err, sizeof err);
+    if (rc < 0) return luaL_error(L, "%s", err);
+    if (rc == 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_pushlstring(L, val, vlen);   /* may raise (memory): free first would lose it */
+    free(val);
+    return 1;
+}
+
+static int l_get(lua_State *L) { return get_in(L, QH_STORE_STATE); }
+static int l_get_meta(lua_State *L) { return get_in(L, QH_STORE_META); }
+
+/* Adds the pairs (or, with pairs = 0, the keys) of the array at idx to b. */
+static void add_to_batch(lua_State *L, qh_store *s, qh_store_batch *b, int idx, int cf, int pairs)
+{
+    if (lua_isnoneornil(L, idx)) return;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    int n = (int)lua_objlen(L, idx);
+    for (int i = 1; i <= n; i += pairs ? 2 : 1) {
+        size_t klen, vlen;
+        lua_rawgeti(L, idx, i);
+        const char *k = lua_tolstring(L, -1, &klen);
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            qh_store_batch_free(b);
+            luaL_error(L, "state store write: item %d is a %s, not a key (bytes)", i, luaL_typename(L, -1));
+        }
+        if (pairs) {
+            lua_rawgeti(L, idx, i + 1);
+            if (lua_type(L, -1) != LUA_TSTRING) {
+                qh_store_batch_free(b);
+                luaL_error(L, "state store write: item %d is a %s, not a value (bytes)", i + 1,
+                           luaL_typename(L, -1));
+            }
+            const char *v = lua_tolstring(L, -1, &vlen);
+            qh_store_batch_put(s, b, cf, k, klen, v, vlen);
+            lua_pop(L, 2);
+        } else {
+            qh_store_batch_delete(s, b, cf, k, klen);
+            lua_pop(L, 1);
+        }
+    }
+}
+
+static int l_write(lua_State *L)
+{
+    qh_store *s = check_store(L);
+    lua_settop(L, 4);
+    qh_store_batch *b = qh_store_batch_new();
+    if (!b) return luaL_error(L, "state store write: out of memory");
+    add_to_batch(L, s, b, 3, QH_STORE_STATE, 0);   /* deletes before puts: a key set again wins */
+    add_to_batch(L, s, b, 2, QH_STORE_STATE, 1);
+    add_to_batch(L, s, b, 4, QH_STORE_META, 1);
+    char err[512];
+    int rc = qh_store_write(s, b, err, sizeof err);
+    qh_store_batch_free(b);
+    if (rc != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+typedef struct scan_out {
+    lua_State *L;
+    int n;
+} scan_out;
+
+static int push_pair(void *ud, const char *k, size_t klen, const char *v, size_t vlen)
+{
+    scan_out *o = ud;
+    lua_pushlstring(o->L, k, klen);
+    lua_rawseti(o->L, -2, ++o->n);
+    lua_pushlstring(o->L, v, vlen);
+    lua_rawseti(o->L, -2, ++o->n);
+    return 0;
+}
+
+static int l_scan(lua_State *L)
+{
+    qh_store *s = check_store(L);
+    size_t llen, ulen;
+    const char *lower = luaL_checklstring(L, 2, &llen);
+    const char *upper = luaL_checklstring(L, 3, &ulen);
+    int reverse = lua_toboolean(L, 4);
+    lua_Number limit = luaL_optnumber(L, 5, 0);
+    lua_newtable(L);
+    scan_out o = { L, 0 };
+    char err[512];
+    /* push_pair raises only when Lua is out of memory, and would then leak
+     * the scan's iterator: accepted for that case. */
+    if (qh_store_scan(s, QH_STORE_STATE, lower, llen, upper, ulen, reverse,
+                      limit > 0 ? (size_t)limit : 0, push_pair, &o, err, sizeof err) != 0)
+        return luaL_error(L, "%s", err);
+    return 1;
+}
+
+static int l_close(lua_State *L)
+{
+    lstore *u = luaL_checkudata(L, 1, STORE_MT);
+    qh_store_close(u->s);
+    u->s = NULL;
+    return 0;
+}
+
+int qh_store_open_module(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        { "get", l_get }, { "get_meta", l_get_meta }, { "write", l_write }, { "scan", l_scan },
+        { "close", l_close }, { NULL, NULL },
+    };
+    static const luaL_Reg funcs[] = { { "open", l_open }, { "destroy", l_destroy }, { NULL, NULL } };
+    qh_luaclass_register(L, STORE_MT, methods, l_close);
+    lua_newtable(L);
+    luaL_register(L, NULL, funcs);
+    return 1;
+}

@@ -1,0 +1,144 @@
+/* test_store.c: tests of host/store.c: writes in atomic batches, the two
+ * column families, reopening, key-ordered scans both ways, destroy, and the
+ * Lua module's errors. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "check.h"
+#include "store.h"
+
+static char dir[] = "/tmp/qh_test_store.XXXXXX";
+
+static void path_of(char *out, size_t len, const char *name)
+{
+    snprintf(out, len, "%s/%s", dir, name);
+}
+
+static int get_str(qh_store *s, int cf, const char *key, char *out, size_t len)
+{
+    char *val = NULL, err[256];
+    size_t vlen = 0;
+    int rc = qh_store_get(s, cf, key, strlen(key), &val, &vlen, err, sizeof err);
+    if (rc == 1) {
+        snprintf(out, len, "%.*s", (int)vlen, val);
+        free(val);
+    }
+    return rc;
+}
+
+TEST(batches_are_atomic_and_column_families_separate)
+{
+    char path[256], err[256], got[64];
+    path_of(path, sizeof path, "a");
+    qh_store *s = qh_store_open(path, err, sizeof err);
+    CHECK(s != NULL);
+    if (!s) return;
+    CHECK_EQ_INT(get_str(s, QH_STORE_STATE, "k", got, sizeof got), 0);
+    qh_store_batch *b = qh_store_batch_new();
+    qh_store_batch_put(s, b, QH_STORE_STATE, "k", 1, "v1", 2);
+    qh_store_batch_put(s, b, QH_STORE_META, "k", 1, "meta", 4);
+    /* Nothing is visible before the write. */
+    CHECK_EQ_INT(get_str(s, QH_STORE_STATE, "k", got, sizeof got), 0);
+    CHECK_EQ_INT(qh_store_write(s, b, err, sizeof err), 0);
+    qh_store_batch_free(b);
+    CHECK_EQ_INT(get_str(s, QH_STORE_STATE, "k", got, sizeof got), 1);
+    CHECK_EQ_STR(got, "v1");
+    CHECK_EQ_INT(get_str(s, QH_STORE_META, "k", got, sizeof got), 1);
+    CHECK_EQ_STR(got, "meta");
+    b = qh_store_batch_new();
+    qh_store_batch_delete(s, b, QH_STORE_STATE, "k", 1);
+    CHECK_EQ_INT(qh_store_write(s, b, err, sizeof err), 0);
+    qh_store_batch_free(b);
+    qh_store_batch_free(NULL);
+    CHECK_EQ_INT(get_str(s, QH_STORE_STATE, "k", got, sizeof got), 0);
+    CHECK_EQ_INT(get_str(s, QH_STORE_META, "k", got, sizeof got), 1);
+    qh_store_close(s);
+    qh_store_close(NULL);
+    /* Reopened: what was written is there. */
+    s = qh_store_open(path, err, sizeof err);
+    CHECK(s != NULL);
+    if (!s) return;
+    CHECK_EQ_INT(get_str(s, QH_STORE_META, "k", got, sizeof got), 1);
+    qh_store_close(s);
+    CHECK_EQ_INT(qh_store_destroy(path, err, sizeof err), 0);
+    CHECK(access(path, F_OK) != 0);
+}
+
+static int collect(void *ud, const char *k, size_t klen, const char *v, size_t vlen)
+{
+    char *out = ud;
+    size_t n = strlen(out);
+    snprintf(out + n, 256 - n, "%.*s=%.*s;", (int)klen, k, (int)vlen, v);
+    return 0;
+}
+
+TEST(scans_keep_key_order_within_bounds)
+{
+    char path[256], err[256], out[256] = "";
+    path_of(path, sizeof path, "b");
+    qh_store *s = qh_store_open(path, err, sizeof err);
+    CHECK(s != NULL);
+    if (!s) return;
+    qh_store_batch *b = qh_store_batch_new();
+    const char *keys[] = { "p|3", "p|1", "p|2", "q|1", "o|9" };
+    for (int i = 0; i < 5; i++) qh_store_batch_put(s, b, QH_STORE_STATE, keys[i], 3, keys[i], 1);
+    CHECK_EQ_INT(qh_store_write(s, b, err, sizeof err), 0);
+    qh_store_batch_free(b);
+    CHECK_EQ_INT(qh_store_scan(s, QH_STORE_STATE, "p|", 2, "p}", 2, 0, 0, collect, out, err, sizeof err), 0);
+    CHECK_EQ_STR(out, "p|1=p;p|2=p;p|3=p;");
+    out[0] = '\0';
+    CHECK_EQ_INT(qh_store_scan(s, QH_STORE_STATE, "p|", 2, "p}", 2, 1, 2, collect, out, err, sizeof err), 0);
+    CHECK_EQ_STR(out, "p|3=p;p|2=p;");
+    qh_store_close(s);
+}
+
+TEST(lua_module)
+{
+    char path[256];
+    path_of(path, sizeof path, "c");
+    lua_State *L = luaL_newstate();
+    luaL_openlibs(L);
+    qh_store_open_module(L);
+    lua_setglobal(L, "store");
+    lua_pushstring(L, path);
+    lua_setglobal(L, "path");
+    const char *code =
+        "local db = assert(store.open(path))\n"
+        "assert(db:write({ 'a', '1', 'b', '2' }, {}, { 'offset', '7' }))\n"
+        "assert(db:get('a') == '1' and db:get_meta('offset') == '7' and db:get('offset') == nil)\n"
+        "assert(db:write({ 'a', 'x' }, { 'a', 'b' }))   -- deletes first: a set again wins\n"
+        "assert(db:get('a') == 'x' and db:get('b') == nil)\n"
+        "local ok, err = pcall(db.write, db, { 'k' })\n"
+        "assert(not ok and err:find('item 2 is a nil'), err)\n"
+        "local pairs_ = db:scan('a', 'z')\n"
+        "assert(#pairs_ == 2 and pairs_[1] == 'a' and pairs_[2] == 'x')\n"
+        "db:close(); db:close()\n"
+        "assert(not pcall(db.get, db, 'a'))\n"
+        "local bad, e = store.open('/proc/nonexistent/x')\n"
+        "assert(bad == nil and e:find('cannot open the state store', 1, true), e)\n"
+        "assert(store.destroy(path))\n";
+    int rc = luaL_dostring(L, code);
+    if (rc != 0) fprintf(stderr, "%s\n", lua_tostring(L, -1));
+    CHECK_EQ_INT(rc, 0);
+    lua_close(L);
+}
+
+int main(void)
+{
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    RUN(batches_are_atomic_and_column_families_separate);
+    RUN(scans_keep_key_order_within_bounds);
+    RUN(lua_module);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    return check_summary();
+}

@@ -61,7 +61,7 @@ static int run(const char *mode, int argc, char **argv)
     } else {
         /* The runner handles both the app and, in a spawned child, the source. */
         lua_getglobal(L, "require");
-        lua_pushstring(L, "qhost.runner");
+        lua_pushstring(L, "qhost.runtime.main");
         rc = qh_vm_pcall(L, 1, 1);
         if (rc == 0) {
             lua_getfield(L, -1, "main");

@@ -2,10 +2,10 @@
 -- header order (API.md; behaviour as Quix's quixstreams/sources/core/csv.py).
 -- The file is read in chunks by the host's libcsv reader, so memory stays
 -- constant however large it is; the first row is the header.
-local argcheck = require("qhost.argcheck")
+local argcheck = require("qhost.runtime.argcheck")
 local csvreader = require("qhost.csvreader")
 local host = require("qhost.host")
-local source = require("qhost.source")
+local source = require("qhost.sources.source")
 local Source = source.Source
 local topic_mod = require("qhost.topic")
 

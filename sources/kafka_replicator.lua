@@ -30,16 +30,16 @@
 -- process rather than shared through the group source-<name> on the source
 -- cluster: two replicators with the same name would both copy everything.
 -- processing_guarantee = "exactly-once" is not applied here (at-least-once).
-local argcheck = require("qhost.argcheck")
+local argcheck = require("qhost.runtime.argcheck")
 local ffi = require("ffi")
-local C = require("qhost.ffi")
-local changelog = require("qhost.changelog")
-local clients = require("qhost.clients")
-local flow_control = require("qhost.flow_control")
+local C = require("qhost.kafka.ffi")
+local changelog = require("qhost.kafka.topic_reader")
+local clients = require("qhost.kafka.clients")
+local flow_control = require("qhost.runtime.flow_control")
 local host = require("qhost.host")
 local log = require("qhost.log")
 local serializers = require("qhost.serializers")
-local Source = require("qhost.source").Source
+local Source = require("qhost.sources.source").Source
 local topic_mod = require("qhost.topic")
 
 local KafkaReplicatorSource = Source:extend("KafkaReplicatorSource")

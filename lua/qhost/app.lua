@@ -3,19 +3,19 @@
 -- sources, and runs the loop: consume a batch, run each message through its
 -- topic's pipeline, checkpoint (flush outputs, then commit), and supervise
 -- the source processes.
-local argcheck = require("qhost.argcheck")
-local clients = require("qhost.clients")
+local argcheck = require("qhost.runtime.argcheck")
+local clients = require("qhost.kafka.clients")
 local dataframe = require("qhost.dataframe")
 local host = require("qhost.host")
 local log = require("qhost.log")
-local source_mod = require("qhost.source")
-local source_process = require("qhost.source_process")
+local source_mod = require("qhost.sources.source")
+local source_process = require("qhost.runtime.source_process")
 local topic_mod = require("qhost.topic")
-local travel = require("qhost.travel")
+local transfer = require("qhost.runtime.transfer")
 
 local app_mod = {}
 
--- Set by qhost.runner in a spawned source process: app:run() then hands
+-- Set by qhost.runtime.main in a spawned source process: app:run() then hands
 -- the process over to the source instead of running the app.
 app_mod.child_spec = nil
 -- The script being run and its args (for spawning sources), set by the runner.
@@ -146,7 +146,7 @@ function Application:add_source(src, topic)
   for k, v in pairs(src) do
     if not source_mod.RUNTIME_FIELDS[k] then fields[k] = v end
   end
-  local ok, err = travel.encode(fields)
+  local ok, err = transfer.encode(fields)
   if not ok then argcheck.fail("%s: %s", name, err) end
   self._topics[topic.name] = self._topics[topic.name] or topic
   -- A StatefulSource keeps its state in a changelog topic, created with
@@ -299,7 +299,7 @@ function Application:_prepare_topics()
   end
 end
 
--- The run loop (qhost.runloop) ----------------------------------------------
+-- The run loop (qhost.runtime.loop) ----------------------------------------------
 
 local RUN_OPTIONS = argcheck.declare("app:run",
   { count = "integer", timeout = "number", collect = "boolean", metadata = "boolean" })
@@ -320,12 +320,12 @@ function Application:run(opts)
     argcheck.fail("app:run: nothing to run (no dataframe and no source)")
   end
   self._ran = true
-  local run = require("qhost.runloop")
+  local run = require("qhost.runtime.loop")
   return run(self, opts)
 end
 
 -- Apps made by this script, to warn about one that declared a pipeline but
--- never ran it (qhost.runner, at the script's end).
+-- never ran it (qhost.runtime.main, at the script's end).
 app_mod.instances = setmetatable({}, { __mode = "k" })
 
 function app_mod.warn_unrun()

@@ -8,7 +8,7 @@
 -- the tree is compiled once into a chain of closures,
 -- `process(value, key, timestamp, headers)`, that the consume loop calls
 -- per message.
-local argcheck = require("qhost.argcheck")
+local argcheck = require("qhost.runtime.argcheck")
 local codec = require("qhost.codec")
 local series = require("qhost.series")
 local sinks = require("qhost.sinks")
@@ -539,7 +539,7 @@ function builders.print_table(node, nxt, rt)
   printer:configure_live(opts.live, opts.live_slowdown)
   local shown = printer:add_table{ size = opts.size, title = opts.title, timeout = opts.timeout,
                                    columns = columns, column_widths = opts.column_widths }
-  local row_of, now = require("qhost.table_printer").row_of, rt.now
+  local row_of, now = require("qhost.runtime.table_printer").row_of, rt.now
   return function(value, key, timestamp, headers)
     local names, values = row_of(value, key, timestamp, metadata)
     shown:add_row(names, values, now())
@@ -609,7 +609,7 @@ function SDF:test(value, opts)
     leaf = leaf,
     now = os.clock,
     printer = function()
-      table_printer = table_printer or require("qhost.table_printer").new(function(text)
+      table_printer = table_printer or require("qhost.runtime.table_printer").new(function(text)
         io.stdout:write(text, "\n")
       end, false, nil)
       return table_printer

@@ -19,7 +19,7 @@ end
 -- functions that poll something.
 local function sleep(seconds)
   if type(seconds) ~= "number" then
-    require("qhost.argcheck").fail("qhost.sleep expects a number of seconds, got %s", type(seconds))
+    require("qhost.runtime.argcheck").fail("qhost.sleep expects a number of seconds, got %s", type(seconds))
   end
   return host.sleep_unless_stopped(seconds)
 end

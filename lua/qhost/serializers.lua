@@ -2,7 +2,7 @@
 -- Each is { encode = fn(value) -> bytes | nil, err,
 --           decode = fn(bytes) -> value | nil, err }.
 -- A Kafka null (nil) passes through both ways untouched.
-local argcheck = require("qhost.argcheck")
+local argcheck = require("qhost.runtime.argcheck")
 local codec = require("qhost.codec")
 
 local serializers = {}

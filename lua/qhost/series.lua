@@ -3,7 +3,7 @@
 -- the value; arithmetic metamethods and the methods below build new
 -- expressions; a Series is called with the value to evaluate it, so it can
 -- stand wherever a function of the value can (filter, apply, set).
-local argcheck = require("qhost.argcheck")
+local argcheck = require("qhost.runtime.argcheck")
 local codec = require("qhost.codec")
 
 local series = {}

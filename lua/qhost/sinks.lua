@@ -4,12 +4,12 @@
 -- partition at each checkpoint, before the offsets are committed: a flush
 -- that raises aborts the checkpoint, so nothing is committed past data the
 -- sink did not take and those messages are processed again.
-local argcheck = require("qhost.argcheck")
+local argcheck = require("qhost.runtime.argcheck")
 local codec = require("qhost.codec")
 
 local sinks = {}
 
-local construct = require("qhost.class").construct
+local construct = require("qhost.runtime.class").construct
 
 local BaseSink = { __name = "BaseSink" }
 BaseSink.__index = BaseSink

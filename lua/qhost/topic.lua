@@ -1,7 +1,7 @@
 -- qhost.topic: TopicConfig and Topic, as Quix's app.topic() makes them:
 -- a name, serializers for key and value both ways, the config used when the
 -- topic is created, and an optional timestamp extractor.
-local argcheck = require("qhost.argcheck")
+local argcheck = require("qhost.runtime.argcheck")
 local serializers = require("qhost.serializers")
 
 local topic = {}

@@ -28,7 +28,7 @@ local out = app:run{ count = 10000 }
 jit.attach(function() end)
 print(#out)
 -- The line where process_range is defined, from the loaded chunk.
-local src = assert(io.open(package.searchpath("qhost.runloop", package.path))):read("*a")
+local src = assert(io.open(package.searchpath("qhost.runtime.loop", package.path))):read("*a")
 local line = 0
 for l in src:gmatch("([^\n]*)\n") do
   line = line + 1

@@ -10,8 +10,8 @@
 -- served).
 local H = require("helper")
 local qhost = require("qhost")
-local changelog = require("qhost.changelog")
-local clients = require("qhost.clients")
+local changelog = require("qhost.kafka.topic_reader")
+local clients = require("qhost.kafka.clients")
 local topic_mod = require("qhost.topic")
 
 local ROOT = os.getenv("QHOST_TEST_ROOT") or "."

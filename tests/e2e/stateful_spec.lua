@@ -5,9 +5,9 @@
 -- the runs use as their broker_address (topics made here, as its
 -- CreateTopics is not served).
 local H = require("helper")
-local changelog = require("qhost.changelog")
-local clients = require("qhost.clients")
-local stateful = require("qhost.stateful_source")
+local changelog = require("qhost.kafka.topic_reader")
+local clients = require("qhost.kafka.clients")
+local stateful = require("qhost.sources.stateful")
 
 local lines_of = H.lines
 local function start(dir, script, opts) return H.start_guarded(finally, dir, script, opts) end

@@ -3,8 +3,8 @@
 -- group tests then also run there). Every test has its own topics and
 -- groups. Waits are upper bounds against hanging; checks are on exact values.
 local ffi = require("ffi")
-local C = require("qhost.ffi")
-local clients = require("qhost.clients")
+local C = require("qhost.kafka.ffi")
+local clients = require("qhost.kafka.clients")
 local host = require("qhost.host")
 
 local BROKER = os.getenv("QHOST_BROKER")
@@ -241,7 +241,7 @@ describe("Producer delivery failures", function()
   end)
 
   it("a source raises an earlier failed delivery at its next produce, after queuing that message", function()
-    local source = require("qhost.source")
+    local source = require("qhost.sources.source")
     local topic = unique("dr-src")
     create_topic(topic, 1)
     local p = producer()
@@ -280,10 +280,10 @@ describe("Producer with a full queue", function()
   it("a stop drops a source's message instead of waiting for room, and a stateful source keeps its state", function()
     local dir = H.tmpdir()
     H.write(dir .. "/full.lua", [[
-local clients = require("qhost.clients")
+local clients = require("qhost.kafka.clients")
 local host = require("qhost.host")
-local source = require("qhost.source")
-local stateful = require("qhost.stateful_source")
+local source = require("qhost.sources.source")
+local stateful = require("qhost.sources.stateful")
 local mock = assert(clients.mock_cluster(1))
 assert(mock:create_topic("full", 1))
 local p = assert(clients.producer({ ["bootstrap.servers"] = mock:bootstraps(), ["linger.ms"] = 60000,

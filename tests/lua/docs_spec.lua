@@ -14,9 +14,9 @@
 --       links lead to files and headings that exist.
 -- Run from the repository root (or with QHOST_TEST_ROOT set to it).
 local qhost = require("qhost")
-local argcheck = require("qhost.argcheck")
+local argcheck = require("qhost.runtime.argcheck")
 local sinks = require("qhost.sinks")
-local stateful = require("qhost.stateful_source")
+local stateful = require("qhost.sources.stateful")
 
 local ROOT = os.getenv("QHOST_TEST_ROOT") or "."
 local API = "docs/api.md"

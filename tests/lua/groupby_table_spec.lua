@@ -1,5 +1,5 @@
 local qhost = require("qhost")
-local printer = require("qhost.table_printer")
+local printer = require("qhost.runtime.table_printer")
 
 describe("StreamingDataFrame:group_by", function()
   it("re-keys in process when the input has one partition", function()

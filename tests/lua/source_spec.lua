@@ -1,6 +1,6 @@
 local qhost = require("qhost")
-local travel = require("qhost.travel")
-local source = require("qhost.source")
+local transfer = require("qhost.runtime.transfer")
+local source = require("qhost.sources.source")
 local Source = qhost.sources.Source
 
 describe("Source", function()
@@ -60,11 +60,11 @@ describe("Source", function()
   end)
 end)
 
-describe("travel", function()
+describe("transfer", function()
   it("round-trips data and functions without upvalues", function()
-    local text = assert(travel.encode({ a = "x", n = 1.5, t = { 1, 2, { b = true } },
+    local text = assert(transfer.encode({ a = "x", n = 1.5, t = { 1, 2, { b = true } },
       f = function(row) return row.k .. "!" end, ["odd key"] = 3 }))
-    local back = assert(travel.decode(text))
+    local back = assert(transfer.decode(text))
     assert.are.equal("x", back.a)
     assert.are.equal(1.5, back.n)
     assert.are.same({ 1, 2, { b = true } }, back.t)
@@ -74,24 +74,24 @@ describe("travel", function()
   it("carries decoded JSON values with their key order, arrays, nulls and int64", function()
     local codec = require("qhost.codec")
     local v = codec.json_decode('{"b":[1,{"c":null}],"a":{},"e":[],"big":123456789012345678}')
-    local back = assert(travel.decode(assert(travel.encode({ data = v }))))
+    local back = assert(transfer.decode(assert(transfer.encode({ data = v }))))
     assert.are.equal('{"b":[1,{"c":null}],"a":{},"e":[],"big":123456789012345678}', codec.json_encode(back.data))
     assert.are.equal("field x is a table with a metatable (an object)",
-      select(2, travel.encode({ x = setmetatable({}, { __index = {} }) })))
+      select(2, transfer.encode({ x = setmetatable({}, { __index = {} }) })))
   end)
   it("refuses functions with upvalues, naming them", function()
     local prefix = "p"
-    local text, err = travel.encode({ key_extractor = function(r) return prefix .. r end })
+    local text, err = transfer.encode({ key_extractor = function(r) return prefix .. r end })
     assert.is_nil(text)
     assert.are.equal("field key_extractor is a function with upvalues (prefix)", err)
   end)
   it("refuses cycles, userdata and threads with the field path", function()
     local cyc = {}
     cyc.self = cyc
-    assert.are.equal("field opts.self is part of a cycle", select(2, travel.encode({ opts = cyc })))
-    assert.are.equal("field handle is a userdata", select(2, travel.encode({ handle = io.stdout })))
-    assert.are.equal("field co is a thread", select(2, travel.encode({ co = coroutine.create(print) })))
-    assert.are.equal("field list[2] is a userdata", select(2, travel.encode({ list = { 1, io.stdout } })))
+    assert.are.equal("field opts.self is part of a cycle", select(2, transfer.encode({ opts = cyc })))
+    assert.are.equal("field handle is a userdata", select(2, transfer.encode({ handle = io.stdout })))
+    assert.are.equal("field co is a thread", select(2, transfer.encode({ co = coroutine.create(print) })))
+    assert.are.equal("field list[2] is a userdata", select(2, transfer.encode({ list = { 1, io.stdout } })))
   end)
 end)
 

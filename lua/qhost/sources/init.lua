@@ -1,7 +1,7 @@
 -- qhost.sources: the Source base class and the built-in sources, each a
 -- Lua file under the root's sources/ folder, loaded as qhost.sources.<file>.
 local host = require("qhost.host")
-local source = require("qhost.source")
+local source = require("qhost.sources.source")
 
 local BUILTIN = { CSVSource = "csv", KafkaReplicatorSource = "kafka_replicator" }
 
@@ -14,7 +14,7 @@ for _, file in pairs(BUILTIN) do
   end
 end
 
-local sources = { Source = source.Source, StatefulSource = require("qhost.stateful_source").StatefulSource }
+local sources = { Source = source.Source, StatefulSource = require("qhost.sources.stateful").StatefulSource }
 for class, file in pairs(BUILTIN) do
   sources[class] = require("qhost.sources." .. file)
 end

@@ -1,4 +1,4 @@
--- qhost.class: what Source and the sinks share as classes: calling a class
+-- qhost.runtime.class: what Source and the sinks share as classes: calling a class
 -- with one options table makes an instance that keeps every option as a
 -- field and then runs the class's init(opts).
 local class = {}

@@ -1,18 +1,18 @@
--- qhost.runloop: Application:run's loop. Consume a batch, run each message
+-- qhost.runtime.loop: Application:run's loop. Consume a batch, run each message
 -- through its topic's pipeline, checkpoint (flush the producer, then store
 -- and commit the offsets of what was processed), supervise the sources.
 -- The per-message path reads the batch through the FFI (qh_msg structs) so
 -- it compiles into one trace.
 local ffi = require("ffi")
-local clients = require("qhost.clients")
+local clients = require("qhost.kafka.clients")
 local dataframe = require("qhost.dataframe")
-local flow_control = require("qhost.flow_control")
+local flow_control = require("qhost.runtime.flow_control")
 local host = require("qhost.host")
 local log = require("qhost.log")
 local serializers = require("qhost.serializers")
-local supervisor = require("qhost.supervisor")
+local supervisor = require("qhost.runtime.supervisor")
 
-local C = require("qhost.ffi")
+local C = require("qhost.kafka.ffi")
 local JSON = serializers.get("json", "json")
 local json_decode_at = require("qhost.codec").json_decode_at
 
@@ -95,7 +95,7 @@ return function(app, opts)
   -- print_table's tables, shared by the whole pipeline (created on first use).
   local table_printer
   function rt.printer()
-    table_printer = table_printer or require("qhost.table_printer").new(rt.write, rt.is_tty, host.term_width(1))
+    table_printer = table_printer or require("qhost.runtime.table_printer").new(rt.write, rt.is_tty, host.term_width(1))
     return table_printer
   end
   local stdout = io.stdout

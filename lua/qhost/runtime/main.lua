@@ -1,13 +1,13 @@
--- qhost.runner: what `qhost run SCRIPT [args]` does. In the app process it
+-- qhost.runtime.main: what `qhost run SCRIPT [args]` does. In the app process it
 -- runs the script (whose app:run() runs the app). In a spawned source
 -- process it reads the source's spec first: a class from a module or file
 -- is loaded and run directly; a class defined in the app script needs the
 -- script re-run, and its app:run() hands over to the source.
 local app_mod = require("qhost.app")
-local source_process = require("qhost.source_process")
+local source_process = require("qhost.runtime.source_process")
 local spawn = require("qhost.spawn")
 
-local runner = {}
+local main = {}
 
 local function run_script(argv)
   local script = argv[1]
@@ -36,9 +36,9 @@ local function run_script(argv)
   return 0
 end
 
--- runner.main({ script, args... }) -> exit code. In a source process any
+-- main.main({ script, args... }) -> exit code. In a source process any
 -- error also goes to the report pipe, so the app can say why it failed.
-function runner.main(argv)
+function main.main(argv)
   if not spawn.is_child() then return run_script(argv) end
   local ok, result = xpcall(run_script, debug.traceback, argv)
   if ok then return result end
@@ -46,4 +46,4 @@ function runner.main(argv)
   error(result, 0)
 end
 
-return runner
+return main

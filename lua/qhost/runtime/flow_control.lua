@@ -1,4 +1,4 @@
--- qhost.flow_control: credit-based flow control on the embedded broker.
+-- qhost.runtime.flow_control: credit-based flow control on the embedded broker.
 -- The embedded broker (librdkafka's mock cluster) keeps at most 5 MiB or
 -- 100,000 message sets per partition and silently drops the oldest beyond
 -- that. So a source may only be a budget ahead of the app that consumes its
@@ -12,7 +12,7 @@
 -- Real Kafka keeps what its retention says: no flow control there.
 local ffi = require("ffi")
 local flow = require("qhost.flow")
-local C = require("qhost.ffi")
+local C = require("qhost.kafka.ffi")
 
 -- host/flow.h's hot path (the region's layout stays C's business).
 ffi.cdef[[

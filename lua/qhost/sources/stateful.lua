@@ -1,4 +1,4 @@
--- qhost.stateful_source: StatefulSource, a Source with a key/value state
+-- qhost.sources.stateful: StatefulSource, a Source with a key/value state
 -- that survives restarts (API.md "Sources"; behaviour as Quix's
 -- StatefulSource in quixstreams/sources/base/source.py).
 --
@@ -39,12 +39,12 @@
 -- __processed_tp_offsets__=null. The app creates it with its other topics
 -- (Application:add_source asks changelog_topic()); the source's process
 -- reads it from the beginning to its end before setup() and run().
-local argcheck = require("qhost.argcheck")
+local argcheck = require("qhost.runtime.argcheck")
 local codec = require("qhost.codec")
-local changelog = require("qhost.changelog")
-local clients = require("qhost.clients")
+local changelog = require("qhost.kafka.topic_reader")
+local clients = require("qhost.kafka.clients")
 local log = require("qhost.log")
-local source_mod = require("qhost.source")
+local source_mod = require("qhost.sources.source")
 local topic_mod = require("qhost.topic")
 
 local Source = source_mod.Source

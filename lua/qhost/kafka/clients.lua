@@ -1,9 +1,9 @@
--- qhost.clients: Kafka producer and consumer for the Lua library.
+-- qhost.kafka.clients: Kafka producer and consumer for the Lua library.
 -- Set-up goes through the classic C module qhost.kafka; the per-message calls
 -- (produce, poll a batch) go through the FFI (qhost.ffi) so the JIT compiles
 -- them into the loop. Expected failures return nil, err.
 local ffi = require("ffi")
-local C = require("qhost.ffi")
+local C = require("qhost.kafka.ffi")
 local kafka = require("qhost.kafka")
 
 local clients = {}

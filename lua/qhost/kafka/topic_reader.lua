@@ -1,13 +1,13 @@
--- qhost.changelog: reading a topic from its beginning to its end, and
+-- qhost.kafka.topic_reader: reading a topic from its beginning to its end, and
 -- writing key/value records to it. A StatefulSource restores its state with
--- read_to_end and persists it with write (qhost.stateful_source); tests use
+-- read_to_end and persists it with write (qhost.sources.stateful); tests use
 -- both to fill a topic and to read back what a run left in one.
 -- Records are plain tables: { key =, value =, headers =, partition =,
 -- offset =, timestamp = }; key and value are bytes (strings) or nil (a
 -- Kafka null; a nil value is a tombstone in a compacted topic); headers are a
 -- list of { name, value } pairs, as qhost.clients reads and writes them.
 local ffi = require("ffi")
-local clients = require("qhost.clients")
+local clients = require("qhost.kafka.clients")
 local host = require("qhost.host")
 
 local changelog = {}

@@ -1,12 +1,12 @@
--- qhost.source: the Source base class (API.md "Sources"; behaviour as Quix's
+-- qhost.sources.source: the Source base class (API.md "Sources"; behaviour as Quix's
 -- quixstreams/sources/base/source.py). A source is a plain table of fields
 -- whose class is found through its metatable; it runs in its own process
 -- (qhost.source_process), where the provided methods produce to
 -- self.producer_topic through the process's own producer.
-local argcheck = require("qhost.argcheck")
-local C = require("qhost.ffi")
-local clients = require("qhost.clients")
-local flow_size = require("qhost.flow_control").size
+local argcheck = require("qhost.runtime.argcheck")
+local C = require("qhost.kafka.ffi")
+local clients = require("qhost.kafka.clients")
+local flow_size = require("qhost.runtime.flow_control").size
 local log = require("qhost.log")
 local topic_mod = require("qhost.topic")
 
@@ -46,7 +46,7 @@ local function make_index(cls)
   end
 end
 
-local construct = require("qhost.class").construct
+local construct = require("qhost.runtime.class").construct
 
 -- Source:extend("Name") -> a new class. `Name` is for messages; the file
 -- that calls extend is recorded so a spawned process can load it again.

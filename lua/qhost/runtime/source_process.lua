@@ -1,17 +1,17 @@
--- qhost.source_process: both ends of a source's process.
+-- qhost.runtime.source_process: both ends of a source's process.
 -- Parent side: spec(app, source, topic) builds what travels; start() spawns
 -- the qhost binary on it. Child side: run(spec) rebuilds the instance, gives
 -- it a producer and runs setup -> connect callbacks -> run -> cleanup as
 -- Quix's SourceProcess does, reporting a failure with its traceback on the
 -- report pipe before exiting non-zero.
-local clients = require("qhost.clients")
-local flow_control = require("qhost.flow_control")
+local clients = require("qhost.kafka.clients")
+local flow_control = require("qhost.runtime.flow_control")
 local host = require("qhost.host")
 local log = require("qhost.log")
-local source_mod = require("qhost.source")
+local source_mod = require("qhost.sources.source")
 local spawn = require("qhost.spawn")
 local topic_mod = require("qhost.topic")
-local travel = require("qhost.travel")
+local transfer = require("qhost.runtime.transfer")
 
 local M = {}
 
@@ -68,7 +68,7 @@ function M.spec(app, src, topic, script, flow_budget)
     package_path = package.path,
     package_cpath = package.cpath,
   }
-  local text, err = travel.encode(spec)
+  local text, err = transfer.encode(spec)
   if not text then
     -- Name the path relative to the instance, as the user wrote it.
     err = err:gsub("^field fields%.", "field ")
@@ -186,7 +186,7 @@ function M.read_spec()
   if not spawn.is_child() then return nil end
   local text, err = spawn.child_read_spec()
   if not text then error("source process: cannot read its spec: " .. tostring(err), 0) end
-  local spec, derr = travel.decode(text)
+  local spec, derr = transfer.decode(text)
   if not spec then error("source process: bad spec: " .. tostring(derr), 0) end
   return spec
 end

@@ -1,4 +1,4 @@
--- qhost.argcheck: how every public call checks what it is given. Errors
+-- qhost.runtime.argcheck: how every public call checks what it is given. Errors
 -- name the object, the option and the user's file:line: the first frame on
 -- the stack that is not the qhost library (its lua/qhost/ and sources/
 -- folders) nor C, however deep inside the library the check runs. Unknown
@@ -8,7 +8,7 @@ local argcheck = {}
 
 -- The library's own folders, from where this file was loaded.
 local here = debug.getinfo(1, "S").source
-local lib_dir = here:match("^@(.*)/qhost/argcheck%.lua$") or ""
+local lib_dir = here:match("^@(.*)/qhost/runtime/argcheck%.lua$") or ""
 local lib_prefixes = { "@" .. lib_dir .. "/qhost/" }
 do
   local root = lib_dir:match("^(.*)/lua$")

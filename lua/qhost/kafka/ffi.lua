@@ -1,4 +1,4 @@
--- qhost.ffi: the host's flat C ABI for the per-message path (host/kafka.h;
+-- qhost.kafka.ffi: the host's flat C ABI for the per-message path (host/kafka.h;
 -- keep the two in step). Everything here is called through LuaJIT's FFI so
 -- the consume -> Lua -> produce loop stays inside compiled traces.
 local ffi = require("ffi")

@@ -1,4 +1,4 @@
--- qhost.table_printer: what sdf:print_table shows (Quix's
+-- qhost.runtime.table_printer: what sdf:print_table shows (Quix's
 -- quixstreams/utils/printing.py). One printer per run holds every table of
 -- the pipeline. Each table keeps the last `size` rows and every column seen
 -- so far, in the order first seen (or the columns asked for).

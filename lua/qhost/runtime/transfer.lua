@@ -1,11 +1,11 @@
--- qhost.travel: turns a source's fields into Lua source text that rebuilds
+-- qhost.runtime.transfer: turns a source's fields into Lua source text that rebuilds
 -- them in a freshly spawned process, and back. What can travel (API.md):
 -- strings, numbers, booleans, tables of these (no cycles), and functions
 -- without upvalues (as LuaJIT bytecode: the child runs the same binary).
 -- Anything else is refused with the field's path, before a process starts.
 local codec = require("qhost.codec")
 
-local travel = {}
+local transfer = {}
 
 local function is_identifier(s)
   return type(s) == "string" and s:match("^[%a_][%w_]*$") ~= nil
@@ -99,9 +99,9 @@ local function emit(value, path, out, seen)
 end
 
 
--- travel.encode(fields) -> source text | nil, err. `fields` is a table of
+-- transfer.encode(fields) -> source text | nil, err. `fields` is a table of
 -- named fields; err is "field <path> is ...".
-function travel.encode(fields)
+function transfer.encode(fields)
   local out = { "return {" }
   local seen = { [fields] = true }
   for k, v in pairs(fields) do
@@ -117,8 +117,8 @@ function travel.encode(fields)
   return table.concat(out)
 end
 
--- travel.decode(text) -> fields | nil, err
-function travel.decode(text)
+-- transfer.decode(text) -> fields | nil, err
+function transfer.decode(text)
   local chunk, err = loadstring(text, "=source spec")
   if not chunk then return nil, err end
   local ok, fields = pcall(chunk)
@@ -126,4 +126,4 @@ function travel.decode(text)
   return fields
 end
 
-return travel
+return transfer

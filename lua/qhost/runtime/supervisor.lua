@@ -1,12 +1,12 @@
--- qhost.supervisor: the app's side of its source processes (as Quix's
+-- qhost.runtime.supervisor: the app's side of its source processes (as Quix's
 -- SourceManager): starts each (with its flow control region, when the app
 -- gives it one), notices how each ended, and stops them (SIGTERM,
 -- shutdown_timeout, then SIGKILL).
-local flow_control = require("qhost.flow_control")
+local flow_control = require("qhost.runtime.flow_control")
 local host = require("qhost.host")
 local log = require("qhost.log")
-local source_mod = require("qhost.source")
-local source_process = require("qhost.source_process")
+local source_mod = require("qhost.sources.source")
+local source_process = require("qhost.runtime.source_process")
 
 local supervisor = {}
 

@@ -252,7 +252,11 @@ int qh_json_append_string(qh_buf *b, const char *str, size_t len)
         if (n == 0) goto badutf8;
         if (c == 0xED && p[1] >= 0xA0) {
             /* A surrogate code point (from a lone \uD8xx escape): writing
-             * it raw would make the output invalid UTF-8. */
+             * it raw would make the output invalid UTF-8. A high one right
+             * before a low one is not lone: as two escapes it would read
+             * back as one supplementary character, other bytes (WTF-8
+             * forbids such pairs for that reason). */
+            if (p[1] <= 0xAF && end - p >= 6 && p[3] == 0xED && p[4] >= 0xB0) goto badutf8;
             unsigned cp = ((c & 0x0Fu) << 12) | ((p[1] & 0x3Fu) << 6) | (p[2] & 0x3Fu);
             o[0] = '\\'; o[1] = 'u';
             o[2] = hexdigits[(cp >> 12) & 15];
@@ -378,11 +382,11 @@ static void decimal_trim(decimal *x)
     while (x->n > 1 && x->d[x->n - 1] == '0') x->n--;
 }
 
-/* x17 (a's 17 digits, untrimmed) rounded to k < 17 digits. A decimal point
+/* x17 (a's 17 digits, untrimmed) rounded to k < 17 digits. The decimal
  * halfway between two k-digit values has k + 1 digits, so it cannot lie
  * strictly between a and its nearest 17-digit value: rounding x17 again
- * rounds the same way as rounding a, except when x17 itself is that
- * halfway point, and then printf decides. */
+ * rounds the same way as rounding a, except when x17 is that halfway
+ * decimal itself, and then printf decides. */
 static void decimal_round(const decimal *x17, int k, double a, decimal *out)
 {
     int half = x17->d[k] == '5';

@@ -53,8 +53,10 @@ enum { QH_JSON_OK = 0, QH_JSON_ENOMEM = -1, QH_JSON_EUTF8 = -2 };
  * json.dumps(ensure_ascii=False)), except that surrogate code points (which
  * codec.json_decode produces for lone \uD8xx escapes) are written back as
  * \uXXXX escapes so the output stays valid UTF-8. Returns QH_JSON_OK,
- * QH_JSON_ENOMEM, or QH_JSON_EUTF8 when s is not UTF-8 (b->len unchanged on
- * error). */
+ * QH_JSON_ENOMEM, or QH_JSON_EUTF8 when s is not UTF-8 with lone
+ * surrogates (WTF-8: a high surrogate followed by a low one is an error, as
+ * its two escapes would read back as another character) (b->len unchanged
+ * on error). */
 int qh_json_append_string(qh_buf *b, const char *s, size_t len);
 
 #endif

@@ -532,6 +532,14 @@ TEST(encode_strings)
     CHECK_EQ_STR(ENC(L, "{ k = 'ok\\192\\128' }"), "nil|cannot encode string with invalid UTF-8 at value.k");
     CHECK_EQ_STR(ENC(L, "{ ['\\255'] = 1 }"), "nil|cannot encode string with invalid UTF-8 at value[\"\xff\"]");
     CHECK_EQ_STR(ENC(L, "'\\237\\160\\128'"), "\"\\ud800\"");     /* surrogate code point */
+    /* A high then a low surrogate, each 3 bytes, would come back as one
+     * 4-byte character: not encodable (found by tests/fuzz/fuzz_csv). */
+    CHECK_EQ_STR(ENC(L, "'\\237\\164\\139\\237\\187\\191'"),
+                 "nil|cannot encode string with invalid UTF-8 at value");
+    CHECK_EQ_STR(ENC(L, "codec.json_decode('\"\\\\ud90b\"') .. codec.json_decode('\"\\\\udeff\"')"),
+                 "nil|cannot encode string with invalid UTF-8 at value");
+    CHECK_EQ_STR(ENC(L, "'\\237\\187\\191\\237\\164\\139'"), "\"\\udeff\\ud90b\""); /* low, high: lone */
+    CHECK_EQ_STR(ENC(L, "'\\237\\164\\139x\\237\\187\\191'"), "\"\\ud90bx\\udeff\"");
     CHECK_EQ_STR(ENC(L, "'\\244\\144\\128\\128'"), "nil|cannot encode string with invalid UTF-8 at value");
     CHECK_EQ_STR(ENC(L, "'\\224\\128\\128'"), "nil|cannot encode string with invalid UTF-8 at value"); /* overlong */
     CHECK_EQ_STR(ENC(L, "'abc\\226\\156'"), "nil|cannot encode string with invalid UTF-8 at value"); /* truncated */

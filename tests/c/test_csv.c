@@ -439,6 +439,9 @@ TEST(json_errors_alike_both_ways)
         { "a,b\n\xfe,2,3\n", "bad.csv:2: row has 3 fields, header has 2" },
         { "a,b\n1,\xfe\n", "bad.csv:2: invalid UTF-8 in field 2" },
         { "\xff,b\n\"1,2\n", "bad.csv:2: malformed CSV: unterminated quoted field" },
+        /* surrogates U+D90B U+DEFF as 3 bytes each (CESU-8): as JSON
+         * escapes they would read back as another character */
+        { "a,b\n1,\xed\xa4\x8b\xed\xbb\xbf\n", "bad.csv:2: invalid UTF-8 in field 2" },
     };
     lua_State *L = new_state();
     /* a bad header and no rows: nothing to convert, no error either way */

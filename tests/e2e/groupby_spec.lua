@@ -36,7 +36,7 @@ print(#out, n, bad)
     assert.are.equal("300\t300\t0\n", r.stdout)
   end)
 
-  it("print_table writes plain rows when stdout is not a terminal", function()
+  it("print_table prints whole tables when stdout is not a terminal (Quix's non-live mode)", function()
     local dir = H.tmpdir()
     H.write(dir .. "/app.lua", [[
 local qhost = require("qhost")
@@ -51,6 +51,12 @@ app:run{ count = 3 }
 ]])
     local r = H.run(dir, "app.lua")
     assert.are.equal(0, r.code, r.stderr)
-    assert.are.equal("n\tsq\n1\t1\n2\t4\n3\t9\n", r.stdout)
+    -- Three rows, fewer than size = 5: printed when the run ends.
+    local lines = H.lines(r.stdout)
+    assert.are.equal(7, #lines, r.stdout)
+    assert.truthy(lines[2]:find("^| _key | _timestamp +| n | sq |$"), r.stdout)
+    for i = 1, 3 do
+      assert.truthy(lines[3 + i]:find("^|      | %d+ | " .. i .. " | " .. i * i .. " +|$"), r.stdout)
+    end
   end)
 end)

@@ -1,5 +1,5 @@
--- The per-message loop runs compiled: LuaJIT records traces rooted in the
--- run loop's process_range (the consume -> pipeline -> offsets loop).
+-- The per-message loop runs compiled: LuaJIT records traces rooted in
+-- process_batch's process_range (the consume -> pipeline -> offsets loop).
 local H = require("helper")
 
 describe("JIT #" .. H.mode, function()
@@ -12,7 +12,7 @@ local roots = {}
 jit.attach(function(what, tr, func, pc)
   if what == "stop" then
     local info = jutil.funcinfo(func, pc)
-    if info.source and info.source:find("qhost/runloop.lua", 1, true) then
+    if info.source and info.source:find("qhost/runtime/process_batch.lua", 1, true) then
       roots[#roots + 1] = info.linedefined
     end
   end
@@ -28,7 +28,7 @@ local out = app:run{ count = 10000 }
 jit.attach(function() end)
 print(#out)
 -- The line where process_range is defined, from the loaded chunk.
-local src = assert(io.open(package.searchpath("qhost.runtime.loop", package.path))):read("*a")
+local src = assert(io.open(package.searchpath("qhost.runtime.process_batch", package.path))):read("*a")
 local line = 0
 for l in src:gmatch("([^\n]*)\n") do
   line = line + 1

@@ -49,12 +49,13 @@ describe("Application", function()
       consumer_extra_config = { ["fetch.wait.max.ms"] = 7 },
       producer_extra_config = { ["linger.ms"] = 1 } }
     app._broker = "127.0.0.1:9"
-    local c = app:_consumer_config()
+    local broker = require("qhost.runtime.broker")
+    local c = broker.consumer_config(app)
     assert.are.equal("g", c["group.id"])
     assert.are.equal("earliest", c["auto.offset.reset"])
     assert.are.equal(7, c["fetch.wait.max.ms"])
     assert.are.equal(false, c["enable.auto.commit"])
-    local p = app:producer_config()
+    local p = broker.producer_config(app)
     assert.are.equal("127.0.0.1:9", p["bootstrap.servers"])
     assert.are.equal(1, p["linger.ms"])
   end)

@@ -1,5 +1,5 @@
 local qhost = require("qhost")
-local dataframe = require("qhost.dataframe")
+local printing = require("qhost.runtime.printing")
 
 local function new_sdf()
   local app = qhost.Application{}
@@ -65,22 +65,22 @@ describe("StreamingDataFrame", function()
   end)
   it("print formats one compact JSON line per message", function()
     assert.are.equal('{"value":{"a":"1"}}',
-      dataframe.format_print(false, false, qhost.json.decode('{"a":"1"}')))
+      printing.format(false, false, qhost.json.decode('{"a":"1"}')))
     assert.are.equal('{"value":{"b":"2","a":"1"},"key":"k","timestamp":5,"headers":null}',
-      dataframe.format_print(false, true, qhost.json.decode('{"b":"2","a":"1"}'), "k", 5, nil))
+      printing.format(false, true, qhost.json.decode('{"b":"2","a":"1"}'), "k", 5, nil))
     assert.are.equal('{"value":3,"key":null,"timestamp":0,"headers":[["h","v"]]}',
-      dataframe.format_print(false, true, 3, nil, 0, { { "h", "v" } }))
+      printing.format(false, true, 3, nil, 0, { { "h", "v" } }))
   end)
   it("print never fails: bytes that are not UTF-8 print as Python's backslashreplace", function()
     assert.are.equal('{"value":{"a":"\\\\xffx"},"key":"\\\\xfe\\\\xe2\\\\x82ok","timestamp":5,"headers":[["h","\\\\xc8"]]}',
-      dataframe.format_print(false, true, { a = "\255x" }, "\254\226\130ok", 5, { { "h", "\200" } }))
+      printing.format(false, true, { a = "\255x" }, "\254\226\130ok", 5, { { "h", "\200" } }))
     -- valid multi-byte text stays as it is; overlong and surrogate forms do not
     assert.are.equal('{"value":"é\\\\xc0\\\\xaf\\\\xed\\\\xa0\\\\x80"}',
-      dataframe.format_print(false, false, "é\192\175\237\160\128"))
-    assert.truthy(dataframe.format_print(true, false, { f = print }):find('"f": "function: ', 1, true))
+      printing.format(false, false, "é\192\175\237\160\128"))
+    assert.truthy(printing.format(true, false, { f = print }):find('"f": "function: ', 1, true))
   end)
   it("print pretty indents the same object", function()
-    assert.are.equal('{\n  "value": {\n    "a": 1\n  }\n}', dataframe.format_print(true, false, { a = 1 }))
+    assert.are.equal('{\n  "value": {\n    "a": 1\n  }\n}', printing.format(true, false, { a = 1 }))
   end)
 end)
 

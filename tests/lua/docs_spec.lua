@@ -177,7 +177,6 @@ local EXTENSION_API = {
 -- Public names in the code that are not for pipeline authors, and why.
 -- A new public method must be documented or listed here.
 local INTERNAL = {
-  ["app:producer_config"] = "the librdkafka producer properties the app hands its source processes",
   ["source:changelog_topic"] = "StatefulSource: the app asks it for the changelog topic to create",
   ["source:source_consumer_group"] = "KafkaReplicatorSource: its group name, described in its section",
   ["source:target_consumer_group"] = "KafkaReplicatorSource: its checkpoint group, described in its section",

@@ -1,461 +1,247 @@
--- qhost.runtime.loop: Application:run's loop. Consume a batch, run each message
--- through its topic's pipeline, checkpoint (flush the producer, then store
--- and commit the offsets of what was processed), supervise the sources.
--- The per-message path reads the batch through the FFI (qh_msg structs) so
--- it compiles into one trace.
-local ffi = require("ffi")
+-- qhost.runtime.loop: what app:run does. Connect to the broker (or start
+-- the embedded one) and create the topics; compile each dataframe into its
+-- pipeline; then consume a batch, process it (qhost.runtime.process_batch),
+-- take the consumer's rebalance events, checkpoint when due
+-- (qhost.runtime.checkpoint), and supervise the source processes, until a
+-- stop. A clean stop stops the sources, checkpoints what was processed and
+-- closes the clients.
+local broker = require("qhost.runtime.broker")
+local checkpoint_mod = require("qhost.runtime.checkpoint")
 local clients = require("qhost.kafka.clients")
-local dataframe = require("qhost.dataframe")
+local error_policy = require("qhost.runtime.error_policy")
 local flow_control = require("qhost.runtime.flow_control")
 local host = require("qhost.host")
 local log = require("qhost.log")
-local serializers = require("qhost.serializers")
+local outputs_mod = require("qhost.runtime.outputs")
+local pipeline = require("qhost.runtime.pipeline")
+local process_batch = require("qhost.runtime.process_batch")
 local supervisor = require("qhost.runtime.supervisor")
-
 local C = require("qhost.kafka.ffi")
-local JSON = serializers.get("json", "json")
-local json_decode_at = require("qhost.codec").json_decode_at
 
 local BATCH = 1000
 local POLL_MS = 100
+-- Start offsets of an assignment are looked up within this (seconds).
+local RESOLVE_TIMEOUT = 30
+-- The last checkpoint of a stop waits this long for the producer.
+local FINAL_FLUSH_TIMEOUT = 10
 
-
--- One pipeline per input topic (app:dataframe allows one dataframe each).
-local function compile_pipelines(app, rt)
-  local by_topic = {}
-  for _, sdf in ipairs(app._dataframes) do
-    by_topic[sdf.topic.name] = { topic = sdf.topic, process = dataframe.compile(sdf, rt) }
-  end
-  return by_topic
-end
-
-local function where(ctx)
-  return string.format("topic '%s' partition %d offset %d", ctx.topic, ctx.partition, ctx.offset)
-end
-
--- The row of an error callback (Quix passes the Row, or None for consumer
--- errors): what we know of the message.
-local function row_of(ctx)
-  return { value = ctx.value, key = ctx.key, timestamp = ctx.timestamp, headers = ctx.headers,
-           topic = ctx.topic, partition = ctx.partition, offset = ctx.offset }
-end
-
-return function(app, opts)
-  local count_limit = opts.count
-  local idle_timeout = opts.timeout
-  local collect = opts.collect
-  if collect == nil then collect = (count_limit ~= nil or idle_timeout ~= nil) end
-  local with_metadata = opts.metadata
-
-  app:_connect()
-  app:_prepare_topics()
-
-  local embedded = app._mock and true or false
-  local outputs, output_count = {}, 0
-  local ctx = { topic = "", partition = 0, offset = 0 }
-  local stop_reason     -- an error text that ends the run with a raise
-
-  -- Producer for to_topic (created on first use, flushed at checkpoints).
-  local producer
-  local function get_producer()
-    if not producer then
-      local err
-      producer, err = clients.producer(app:producer_config())
-      if not producer then error("cannot create the producer: " .. err, 0) end
-    end
-    return producer
-  end
-
-  local function producer_failed(err)
-    if app.on_producer_error and app.on_producer_error(err, nil, log) then return end
-    error(err, 0)
-  end
-
-  local rt = { ctx = ctx, is_tty = host.isatty(1) }
-  local sink_list, sink_seen = {}, {}
+-- What the compiled pipelines need from the running app (see
+-- qhost.runtime.pipeline): outputs, print, to_topic, sinks, print_table.
+local function make_runtime(ctx, outputs, producer_of, policy)
+  local rt = { ctx = ctx, is_tty = host.isatty(1), now = host.monotonic, sinks = {}, leaf = outputs.leaf }
+  local seen = {}
   function rt.add_sink(sink)
-    if not sink_seen[sink] then sink_seen[sink] = true; sink_list[#sink_list + 1] = sink end
+    if not seen[sink] then seen[sink] = true; rt.sinks[#rt.sinks + 1] = sink end
   end
-  function rt.leaf(value, key, timestamp, headers)
-    output_count = output_count + 1
-    if collect then
-      if with_metadata then
-        local row = {}
-        if type(value) == "table" then for k, v in pairs(value) do row[k] = v end
-        else row._value = value end
-        row._key, row._timestamp, row._headers = key, timestamp, headers
-        row._topic, row._partition, row._offset = ctx.topic, ctx.partition, ctx.offset
-        outputs[#outputs + 1] = row
-      else
-        outputs[#outputs + 1] = value
-      end
-    end
-  end
-  rt.now = host.monotonic
-  -- print_table's tables, shared by the whole pipeline (created on first use).
-  local table_printer
   function rt.printer()
-    table_printer = table_printer or require("qhost.runtime.table_printer").new(rt.write, rt.is_tty, host.term_width(1))
-    return table_printer
+    rt.table_printer = rt.table_printer
+      or require("qhost.runtime.table_printer").new(rt.write, rt.is_tty, host.term_width(1))
+    return rt.table_printer
   end
   local stdout = io.stdout
   function rt.write(text)
     local ok, err = stdout:write(text, "\n")
     if not ok then error("print: cannot write to stdout: " .. tostring(err), 0) end
   end
+  -- An output that cannot be sent fails its message (on_processing_error);
+  -- one the producer refuses goes to on_producer_error; a stop during the
+  -- wait for queue room ends the batch with the message not done.
   function rt.produce(topic, value, key, timestamp, headers)
     local kb, vb, err = topic:serialize(key, value)
     if err then error(err, 0) end
-    local ok, perr = get_producer():produce(topic.name, vb, kb, nil, timestamp, headers)
-    if not ok then producer_failed(perr) end
+    local ok, perr, code = producer_of():produce(topic.name, vb, kb, nil, timestamp, headers)
+    if ok then return end
+    if code == clients.ERR_QUEUE_FULL and C.qh_ffi_stop_requested() > 0 then error(process_batch.STOPPING, 0) end
+    policy:handle("producer", perr, { value = value, key = key, timestamp = timestamp, headers = headers,
+      topic = topic.name })
   end
+  return rt
+end
 
-  local pipelines = compile_pipelines(app, rt)
-  for _, sink in ipairs(sink_list) do sink:setup() end
-  if next(app._outputs) then
-    local p = get_producer()
-    for name in pairs(app._outputs) do p:prepare(name) end
+-- The consumer of every topic with a dataframe. On the embedded broker no
+-- other member can join the group: it takes every partition at once rather
+-- than wait out the mock's slow group join. Rebalances are handled here,
+-- after each batch (the consumer defers them: see host/kafka.h).
+local function open_consumer(app, pipelines)
+  local names = {}
+  for name in pairs(pipelines) do names[#names + 1] = name end
+  table.sort(names)
+  if #names == 0 then return nil end
+  local config = broker.consumer_config(app)
+  config["qhost.rebalance"] = "deferred"
+  local consumer, err = clients.consumer(config)
+  if not consumer then error("cannot create the consumer: " .. err, 0) end
+  log.info("consuming %s as group '%s' from %s", table.concat(names, ", "), app.consumer_group, app._broker)
+  if not app._mock then
+    local ok, serr = consumer:subscribe(names)
+    if not ok then error("cannot consume " .. table.concat(names, ", ") .. ": " .. serr, 0) end
+    return consumer, nil
   end
+  local all = {}
+  for _, name in ipairs(names) do
+    for p = 0, pipelines[name].topic:num_partitions() - 1 do all[#all + 1] = { topic = name, partition = p } end
+  end
+  return consumer, all
+end
 
-  local consumer
-  local topic_names = {}
-  for name in pairs(pipelines) do topic_names[#topic_names + 1] = name end
-  table.sort(topic_names)
-  if #topic_names > 0 then
-    local err
-    consumer, err = clients.consumer(app:_consumer_config())
-    if not consumer then error("cannot create the consumer: " .. err, 0) end
-    local ok, serr
-    if embedded then
-      -- The embedded broker lives in this process: no other member can
-      -- join the group, so take every partition at once rather than wait
-      -- out the mock's slow group join (session.timeout.ms - 1 s).
-      local all = {}
-      for _, name in ipairs(topic_names) do
-        for p = 0, pipelines[name].topic:num_partitions() - 1 do
-          all[#all + 1] = { topic = name, partition = p }
-        end
-      end
-      ok, serr = consumer:assign(all)
-    else
-      ok, serr = consumer:subscribe(topic_names)
+return function(app, opts)
+  broker.connect(app)
+  broker.prepare_topics(app)
+  local embedded = app._mock and true or false
+  local ctx = { topic = "", partition = 0, offset = 0 }
+  local outputs = outputs_mod.new(opts, ctx)
+  local policy = error_policy.new(app)
+
+  -- The producer of to_topic outputs: made on first use.
+  local producer
+  local function producer_of()
+    if not producer then
+      local err
+      producer, err = clients.producer(broker.producer_config(app), { flush_reports_failures = false })
+      if not producer then error("cannot create the producer: " .. err, 0) end
     end
-    if not ok then error("cannot consume " .. table.concat(topic_names, ", ") .. ": " .. serr, 0) end
-    log.info("consuming %s as group '%s' from %s", table.concat(topic_names, ", "), app.consumer_group, app._broker)
+    return producer
   end
+  local rt = make_runtime(ctx, outputs, producer_of, policy)
+  local pipelines = {}
+  for _, sdf in ipairs(app._dataframes) do
+    pipelines[sdf.topic.name] = { topic = sdf.topic, process = pipeline.compile(sdf, rt) }
+  end
+  for _, sink in ipairs(rt.sinks) do sink:setup() end
+  for name in pairs(app._outputs) do producer_of():prepare(name) end
 
-  -- On the embedded broker, each source feeding a topic this app consumes
-  -- gets a flow control region: it may only run a budget ahead of what the
-  -- app has taken from its consumer (qhost.flow_control).
-  local flow_regions = {}   -- topic -> Region
+  local consumer, manual = open_consumer(app, pipelines)
+  local checkpoint = checkpoint_mod.new{ consumer = consumer, producer = function() return producer end,
+    sinks = rt.sinks, policy = policy, commit_interval = app.commit_interval, commit_every = app.commit_every,
+    now = host.monotonic }
+
+  -- Sources feeding a topic this app consumes on the embedded broker get a
+  -- flow control region (qhost.runtime.flow_control).
+  local flow = { regions = {}, taken_messages = {}, taken_bytes = {} }
   local entries = {}
   for i, e in ipairs(app._sources) do
     entries[i] = { source = e.source, topic = e.topic }
     if embedded and pipelines[e.topic.name] then
       local region, ferr = flow_control.new_region()
       if not region then error(ferr, 0) end
-      flow_regions[e.topic.name] = region
-      entries[i].region = region
+      flow.regions[e.topic.name], entries[i].region = region, region
     end
   end
   local sources = supervisor.new(app, entries)
-  local standalone = consumer == nil
-  -- What each batch took of each source's topic, counted as the source counts.
-  local taken_messages, taken_bytes = {}, {}
-  local function report_taken()
-    for tname, n in pairs(taken_messages) do
-      flow_regions[tname]:consumed(n, taken_bytes[tname])
-      taken_messages[tname], taken_bytes[tname] = nil, nil
+  local function start_sources()
+    if not sources.started then
+      local app_mod = require("qhost.app")
+      sources:start_all(app_mod.script, app_mod.script_args)
     end
   end
 
-  -- Offsets: next offset to commit and next expected, per topic/partition.
-  local processed = {}     -- topic -> { [partition] = next offset }
-  local expected = {}      -- topic -> { [partition] = next offset we should see }
-  local dirty = false
-  local since_checkpoint = 0
-  local last_checkpoint = host.monotonic()
+  local expected = {}   -- topic -> { [partition] = next offset }, for the gap check
+  local process = consumer and process_batch.new{ consumer = consumer, pipelines = pipelines, ctx = ctx,
+    checkpoint = checkpoint, policy = policy, outputs = outputs, on_processed = app.on_message_processed or nil,
+    embedded = embedded, flow = flow, expected = expected }
 
-  -- Sinks take what was processed since the last checkpoint, per topic
-  -- partition; a failing flush raises here, before anything is committed.
-  local function flush_sinks()
-    for _, sink in ipairs(sink_list) do
-      for topic, parts in pairs(processed) do
-        for partition in pairs(parts) do
-          local ok, err = xpcall(sink.flush, debug.traceback, sink, topic, partition)
-          if not ok then
-            error(string.format("checkpoint aborted, nothing committed: %s failed to flush topic '%s' "
-              .. "partition %d: %s", sink.__name or "sink", topic, partition, tostring(err)), 0)
-          end
-        end
-      end
-    end
-  end
-
-  local function checkpoint()
-    if producer then
-      local ok, err = producer:flush(30)
-      if not ok then producer_failed(err) end
-    end
-    if dirty then flush_sinks() end
-    if consumer and dirty then
-      local list = {}
-      for topic, parts in pairs(processed) do
-        for partition, offset in pairs(parts) do
-          list[#list + 1] = { topic = topic, partition = partition, offset = offset }
-        end
-      end
-      local ok, err = consumer:store_offsets(list)
-      if ok then ok, err = consumer:commit() end
-      if not ok then error("checkpoint: cannot commit offsets: " .. err, 0) end
-      log.debug("checkpoint: committed %d partition offsets", #list)
-    end
-    dirty = false
-    since_checkpoint = 0
-    last_checkpoint = host.monotonic()
-  end
-
-  -- After an assignment the partitions carry their start offsets (the host
-  -- resolved them: committed, or the end under "latest"); they are where
-  -- the next message of each partition must be.
-  local function on_assign(partitions)
-    for _, tp in ipairs(partitions) do
+  -- An assignment starts where each partition's committed offset (or the
+  -- reset) says, looked up within RESOLVE_TIMEOUT; sources start with the
+  -- first one, so none of their messages can come before a "latest" start.
+  local function assign(partitions, manual_assign)
+    local resolved, err = consumer:resolve_start(partitions, RESOLVE_TIMEOUT)
+    if not resolved then error("cannot start consuming the assigned partitions: " .. err, 0) end
+    local ok, aerr
+    if manual_assign then ok, aerr = consumer:assign(resolved) else ok, aerr = consumer:finish_assign(resolved) end
+    if not ok then error("cannot assign partitions: " .. tostring(aerr), 0) end
+    for _, tp in ipairs(resolved) do
       log.debug("assigned %s [%d] from offset %s", tp.topic, tp.partition, tostring(tp.offset))
       expected[tp.topic] = expected[tp.topic] or {}
       expected[tp.topic][tp.partition] = tp.offset >= 0 and tp.offset or nil
     end
+    log.info("assigned %d partitions", #resolved)
+    start_sources()
   end
 
-  local function on_revoke(partitions)
-    for _, tp in ipairs(partitions) do
-      if processed[tp.topic] then processed[tp.topic][tp.partition] = nil end
+  local function revoke(ev)
+    log.info("revoked %d partitions%s", #ev.partitions, ev.lost and " (lost)" or "")
+    checkpoint:revoke(ev.partitions, ev.lost)
+    for _, tp in ipairs(ev.partitions) do
       if expected[tp.topic] then expected[tp.topic][tp.partition] = nil end
     end
+    local ok, err = consumer:finish_revoke(ev.partitions)
+    if not ok then error("cannot give up the revoked partitions: " .. tostring(err), 0) end
   end
 
-  local function handle_events()
-    for _, ev in ipairs(consumer:take_events()) do
-      if ev.type == "assign" then
-        log.info("assigned %d partitions", #ev.partitions)
-        on_assign(ev.partitions)
-        if not sources.started then sources:start_all(require("qhost.app").script, require("qhost.app").script_args) end
-      else
-        log.info("revoked %d partitions", #ev.partitions)
-        on_revoke(ev.partitions)
-      end
+  local function report_taken()
+    for tname, n in pairs(flow.taken_messages) do
+      flow.regions[tname]:consumed(n, flow.taken_bytes[tname])
+      flow.taken_messages[tname], flow.taken_bytes[tname] = nil, nil
     end
   end
 
-  local function consumer_error(err, ctx_known)
-    if app.on_consumer_error and app.on_consumer_error(err, ctx_known and row_of(ctx) or nil, log) then
-      return
-    end
-    error(err, 0)
-  end
-
-  -- Data loss on the embedded broker: it drops the oldest data of a
-  -- partition past its retention, and offsets then jump. Flow control keeps
-  -- sources from causing that; anything else that does (another producer
-  -- writing faster than this app reads) stops the app with an error.
-  local function check_gap(topic, partition, offset)
-    local exp = expected[topic]
-    local want = exp and exp[partition]
-    if want and offset > want then
-      error(string.format("DATA LOST: the embedded broker dropped messages %d..%d of topic '%s' partition %d "
-        .. "before this app read them (its retention is 5 MiB / 100,000 message sets per partition). "
-        .. "Use a real Kafka (broker_address or QHOST_BROKER) for this volume.", want, offset - 1, topic,
-        partition), 0)
-    end
-    if not exp then exp = {}; expected[topic] = exp end
-    exp[partition] = offset + 1
-  end
-
-  local topic_by_ptr = {}
-  local function topic_name(ptr)
-    local id = tonumber(ffi.cast("intptr_t", ptr))
-    local name = topic_by_ptr[id]
-    if not name then name = ffi.string(ptr); topic_by_ptr[id] = name end
-    return name
-  end
-
-  local on_processed = app.on_message_processed
-
-  -- Runs messages first..n-1 of the batch. Returns normally, or raises
-  -- with ctx describing the message that failed (ctx.stage says where).
-  local function process_range(msgs, first, n)
-    for i = first, n - 1 do
-      -- run{ count = N } stops after exactly the message that made the Nth
-      -- output: the rest of the batch is not processed, so not committed.
-      if count_limit and output_count >= count_limit then return end
-      local m = msgs[i]
-      ctx.index = i
-      if m.err ~= 0 then
-        ctx.stage = "consume"
-        ctx.topic = m.topic ~= nil and topic_name(m.topic) or "?"
-        ctx.partition, ctx.offset = m.partition, tonumber(m.offset)
-        local code = m.err
-        -- -191 is _PARTITION_EOF: not an error, just the end for now.
-        if code ~= -191 then
-          consumer_error(string.format("consumer error on %s: %s", where(ctx), consumer:errstr(i)), false)
-        end
-      else
-        local tname = topic_name(m.topic)
-        local partition, offset = m.partition, tonumber(m.offset)
-        ctx.topic, ctx.partition, ctx.offset = tname, partition, offset
-        if embedded then
-          ctx.stage = "consume"
-          check_gap(tname, partition, offset)
-        end
-        local entry = pipelines[tname]
-        local t = entry.topic
-        local kbytes = m.key ~= nil and ffi.string(m.key, m.key_len) or nil
-        -- A JSON value is decoded straight from librdkafka's buffer (valid
-        -- until the next poll): its bytes become a Lua string only when an
-        -- error callback needs them.
-        local json_direct = m.value ~= nil and t.value_deserializer == JSON
-        local vbytes = (m.value ~= nil and not json_direct) and ffi.string(m.value, m.value_len) or nil
-        local headers = m.header_count > 0 and consumer:headers(i, m.header_count) or nil
-        if flow_regions[tname] then
-          local size = flow_control.OVERHEAD + tonumber(m.value_len) + tonumber(m.key_len)
-          if headers then
-            for h = 1, #headers do
-              local hv = headers[h][2]
-              size = size + #headers[h][1] + (hv and #hv or 0)
-            end
-          end
-          taken_messages[tname] = (taken_messages[tname] or 0) + 1
-          taken_bytes[tname] = (taken_bytes[tname] or 0) + size
-        end
-        local timestamp = tonumber(m.timestamp)
-        ctx.stage, ctx.key, ctx.value, ctx.headers, ctx.timestamp = "deserialize", kbytes, vbytes, headers, timestamp
-        local key, kerr = serializers.decode(t.key_deserializer, kbytes)
-        local value, verr
-        if not kerr then
-          if json_direct then
-            value, verr = json_decode_at(tonumber(ffi.cast("uintptr_t", m.value)), tonumber(m.value_len))
-          else
-            value, verr = serializers.decode(t.value_deserializer, vbytes)
-          end
-        end
-        if kerr or verr then
-          if json_direct then ctx.value = ffi.string(m.value, m.value_len) end
-          consumer_error(string.format("cannot deserialize the %s of the message at %s: %s",
-            kerr and "key" or "value", where(ctx), kerr or verr), true)
-        else
-          ctx.stage, ctx.key, ctx.value = "process", key, value
-          if t.timestamp_extractor then
-            timestamp = t.timestamp_extractor(value, headers, timestamp, m.timestamp_type)
-            ctx.timestamp = timestamp
-          end
-          entry.process(value, key, timestamp, headers)
-        end
-        local parts = processed[tname]
-        if not parts then parts = {}; processed[tname] = parts end
-        parts[partition] = offset + 1
-        dirty = true
-        since_checkpoint = since_checkpoint + 1
-        -- As Quix: a message a consumer error skipped was not processed.
-        if on_processed and not (kerr or verr) then on_processed(tname, partition, offset) end
-      end
-    end
-  end
-
-  -- Runs the whole batch; a failing message goes to its error callback,
-  -- which skips it (returns true) or ends the run.
-  local function process_batch(msgs, n)
-    local first = 0
-    while first < n do
-      local ok, err = xpcall(process_range, debug.traceback, msgs, first, n)
-      if ok then return end
-      local i = ctx.index
-      if ctx.stage ~= "process" then error(err, 0) end   -- already went through its callback
-      local text = string.format("error processing the message at %s: %s", where(ctx), tostring(err))
-      if not (app.on_processing_error and app.on_processing_error(text, row_of(ctx), log)) then
-        error(text, 0)
-      end
-      log.warning("skipped by on_processing_error: %s", where(ctx))
-      local parts = processed[ctx.topic] or {}
-      processed[ctx.topic] = parts
-      parts[ctx.partition] = ctx.offset + 1
-      -- As Quix: a message whose error was suppressed counts as processed.
-      if on_processed then on_processed(ctx.topic, ctx.partition, ctx.offset) end
-      dirty = true
-      first = i + 1
-    end
+  local function take_client_errors(client, what)
+    local errors = client:take_errors()
+    if not errors then return end
+    if errors.fatal then error("the " .. what .. " failed: " .. errors.last, 0) end
+    log.warning("%s: %s", what, errors.last)
   end
 
   local function loop()
-    if standalone then sources:start_all(require("qhost.app").script, require("qhost.app").script_args) end
+    if manual then assign(manual, true) elseif not consumer then start_sources() end
     local last_message = host.monotonic()
     local batch_max = app.commit_interval == 0 and 1 or BATCH
-    while true do
-      if C.qh_ffi_stop_requested() > 0 or app._stop_requested then break end
+    while C.qh_ffi_stop_requested() == 0 and not app._stop_requested do
       if consumer then
         local n, msgs = consumer:poll(batch_max, POLL_MS)
-        handle_events()
         if n > 0 then
           last_message = host.monotonic()
-          process_batch(msgs, n)
+          local stopping = process(msgs, n)
           report_taken()
           io.stdout:flush()
+          if stopping then break end
         end
-        local errors = consumer:take_errors()
-        if errors then
-          if errors.fatal then error("the consumer failed: " .. errors.last, 0) end
-          log.warning("consumer: %s", errors.last)
+        for _, ev in ipairs(consumer:take_events()) do
+          if ev.type == "assign" then assign(ev.partitions) else revoke(ev) end
         end
+        take_client_errors(consumer, "consumer")
         local now = host.monotonic()
-        if dirty and (app.commit_interval == 0 or now - last_checkpoint >= app.commit_interval
-                      or (app.commit_every > 0 and since_checkpoint >= app.commit_every)) then
-          checkpoint()
-        end
-        if table_printer then table_printer:tick(now) end
-        if count_limit and output_count >= count_limit then break end
-        if idle_timeout and now - last_message >= idle_timeout then break end
+        checkpoint:check_deliveries()
+        if checkpoint:due(now) then checkpoint:commit() end
+        if rt.table_printer then rt.table_printer:tick(now) end
+        if outputs:reached() or outputs:timed_out(now, last_message) then break end
       else
         host.sleep(0.02)
       end
       if producer then
         producer:poll(0)
-        local perrors = producer:take_errors()
-        if perrors then
-          if perrors.fatal then error("the producer failed: " .. perrors.last, 0) end
-          log.warning("producer: %s", perrors.last)
-        end
+        take_client_errors(producer, "producer")
       end
+      -- A failed source stops the app with the source's own report.
       local failure = sources:poll()
-      if failure then
-        stop_reason = failure
-        break
-      end
-      if standalone and sources:alive() == 0 then break end
+      if failure then return failure end
+      if not consumer and sources:alive() == 0 then break end
     end
   end
 
-  local ok, err = xpcall(loop, debug.traceback)
-  if not ok then stop_reason = err end
+  local ok, stop_reason = xpcall(loop, debug.traceback)
   -- What print_table collected is shown before the app ends.
-  if table_printer then pcall(table_printer.tick, table_printer, host.monotonic(), true) end
+  if rt.table_printer then pcall(rt.table_printer.tick, rt.table_printer, host.monotonic(), true) end
 
   -- Graceful stop: sources first (they may still be producing), then the
   -- last checkpoint, then the clients. What was processed is committed even
   -- when the run ends with an error: only fully processed messages are.
   local source_failure = sources:stop_all()
   stop_reason = stop_reason or source_failure
-  local cok, cerr = pcall(checkpoint)
+  checkpoint.flush_timeout = FINAL_FLUSH_TIMEOUT
+  local cok, cerr = pcall(checkpoint.commit, checkpoint)
   if not cok then
     log.error("final checkpoint failed: %s", tostring(cerr))
     stop_reason = stop_reason or cerr
   end
   if consumer then consumer:close() end
   if producer then producer:close() end
-  for _, region in pairs(flow_regions) do region:close() end
-  if app._admin then app._admin:close(); app._admin = false end
-  if app._mock then app._mock:close(); app._mock = false end
+  for _, region in pairs(flow.regions) do region:close() end
+  broker.close(app)
   io.stdout:flush()
   if stop_reason then error(stop_reason, 0) end
   if C.qh_ffi_stop_requested() > 0 then
     log.info("stopped by signal %d: sources stopped, offsets committed", select(2, host.stop_requested()))
   end
-  return outputs
+  return outputs.list
 end

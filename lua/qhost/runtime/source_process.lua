@@ -4,6 +4,7 @@
 -- it a producer and runs setup -> connect callbacks -> run -> cleanup as
 -- Quix's SourceProcess does, reporting a failure with its traceback on the
 -- report pipe before exiting non-zero.
+local broker = require("qhost.runtime.broker")
 local clients = require("qhost.kafka.clients")
 local flow_control = require("qhost.runtime.flow_control")
 local host = require("qhost.host")
@@ -57,10 +58,10 @@ function M.spec(app, src, topic, script, flow_budget)
     where = where,
     fields = fields,
     topic = { name = topic.name, opts = topic.serializer_names },
-    producer_config = app:producer_config(),
+    producer_config = broker.producer_config(app),
     -- What a source may need of the app (a StatefulSource's changelog, the
     -- KafkaReplicatorSource's checkpoints): set on it as _app_config.
-    app = { consumer_group = app.consumer_group, consumer_config = app:_consumer_config(),
+    app = { consumer_group = app.consumer_group, consumer_config = broker.consumer_config(app),
             auto_offset_reset = app.auto_offset_reset, commit_interval = app.commit_interval,
             commit_every = app.commit_every },
     loglevel = log.level_name(),

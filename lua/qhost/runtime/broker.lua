@@ -1,0 +1,118 @@
+-- qhost.runtime.broker: which Kafka an app talks to, and how its clients
+-- are configured. With no broker_address (nor QHOST_BROKER) it starts the
+-- embedded broker (librdkafka's mock cluster, in this process's memory);
+-- it creates the app's topics (or checks they exist), and builds the
+-- librdkafka configs of the app's producer and consumer (its source
+-- processes get the same).
+local clients = require("qhost.kafka.clients")
+local host = require("qhost.host")
+local log = require("qhost.log")
+
+local broker = {}
+
+local function merge(into, from)
+  for k, v in pairs(from) do into[k] = v end
+  return into
+end
+
+-- broker.connect(app): sets app._broker (the bootstrap address) and, for
+-- the embedded broker, app._mock.
+function broker.connect(app)
+  local address = app.broker_address or os.getenv("QHOST_BROKER")
+  if address == "" then address = nil end
+  if not address then
+    local mock, err = clients.mock_cluster(1)
+    if not mock then error("cannot start the embedded broker: " .. err, 0) end
+    app._mock = mock
+    address = mock:bootstraps()
+    log.info("no broker configured (broker_address or QHOST_BROKER): using the embedded broker at %s "
+      .. "(in memory, gone when this process exits)", address)
+  end
+  app._broker = address
+end
+
+function broker.producer_config(app)
+  local config = {
+    ["bootstrap.servers"] = app._broker,
+    ["log_level"] = log.librdkafka_level(),
+    -- The Java client's partitioner, as Quix uses: same key, same partition.
+    ["partitioner"] = "murmur2_random",
+  }
+  return merge(config, app.producer_extra_config)
+end
+
+function broker.consumer_config(app)
+  local config = {
+    ["bootstrap.servers"] = app._broker,
+    ["group.id"] = app.consumer_group,
+    ["auto.offset.reset"] = app.auto_offset_reset,
+    ["enable.auto.commit"] = false,
+    ["enable.auto.offset.store"] = false,
+    ["log_level"] = log.librdkafka_level(),
+    ["fetch.wait.max.ms"] = 100,
+  }
+  if app._mock then
+    -- The mock answers an empty fetch only after fetch.wait.max.ms, even
+    -- when data arrives meanwhile: with sources held to a budget ahead of
+    -- the app (qhost.runtime.flow_control), that wait is their pause; keep
+    -- it short.
+    config["fetch.wait.max.ms"] = 5
+    -- The mock waits session.timeout.ms - 1 s before completing a join.
+    config["session.timeout.ms"] = 6000
+    config["heartbeat.interval.ms"] = 500
+  end
+  return merge(config, app.consumer_extra_config)
+end
+
+-- broker.prepare_topics(app): creates every topic the app uses (when
+-- auto_create_topics) or checks they exist; keeps the admin client in
+-- app._admin.
+function broker.prepare_topics(app)
+  local names = {}
+  for name in pairs(app._topics) do names[#names + 1] = name end
+  table.sort(names)
+  local admin, err = clients.admin({ ["bootstrap.servers"] = app._broker, ["log_level"] = log.librdkafka_level() })
+  if not admin then error("cannot create an admin client: " .. err, 0) end
+  app._admin = admin
+  if app._mock then
+    for _, name in ipairs(names) do
+      local ok, merr = app._mock:create_topic(name, app._topics[name]:num_partitions())
+      if not ok then error(string.format("cannot create topic '%s' on the embedded broker: %s", name, merr), 0) end
+    end
+    return
+  end
+  if app.auto_create_topics and #names > 0 then
+    local specs = {}
+    for _, name in ipairs(names) do
+      local t = app._topics[name]
+      specs[#specs + 1] = {
+        name = name, num_partitions = t:num_partitions(),
+        replication_factor = t.config and t.config.replication_factor or 1,
+        config = t.config and t.config.extra_config or nil,
+      }
+    end
+    local results, cerr = admin:create_topics(specs, 30)
+    if not results then error(cerr, 0) end
+    for name, what in pairs(results) do log.debug("topic '%s': %s", name, what) end
+  end
+  for _, name in ipairs(names) do
+    local count, perr = admin:partitions(name, 30)
+    -- A topic created a moment ago may not be in the metadata yet.
+    local deadline = host.monotonic() + 10
+    while not count and app.auto_create_topics and perr == "unknown topic" and host.monotonic() < deadline do
+      host.sleep(0.1)
+      count, perr = admin:partitions(name, 30)
+    end
+    if not count then
+      error(string.format("topic '%s' is not available on %s: %s", name, app._broker, perr), 0)
+    end
+  end
+end
+
+-- broker.close(app): the admin client and the embedded broker, if any.
+function broker.close(app)
+  if app._admin then app._admin:close(); app._admin = false end
+  if app._mock then app._mock:close(); app._mock = false end
+end
+
+return broker

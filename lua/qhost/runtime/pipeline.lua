@@ -1,0 +1,184 @@
+-- qhost.runtime.pipeline: compiles a dataframe's tree of operations (built
+-- by qhost.dataframe) once into a chain of closures,
+-- `process(value, key, timestamp, headers)`, which the loop calls per
+-- message. Each node kind has a builder that wraps the closure of what
+-- follows it; a node with several children copies the value for every
+-- branch but the last, so no branch sees another's changes (as Quix).
+-- What the closures need from the running app comes in `rt`:
+--   rt.leaf(value, key, timestamp, headers)   every output (end of a branch)
+--   rt.write(text)                           print's output
+--   rt.produce(topic, value, key, timestamp, headers)
+--   rt.add_sink(sink), rt.ctx (topic, partition, offset of the message)
+--   rt.printer() -> the run's table printer, rt.now() -> seconds
+local printing = require("qhost.runtime.printing")
+local topic_mod = require("qhost.topic")
+
+local pipeline = {}
+
+-- Deep copy for branches: each branch gets a value of its own, so one
+-- branch mutating it cannot change what another sees.
+local function deep_copy(v)
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do out[k] = deep_copy(x) end
+  return setmetatable(out, getmetatable(v))
+end
+
+local compile_node
+
+local function compile_children(node, rt)
+  local nexts = {}
+  for i, child in ipairs(node.children) do nexts[i] = compile_node(child, rt) end
+  if #nexts == 0 then return rt.leaf end
+  if #nexts == 1 then return nexts[1] end
+  local n = #nexts
+  return function(value, key, timestamp, headers)
+    for i = 1, n - 1 do nexts[i](deep_copy(value), key, timestamp, headers) end
+    return nexts[n](value, key, timestamp, headers)
+  end
+end
+
+local builders = {}
+
+function builders.root(_, nxt) return nxt end
+
+function builders.apply(node, nxt)
+  local fn, expand, metadata = node.fn, node.expand, node.metadata
+  if expand then
+    return function(value, key, timestamp, headers)
+      local result
+      if metadata then result = fn(value, key, timestamp, headers) else result = fn(value) end
+      if type(result) ~= "table" then
+        error(string.format("apply (expand=true, %s) must return a list, got %s", node.where, type(result)), 0)
+      end
+      for i = 1, #result do nxt(result[i], key, timestamp, headers) end
+    end
+  end
+  if metadata then
+    return function(value, key, timestamp, headers)
+      return nxt(fn(value, key, timestamp, headers), key, timestamp, headers)
+    end
+  end
+  return function(value, key, timestamp, headers)
+    return nxt(fn(value), key, timestamp, headers)
+  end
+end
+
+function builders.update(node, nxt)
+  local fn, metadata = node.fn, node.metadata
+  if metadata then
+    return function(value, key, timestamp, headers)
+      fn(value, key, timestamp, headers)
+      return nxt(value, key, timestamp, headers)
+    end
+  end
+  return function(value, key, timestamp, headers)
+    fn(value)
+    return nxt(value, key, timestamp, headers)
+  end
+end
+
+function builders.filter(node, nxt)
+  local fn, metadata = node.fn, node.metadata
+  if metadata then
+    return function(value, key, timestamp, headers)
+      if fn(value, key, timestamp, headers) then return nxt(value, key, timestamp, headers) end
+    end
+  end
+  return function(value, key, timestamp, headers)
+    if fn(value) then return nxt(value, key, timestamp, headers) end
+  end
+end
+
+function builders.print(node, nxt, rt)
+  local pretty, metadata, write = node.pretty, node.metadata, rt.write
+  return function(value, key, timestamp, headers)
+    write(printing.format(pretty, metadata, value, key, timestamp, headers))
+    return nxt(value, key, timestamp, headers)
+  end
+end
+
+function builders.to_topic(node, nxt, rt)
+  local topic, choose, key_fn, produce, internal = node.topic, node.choose, node.key, rt.produce, node.internal
+  return function(value, key, timestamp, headers)
+    local out_key = key
+    if key_fn then out_key = key_fn(value) end
+    local t = topic
+    if choose then
+      t = choose(value, key, timestamp, headers)
+      if not topic_mod.is_topic(t) then
+        error(string.format("to_topic (%s): the topic function returned a %s, not a Topic", node.where, type(t)), 0)
+      end
+    end
+    produce(t, value, out_key, timestamp, headers)
+    if internal then return end
+    return nxt(value, key, timestamp, headers)
+  end
+end
+
+function builders.sink(node, nxt, rt)
+  local sink, ctx = node.sink, rt.ctx
+  rt.add_sink(sink)
+  return function(value, key, timestamp, headers)
+    sink:add(value, key, timestamp, headers, ctx.topic, ctx.partition, ctx.offset)
+    return nxt(value, key, timestamp, headers)
+  end
+end
+
+function builders.print_table(node, nxt, rt)
+  local opts = node.opts
+  local metadata = opts.metadata ~= false
+  local columns = opts.columns
+  if columns and metadata then
+    columns = { "_key", "_timestamp", unpack(columns) }
+  end
+  local printer = rt.printer()
+  printer:configure_live(opts.live, opts.live_slowdown)
+  local shown = printer:add_table{ size = opts.size, title = opts.title, timeout = opts.timeout,
+                                   columns = columns, column_widths = opts.column_widths }
+  local row_of, now = require("qhost.runtime.table_printer").row_of, rt.now
+  return function(value, key, timestamp, headers)
+    local names, values = row_of(value, key, timestamp, metadata)
+    shown:add_row(names, values, now())
+    return nxt(value, key, timestamp, headers)
+  end
+end
+
+function builders.rekey(node, nxt)
+  local fn = node.fn
+  return function(value, key, timestamp, headers)
+    return nxt(value, fn(value), timestamp, headers)
+  end
+end
+
+function builders.set_timestamp(node, nxt)
+  local fn = node.fn
+  return function(value, key, timestamp, headers)
+    local ts = fn(value, key, timestamp, headers)
+    if type(ts) ~= "number" then
+      error(string.format("set_timestamp (%s) must return a number of milliseconds, got %s", node.where, type(ts)), 0)
+    end
+    return nxt(value, key, ts, headers)
+  end
+end
+
+function builders.set_headers(node, nxt)
+  local fn = node.fn
+  return function(value, key, timestamp, headers)
+    return nxt(value, key, timestamp, fn(value, key, timestamp, headers))
+  end
+end
+
+compile_node = function(node, rt)
+  local nxt = compile_children(node, rt)
+  return builders[node.kind](node, nxt, rt)
+end
+
+-- pipeline.compile(sdf, rt) -> process(value, key, timestamp, headers).
+-- rt provides leaf(value, key, timestamp, headers) called for every output,
+-- write(text) for print, produce(topic, value, key, timestamp, headers).
+function pipeline.compile(sdf, rt)
+  return compile_node(sdf.root, rt)
+end
+
+return pipeline

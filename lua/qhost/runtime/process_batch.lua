@@ -1,0 +1,180 @@
+-- qhost.runtime.process_batch: the per-message path. A polled batch is an
+-- array of qh_msg structs (host/kafka.h) read through the FFI; for each
+-- message it decodes key and value with its topic's deserializers (a JSON
+-- value straight from librdkafka's buffer), runs the topic's compiled
+-- pipeline, and marks the message done in the checkpoint. A message that
+-- fails goes to its error callback (consumer or processing), which skips it
+-- or stops the app. What it reads, ctx holds for the error messages and
+-- the sinks (topic, partition, offset, key, value, ...).
+-- On the embedded broker it also counts what it took per source topic (flow
+-- control credit) and checks that offsets never jump (data the broker
+-- dropped).
+local ffi = require("ffi")
+local flow_control = require("qhost.runtime.flow_control")
+local log = require("qhost.log")
+local serializers = require("qhost.serializers")
+
+local JSON = serializers.get("json", "json")
+local json_decode_at = require("qhost.codec").json_decode_at
+
+local process_batch = {}
+
+-- Raised by rt.produce when a stop ended the wait for room in a full
+-- producer queue: the message was not produced, so it is not done either.
+process_batch.STOPPING = setmetatable({}, { __tostring = function() return "stopping" end })
+
+local PARTITION_EOF = -191
+
+local function where(ctx)
+  return string.format("topic '%s' partition %d offset %d", ctx.topic, ctx.partition, ctx.offset)
+end
+process_batch.where = where
+
+-- The row an error callback gets (Quix passes the Row): what is known of
+-- the message.
+local function row_of(ctx)
+  return { value = ctx.value, key = ctx.key, timestamp = ctx.timestamp, headers = ctx.headers,
+           topic = ctx.topic, partition = ctx.partition, offset = ctx.offset }
+end
+
+-- process_batch.new(env) -> process(msgs, n) -> nil, or "stopping" when a
+-- stop interrupted a message (that message and the rest are not done).
+-- env: consumer, pipelines (topic -> { topic, process }), ctx, checkpoint,
+-- policy, outputs, on_processed (or nil), embedded, flow (the flow control
+-- counts: taken_messages, taken_bytes, regions), expected (topic ->
+-- { [partition] = next offset }).
+function process_batch.new(env)
+  local consumer, pipelines, ctx = env.consumer, env.pipelines, env.ctx
+  local checkpoint, policy, outputs = env.checkpoint, env.policy, env.outputs
+  local on_processed, embedded, expected = env.on_processed, env.embedded, env.expected
+  local regions, taken_messages, taken_bytes = env.flow.regions, env.flow.taken_messages, env.flow.taken_bytes
+
+  local topic_by_ptr = {}
+  local function topic_name(ptr)
+    local id = tonumber(ffi.cast("intptr_t", ptr))
+    local name = topic_by_ptr[id]
+    if not name then name = ffi.string(ptr); topic_by_ptr[id] = name end
+    return name
+  end
+
+  -- Offsets on the embedded broker never jump unless it dropped data past
+  -- its retention. Flow control keeps sources from causing that; anything
+  -- else that does (a topic this app floods itself) stops the app.
+  local function check_gap(topic, partition, offset)
+    local exp = expected[topic]
+    local want = exp and exp[partition]
+    if want and offset > want then
+      error(string.format("DATA LOST: the embedded broker dropped messages %d..%d of topic '%s' partition %d "
+        .. "before this app read them (its retention is 5 MiB / 100,000 message sets per partition). "
+        .. "Use a real Kafka (broker_address or QHOST_BROKER) for this volume.", want, offset - 1, topic,
+        partition), 0)
+    end
+    if not exp then exp = {}; expected[topic] = exp end
+    exp[partition] = offset + 1
+  end
+
+  local function count_taken(tname, m, headers)
+    local size = flow_control.OVERHEAD + tonumber(m.value_len) + tonumber(m.key_len)
+    if headers then
+      for h = 1, #headers do
+        local hv = headers[h][2]
+        size = size + #headers[h][1] + (hv and #hv or 0)
+      end
+    end
+    taken_messages[tname] = (taken_messages[tname] or 0) + 1
+    taken_bytes[tname] = (taken_bytes[tname] or 0) + size
+  end
+
+  local function consumer_error(err, known)
+    policy:handle("consumer", err, known and row_of(ctx) or nil)
+  end
+
+  -- One message that is an error event rather than data.
+  local function error_event(m, i)
+    ctx.stage = "consume"
+    ctx.topic = m.topic ~= nil and topic_name(m.topic) or "?"
+    ctx.partition, ctx.offset = m.partition, tonumber(m.offset)
+    if m.err ~= PARTITION_EOF then   -- the end for now: not an error
+      consumer_error(string.format("consumer error on %s: %s", where(ctx), consumer:errstr(i)), false)
+    end
+  end
+
+  -- Runs messages first..n-1. Returns normally, or raises with ctx
+  -- describing the message that failed (ctx.stage says where).
+  local function process_range(msgs, first, n)
+    for i = first, n - 1 do
+      -- run{ count = N } stops after exactly the message that made the Nth
+      -- output: the rest of the batch is not processed, so not committed.
+      if outputs:reached() then return end
+      local m = msgs[i]
+      ctx.index = i
+      if m.err ~= 0 then
+        error_event(m, i)
+      else
+        local tname = topic_name(m.topic)
+        local partition, offset = m.partition, tonumber(m.offset)
+        ctx.topic, ctx.partition, ctx.offset, ctx.stage = tname, partition, offset, "consume"
+        if embedded then check_gap(tname, partition, offset) end
+        local entry = pipelines[tname]
+        local t = entry.topic
+        local kbytes = m.key ~= nil and ffi.string(m.key, m.key_len) or nil
+        -- A JSON value is decoded straight from librdkafka's buffer (valid
+        -- until the next poll): its bytes become a Lua string only when an
+        -- error callback needs them.
+        local json_direct = m.value ~= nil and t.value_deserializer == JSON
+        local vbytes = (m.value ~= nil and not json_direct) and ffi.string(m.value, m.value_len) or nil
+        local headers = m.header_count > 0 and consumer:headers(i, m.header_count) or nil
+        if regions[tname] then count_taken(tname, m, headers) end
+        local timestamp = tonumber(m.timestamp)
+        ctx.stage, ctx.key, ctx.value, ctx.headers, ctx.timestamp = "deserialize", kbytes, vbytes, headers, timestamp
+        local key, kerr = serializers.decode(t.key_deserializer, kbytes)
+        local value, verr
+        if not kerr then
+          if json_direct then
+            value, verr = json_decode_at(tonumber(ffi.cast("uintptr_t", m.value)), tonumber(m.value_len))
+          else
+            value, verr = serializers.decode(t.value_deserializer, vbytes)
+          end
+        end
+        if kerr or verr then
+          if json_direct then ctx.value = ffi.string(m.value, m.value_len) end
+          consumer_error(string.format("cannot deserialize the %s of the message at %s: %s",
+            kerr and "key" or "value", where(ctx), kerr or verr), true)
+        else
+          ctx.stage, ctx.key, ctx.value = "process", key, value
+          if t.timestamp_extractor then
+            timestamp = t.timestamp_extractor(value, headers, timestamp, m.timestamp_type)
+            ctx.timestamp = timestamp
+          end
+          entry.process(value, key, timestamp, headers)
+        end
+        checkpoint:processed(tname, partition, offset)
+        -- As Quix: a message a consumer error skipped was not processed.
+        if on_processed and not (kerr or verr) then on_processed(tname, partition, offset) end
+      end
+    end
+  end
+
+  -- The whole batch; a failing message goes to its error callback, which
+  -- skips it (returns true) or ends the run.
+  return function(msgs, n)
+    local first = 0
+    while first < n do
+      local ok, err = xpcall(process_range, debug.traceback, msgs, first, n)
+      if ok then return nil end
+      if err == process_batch.STOPPING then return "stopping" end
+      -- Errors of the other stages already went through their callback.
+      if ctx.stage ~= "process" then error(err, 0) end
+      local text = string.format("error processing the message at %s: %s", where(ctx), tostring(err))
+      policy:handle("processing", text, row_of(ctx))
+      log.warning("skipped by on_processing_error: %s", where(ctx))
+      -- As Quix: a message whose error was suppressed counts as processed.
+      checkpoint:processed(ctx.topic, ctx.partition, ctx.offset)
+      if on_processed then on_processed(ctx.topic, ctx.partition, ctx.offset) end
+      first = ctx.index + 1
+    end
+    return nil
+  end
+end
+
+return process_batch

@@ -664,8 +664,8 @@ typedef struct enc {
     lua_State *L;
     codec_state *st;
     qh_buf *b;
-    int array_mt;      /* stack index of codec.array_mt */
-    int keys_field;    /* stack index of the string "__qhost_keys" */
+    int array_mt;      /* index (an upvalue) of codec.array_mt */
+    int keys_field;    /* index (an upvalue) of "__qhost_keys" */
     const char *indent; /* NULL: compact */
     size_t indent_len;
 } enc;
@@ -1008,16 +1008,16 @@ static int enc_value(enc *e, int idx, int depth)
     return enc_fail(e, depth, what);
 }
 
-/* Pushes the scratch and constants an encoder needs; returns the state. */
+/* Pushes the scratch state an encoder needs; returns it. The constants are
+ * used where they are, as upvalues: copying them to the stack costs more
+ * than it saves on a small value. */
 static codec_state *enc_begin(lua_State *L, enc *e)
 {
     e->L = L;
     e->st = state_acquire(L);
     e->b = &e->st->out;
-    lua_pushvalue(L, UV_ARRAYMT);
-    e->array_mt = lua_gettop(L);
-    lua_pushvalue(L, UV_KEYSFLD);
-    e->keys_field = lua_gettop(L);
+    e->array_mt = UV_ARRAYMT;
+    e->keys_field = UV_KEYSFLD;
     e->indent = NULL;
     e->indent_len = 0;
     return e->st;
@@ -1113,7 +1113,7 @@ typedef struct dec {
     lua_State *L;
     codec_state *st;
     const unsigned char *s, *p, *end;
-    int array_mt, cache, keys_field;  /* stack indices */
+    int array_mt, cache, keys_field;  /* indices (upvalues) */
 } dec;
 
 static int dec_fail_at(dec *d, const unsigned char *at, const char *what)
@@ -1638,12 +1638,9 @@ static int json_decode_bytes(lua_State *L, const char *s, size_t len)
     d.st = state_acquire(L);
     d.s = d.p = (const unsigned char *)s;
     d.end = d.s + len;
-    lua_pushvalue(L, UV_ARRAYMT);
-    d.array_mt = lua_gettop(L);
-    lua_pushvalue(L, UV_CACHE);
-    d.cache = lua_gettop(L);
-    lua_pushvalue(L, UV_KEYSFLD);
-    d.keys_field = lua_gettop(L);
+    d.array_mt = UV_ARRAYMT;  /* as in enc_begin */
+    d.cache = UV_CACHE;
+    d.keys_field = UV_KEYSFLD;
 
     if (dec_value(&d, 0) != 0) return push_fail(L, d.st, 1);
     skip_ws(&d);

@@ -382,10 +382,10 @@ TEST(ffi_declarations_match_the_host)
     lua_State *L = qh_vm_new("run");
     int n = run(L,
         "local ffi = require 'ffi'\n"
-        "local C = require 'qhost.ffi'\n"
+        "local C = require 'qhost.kafka.ffi'\n"
         "local names = { 'qh_ffi_consumer_poll', 'qh_ffi_msg_header', 'qh_ffi_msg_errstr',\n"
         "  'qh_ffi_produce', 'qh_ffi_producer_errstr', 'qh_ffi_producer_poll',\n"
-        "  'qh_ffi_producer_take_failures', 'qh_ffi_stop_requested' }\n"
+        "  'qh_ffi_producer_take_failures', 'qh_ffi_producer_failures', 'qh_ffi_stop_requested' }\n"
         "local resolved = 0\n"
         "for _, name in ipairs(names) do\n"
         "  if pcall(function() return C[name] end) then resolved = resolved + 1 end\n"
@@ -396,7 +396,7 @@ TEST(ffi_declarations_match_the_host)
         "  o('err'), o('header_count')");
     CHECK_EQ_INT(n, 13);
     if (n == 13) {
-        CHECK_EQ_INT(lua_tointeger(L, 1), 8);
+        CHECK_EQ_INT(lua_tointeger(L, 1), 9);
         CHECK_EQ_INT(lua_tointeger(L, 2), sizeof(qh_msg));
         CHECK_EQ_INT(lua_tointeger(L, 3), offsetof(qh_msg, topic));
         CHECK_EQ_INT(lua_tointeger(L, 4), offsetof(qh_msg, key));

@@ -136,4 +136,90 @@ print(seen, bad)
     assert.are.equal(0, r.code, r.stderr)
     assert.are.equal("3000\t0\n", r.stdout)
   end)
+
+  it("a failed delivery skipped by on_producer_error loses only that output, logged with topic, partition and key",
+    function()
+    if H.mode ~= "kafka" then pending("needs a broker that refuses a message: real Kafka") return end
+    local dir = H.tmpdir()
+    local topic, out = H.unique("dlv"), H.unique("small")
+    H.write(dir .. "/app.lua", script(H.unique("g"), topic, [[, on_producer_error = function(err)
+      io.stderr:write("PRODUCER ", err, "\n")
+      return true
+    end]], values_text(5), string.format([[
+-- The output topic takes at most 1,000 bytes per message: the broker refuses
+-- message 2 (2,000 bytes) at delivery, after the messages behind it were sent.
+local small = app:topic(%q, { config = qhost.TopicConfig{ extra_config = { ["max.message.bytes"] = "1000" } } })
+sdf = sdf:apply(function(v) if v.n == 2 then v.pad = string.rep("x", 2000) end return v end)
+sdf:to_topic(small)
+app:run{ count = 5, timeout = 20 }
+]], out)))
+    local r = H.run(dir, "app.lua", { timeout = 90 })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stderr:find("PRODUCER delivery to topic '" .. out:gsub("%p", "%%%0")
+      .. "' partition 0 failed: [^\n]* %(key \"k2\"%)"), r.stderr)
+    assert.truthy(r.stderr:find("on_producer_error skipped a failed delivery", 1, true), r.stderr)
+    local got = {}
+    local topic_reader = require("qhost.kafka.topic_reader")
+    assert(topic_reader.read_to_end({ ["bootstrap.servers"] = H.broker }, out, {
+      on_record = function(rec) got[#got + 1] = rec.key end }))
+    assert.are.same({ "k1", "k3", "k4", "k5" }, got)
+  end)
+
+  it("a failed delivery nobody suppresses stops the app and commits nothing past it", function()
+    if H.mode ~= "kafka" then pending("needs a broker that refuses a message: real Kafka") return end
+    local dir = H.tmpdir()
+    local topic, out, group = H.unique("dlv2"), H.unique("small2"), H.unique("g")
+    local body = string.format([[
+local small = app:topic(%q, { config = qhost.TopicConfig{ extra_config = { ["max.message.bytes"] = "1000" } } })
+sdf = sdf:apply(function(v) if v.n == 2 and not os.getenv("SMALL") then v.pad = string.rep("x", 2000) end return v end)
+sdf:to_topic(small)
+app:run{ count = 5, timeout = 20 }
+]], out)
+    H.write(dir .. "/app.lua", script(group, topic, "", values_text(5), body))
+    local r = H.run(dir, "app.lua", { timeout = 90 })
+    assert.are_not.equal(0, r.code)
+    assert.truthy(r.stderr:find("delivery to topic '" .. out:gsub("%p", "%%%0") .. "' partition 0 failed"), r.stderr)
+    -- The same group again: it starts at or before message 2, so message 2 is
+    -- processed again (nothing was committed past it).
+    H.write(dir .. "/again.lua", string.format([[
+local qhost = require("qhost")
+local app = qhost.Application{ consumer_group = %q, auto_offset_reset = "earliest" }
+local sdf = app:dataframe(app:topic(%q)):apply(function(v) return v.n end)
+local out = app:run{ count = 1, timeout = 20 }
+print(out[1])
+]], group, topic))
+    r = H.run(dir, "again.lua", { timeout = 90 })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.is_true(tonumber(r.stdout) <= 2, r.stdout)
+  end)
+
+  it("SIGTERM while waiting for room in a full producer queue stops the app, committing nothing unsent", function()
+    if H.mode ~= "kafka" then pending("input from another process, then an unreachable output: real Kafka") return end
+    local dir = H.tmpdir()
+    local topic = H.unique("full")
+    -- The input is written first, by another app with a source.
+    H.write(dir .. "/fill.lua", script(H.unique("g"), topic, "", values_text(50), "app:run{ count = 50, timeout = 20 }"))
+    local r = H.run(dir, "fill.lua", { timeout = 90 })
+    assert.are.equal(0, r.code, r.stderr)
+    -- The worker's output producer talks to a broker that is not there: its
+    -- queue of 10 fills and produce waits for room.
+    H.write(dir .. "/app.lua", string.format([[
+local qhost = require("qhost")
+local app = qhost.Application{ consumer_group = %q, auto_offset_reset = "earliest",
+  producer_extra_config = { ["bootstrap.servers"] = "127.0.0.1:1", ["queue.buffering.max.messages"] = 10,
+                            ["message.timeout.ms"] = 600000 } }
+local sdf = app:dataframe(app:topic(%q))
+local n = 0
+sdf:update(function() n = n + 1; if n == 12 then io.stderr:write("WAITING\n") end end)
+sdf:to_topic(app:topic(%q))
+app:run()
+]], H.unique("g"), topic, H.unique("nowhere")))
+    local p = H.start(dir, "app.lua")
+    assert.is_true(H.eventually(function() return p:stderr():find("WAITING", 1, true) ~= nil end, 60), p:stderr())
+    p:signal("TERM")
+    r = p:wait(60)
+    assert.truthy(r, "the app did not stop within 60 s of SIGTERM")
+    assert.are_not.equal(137, r.code)
+    assert.truthy(r.stderr:find("nothing committed", 1, true), r.stderr)
+  end)
 end)

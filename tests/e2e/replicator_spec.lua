@@ -10,7 +10,7 @@
 -- served).
 local H = require("helper")
 local qhost = require("qhost")
-local changelog = require("qhost.kafka.topic_reader")
+local topic_reader = require("qhost.kafka.topic_reader")
 local clients = require("qhost.kafka.clients")
 local topic_mod = require("qhost.topic")
 
@@ -85,14 +85,14 @@ describe("KafkaReplicatorSource #" .. H.mode, function()
   end
 
   local function produce(topic, list)
-    assert(changelog.write(src_producer, topic, list))
+    assert(topic_reader.write(src_producer, topic, list))
   end
 
   -- Every record of `topic` on `broker`, grouped by partition, in order,
   -- with the fields the copy must keep.
   local function read_all(broker, topic)
     local by_partition = {}
-    assert(changelog.read_to_end({ ["bootstrap.servers"] = broker }, topic, {
+    assert(topic_reader.read_to_end({ ["bootstrap.servers"] = broker }, topic, {
       on_record = function(r)
         by_partition[r.partition] = by_partition[r.partition] or {}
         table.insert(by_partition[r.partition], { key = r.key, value = r.value, partition = r.partition,

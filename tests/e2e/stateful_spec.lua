@@ -5,7 +5,7 @@
 -- the runs use as their broker_address (topics made here, as its
 -- CreateTopics is not served).
 local H = require("helper")
-local changelog = require("qhost.kafka.topic_reader")
+local topic_reader = require("qhost.kafka.topic_reader")
 local clients = require("qhost.kafka.clients")
 local stateful = require("qhost.sources.stateful")
 
@@ -107,7 +107,7 @@ describe("StatefulSource across runs #" .. H.mode, function()
 
   local function values(topic)
     local list = {}
-    assert(changelog.read_to_end(config(), topic, {
+    assert(topic_reader.read_to_end(config(), topic, {
       on_record = function(r) list[#list + 1] = tonumber(r.value) end,
     }))
     return list
@@ -117,7 +117,7 @@ describe("StatefulSource across runs #" .. H.mode, function()
   local function saved_state(group, name)
     local state = stateful.new_state("saved")
     local topic = "changelog__" .. group .. "--source-" .. name
-    assert(changelog.read_to_end(config(), topic, { on_record = function(r) state:_apply(r) end }))
+    assert(topic_reader.read_to_end(config(), topic, { on_record = function(r) state:_apply(r) end }))
     return state
   end
 

@@ -95,6 +95,23 @@ describe("transfer", function()
   end)
 end)
 
+describe("a Source class defined in a busted spec", function()
+  it("is refused before its process starts, saying to put it in a module", function()
+    local qhost = require("qhost")
+    local app = qhost.Application{}
+    local InSpec = Source:extend("InSpec")
+    function InSpec:run() end
+    local src = InSpec{ name = "in-spec" }
+    app:add_source(src)
+    app._broker = "127.0.0.1:9"
+    local ok, err = pcall(require("qhost.runtime.source_process").spec, app, src, src:default_topic(), "app.lua")
+    assert.is_false(ok)
+    assert.truthy(err:find("class InSpec is defined in ", 1, true), err)
+    assert.truthy(err:find("which busted runs; a source process cannot load a spec file. Define the class in a "
+      .. "module", 1, true), err)
+  end)
+end)
+
 describe("app:add_source", function()
   local Counter = Source:extend("Counter2")
   function Counter:run() end

@@ -3,7 +3,7 @@
 -- changelog (replayed records, and a real read on an in-process embedded
 -- broker). qhost.changelog's read and write are covered with it.
 local qhost = require("qhost")
-local changelog = require("qhost.kafka.topic_reader")
+local topic_reader = require("qhost.kafka.topic_reader")
 local clients = require("qhost.kafka.clients")
 local stateful = require("qhost.sources.stateful")
 
@@ -248,7 +248,7 @@ describe("StatefulSource restore", function()
       records[#records + 1] = { key = '"tmp"', value = '"x"', headers = headers, partition = 0 }
       records[#records + 1] = { key = '"tmp"', value = nil, headers = headers, partition = 0 }
       records[#records + 1] = { key = '"pos"', value = '{"file":"a","line":4}', headers = headers, partition = 0 }
-      assert(changelog.write(producer, topic, records))
+      assert(topic_reader.write(producer, topic, records))
 
       src:_restore_state(app_config("g1"))
       assert.are.equal(50, src.state:get("n"))
@@ -279,7 +279,7 @@ describe("StatefulSource restore", function()
       for _, t in ipairs({ a:changelog_topic("g3"), b:changelog_topic("g3"), a:changelog_topic("g4") }) do
         assert(mock:create_topic(t.name, 1))
       end
-      assert(changelog.write(producer, a:changelog_topic("g3").name, { { key = '"who"', value = '"a in g3"', partition = 0 } }))
+      assert(topic_reader.write(producer, a:changelog_topic("g3").name, { { key = '"who"', value = '"a in g3"', partition = 0 } }))
       a:_restore_state(app_config("g3"))
       b:_restore_state(app_config("g3"))
       local a4 = Counter{ name = "a" }
@@ -318,9 +318,9 @@ describe("changelog", function()
       records[#records + 1] = { key = "k" .. i, value = (i % 7 == 0) and nil or ("v" .. i), partition = i % 3,
                                 timestamp = 1700000000000 + i, headers = { { "h", "x" .. i }, { "null", nil } } }
     end
-    assert(changelog.write(producer, "cl-three", records))
+    assert(topic_reader.write(producer, "cl-three", records))
     local got = {}
-    local count = assert(changelog.read_to_end({ ["bootstrap.servers"] = broker }, "cl-three", {
+    local count = assert(topic_reader.read_to_end({ ["bootstrap.servers"] = broker }, "cl-three", {
       on_record = function(r) got[#got + 1] = r end,
     }))
     assert.are.equal(30, count)
@@ -338,23 +338,23 @@ describe("changelog", function()
       end
     end
     -- Only some partitions, and an empty topic.
-    local n = assert(changelog.read_to_end({ ["bootstrap.servers"] = broker }, "cl-three", { partitions = { 1 } }))
+    local n = assert(topic_reader.read_to_end({ ["bootstrap.servers"] = broker }, "cl-three", { partitions = { 1 } }))
     assert.are.equal(10, n)
     assert(mock:create_topic("cl-empty", 2))
-    assert.are.equal(0, assert(changelog.read_to_end({ ["bootstrap.servers"] = broker }, "cl-empty")))
+    assert.are.equal(0, assert(topic_reader.read_to_end({ ["bootstrap.servers"] = broker }, "cl-empty")))
   end)
 
   it("returns nil, err for a missing topic", function()
-    local n, err = changelog.read_to_end({ ["bootstrap.servers"] = broker }, "cl-missing", { timeout = 5 })
+    local n, err = topic_reader.read_to_end({ ["bootstrap.servers"] = broker }, "cl-missing", { timeout = 5 })
     assert.is_nil(n)
     assert.are.equal("topic 'cl-missing': unknown topic", err)
   end)
 
   it("passes an error raised by on_record through", function()
     assert(mock:create_topic("cl-raise", 1))
-    assert(changelog.write(producer, "cl-raise", { { key = "a", value = "1", partition = 0 } }))
+    assert(topic_reader.write(producer, "cl-raise", { { key = "a", value = "1", partition = 0 } }))
     assert.has_error(function()
-      changelog.read_to_end({ ["bootstrap.servers"] = broker }, "cl-raise", {
+      topic_reader.read_to_end({ ["bootstrap.servers"] = broker }, "cl-raise", {
         on_record = function() error("stop here", 0) end,
       })
     end, "stop here")

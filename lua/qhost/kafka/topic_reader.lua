@@ -10,7 +10,7 @@ local ffi = require("ffi")
 local clients = require("qhost.kafka.clients")
 local host = require("qhost.host")
 
-local changelog = {}
+local topic_reader = {}
 
 local PARTITION_EOF = -191    -- RD_KAFKA_RESP_ERR__PARTITION_EOF
 local BATCH = 1000
@@ -51,9 +51,9 @@ for name in ([[group.id group.instance.id partition.assignment.strategy session.
   CONSUMER_ONLY[name] = true
 end
 
--- changelog.admin_config(consumer_config) -> the properties of an admin
+-- topic_reader.admin_config(consumer_config) -> the properties of an admin
 -- handle on the same cluster: the connection and security settings.
-function changelog.admin_config(config)
+function topic_reader.admin_config(config)
   local out = {}
   for k, v in pairs(config) do
     if not CONSUMER_ONLY[k] then out[k] = v end
@@ -65,10 +65,10 @@ end
 -- watermarks asked of the broker, as a consumer only knows them after a
 -- fetch.
 local function admin_for(config)
-  return clients.admin(changelog.admin_config(config))
+  return clients.admin(topic_reader.admin_config(config))
 end
 
--- changelog.read_to_end(config, topic, opts) -> count | nil, err
+-- topic_reader.read_to_end(config, topic, opts) -> count | nil, err
 -- Calls opts.on_record(record) for every record of `topic` from the
 -- beginning of each partition to the end it had when the read started, in
 -- offset order within a partition. `config` holds librdkafka consumer
@@ -76,7 +76,7 @@ end
 -- opts: partitions = { 0, 1, ... } (default: all of the topic's),
 --       timeout = 30 (seconds for the whole read), on_record = fn(record).
 -- err says which partition did not reach its end, or why it could not start.
-function changelog.read_to_end(config, topic, opts)
+function topic_reader.read_to_end(config, topic, opts)
   opts = opts or {}
   local timeout = opts.timeout or 30
   local on_record = opts.on_record or function() end
@@ -150,12 +150,12 @@ function changelog.read_to_end(config, topic, opts)
   return result, rerr
 end
 
--- changelog.write(producer, topic, records, opts) -> true | nil, err
+-- topic_reader.write(producer, topic, records, opts) -> true | nil, err
 -- Produces each record ({ key, value, headers, partition, timestamp }) to
 -- `topic` with a qhost.clients producer, then waits up to opts.timeout
 -- (default 30) seconds until all are delivered. err names a record that
 -- could not be queued, or what was not delivered (clients.deliver).
-function changelog.write(producer, topic, records, opts)
+function topic_reader.write(producer, topic, records, opts)
   for _, r in ipairs(records) do
     local ok, err = producer:produce(topic, r.value, r.key, r.partition, r.timestamp, r.headers)
     if not ok then return nil, err end
@@ -163,4 +163,4 @@ function changelog.write(producer, topic, records, opts)
   return clients.deliver(producer, opts and opts.timeout or 30)
 end
 
-return changelog
+return topic_reader

@@ -41,7 +41,7 @@
 -- reads it from the beginning to its end before setup() and run().
 local argcheck = require("qhost.runtime.argcheck")
 local codec = require("qhost.codec")
-local changelog = require("qhost.kafka.topic_reader")
+local topic_reader = require("qhost.kafka.topic_reader")
 local clients = require("qhost.kafka.clients")
 local log = require("qhost.log")
 local source_mod = require("qhost.sources.source")
@@ -204,7 +204,7 @@ function StatefulSource:_restore_state(app_config)
   local describe = source_mod.describe(self)
   local topic = self:changelog_topic(app_config.consumer_group).name
   local state = M.new_state(describe)
-  local count, err = changelog.read_to_end(app_config.consumer_config, topic, {
+  local count, err = topic_reader.read_to_end(app_config.consumer_config, topic, {
     partitions = { 0 },
     on_record = function(record) state:_apply(record) end,
   })
@@ -241,7 +241,7 @@ function StatefulSource:flush(timeout)
   end
   local state = rawget(self, "state")
   if state and state._dirty then
-    ok, err = changelog.write(producer, rawget(self, "_changelog"), state:_changes(), { timeout = timeout })
+    ok, err = topic_reader.write(producer, rawget(self, "_changelog"), state:_changes(), { timeout = timeout })
     if not ok then error(source_mod.describe(self) .. ": cannot commit its state: " .. err, 2) end
     state:_commit()
   end

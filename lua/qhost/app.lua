@@ -36,7 +36,7 @@ local OPTIONS = argcheck.declare("Application", {
   state_dir = "string", auto_create_topics = "boolean", consumer_extra_config = "table",
   producer_extra_config = "table", on_consumer_error = is_callback,
   on_processing_error = is_callback, on_producer_error = is_callback,
-  on_message_processed = "function", loglevel = "string",
+  on_message_processed = "function", loglevel = "string", use_changelog_topics = "boolean",
 })
 
 local function check_options(opts)
@@ -63,10 +63,6 @@ local function check_options(opts)
     argcheck.fail('Application: processing_guarantee = "exactly-once" is not supported yet (Kafka transactions '
       .. 'are not built); use "at-least-once" or leave it out')
   end
-  if opts.state_dir ~= nil then
-    argcheck.fail("Application: state_dir is not supported yet: qhost has no state stores (stateful functions, "
-      .. "windows, joins) so far; leave it out")
-  end
 end
 
 -- qhost.Application{ ... } (every field optional; defaults of API.md)
@@ -84,6 +80,7 @@ function app_mod.Application(opts)
     commit_every = opts.commit_every or 0,
     processing_guarantee = opts.processing_guarantee or "at-least-once",
     state_dir = opts.state_dir or "state",
+    use_changelog_topics = opts.use_changelog_topics ~= false,
     auto_create_topics = opts.auto_create_topics ~= false,
     consumer_extra_config = opts.consumer_extra_config or {},
     producer_extra_config = opts.producer_extra_config or {},
@@ -96,6 +93,7 @@ function app_mod.Application(opts)
     _dataframes = {},      -- StreamingDataFrames, in creation order
     _sources = {},         -- { source =, topic = } in add order
     _outputs = {},         -- name -> Topic produced to by to_topic
+    _stores = {},          -- topic name -> { [store name] = true }, stateful operations' stores
     _mock = false,         -- the embedded broker, while the app runs on it
     _broker = false,       -- the bootstrap address in use
     _admin = false,        -- admin client, while running
@@ -192,9 +190,31 @@ function Application:dataframe(arg)
   return sdf
 end
 
--- app:clear_state(): Quix wipes the local state stores; qhost has none yet.
+-- app:clear_state(): deletes this consumer group's local state stores
+-- (state_dir/<consumer_group>), as Quix's. The changelog topics stay: the
+-- next run rebuilds the stores from them. Call it before app:run().
 function Application:clear_state()
-  argcheck.fail("app:clear_state is not supported yet: qhost has no state stores so far")
+  local dir = self.state_dir .. "/" .. self.consumer_group
+  os.execute("rm -rf '" .. dir:gsub("'", "'\\''") .. "'")
+  log.info("cleared the local state stores in %s", dir)
+end
+
+-- A stateful operation on `topic` uses the store `store_name`: its
+-- changelog topic (compacted, the topic's partition count, as Quix's) is
+-- created with the app's other topics.
+function Application:_register_store(topic, store_name)
+  self._stores[topic.name] = self._stores[topic.name] or {}
+  if self._stores[topic.name][store_name] then return end
+  self._stores[topic.name][store_name] = true
+  if self.use_changelog_topics then
+    local name = require("qhost.runtime.state.manager").changelog_name(self.consumer_group, topic.name, store_name)
+    self._topics[name] = topic_mod.new(name, {
+      config = topic_mod.TopicConfig{ num_partitions = topic:num_partitions(),
+        replication_factor = topic.config and topic.config.replication_factor or 1,
+        extra_config = { ["cleanup.policy"] = "compact" } },
+      key_serializer = "bytes", key_deserializer = "bytes",
+      value_serializer = "bytes", value_deserializer = "bytes" })
+  end
 end
 
 -- app:stop(): a graceful stop from inside a callback or a pipeline function.

@@ -60,30 +60,38 @@ local function check_fn(fn, op, opts, spec)
     argcheck.fail("StreamingDataFrame:%s expects a function (or a Series), got %s", op, type(fn))
   end
   opts = argcheck.options("StreamingDataFrame:" .. op, opts, spec or {})
-  if opts.stateful then
-    argcheck.fail("StreamingDataFrame:%s: stateful functions are not supported yet", op)
-  end
   return opts
+end
+
+-- A stateful function uses the dataframe's "default" store (as Quix's),
+-- registered with the app so its changelog topic is made with the others.
+local function stateful_store(self, opts)
+  if not opts.stateful then return nil end
+  local app = rawget(self, "app")
+  if app then app:_register_store(self.topic, "default") end
+  return "default"
 end
 
 -- sdf:apply(fn, { expand =, metadata = }) -> the values fn returns.
 function SDF:apply(fn, opts)
   opts = check_fn(fn, "apply", opts, APPLY_OPTIONS)
   return derive(self, new_node("apply", { fn = fn, expand = opts.expand, metadata = opts.metadata,
-    where = argcheck.where() }))
+    stateful = opts.stateful, store = stateful_store(self, opts), where = argcheck.where() }))
 end
 
 -- sdf:update(fn, { metadata = }): fn sees (and may mutate) the value; its
 -- result is ignored and the value goes on. In place.
 function SDF:update(fn, opts)
   opts = check_fn(fn, "update", opts, UPDATE_OPTIONS)
-  return extend(self, new_node("update", { fn = fn, metadata = opts.metadata, where = argcheck.where() }))
+  return extend(self, new_node("update", { fn = fn, metadata = opts.metadata, stateful = opts.stateful,
+    store = stateful_store(self, opts), where = argcheck.where() }))
 end
 
 -- sdf:filter(fn, { metadata = }): only values for which fn is truthy go on.
 function SDF:filter(fn, opts)
   opts = check_fn(fn, "filter", opts, FILTER_OPTIONS)
-  return derive(self, new_node("filter", { fn = fn, metadata = opts.metadata, where = argcheck.where() }))
+  return derive(self, new_node("filter", { fn = fn, metadata = opts.metadata, stateful = opts.stateful,
+    store = stateful_store(self, opts), where = argcheck.where() }))
 end
 
 -- Columns ------------------------------------------------------------------
@@ -371,6 +379,26 @@ function SDF:test(value, opts)
       produced[#produced + 1] = msg
     end,
   }
+  -- State lives in memory for tests, on the dataframe: a second test call
+  -- sees what the first one stored, as a second message would.
+  function rt.state_of(store_name)
+    local stores = rawget(self.root, "test_state") or {}
+    rawset(self.root, "test_state", stores)
+    if not stores[store_name] then
+      local data = {}
+      local memory = { get = function(_, k) return data[k] end, write = function() end }
+      stores[store_name] = { tx = require("qhost.runtime.state.transaction").new(memory), data = data }
+    end
+    local s = stores[store_name]
+    local st = require("qhost.state").new(s.tx)
+    return function(key)
+      -- what the last call wrote is the database now
+      for _, change in ipairs(s.tx:changes()) do s.data[change[1]] = change[2] end
+      s.tx:discard()
+      st:_scope(key == nil and "null" or type(key) == "string" and key or (codec.json_encode(key) or tostring(key)))
+      return st
+    end
+  end
   local process = require("qhost.runtime.pipeline").compile(self, rt)
   process(value, opts.key, opts.timestamp or 0, opts.headers)
   if table_printer then table_printer:tick(rt.now(), true) end

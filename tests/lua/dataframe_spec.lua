@@ -84,7 +84,7 @@ describe("StreamingDataFrame", function()
     assert.has_error(function() sdf:apply(5) end, "StreamingDataFrame:apply expects a function (or a Series), got number")
     assert.has_error(function() sdf:filter("x") end)
     assert.has_error(function() sdf:to_topic("out") end)
-    assert.has_error(function() sdf:apply(function() end, { stateful = true }) end)
+    assert.has_error(function() sdf:apply(function() end, { stateful = "yes" }) end)
   end)
   it("print formats one compact JSON line per message", function()
     assert.are.equal('{"value":{"a":"1"}}',

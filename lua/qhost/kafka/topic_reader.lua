@@ -74,7 +74,9 @@ end
 -- offset order within a partition. `config` holds librdkafka consumer
 -- properties (at least bootstrap.servers; group.id is only a label here).
 -- opts: partitions = { 0, 1, ... } (default: all of the topic's),
---       timeout = 30 (seconds for the whole read), on_record = fn(record).
+--       from = { [partition] = offset } (where to start; default: the
+--       beginning), timeout = 30 (seconds for the whole read),
+--       on_record = fn(record).
 -- err says which partition did not reach its end, or why it could not start.
 function topic_reader.read_to_end(config, topic, opts)
   opts = opts or {}
@@ -100,10 +102,11 @@ function topic_reader.read_to_end(config, topic, opts)
     for _, p in ipairs(partitions) do
       local low, high = admin:watermarks(topic, p, timeout)
       if not low then return nil, string.format("topic '%s' partition %d: %s", topic, p, high) end
-      if high > low then
+      local start = math.max(low, opts.from and opts.from[p] or low)
+      if high > start then
         want[p] = high
         remaining = remaining + 1
-        assignment[#assignment + 1] = { topic = topic, partition = p, offset = low }
+        assignment[#assignment + 1] = { topic = topic, partition = p, offset = start }
       end
     end
     if remaining == 0 then return 0 end

@@ -1,19 +1,22 @@
 -- qhost.runtime.checkpoint: the at-least-once guarantee (Quix's Checkpoint).
 -- It owns the offsets processed since the last commit, per topic and
 -- partition, and commits them only once everything those messages made is
--- safe, in this order: the sinks flush what they were given for those
--- partitions, the producer delivers every output (all of them, or nothing
--- is committed), each failed delivery goes through on_producer_error, and
--- then the offsets are committed. A failure at any step raises and commits
--- nothing: the messages are processed again after a restart.
+-- safe, in Quix's order: the sinks flush what they were given for those
+-- partitions; the state stores' changes go to their changelogs; the
+-- producer delivers every output and changelog record (all of them, or
+-- nothing is committed) and each failed delivery goes through
+-- on_producer_error; the offsets are committed; last, the stores write the
+-- changes (a crash before that leaves them in the changelog, applied at the
+-- next recovery). A failure at any step raises and commits nothing: the
+-- messages are processed again after a restart.
 -- On a revoke the revoked partitions go through the same steps before they
 -- are given up; what a sink still holds for them is dropped, never written
 -- later by this instance. A failed delivery that on_producer_error does not
 -- suppress stops the app, and no offset is committed after it (the message
 -- whose output failed may be among those processed).
 -- Uses: a consumer (commit), a producer (flush, take_failures), sinks
--- (flush, discard), an error policy (qhost.runtime.error_policy): the specs
--- run it on fakes of each.
+-- (flush, discard), the state manager (prepare, flush), an error policy
+-- (qhost.runtime.error_policy): the specs run it on fakes of each.
 local log = require("qhost.log")
 
 local checkpoint = {}
@@ -22,11 +25,12 @@ local Checkpoint = {}
 Checkpoint.__index = Checkpoint
 
 -- checkpoint.new{ consumer =, producer = fn() -> producer | nil, sinks =,
---   policy =, commit_interval =, commit_every =, now = fn() -> seconds,
---   flush_timeout = 30 }
+--   policy =, state = (the state manager, or nil), commit_interval =,
+--   commit_every =, now = fn() -> seconds, flush_timeout = 30 }
 function checkpoint.new(opts)
   return setmetatable({
     consumer = opts.consumer, producer = opts.producer, sinks = opts.sinks or {}, policy = opts.policy,
+    state = opts.state,
     interval = opts.commit_interval or 5, every = opts.commit_every or 0, now = opts.now,
     flush_timeout = opts.flush_timeout or 30,
     offsets = {},        -- topic -> { [partition] = next offset to commit }
@@ -113,6 +117,8 @@ function Checkpoint:commit(only)
       end
     end
   end
+  -- The state's changes to their changelogs, delivered with the outputs.
+  if self.state then self.state:prepare(self.producer(true), self.offsets, only) end
   local producer = self.producer()
   if producer then
     local ok, err = producer:flush(self.flush_timeout)
@@ -124,6 +130,9 @@ function Checkpoint:commit(only)
     if not ok then error("checkpoint: cannot commit offsets: " .. tostring(err), 0) end
     log.debug("checkpoint: committed %d partition offsets", #list)
   end
+  -- Last, as Quix: the stores take the changes (a crash before this point
+  -- leaves them in the changelog, applied at the next recovery).
+  if self.state then self.state:flush(only) end
   for _, tp in ipairs(list) do self.offsets[tp.topic][tp.partition] = nil end
   if not only then
     self.offsets, self.count, self.started = {}, 0, self.now()

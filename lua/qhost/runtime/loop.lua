@@ -14,12 +14,15 @@ local host = require("qhost.host")
 local log = require("qhost.log")
 local outputs_mod = require("qhost.runtime.outputs")
 local pipeline = require("qhost.runtime.pipeline")
+local state_manager = require("qhost.runtime.state.manager")
 local process_batch = require("qhost.runtime.process_batch")
 local supervisor = require("qhost.runtime.supervisor")
 local C = require("qhost.kafka.ffi")
 
 local BATCH = 1000
 local POLL_MS = 100
+-- State held in memory before a checkpoint writes it out, at most (bytes).
+local STATE_PENDING_MAX = 64 * 1024 * 1024
 -- Start offsets of an assignment are looked up within this (seconds).
 local RESOLVE_TIMEOUT = 30
 -- The last checkpoint of a stop waits this long for the producer.
@@ -84,6 +87,32 @@ local function open_consumer(app, pipelines)
   return consumer, all
 end
 
+-- The state stores of the app's stateful operations (nil when none), and
+-- rt.state_of for the pipelines. On the embedded broker the changelogs and
+-- committed offsets live only as long as the process: a state_dir left by
+-- an earlier run no longer matches them, and is cleared.
+local function open_state(app, ctx, rt)
+  if next(app._stores) == nil then return nil end
+  local state = state_manager.new{ app = app, reader_config = broker.consumer_config(app),
+    watermarks = function(topic, p)
+      local _, high = app._admin:watermarks(topic, p, 10)
+      return high
+    end }
+  if app._mock then
+    log.info("embedded broker: the state stores in %s/%s start empty (the changelogs and offsets of an "
+      .. "earlier run were in that run's memory)", app.state_dir, app.consumer_group)
+    state:clear_local()
+  end
+  for topic, stores in pairs(app._stores) do
+    for store_name in pairs(stores) do state:register(topic, store_name) end
+  end
+  local prefix = state_manager.prefix
+  function rt.state_of(store_name)
+    return function(key) return state:state(ctx.topic, ctx.partition, store_name, prefix(key)) end
+  end
+  return state
+end
+
 return function(app, opts)
   broker.connect(app)
   broker.prepare_topics(app)
@@ -103,6 +132,7 @@ return function(app, opts)
     return producer
   end
   local rt = make_runtime(ctx, outputs, producer_of, policy)
+  local state = open_state(app, ctx, rt)
   local pipelines = {}
   for _, sdf in ipairs(app._dataframes) do
     pipelines[sdf.topic.name] = { topic = sdf.topic, process = pipeline.compile(sdf, rt) }
@@ -111,8 +141,9 @@ return function(app, opts)
   for name in pairs(app._outputs) do producer_of():prepare(name) end
 
   local consumer, manual = open_consumer(app, pipelines)
-  local checkpoint = checkpoint_mod.new{ consumer = consumer, producer = function() return producer end,
-    sinks = rt.sinks, policy = policy, commit_interval = app.commit_interval, commit_every = app.commit_every,
+  local checkpoint = checkpoint_mod.new{ consumer = consumer,
+    producer = function(create) return create and producer_of() or producer end,
+    sinks = rt.sinks, policy = policy, state = state, commit_interval = app.commit_interval, commit_every = app.commit_every,
     now = host.monotonic }
 
   -- Sources feeding a topic this app consumes on the embedded broker get a
@@ -147,6 +178,8 @@ return function(app, opts)
     local resolved, err = consumer:resolve_start(partitions, RESOLVE_TIMEOUT)
     if not resolved then error("cannot start consuming the assigned partitions: " .. err, 0) end
     local ok, aerr
+    -- Their state is brought up to date before any of their messages.
+    if state then state:assign(resolved) end
     if manual_assign then ok, aerr = consumer:assign(resolved) else ok, aerr = consumer:finish_assign(resolved) end
     if not ok then error("cannot assign partitions: " .. tostring(aerr), 0) end
     for _, tp in ipairs(resolved) do
@@ -161,6 +194,7 @@ return function(app, opts)
   local function revoke(ev)
     log.info("revoked %d partitions%s", #ev.partitions, ev.lost and " (lost)" or "")
     checkpoint:revoke(ev.partitions, ev.lost)
+    if state then state:revoke(ev.partitions) end
     for _, tp in ipairs(ev.partitions) do
       if expected[tp.topic] then expected[tp.topic][tp.partition] = nil end
     end
@@ -202,7 +236,7 @@ return function(app, opts)
         take_client_errors(consumer, "consumer")
         local now = host.monotonic()
         checkpoint:check_deliveries()
-        if checkpoint:due(now) then checkpoint:commit() end
+        if checkpoint:due(now) or (state and state:pending_bytes() > STATE_PENDING_MAX) then checkpoint:commit() end
         if rt.table_printer then rt.table_printer:tick(now) end
         if outputs:reached() or outputs:timed_out(now, last_message) then break end
       else
@@ -234,6 +268,7 @@ return function(app, opts)
     log.error("final checkpoint failed: %s", tostring(cerr))
     stop_reason = stop_reason or cerr
   end
+  if state then state:close() end
   if consumer then consumer:close() end
   if producer then producer:close() end
   for _, region in pairs(flow.regions) do region:close() end

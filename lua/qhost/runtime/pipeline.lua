@@ -10,6 +10,8 @@
 --   rt.produce(topic, value, key, timestamp, headers)
 --   rt.add_sink(sink), rt.ctx (topic, partition, offset of the message)
 --   rt.printer() -> the run's table printer, rt.now() -> seconds
+--   rt.state_of(store) -> fn(key) -> the State of that key in the store,
+--                         for the message being processed
 local printing = require("qhost.runtime.printing")
 local topic_mod = require("qhost.topic")
 
@@ -40,10 +42,27 @@ end
 
 local builders = {}
 
+-- The node's function as the builder calls it, and whether with metadata.
+-- A stateful function also gets the message key's State last (Quix's
+-- signature): it is called with the metadata, given the state of the
+-- message's key from rt.state_of(store).
+local function callable(node, rt)
+  local fn = node.fn
+  if not node.stateful then return fn, node.metadata end
+  local state_of = rt.state_of(node.store)
+  if node.metadata then
+    return function(value, key, timestamp, headers)
+      return fn(value, key, timestamp, headers, state_of(key))
+    end, true
+  end
+  return function(value, key) return fn(value, state_of(key)) end, true
+end
+
 function builders.root(_, nxt) return nxt end
 
-function builders.apply(node, nxt)
-  local fn, expand, metadata = node.fn, node.expand, node.metadata
+function builders.apply(node, nxt, rt)
+  local expand = node.expand
+  local fn, metadata = callable(node, rt)
   if expand then
     return function(value, key, timestamp, headers)
       local result
@@ -64,8 +83,8 @@ function builders.apply(node, nxt)
   end
 end
 
-function builders.update(node, nxt)
-  local fn, metadata = node.fn, node.metadata
+function builders.update(node, nxt, rt)
+  local fn, metadata = callable(node, rt)
   if metadata then
     return function(value, key, timestamp, headers)
       fn(value, key, timestamp, headers)
@@ -78,8 +97,8 @@ function builders.update(node, nxt)
   end
 end
 
-function builders.filter(node, nxt)
-  local fn, metadata = node.fn, node.metadata
+function builders.filter(node, nxt, rt)
+  local fn, metadata = callable(node, rt)
   if metadata then
     return function(value, key, timestamp, headers)
       if fn(value, key, timestamp, headers) then return nxt(value, key, timestamp, headers) end

@@ -1,0 +1,188 @@
+-- qhost.runtime.state.manager: the app's state stores (Quix's
+-- StateStoreManager). A store is named by the topic its dataframe consumes
+-- and a store name ("default" for stateful functions); it has one database
+-- per assigned partition under state_dir/<consumer_group>/<topic>--<store>/
+-- <partition>, and a compacted changelog topic
+-- changelog__<consumer_group>--<topic>--<store> with the topic's partition
+-- count. On assignment each partition is recovered from its changelog
+-- before any of its messages is processed; at each checkpoint the changes
+-- go to the changelog (prepare) and, once the offsets are committed, to the
+-- databases (flush); on a revoke the partition's databases are closed.
+local codec = require("qhost.codec")
+local log = require("qhost.log")
+local state_mod = require("qhost.state")
+local store_partition = require("qhost.runtime.state.partition")
+local topic_reader = require("qhost.kafka.topic_reader")
+local transaction = require("qhost.runtime.state.transaction")
+
+local manager = {}
+
+local Manager = {}
+Manager.__index = Manager
+
+manager.DEFAULT_STORE = "default"
+
+-- The changelog topic's name (Quix's).
+function manager.changelog_name(group, topic, store_name)
+  return string.format("changelog__%s--%s--%s", group, topic, store_name)
+end
+
+-- manager.new{ app =, reader_config =, watermarks = fn(topic, p) -> high }
+-- reader_config: the consumer config a recovery reads changelogs with.
+function manager.new(opts)
+  local app = opts.app
+  return setmetatable({
+    app = app, reader_config = opts.reader_config, watermarks = opts.watermarks,
+    dir = app.state_dir .. "/" .. app.consumer_group,
+    stores = {},       -- topic -> { [store_name] = changelog topic name }
+    open = {},         -- topic -> { [partition] = { [store_name] = { partition =, tx =, state = } } }
+    committed = {},    -- topic -> { [partition] = where consuming started (the committed offset) }
+  }, Manager)
+end
+
+-- Registers a store (at start, from the dataframes): its changelog topic
+-- is created with the app's topics.
+function Manager:register(topic, store_name)
+  self.stores[topic] = self.stores[topic] or {}
+  self.stores[topic][store_name] = self.app.use_changelog_topics
+    and manager.changelog_name(self.app.consumer_group, topic, store_name) or false
+end
+
+function Manager:has_stores(topic)
+  return self.stores[topic] ~= nil
+end
+
+-- The key prefix of a message key in the stores (Quix's): its bytes, or
+-- the JSON text of a key that is not bytes.
+function manager.prefix(key)
+  if type(key) == "string" then return key end
+  if key == nil then return "null" end
+  return codec.json_encode(key) or tostring(key)
+end
+
+-- Wipes every local store of this consumer group (app:clear_state).
+function Manager:clear_local()
+  os.execute("rm -rf '" .. self.dir:gsub("'", "'\\''") .. "'")
+end
+
+local function path_of(self, topic, store_name, p)
+  return string.format("%s/%s--%s/%d", self.dir, topic, store_name, p)
+end
+
+-- Brings one store partition up to its changelog's end. committed: where
+-- the input partition's consuming starts, i.e. what was committed.
+local function recover(self, part, changelog, p, topic, committed)
+  local from = part:changelog_offset() + 1
+  local applied = part:recover(function(start, on_record)
+    local n, err = topic_reader.read_to_end(self.reader_config, changelog, {
+      partitions = { p }, from = { [p] = start }, timeout = 120, on_record = on_record })
+    if not n then error(string.format("cannot recover state from changelog '%s' partition %d: %s", changelog, p,
+      err), 0) end
+  end, { [topic] = committed }, codec.json_decode)
+  if applied > 0 or from > 0 then
+    log.info("state of '%s' partition %d recovered from changelog '%s' (from offset %d): %d changes applied",
+      topic, p, changelog, from, applied)
+  end
+end
+
+-- Opens and recovers the stores of the assigned partitions, before any of
+-- their messages is processed. partitions: { topic, partition, offset }
+-- with offset where consuming starts.
+function Manager:assign(partitions)
+  for _, tp in ipairs(partitions) do
+    local stores = self.stores[tp.topic]
+    if stores then
+      self.open[tp.topic] = self.open[tp.topic] or {}
+      local entry = {}
+      for store_name, changelog in pairs(stores) do
+        local part = store_partition.open(path_of(self, tp.topic, store_name, tp.partition))
+        if changelog then recover(self, part, changelog, tp.partition, tp.topic, tp.offset) end
+        local tx = transaction.new(part)
+        entry[store_name] = { partition = part, tx = tx, state = state_mod.new(tx), changelog = changelog }
+      end
+      self.open[tp.topic][tp.partition] = entry
+    end
+  end
+end
+
+-- The State of a store for the message at topic/partition with this key.
+function Manager:state(topic, partition, store_name, key_bytes)
+  local parts = self.open[topic]
+  local entry = parts and parts[partition]
+  local s = entry and entry[store_name]
+  if not s then error(string.format("no state store '%s' is open for topic '%s' partition %d", store_name, topic,
+    partition), 0) end
+  s.state:_scope(key_bytes)
+  return s.state
+end
+
+-- The stores of the partitions in `only` (topic -> { [p] = true }), or all.
+local function each_store(self, only, fn)
+  for topic, parts in pairs(self.open) do
+    for p, entry in pairs(parts) do
+      if not only or (only[topic] and only[topic][p]) then
+        for _, s in pairs(entry) do fn(topic, p, s) end
+      end
+    end
+  end
+end
+
+-- Checkpoint, step 2: the changes go to the changelogs, each record with
+-- the input offsets it came from (Quix's __processed_tp_offsets__).
+-- offsets: topic -> { [partition] = next offset } of the checkpoint.
+function Manager:prepare(producer, offsets, only)
+  each_store(self, only, function(topic, p, s)
+    if s.tx:empty() then return end
+    s.dirty = true
+    if not s.changelog then return end   -- use_changelog_topics = false
+    local next_offset = offsets[topic] and offsets[topic][p]
+    local processed = next_offset and string.format('{"%s":%d}', topic, next_offset - 1) or "null"
+    local headers = { { "__column_family__", "default" }, { "__processed_tp_offsets__", processed } }
+    for _, change in ipairs(s.tx:changes()) do
+      local ok, err = producer:produce(s.changelog, change[2], change[1], p, nil, headers)
+      if not ok then error("checkpoint aborted, nothing committed: changelog: " .. err, 0) end
+    end
+  end)
+end
+
+-- Checkpoint, last step, after the offsets are committed: the changes go
+-- to the databases with the changelog offset they now hold.
+function Manager:flush(only)
+  each_store(self, only, function(_, p, s)
+    if not s.dirty then return end
+    local high = s.changelog and self.watermarks(s.changelog, p)
+    s.tx:flush(high and high - 1 or nil)
+    s.dirty = false
+  end)
+end
+
+-- What the open transactions hold, in bytes (a checkpoint bounds it).
+function Manager:pending_bytes()
+  local n = 0
+  each_store(self, nil, function(_, _, s) n = n + s.tx.bytes end)
+  return n
+end
+
+-- The revoked partitions' stores are closed; what they did not flush is
+-- dropped (their new owner processes those messages again).
+function Manager:revoke(partitions)
+  for _, tp in ipairs(partitions) do
+    local parts = self.open[tp.topic]
+    local entry = parts and parts[tp.partition]
+    if entry then
+      for _, s in pairs(entry) do
+        s.tx:discard()
+        s.partition:close()
+      end
+      parts[tp.partition] = nil
+    end
+  end
+end
+
+function Manager:close()
+  for topic, parts in pairs(self.open) do
+    for p in pairs(parts) do self:revoke({ { topic = topic, partition = p } }) end
+  end
+end
+
+return manager

@@ -142,10 +142,12 @@ print(seen, bad)
     if H.mode ~= "kafka" then pending("needs a broker that refuses a message: real Kafka") return end
     local dir = H.tmpdir()
     local topic, out = H.unique("dlv"), H.unique("small")
+    -- One message per request (batch.num.messages = 1): the broker's limit
+    -- applies to a whole record batch.
     H.write(dir .. "/app.lua", script(H.unique("g"), topic, [[, on_producer_error = function(err)
       io.stderr:write("PRODUCER ", err, "\n")
       return true
-    end]], values_text(5), string.format([[
+    end, producer_extra_config = { ["batch.num.messages"] = 1 }]], values_text(5), string.format([[
 -- The output topic takes at most 1,000 bytes per message: the broker refuses
 -- message 2 (2,000 bytes) at delivery, after the messages behind it were sent.
 local small = app:topic(%q, { config = qhost.TopicConfig{ extra_config = { ["max.message.bytes"] = "1000" } } })
@@ -210,7 +212,8 @@ local app = qhost.Application{ consumer_group = %q, auto_offset_reset = "earlies
                             ["message.timeout.ms"] = 600000 } }
 local sdf = app:dataframe(app:topic(%q))
 local n = 0
-sdf:update(function() n = n + 1; if n == 12 then io.stderr:write("WAITING\n") end end)
+-- The 11th output finds the queue of 10 full: it waits there.
+sdf:update(function() n = n + 1; if n == 11 then io.stderr:write("WAITING\n") end end)
 sdf:to_topic(app:topic(%q))
 app:run()
 ]], H.unique("g"), topic, H.unique("nowhere")))

@@ -110,4 +110,52 @@ describe("recovery #" .. H.mode, function()
     assert.are.equal(3000, distinct)
     assert.truthy(workers[1]:stderr():find("revoked", 1, true) or workers[3]:stderr():find("revoked", 1, true))
   end)
+
+  it("on a rebalance, the revoked partitions are checkpointed first: sink batches written once, offsets committed",
+    function()
+    if H.mode ~= "kafka" then pending("a consumer group of two processes: real Kafka") return end
+    local dir, input = prepare(2000, 2)
+    local group = H.unique("revoke")
+    -- No periodic checkpoint (commit_interval one hour): only a revoke or the
+    -- end commits. A BatchingSink appends each batch to a file.
+    H.write(dir .. "/member.lua", string.format([[
+local qhost = require("qhost")
+local app = qhost.Application{ consumer_group = %q, auto_offset_reset = "earliest", commit_interval = 3600,
+  consumer_extra_config = { ["session.timeout.ms"] = 6000, ["heartbeat.interval.ms"] = 500 } }
+local Lines = qhost.sinks.BatchingSink:extend("Lines")
+function Lines:write(batch)
+  local f = assert(io.open(arg[1], "a"))
+  for _, item in ipairs(batch) do f:write(batch.partition, " ", item.offset, "\n") end
+  f:close()
+end
+local n = 0
+local sdf = app:dataframe(app:topic(%q))
+sdf:update(function() n = n + 1; if n == 2000 then io.stderr:write("DONE 2000\n") end end)
+sdf:sink(Lines{})
+app:run{ timeout = tonumber(arg[2]) }
+io.stderr:write("PROCESSED ", n, "\n")
+]], group, input))
+    local a = H.start_guarded(finally, dir, "member.lua", { args = { dir .. "/a.txt", "20" } })
+    assert.is_true(H.eventually(function() return a:stderr():find("DONE 2000", 1, true) ~= nil end, 90), a:stderr())
+    local bdir = dir .. "/b"
+    os.execute("mkdir -p " .. H.quote(bdir))
+    H.write(bdir .. "/member.lua", H.read(dir .. "/member.lua"))
+    local b = H.start_guarded(finally, bdir, "member.lua", { args = { dir .. "/b.txt", "10" } })
+    local rb = assert(b:wait(120))
+    local ra = assert(a:wait(120))
+    assert.are.equal(0, ra.code, ra.stderr)
+    assert.are.equal(0, rb.code, rb.stderr)
+    assert.truthy(ra.stderr:find("revoked 2 partitions", 1, true), ra.stderr)
+    -- The revoke committed what A had processed: B started at the end.
+    assert.truthy(rb.stderr:find("PROCESSED 0\n", 1, true), rb.stderr)
+    -- Every message written once, by A, in the revoke's checkpoint.
+    local seen, lines = {}, 0
+    for line in (H.read(dir .. "/a.txt") or ""):gmatch("[^\n]+") do
+      lines = lines + 1
+      assert.is_nil(seen[line], "written twice: " .. line)
+      seen[line] = true
+    end
+    assert.are.equal(2000, lines)
+    assert.is_nil(H.read(dir .. "/b.txt"))
+  end)
 end)

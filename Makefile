@@ -41,7 +41,7 @@ $(BUILD)/qhost: $(HOST_OBJ)
 $(BUILD)/obj/%.o: host/%.c $(wildcard host/*.h) | $(BUILD)/obj
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -c -o $@ $<
 
-$(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(LIB_OBJ) | $(BUILD)/tests
+$(BUILD)/tests/%: tests/c/%.c $(wildcard tests/c/*.h) $(LIB_OBJ) | $(BUILD)/tests
 	$(CC) $(CPPFLAGS) -Ihost $(CFLAGS) $(WARN) $(LDFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS)
 
 $(BUILD)/obj $(BUILD)/tests:

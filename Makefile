@@ -71,6 +71,7 @@ test-build:
 	$(MAKE) all ctest-bins
 	$(MAKE) SAN=1 all ctest-bins
 	./tests/kafka/kafka.sh install
+	./tests/quix-venv.sh >/dev/null
 
 test: test-build
 	@./tests/run-all.sh

@@ -5,7 +5,7 @@
 #   bench/run.sh            the full benchmark: 1,000,000 messages per workload,
 #                           3 repetitions (make bench runs this)
 #   bench/run.sh --smoke    10,000 messages, 1 repetition, outputs still verified;
-#                           Quix only when build/bench-venv is already installed
+#                           Quix only when build/quix-venv is already installed
 #   options: --n N  --reps R  --workloads pipeline,csv,source,startup
 #            --impls qhost,quix,raw  --quix (install the venv even in smoke mode)
 #            --no-quix  --keep-broker
@@ -36,7 +36,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=${BENCH_OUT:-$ROOT/build/bench}   # BENCH_OUT=DIR keeps another run apart
 BIN=$OUT/bin
-VENV=$ROOT/build/bench-venv
+VENV=$ROOT/build/quix-venv
 QUIX_VERSION=3.28.1
 
 N=1000000
@@ -109,21 +109,11 @@ venv_ok() {
       >/dev/null 2>&1
 }
 install_venv() {
-  local t0 py=${BENCH_PYTHON:-python3}
+  local t0
   t0=$(date +%s.%N)
-  # Debian splits venv/ensurepip out of python3 into python3-venv.
-  if ! command -v "$py" >/dev/null 2>&1 || ! "$py" -c "import venv, ensurepip" >/dev/null 2>&1; then
-    log "installing python3-venv with apt-get"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
-    command -v "$py" >/dev/null 2>&1 && "$py" -c "import venv, ensurepip" >/dev/null 2>&1 || py=/usr/bin/python3
-  fi
-  log "creating $VENV with quixstreams==$QUIX_VERSION"
-  rm -rf "$VENV"
-  "$py" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "quixstreams==$QUIX_VERSION" || {
-    log "pip could not install quixstreams==$QUIX_VERSION (bench/run.sh --no-quix runs qhost and raw only)"
-    rm -rf "$VENV"
+  log "making $VENV with quixstreams==$QUIX_VERSION (tests/quix-venv.sh)"
+  QUIX_VERSION=$QUIX_VERSION "$ROOT/tests/quix-venv.sh" "$VENV" >/dev/null || {
+    log "could not install quixstreams==$QUIX_VERSION (bench/run.sh --no-quix runs qhost and raw only)"
     exit 1
   }
   VENV_INSTALL_S=$(elapsed "$t0")

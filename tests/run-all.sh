@@ -3,13 +3,15 @@
 #   1. C unit tests (tests/c), normal build and ASan+UBSan build
 #   2. busted specs of the Lua library (tests/lua), inside the host
 #   3. end-to-end runs (tests/e2e) on the embedded broker
-#   4. the same end-to-end runs on a real Apache Kafka started here
+#   4. the same end-to-end runs on a real Apache Kafka started here, then
+#      the conformance specs (tests/conformance): the same pipelines in Quix
+#      Streams (a venv made by tests/quix-venv.sh) and qhost, same input
 #   5. the end-to-end runs on the embedded broker with the ASan+UBSan binary
-# Expects `make all` and `make SAN=1 all ctest-bins` done (make test does).
 #   6. the benchmark's smoke run (10,000 messages per workload, outputs verified;
-#      qhost and raw C only: installing Quix's venv is left to make bench)
+#      qhost and raw C only)
 #   7. each libFuzzer target (tests/fuzz) for 30 s, built here with clang;
 #      a target counts as one test (make fuzz runs them longer)
+# Expects `make all` and `make SAN=1 all ctest-bins` done (make test does).
 # QHOST_TEST_ONLY=c,lua,e2e,kafka,san,bench,fuzz limits the stages.
 set -uo pipefail
 
@@ -96,6 +98,15 @@ if want kafka; then
   if addr=$(tests/kafka/kafka.sh start "$KDIR"); then
     echo "  Kafka at $addr ($(ls build/kafka/libs | grep -o 'kafka_2.13-[0-9.]*[0-9]' | head -n1))" >&2
     busted_run "$LOGS/e2e-kafka.log" "$ROOT/build/qhost" tests/e2e QHOST_BROKER="$addr"
+    # Conformance: the same pipelines in Quix Streams and qhost, same input.
+    if quix_python=$(tests/quix-venv.sh 2>"$LOGS/quix-venv.log"); then
+      echo "== conformance with Quix Streams, real Kafka" >&2
+      busted_run "$LOGS/conformance.log" "$ROOT/build/qhost" tests/conformance QHOST_BROKER="$addr" \
+        QHOST_QUIX_PYTHON="$quix_python"
+    else
+      echo "  could not make the Quix Streams venv (see $LOGS/quix-venv.log): counted as one failure" >&2
+      failed=$((failed + 1))
+    fi
   else
     echo "  could not start Kafka: counted as one failure" >&2
     failed=$((failed + 1))

@@ -214,6 +214,8 @@ function Application:_register_store(topic, store_name)
         extra_config = { ["cleanup.policy"] = "compact" } },
       key_serializer = "bytes", key_deserializer = "bytes",
       value_serializer = "bytes", value_deserializer = "bytes" })
+    -- its partition count follows the topic's actual one (see broker)
+    self._topics[name].derived_from = topic
   end
 end
 

@@ -258,6 +258,9 @@ function SDF:group_by(by, opts)
       key_serializer = opts.key_serializer or "json", key_deserializer = opts.key_deserializer or "json",
       value_serializer = opts.value_serializer or "json", value_deserializer = opts.value_deserializer or "json",
     })
+  -- As Quix: the repartition topic has the input's partition count, which
+  -- the app learns from the broker at start for an existing topic.
+  repartition.derived_from = self.topic
   -- The hand-over to the repartition topic is not an output of the app.
   derive(self, new_node("to_topic", { topic = repartition, key = key_of, internal = true }))
   return app:dataframe(repartition)

@@ -99,8 +99,10 @@ function topic.is_topic(value)
 end
 
 -- The partition count to create the topic with.
+-- The topic's partition count: the broker's once the app has looked at
+-- the topic (an existing topic keeps its own), else its TopicConfig's.
 function Topic:num_partitions()
-  return self.config and self.config.num_partitions or 1
+  return self.actual_partitions or self.config and self.config.num_partitions or 1
 end
 
 -- Serializes a message for this topic: returns key bytes, value bytes, or

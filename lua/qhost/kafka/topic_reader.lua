@@ -99,8 +99,14 @@ function topic_reader.read_to_end(config, topic, opts)
   local ok, result, rerr = pcall(function()
     -- The end of each partition now: what the read must reach.
     local want, assignment, remaining = {}, {}, 0
+    local started = host.monotonic()
     for _, p in ipairs(partitions) do
       local low, high = admin:watermarks(topic, p, timeout)
+      -- A topic created a moment ago may not have its leaders yet.
+      while not low and host.monotonic() - started < timeout do
+        host.sleep(0.2)
+        low, high = admin:watermarks(topic, p, timeout)
+      end
       if not low then return nil, string.format("topic '%s' partition %d: %s", topic, p, high) end
       local start = math.max(low, opts.from and opts.from[p] or low)
       if high > start then

@@ -64,23 +64,10 @@ function broker.consumer_config(app)
   return merge(config, app.consumer_extra_config)
 end
 
--- broker.prepare_topics(app): creates every topic the app uses (when
--- auto_create_topics) or checks they exist; keeps the admin client in
--- app._admin.
-function broker.prepare_topics(app)
-  local names = {}
-  for name in pairs(app._topics) do names[#names + 1] = name end
-  table.sort(names)
-  local admin, err = clients.admin({ ["bootstrap.servers"] = app._broker, ["log_level"] = log.librdkafka_level() })
-  if not admin then error("cannot create an admin client: " .. err, 0) end
-  app._admin = admin
-  if app._mock then
-    for _, name in ipairs(names) do
-      local ok, merr = app._mock:create_topic(name, app._topics[name]:num_partitions())
-      if not ok then error(string.format("cannot create topic '%s' on the embedded broker: %s", name, merr), 0) end
-    end
-    return
-  end
+-- Creates the topics `names` that are missing (when auto_create_topics)
+-- and waits until each is known, recording its actual partition count on
+-- its Topic.
+local function create_and_check(app, admin, names)
   if app.auto_create_topics and #names > 0 then
     local specs = {}
     for _, name in ipairs(names) do
@@ -105,6 +92,49 @@ function broker.prepare_topics(app)
     end
     if not count then
       error(string.format("topic '%s' is not available on %s: %s", name, app._broker, perr), 0)
+    end
+    app._topics[name].actual_partitions = count
+  end
+end
+
+-- broker.prepare_topics(app): creates every topic the app uses (when
+-- auto_create_topics) or checks they exist; keeps the admin client in
+-- app._admin. Topics derived from another (changelogs, repartition
+-- topics) come second, with that topic's actual partition count, as Quix
+-- makes them; an existing one with another count is refused.
+function broker.prepare_topics(app)
+  local own, derived = {}, {}
+  for name, t in pairs(app._topics) do
+    if t.derived_from then derived[#derived + 1] = name else own[#own + 1] = name end
+  end
+  table.sort(own)
+  table.sort(derived)
+  local admin, err = clients.admin({ ["bootstrap.servers"] = app._broker, ["log_level"] = log.librdkafka_level() })
+  if not admin then error("cannot create an admin client: " .. err, 0) end
+  app._admin = admin
+  if app._mock then
+    for _, list in ipairs({ own, derived }) do
+      for _, name in ipairs(list) do
+        local t = app._topics[name]
+        if t.derived_from then t.actual_partitions = t.derived_from:num_partitions() end
+        local ok, merr = app._mock:create_topic(name, t:num_partitions())
+        if not ok then error(string.format("cannot create topic '%s' on the embedded broker: %s", name, merr), 0) end
+      end
+    end
+    return
+  end
+  create_and_check(app, admin, own)
+  for _, name in ipairs(derived) do
+    local t = app._topics[name]
+    t.config.num_partitions = t.derived_from:num_partitions()
+  end
+  create_and_check(app, admin, derived)
+  for _, name in ipairs(derived) do
+    local t = app._topics[name]
+    if t.actual_partitions ~= t.derived_from:num_partitions() then
+      error(string.format("topic '%s' has %d partitions, but '%s' (which it belongs to) has %d: delete it, "
+        .. "or use another consumer_group", name, t.actual_partitions, t.derived_from.name,
+        t.derived_from:num_partitions()), 0)
     end
   end
 end

@@ -5,6 +5,8 @@
  *   benchctl gen-pipe BROKER TOPIC N             produce workload 1's N JSON messages
  *                                                (8 fields, keys "user-NNNN") and print the
  *                                                expected checksums of input and output
+ *   benchctl gen-state BROKER TOPIC N KEYS       the stateful workload's N messages
+ *                                                (keys "key-NNNNN") and its checksums
  *   benchctl gen-csv FILE N                      write workload 2's CSV (10 columns) and
  *                                                print the expected checksum of its topic
  *   benchctl expect-counter N                    expected checksum of the counter source
@@ -213,9 +215,10 @@ static void produce_retry(rd_kafka_t *rk, const char *topic, const char *key, si
     }
 }
 
-static int cmd_gen_pipe(const char *broker, const char *topic, long n)
+/* The generators' producer: the Java partitioner (as qhost and Quix), some
+ * batching; failed deliveries are counted into *failed. */
+static rd_kafka_t *gen_producer(const char *broker, long *failed)
 {
-    long failed = 0;
     const char *extra[] = { "partitioner", "murmur2_random", "linger.ms", "20", NULL };
     char err[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -223,9 +226,46 @@ static int cmd_gen_pipe(const char *broker, const char *topic, long n)
     rd_kafka_conf_set(conf, "bootstrap.servers", broker, err, sizeof err);
     for (const char **e = extra; *e; e += 2) rd_kafka_conf_set(conf, e[0], e[1], err, sizeof err);
     rd_kafka_conf_set_dr_msg_cb(conf, dr_count);
-    rd_kafka_conf_set_opaque(conf, &failed);
+    rd_kafka_conf_set_opaque(conf, failed);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
     if (!rk) die("%s", err);
+    return rk;
+}
+
+/* The stateful workload's input: message i has the key "key-NNNNN" (one of
+ * `keys`, spread by splitmix) and the value {"id":i}; the pipeline's output
+ * for it is the key's running count as a JSON number, same key. */
+static int cmd_gen_state(const char *broker, const char *topic, long n, long keys)
+{
+    long failed = 0;
+    rd_kafka_t *rk = gen_producer(broker, &failed);
+    long *counts = calloc((size_t)keys, sizeof *counts);
+    if (!counts) die("%s", "out of memory");
+    uint64_t in_sum = 0, out_sum = 0;
+    char key[32], value[64], out[32];
+    for (long i = 0; i < n; i++) {
+        long k = (long)(splitmix((uint64_t)i) % (uint64_t)keys);
+        int klen = snprintf(key, sizeof key, "key-%05ld", k);
+        int vlen = snprintf(value, sizeof value, "{\"id\":%ld}", i);
+        int olen = snprintf(out, sizeof out, "%ld", ++counts[k]);
+        in_sum += msg_hash(key, (size_t)klen, value, (size_t)vlen);
+        out_sum += msg_hash(key, (size_t)klen, out, (size_t)olen);
+        produce_retry(rk, topic, key, (size_t)klen, value, (size_t)vlen);
+        if ((i & 1023) == 0) rd_kafka_poll(rk, 0);
+    }
+    rd_kafka_flush(rk, 120000);
+    if (rd_kafka_outq_len(rk) > 0 || failed) die("%s: not every message was delivered", topic);
+    rd_kafka_destroy(rk);
+    free(counts);
+    printf("in_count=%ld in_sum=%016llx out_count=%ld out_sum=%016llx\n", n, (unsigned long long)in_sum, n,
+           (unsigned long long)out_sum);
+    return 0;
+}
+
+static int cmd_gen_pipe(const char *broker, const char *topic, long n)
+{
+    long failed = 0;
+    rd_kafka_t *rk = gen_producer(broker, &failed);
 
     uint64_t in_sum = 0, out_sum = 0;
     long out_count = 0;
@@ -637,6 +677,8 @@ int main(int argc, char **argv)
     if (!strcmp(c, "create") && argc == 5) return cmd_create(argv[2], argv[3], atoi(argv[4]));
     if (!strcmp(c, "delete") && argc >= 4) return cmd_delete(argv[2], argc - 3, argv + 3);
     if (!strcmp(c, "gen-pipe") && argc == 5) return cmd_gen_pipe(argv[2], argv[3], atol(argv[4]));
+    if (!strcmp(c, "gen-state") && argc == 6)
+        return cmd_gen_state(argv[2], argv[3], atol(argv[4]), atol(argv[5]));
     if (!strcmp(c, "gen-csv") && argc == 4) return cmd_gen_csv(argv[2], atol(argv[3]));
     if (!strcmp(c, "expect-counter") && argc == 3) return cmd_expect_counter(atol(argv[2]));
     if (!strcmp(c, "count") && argc == 4) return cmd_count(argv[2], argv[3]);

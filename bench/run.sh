@@ -6,7 +6,7 @@
 #                           3 repetitions (make bench runs this)
 #   bench/run.sh --smoke    10,000 messages, 1 repetition, outputs still verified;
 #                           Quix only when build/quix-venv is already installed
-#   options: --n N  --reps R  --workloads pipeline,csv,source,startup
+#   options: --n N  --reps R  --workloads pipeline,csv,source,startup,stateful
 #            --impls qhost,quix,raw  --quix (install the venv even in smoke mode)
 #            --no-quix  --keep-broker
 #
@@ -19,6 +19,10 @@
 #   csv       a 10-column CSV of N rows through CSVSource into its topic
 #             (raw: bench/raw_source.c makes the same JSON with libcsv).
 #   source    a custom source producing N small JSON messages ({"n":i}).
+#   stateful  N messages over 10,000 keys (8 partitions); the app keeps a
+#             running count per key in its state store and produces it (a
+#             JSON number, same key): Quix and qhost (no raw: librdkafka
+#             has no state store).
 #   startup   the custom source (10,000 messages) feeding an app that copies
 #             them to an output topic: time to the first produced message, peak
 #             RSS of the app and of the source process.
@@ -42,7 +46,8 @@ QUIX_VERSION=3.28.1
 N=1000000
 REPS=3
 STARTUP_N=10000
-WORKLOADS=pipeline,csv,source,startup
+STATE_KEYS=10000
+WORKLOADS=pipeline,csv,source,startup,stateful
 IMPLS=qhost,quix,raw
 QUIX_MODE=install         # install | if-present | off
 SMOKE=0
@@ -171,6 +176,13 @@ if has "$WORKLOADS" pipeline; then
   EXPECT[pipeline.raw]="$(kv "$line" in_count) $(kv "$line" in_sum)"
   log "input topic: $line ($(elapsed "$t0")s)"
 fi
+if has "$WORKLOADS" stateful; then
+  t0=$(date +%s.%N)
+  "$CTL" create "$BROKER" bench-state-input 8
+  line=$("$CTL" gen-state "$BROKER" bench-state-input "$N" "$STATE_KEYS")
+  for i in qhost qhost2 quix; do EXPECT[stateful.$i]="$(kv "$line" out_count) $(kv "$line" out_sum)"; done
+  log "stateful input topic ($STATE_KEYS keys): $line ($(elapsed "$t0")s)"
+fi
 if has "$WORKLOADS" csv; then
   CSV=$OUT/data/input-$N.csv
   line=$("$CTL" gen-csv "$CSV" "$N")
@@ -185,6 +197,7 @@ for i in qhost qhost2 quix raw; do EXPECT[startup.$i]="$(kv "$line" count) $(kv 
 # --- one run -------------------------------------------------------------------
 declare -A FAILED SEEN
 run_one() {  # WORKLOAD IMPL REP
+  [ "$1.$2" != stateful.raw ] || return 0   # no raw baseline: librdkafka has no state store
   local w=$1 impl=$2 rep=$3 id="$1-$2-r$3-$RANDOM" n=$N
   local topic=$id-out first=() cmd=() poll=20 extra_topics=()
   local work=$OUT/work/$id logf=$OUT/logs/$w-$impl-r$rep.log
@@ -197,6 +210,14 @@ run_one() {  # WORKLOAD IMPL REP
         qhost2) cmd=("$QHOST2" run "$ROOT/bench/apps/pipeline.lua" "$BROKER" bench-input "$topic" "$id") ;;
         quix)  cmd=("$PY" "$ROOT/bench/apps/pipeline.py" "$BROKER" bench-input "$topic" "$id") ;;
         raw)   cmd=("$BIN/raw_pipe" "$BROKER" bench-input "$topic" "$id") ;;
+      esac ;;
+    stateful)
+      # No raw baseline: librdkafka has no state store.
+      "$CTL" create "$BROKER" "$topic" 8
+      case $impl in
+        qhost) cmd=("$QHOST" run "$ROOT/bench/apps/stateful.lua" "$BROKER" bench-state-input "$topic" "$id" "$work/state") ;;
+        qhost2) cmd=("$QHOST2" run "$ROOT/bench/apps/stateful.lua" "$BROKER" bench-state-input "$topic" "$id" "$work/state") ;;
+        quix)  cmd=("$PY" "$ROOT/bench/apps/stateful.py" "$BROKER" bench-state-input "$topic" "$id" "$work/state") ;;
       esac ;;
     csv)
       "$CTL" create "$BROKER" "$topic" 1

@@ -1,0 +1,126 @@
+/* kafka_internal.h: what the units of the `qhost.kafka` module share, and
+ * nothing the rest of the host needs (that is kafka.h). The units:
+ *   kafka.c           opens the module: the classes and module functions
+ *   kafka_config.c    config tables from Lua, the qhost.* properties, the
+ *                     log and error callbacks every client gets
+ *   kafka_producer.c  the producer: produce, delivery reports, flush
+ *   kafka_consumer.c  the consumer: polls, rebalances, start offsets, commits
+ *   kafka_admin.c     topic creation and metadata
+ *   kafka_mock.c      the embedded broker (librdkafka's mock cluster)
+ * Lua objects are full userdata (luaclass.h) holding a pointer to the C
+ * handle; the userdata owns the handle: close() or __gc destroys it, after
+ * which the methods raise "... is closed".
+ * Uses: librdkafka, the Lua C API, luaclass.h. */
+#ifndef QH_KAFKA_INTERNAL_H
+#define QH_KAFKA_INTERNAL_H
+
+#include <limits.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <librdkafka/rdkafka.h>
+
+#include "kafka.h"
+
+/* The classes' metatable names (they appear in Lua's "bad argument" errors). */
+#define QH_PRODUCER_MT "qhost.kafka.producer"
+#define QH_CONSUMER_MT "qhost.kafka.consumer"
+#define QH_ADMIN_MT    "qhost.kafka.admin"
+#define QH_MOCK_MT     "qhost.kafka.mock"
+
+/* ---- kafka_config.c ------------------------------------------------------ */
+
+/* Client-level errors (the error callback's), counted until Lua takes them.
+ * librdkafka runs the error callback inside rd_kafka_poll/consumer_poll on
+ * the calling (Lua) thread: no lock. */
+typedef struct qh_client_errors {
+    int count;        /* errors since the last take */
+    int fatal;
+    char last[512];
+} qh_client_errors;
+
+/* Builds a conf from the Lua table of librdkafka properties at idx. The
+ * names in `own` (NULL-terminated, may be NULL) are the host's own settings
+ * ("qhost.*"), read by the caller and not passed to librdkafka. The conf
+ * logs through qh_kafka_on_log. Returns it (the caller owns it), or NULL
+ * with err set on a bad property. Never raises. */
+rd_kafka_conf_t *qh_kafka_conf_from_table(lua_State *L, int idx, const char *const *own,
+                                          char *err, size_t errlen);
+/* Installs the error callback, which counts the client's errors into the
+ * qh_client_errors that the conf's opaque must begin with. */
+void qh_kafka_conf_count_errors(rd_kafka_conf_t *conf);
+/* Pushes {count=, fatal=, last=} and resets the count: 1, or 0 (nothing
+ * pushed) when there were none. */
+int qh_kafka_push_take_errors(lua_State *L, qh_client_errors *e);
+
+/* The text of a config value at stack index idx: strings as they are,
+ * numbers converted (in place: idx must be a copy, never a key that
+ * lua_next still needs), booleans as "true"/"false"; NULL for anything
+ * else. */
+const char *qh_kafka_config_value(lua_State *L, int idx);
+/* Describes a table key that is not a string, for an error message. */
+void qh_kafka_describe_key(lua_State *L, int idx, char *buf, size_t len);
+
+/* The log callback every handle gets (the mock's too). */
+void qh_kafka_on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
+/* A warning of the host's own about client rk, on stderr. */
+void qh_kafka_warn(const rd_kafka_t *rk, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* kafka.set_log_prefix(prefix) */
+int qh_kafka_l_set_log_prefix(lua_State *L);
+
+/* ---- Lua conventions every client method follows ------------------------- */
+
+/* nil, msg: an expected failure. */
+static inline int qh_kafka_push_fail(lua_State *L, const char *msg)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
+/* A timeout argument in seconds as librdkafka's milliseconds: <= 0 or NaN
+ * is 0, anything beyond an int's range waits forever. */
+static inline int qh_kafka_timeout_arg(lua_State *L, int idx, double default_s)
+{
+    double s = luaL_optnumber(L, idx, default_s);
+    if (!(s > 0)) return 0;
+    if (s * 1000.0 >= (double)(INT_MAX - 5000)) return -1;   /* RD_POLL_INFINITE */
+    return (int)(s * 1000.0);
+}
+
+static inline int64_t qh_kafka_monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- the classes: each unit registers its own and makes its objects ------- */
+
+void qh_kafka_producer_register(lua_State *L);
+int qh_kafka_producer_new(lua_State *L);        /* kafka.producer(config) */
+/* The librdkafka handle of the producer at idx; raises when it is not
+ * one or is closed. Borrowed: valid while that producer is open. */
+rd_kafka_t *qh_kafka_check_producer_rk(lua_State *L, int idx);
+
+void qh_kafka_consumer_register(lua_State *L);
+int qh_kafka_consumer_new(lua_State *L);        /* kafka.consumer(config) */
+/* As qh_kafka_check_producer_rk, for a consumer. */
+rd_kafka_t *qh_kafka_check_consumer_rk(lua_State *L, int idx);
+/* Reads { { topic =, partition =, offset = }, ... } at stack index idx
+ * (offset absent: RD_KAFKA_OFFSET_INVALID). Raises on a malformed entry,
+ * before allocating anything. The caller owns the list. */
+rd_kafka_topic_partition_list_t *qh_kafka_partitions_from_table(lua_State *L, int idx);
+/* Pushes the list as { { topic =, partition =, offset = }, ... }. */
+void qh_kafka_push_partitions(lua_State *L, const rd_kafka_topic_partition_list_t *parts);
+
+void qh_kafka_admin_register(lua_State *L);
+int qh_kafka_admin_new(lua_State *L);           /* kafka.admin(config) */
+
+void qh_kafka_mock_register(lua_State *L);
+int qh_kafka_mock_new(lua_State *L);            /* kafka.mock_cluster(brokers) */
+
+#endif

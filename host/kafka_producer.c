@@ -1,0 +1,349 @@
+/* kafka_producer.c: the Kafka producer of `qhost.kafka` (see kafka.h for its
+ * per-message FFI functions, kafka_internal.h for the unit's place): the
+ * kafka.producer constructor and its Lua methods (flush, outq_len,
+ * take_failures, take_errors, close), qh_ffi_produce with its wait for room in a full queue,
+ * the per-topic handle cache, and the delivery reports, which record each
+ * failed message for Lua to take.
+ * Uses: librdkafka, luaclass.h, kafka_config.c (conf, callbacks),
+ * hostlib.h (the stop flag). */
+#include "kafka_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hostlib.h"
+#include "luaclass.h"
+
+
+#define QH_TOPIC_CACHE 16
+#define QH_FAILURES_MAX 64        /* delivery failures kept between takes */
+#define QH_FAILURE_KEY_MAX 256    /* bytes of a failed message's key kept */
+
+/* One failed delivery, as the delivery report told it. */
+typedef struct delivery_failure {
+    char topic[256];              /* Kafka topic names have at most 249 bytes */
+    int32_t partition;            /* -1 when the partitioner never chose one */
+    int code;                     /* rd_kafka_resp_err_t */
+    int key_null;
+    size_t key_len;               /* the whole key's length */
+    char key[QH_FAILURE_KEY_MAX]; /* its first bytes */
+} delivery_failure;
+
+/* errors comes first: the error callback gets the handle as qh_client_errors. */
+struct qh_producer {
+    qh_client_errors errors;
+    rd_kafka_t *rk;
+    /* Failed deliveries since the last take, oldest first, and how many
+     * more there were past QH_FAILURES_MAX. Written by the delivery report
+     * callback, which librdkafka runs inside rd_kafka_poll/flush on the
+     * calling (Lua) thread: no lock. */
+    int nfailures;
+    int dropped;
+    delivery_failure failures[QH_FAILURES_MAX];
+    int queue_full_timeout_ms;    /* -1: wait until a stop is requested */
+    char errstr[512];
+    /* Topic handles, owned, kept for the producer's life (see producer_topic). */
+    struct { char *name; rd_kafka_topic_t *rkt; } topics[QH_TOPIC_CACHE];
+    int ntopics;
+};
+
+/* The producer's handle for `name`, made on first use and kept. Producing
+ * through it spares librdkafka a by-name lookup per message (a lock and a
+ * list scan in rd_kafka_producev(RD_KAFKA_V_TOPIC)), and a handle made before
+ * the first message (qh_ffi_producer_topic) has its metadata by then: a topic
+ * first named by a produce call waits up to librdkafka's 1 s topic scan
+ * before anything is sent. NULL when the cache is full or out of memory:
+ * the caller then makes a handle of the moment. */
+static rd_kafka_topic_t *producer_topic(qh_producer *p, const char *name)
+{
+    for (int i = 0; i < p->ntopics; i++)
+        if (strcmp(p->topics[i].name, name) == 0) return p->topics[i].rkt;
+    if (p->ntopics == QH_TOPIC_CACHE) return NULL;
+    char *copy = strdup(name);
+    if (!copy) return NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->rk, name, NULL);
+    if (!rkt) {
+        free(copy);
+        return NULL;
+    }
+    p->topics[p->ntopics].name = copy;
+    p->topics[p->ntopics].rkt = rkt;
+    p->ntopics++;
+    return rkt;
+}
+
+int qh_ffi_producer_topic(qh_producer *p, const char *name)
+{
+    return producer_topic(p, name) ? 0 : -1;
+}
+
+/* Each message's report is its own: a failure is recorded with what
+ * identifies that message (librdkafka copied key and topic with it), never
+ * folded into the next produce call. */
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    qh_producer *p = opaque;
+    (void)rk;
+    if (!m->err) return;
+    if (p->nfailures == QH_FAILURES_MAX) {
+        p->dropped++;
+        return;
+    }
+    delivery_failure *f = &p->failures[p->nfailures++];
+    snprintf(f->topic, sizeof f->topic, "%s", m->rkt ? rd_kafka_topic_name(m->rkt) : "");
+    f->partition = m->partition;
+    f->code = m->err;
+    f->key_null = m->key == NULL;
+    f->key_len = m->key ? m->key_len : 0;
+    if (m->key) memcpy(f->key, m->key, f->key_len < QH_FAILURE_KEY_MAX ? f->key_len : QH_FAILURE_KEY_MAX);
+}
+
+int qh_ffi_produce(qh_producer *p, const char *topic, int32_t partition,
+                   const char *key, size_t key_len, const char *value, size_t value_len,
+                   int64_t timestamp, int header_count, const char **header_names,
+                   const char **header_values, const size_t *header_value_lens)
+{
+    rd_kafka_topic_t *rkt = producer_topic(p, topic);
+    rd_kafka_topic_t *temporary = NULL;   /* past the cache: a handle of the moment */
+    if (!rkt) rkt = temporary = rd_kafka_topic_new(p->rk, topic, NULL);
+    if (!rkt) {
+        snprintf(p->errstr, sizeof p->errstr, "produce to %s [%d] failed: %s", topic,
+                 (int)partition, rd_kafka_err2str(rd_kafka_last_error()));
+        return (int)rd_kafka_last_error();
+    }
+    int64_t full_since = -1;   /* when the queue was first found full */
+    rd_kafka_resp_err_t err;
+    for (;;) {
+        rd_kafka_headers_t *hdrs = NULL;
+        if (header_count > 0) {
+            hdrs = rd_kafka_headers_new((size_t)header_count);
+            for (int i = 0; i < header_count; i++)
+                rd_kafka_header_add(hdrs, header_names[i], -1, header_values[i],
+                                    header_values[i] ? (ssize_t)header_value_lens[i] : 0);
+        }
+        err = rd_kafka_producev(
+            p->rk,
+            RD_KAFKA_V_RKT(rkt),
+            RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_KEY(key, key ? key_len : 0),
+            RD_KAFKA_V_VALUE((void *)value, value ? value_len : 0),
+            RD_KAFKA_V_TIMESTAMP(timestamp > 0 ? timestamp : 0),
+            RD_KAFKA_V_HEADERS(hdrs),
+            RD_KAFKA_V_END);
+        if (!err) break;               /* librdkafka now owns hdrs */
+        if (hdrs) rd_kafka_headers_destroy(hdrs);
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            snprintf(p->errstr, sizeof p->errstr, "produce to %s [%d] failed: %s", topic,
+                     (int)partition, rd_kafka_err2str(err));
+            break;
+        }
+        /* A full queue is waited out by serving delivery reports, at least
+         * once; but a stop ends the wait (an unreachable broker would hold
+         * the stop forever), and so does the optional bound. The message is
+         * then not produced: the caller must not count it as sent. */
+        int64_t now = qh_kafka_monotonic_ms();
+        if (full_since < 0) {
+            full_since = now;
+        } else if (qh_ffi_stop_requested() > 0) {
+            snprintf(p->errstr, sizeof p->errstr,
+                     "produce to %s [%d] interrupted by the stop: the producer's queue is full "
+                     "(%d messages queued); this message was not produced",
+                     topic, (int)partition, rd_kafka_outq_len(p->rk));
+            break;
+        } else if (p->queue_full_timeout_ms >= 0 && now - full_since >= p->queue_full_timeout_ms) {
+            snprintf(p->errstr, sizeof p->errstr,
+                     "produce to %s [%d] failed: the producer's queue is still full after %d ms "
+                     "(%d messages queued); this message was not produced",
+                     topic, (int)partition, p->queue_full_timeout_ms, rd_kafka_outq_len(p->rk));
+            break;
+        }
+        int wait = 100;
+        if (p->queue_full_timeout_ms >= 0 && p->queue_full_timeout_ms - (now - full_since) < wait)
+            wait = (int)(p->queue_full_timeout_ms - (now - full_since));
+        rd_kafka_poll(p->rk, wait > 0 ? wait : 0);
+    }
+    if (temporary) rd_kafka_topic_destroy(temporary);
+    return (int)err;
+}
+
+const char *qh_ffi_producer_errstr(qh_producer *p)
+{
+    return p->errstr;
+}
+
+int qh_ffi_producer_poll(qh_producer *p, int timeout_ms)
+{
+    return rd_kafka_poll(p->rk, timeout_ms);
+}
+
+int qh_ffi_producer_failures(qh_producer *p)
+{
+    return p->nfailures + p->dropped;
+}
+
+int qh_ffi_producer_take_failures(qh_producer *p, char *buf, size_t buflen)
+{
+    int n = p->nfailures + p->dropped;
+    if (p->nfailures && buf && buflen)
+        snprintf(buf, buflen, "delivery to %s [%d] failed: %s", p->failures[0].topic,
+                 (int)p->failures[0].partition, rd_kafka_err2str(p->failures[0].code));
+    p->nfailures = 0;
+    p->dropped = 0;
+    return n;
+}
+
+static qh_producer **check_producer_ud(lua_State *L)
+{
+    return luaL_checkudata(L, 1, QH_PRODUCER_MT);
+}
+
+static qh_producer *check_producer(lua_State *L)
+{
+    qh_producer **ud = check_producer_ud(L);
+    if (!*ud) luaL_error(L, "kafka producer is closed");
+    return *ud;
+}
+
+rd_kafka_t *qh_kafka_check_producer_rk(lua_State *L, int idx)
+{
+    qh_producer **ud = luaL_checkudata(L, idx, QH_PRODUCER_MT);
+    if (!*ud) luaL_error(L, "kafka producer is closed");
+    return (*ud)->rk;
+}
+
+static void producer_destroy(qh_producer *p)
+{
+    if (!p) return;
+    for (int i = 0; i < p->ntopics; i++) {
+        rd_kafka_topic_destroy(p->topics[i].rkt);
+        free(p->topics[i].name);
+    }
+    if (p->rk) rd_kafka_destroy(p->rk);
+    free(p);
+}
+
+/* kafka.producer(config) -> producer | nil, err. The host's own setting:
+ * qhost.queue.full.timeout.ms (default -1: a produce call waits for room in
+ * a full queue until a stop is requested; >= 0: at most that long). */
+int qh_kafka_producer_new(lua_State *L)
+{
+    static const char *const own[] = { "qhost.queue.full.timeout.ms", NULL };
+    char err[512];
+    rd_kafka_conf_t *conf = NULL;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    qh_producer **ud = qh_luaclass_new(L, QH_PRODUCER_MT, sizeof *ud);
+
+    lua_getfield(L, 1, own[0]);
+    double bound = -1;
+    if (!lua_isnil(L, -1)) {
+        if (!lua_isnumber(L, -1))
+            return qh_kafka_push_fail(L, "kafka config: qhost.queue.full.timeout.ms must be a number of milliseconds");
+        bound = lua_tonumber(L, -1);
+    }
+    lua_pop(L, 1);
+
+    qh_producer *p = calloc(1, sizeof *p);
+    if (!p) return luaL_error(L, "out of memory");
+    p->queue_full_timeout_ms = !(bound >= 0) ? -1 : bound > INT_MAX ? INT_MAX : (int)bound;   /* NaN: none */
+    conf = qh_kafka_conf_from_table(L, 1, own, err, sizeof err);
+    if (!conf) goto fail;
+    rd_kafka_conf_set_opaque(conf, p);
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    qh_kafka_conf_count_errors(conf);
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);   /* takes conf on success */
+    if (!p->rk) goto fail;
+    *ud = p;   /* the userdata owns it from here */
+    return 1;
+fail:
+    if (conf) rd_kafka_conf_destroy(conf);
+    free(p);
+    return qh_kafka_push_fail(L, err);
+}
+
+static int l_producer_ptr(lua_State *L)
+{
+    lua_pushlightuserdata(L, check_producer(L));
+    return 1;
+}
+
+/* producer:flush(timeout_s) -> messages still queued (0 when all delivered) */
+static int l_producer_flush(lua_State *L)
+{
+    qh_producer *p = check_producer(L);
+    int ms = qh_kafka_timeout_arg(L, 2, 10.0);
+    rd_kafka_flush(p->rk, ms);
+    lua_pushinteger(L, rd_kafka_outq_len(p->rk));
+    return 1;
+}
+
+static int l_producer_outq_len(lua_State *L)
+{
+    lua_pushinteger(L, rd_kafka_outq_len(check_producer(L)->rk));
+    return 1;
+}
+
+/* producer:take_failures() -> nothing when no delivery failed since the
+ * last take, else { { topic =, partition =, key = (first 256 bytes; absent
+ * for a null key), key_truncated = true (only when it was), code =, error = },
+ * ..., dropped = n (only when more failed than were kept) }. */
+static int l_producer_take_failures(lua_State *L)
+{
+    qh_producer *p = check_producer(L);
+    if (p->nfailures + p->dropped == 0) return 0;
+    lua_createtable(L, p->nfailures, 1);
+    for (int i = 0; i < p->nfailures; i++) {
+        const delivery_failure *f = &p->failures[i];
+        lua_createtable(L, 0, 6);
+        lua_pushstring(L, f->topic);
+        lua_setfield(L, -2, "topic");
+        lua_pushinteger(L, f->partition);
+        lua_setfield(L, -2, "partition");
+        if (!f->key_null) {
+            lua_pushlstring(L, f->key, f->key_len < QH_FAILURE_KEY_MAX ? f->key_len : QH_FAILURE_KEY_MAX);
+            lua_setfield(L, -2, "key");
+            if (f->key_len > QH_FAILURE_KEY_MAX) {
+                lua_pushboolean(L, 1);
+                lua_setfield(L, -2, "key_truncated");
+            }
+        }
+        lua_pushinteger(L, f->code);
+        lua_setfield(L, -2, "code");
+        lua_pushstring(L, rd_kafka_err2str(f->code));
+        lua_setfield(L, -2, "error");
+        lua_rawseti(L, -2, i + 1);
+    }
+    if (p->dropped) {
+        lua_pushinteger(L, p->dropped);
+        lua_setfield(L, -2, "dropped");
+    }
+    p->nfailures = 0;
+    p->dropped = 0;
+    return 1;
+}
+
+static int l_producer_take_errors(lua_State *L)
+{
+    return qh_kafka_push_take_errors(L, &check_producer(L)->errors);
+}
+
+static int l_producer_close(lua_State *L)
+{
+    qh_producer **ud = check_producer_ud(L);
+    producer_destroy(*ud);
+    *ud = NULL;
+    return 0;
+}
+
+void qh_kafka_producer_register(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        { "ptr", l_producer_ptr }, { "flush", l_producer_flush },
+        { "outq_len", l_producer_outq_len }, { "take_failures", l_producer_take_failures },
+        { "take_errors", l_producer_take_errors },
+        { "close", l_producer_close }, { NULL, NULL },
+    };
+    qh_luaclass_register(L, QH_PRODUCER_MT, methods, l_producer_close);
+}
+

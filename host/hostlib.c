@@ -1,8 +1,11 @@
-/* hostlib.c: the `qhost.host` Lua module and stop signals (see hostlib.h). */
+/* hostlib.c: the `qhost.host` Lua module, stop signals and the C logger
+ * (see hostlib.h). */
 #include "hostlib.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +77,64 @@ void qh_hostlib_install_signals(int is_child)
      * write(), not a reason to die silently. */
     signal(SIGPIPE, SIG_IGN);
 }
+
+/* ---------------------------------------------------------------------
+ * The C logger. The prefix is shared with librdkafka's threads: read and
+ * written under the lock. The threshold is a single int, read without it. */
+
+static pthread_mutex_t g_log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char g_log_prefix[256];           /* "": "qhost[pid]" */
+static int g_log_threshold = QH_LOG_INFO;
+
+static const char *level_name(int level)
+{
+    if (level >= QH_LOG_CRITICAL) return "CRITICAL";
+    if (level >= QH_LOG_ERROR) return "ERROR";
+    if (level >= QH_LOG_WARNING) return "WARNING";
+    if (level >= QH_LOG_INFO) return "INFO";
+    return "DEBUG";
+}
+
+int qh_log_enabled(int level)
+{
+    return level >= __atomic_load_n(&g_log_threshold, __ATOMIC_RELAXED);
+}
+
+void qh_log_set_level(int level)
+{
+    __atomic_store_n(&g_log_threshold, level, __ATOMIC_RELAXED);
+}
+
+void qh_log_set_prefix(const char *prefix)
+{
+    pthread_mutex_lock(&g_log_lock);
+    snprintf(g_log_prefix, sizeof g_log_prefix, "%s", prefix ? prefix : "");
+    pthread_mutex_unlock(&g_log_lock);
+}
+
+void qh_log(int level, const char *fmt, ...)
+{
+    if (!qh_log_enabled(level)) return;
+    /* The whole line is formatted first and written with one fprintf, so
+     * lines from librdkafka's threads and the Lua thread never interleave
+     * (stdio locks the stream per call). */
+    char when[32], msg[2048], prefix[256];
+    time_t now = time(NULL);
+    struct tm tm;
+    if (!localtime_r(&now, &tm) || !strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm))
+        snprintf(when, sizeof when, "%lld", (long long)now);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&g_log_lock);
+    if (g_log_prefix[0]) memcpy(prefix, g_log_prefix, sizeof prefix);
+    else snprintf(prefix, sizeof prefix, "qhost[%d]", (int)getpid());
+    pthread_mutex_unlock(&g_log_lock);
+    fprintf(stderr, "%s %s %s: %s\n", when, level_name(level), prefix, msg);
+}
+
+/* --------------------------------------------------------------------- */
 
 static double clock_seconds(clockid_t id)
 {

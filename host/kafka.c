@@ -9,6 +9,7 @@ int qh_kafka_open(lua_State *L)
         { "producer", qh_kafka_producer_new }, { "consumer", qh_kafka_consumer_new },
         { "admin", qh_kafka_admin_new }, { "mock_cluster", qh_kafka_mock_new },
         { "set_log_prefix", qh_kafka_l_set_log_prefix },
+        { "set_log_level", qh_kafka_l_set_log_level },
         { NULL, NULL },
     };
     qh_kafka_producer_register(L);

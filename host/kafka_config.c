@@ -1,14 +1,16 @@
 /* kafka_config.c: how every client of `qhost.kafka` is configured (see
  * kafka_internal.h): librdkafka properties from a Lua table, with the
  * host's own qhost.* properties left to the caller; the log callback, which
- * writes librdkafka's lines to stderr; the error callback, which counts
- * client errors for Lua to take; and kafka.set_log_prefix. */
+ * writes librdkafka's lines through the host's logger (hostlib.h); the
+ * error callback, which counts client errors for Lua to take; and the Lua
+ * functions that set the logger's prefix and level. */
 #include "kafka_internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "hostlib.h"
 
 rd_kafka_conf_t *qh_kafka_conf_from_table(lua_State *L, int idx, const char *const *own,
                                           char *err, size_t errlen)
@@ -72,21 +74,28 @@ void qh_kafka_describe_key(lua_State *L, int idx, char *buf, size_t len)
 }
 
 /* ---------------------------------------------------------------------
- * Logging. librdkafka calls the log callback on its own threads, so it only
- * writes to stderr (stdio is thread-safe). */
+ * Logging. librdkafka calls the log callback on its own threads: it only
+ * goes through qh_log, which is thread-safe. */
 
-static char g_log_prefix[256] = "qhost";
+/* librdkafka's syslog levels as the Lua logger's: emergencies, alerts and
+ * critical conditions are CRITICAL; NOTICE and INFO are INFO. Which of them
+ * a client emits at all is its log_level (log.librdkafka_level()). */
+static int log_level_of(int syslog_level)
+{
+    switch (syslog_level) {
+    case 0: case 1: case 2: return QH_LOG_CRITICAL;
+    case 3:                 return QH_LOG_ERROR;
+    case 4:                 return QH_LOG_WARNING;
+    case 5: case 6:         return QH_LOG_INFO;
+    default:                return QH_LOG_DEBUG;
+    }
+}
 
 void qh_kafka_on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
-    static const char *names[] = { "EMERG", "ALERT", "CRITICAL", "ERROR",
-                                   "WARNING", "NOTICE", "INFO", "DEBUG" };
-    const char *name = level >= 0 && level < 8 ? names[level] : "LOG";
-    fprintf(stderr, "%s %s: librdkafka %s %s: %s\n", name, g_log_prefix,
-            rd_kafka_name(rk), fac, buf);
+    qh_log(log_level_of(level), "librdkafka %s %s: %s", rd_kafka_name(rk), fac, buf);
 }
 
-/* A warning of the host's own, in the same shape as librdkafka's lines. */
 void qh_kafka_warn(const rd_kafka_t *rk, const char *fmt, ...)
 {
     char buf[1024];
@@ -94,12 +103,23 @@ void qh_kafka_warn(const rd_kafka_t *rk, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "WARNING %s: %s: %s\n", g_log_prefix, rd_kafka_name(rk), buf);
+    qh_log(QH_LOG_WARNING, "%s: %s", rd_kafka_name(rk), buf);
 }
 
+/* kafka.set_log_prefix(prefix): the prefix of every line the C side logs
+ * (lua/qhost/log.lua's set_name hands it over). */
 int qh_kafka_l_set_log_prefix(lua_State *L)
 {
-    snprintf(g_log_prefix, sizeof g_log_prefix, "%s", luaL_checkstring(L, 1));
+    qh_log_set_prefix(luaL_checkstring(L, 1));
+    return 0;
+}
+
+/* kafka.set_log_level(level): the threshold of the C side's lines, as the
+ * Lua logger's number (10 DEBUG .. 50 CRITICAL; lua/qhost/log.lua's
+ * set_level hands it over). */
+int qh_kafka_l_set_log_level(lua_State *L)
+{
+    qh_log_set_level((int)luaL_checkinteger(L, 1));
     return 0;
 }
 

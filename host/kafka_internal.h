@@ -10,7 +10,7 @@
  * Lua objects are full userdata (luaclass.h) holding a pointer to the C
  * handle; the userdata owns the handle: close() or __gc destroys it, after
  * which the methods raise "... is closed".
- * Uses: librdkafka, the Lua C API, luaclass.h. */
+ * Uses: librdkafka, the Lua C API, luaclass.h, hostlib.h (the logger). */
 #ifndef QH_KAFKA_INTERNAL_H
 #define QH_KAFKA_INTERNAL_H
 
@@ -44,7 +44,7 @@ typedef struct qh_client_errors {
 /* Builds a conf from the Lua table of librdkafka properties at idx. The
  * names in `own` (NULL-terminated, may be NULL) are the host's own settings
  * ("qhost.*"), read by the caller and not passed to librdkafka. The conf
- * logs through qh_kafka_on_log. Returns it (the caller owns it), or NULL
+ * logs through the host's logger. Returns it (the caller owns it), or NULL
  * with err set on a bad property. Never raises. */
 rd_kafka_conf_t *qh_kafka_conf_from_table(lua_State *L, int idx, const char *const *own,
                                           char *err, size_t errlen);
@@ -65,11 +65,12 @@ void qh_kafka_describe_key(lua_State *L, int idx, char *buf, size_t len);
 
 /* The log callback every handle gets (the mock's too). */
 void qh_kafka_on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
-/* A warning of the host's own about client rk, on stderr. */
+/* A warning of the host's own about client rk, through the logger. */
 void qh_kafka_warn(const rd_kafka_t *rk, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* kafka.set_log_prefix(prefix) */
+/* kafka.set_log_prefix(prefix), kafka.set_log_level(level) */
 int qh_kafka_l_set_log_prefix(lua_State *L);
+int qh_kafka_l_set_log_level(lua_State *L);
 
 /* ---- Lua conventions every client method follows ------------------------- */
 

@@ -1,7 +1,11 @@
--- qhost.log: the one logger. Writes "LEVEL name[pid]: message" lines to
--- stderr; stdout belongs to the pipeline's output. Source processes set
--- their name so every line says which source and pid it comes from.
+-- qhost.log: the one logger. Writes "YYYY-mm-dd HH:MM:SS LEVEL name[pid]:
+-- message" lines to stderr; stdout belongs to the pipeline's output. Source
+-- processes set their name so every line says which source and pid it comes
+-- from. The C side (librdkafka's lines, the host's own warnings) writes the
+-- same lines through its logger (qh_log in host/hostlib.c), whose prefix and
+-- level this module sets.
 local host = require("qhost.host")
+local kafka = require("qhost.kafka")
 
 local log = {}
 
@@ -16,6 +20,7 @@ function log.set_level(name)
     error(string.format("unknown loglevel %q (DEBUG, INFO, WARNING, ERROR)", tostring(name)), 2)
   end
   threshold = level
+  kafka.set_log_level(level)
 end
 
 function log.is_level(name)
@@ -35,13 +40,15 @@ end
 -- Names this process in every line, e.g. "source 'orders'".
 function log.set_name(name)
   prefix = name .. "[" .. host.getpid() .. "]"
-  require("qhost.kafka").set_log_prefix(prefix)
+  kafka.set_log_prefix(prefix)
 end
 
 local function emit(level, fmt, ...)
   if LEVELS[level] < threshold then return end
   local msg = select("#", ...) > 0 and string.format(fmt, ...) or tostring(fmt)
-  io.stderr:write(os.date("%Y-%m-%d %H:%M:%S"), " ", level, " ", prefix, ": ", msg, "\n")
+  -- One write per line: the C side's lines, from librdkafka's threads, go
+  -- to the same stderr and must not land inside one of ours.
+  io.stderr:write(os.date("%Y-%m-%d %H:%M:%S") .. " " .. level .. " " .. prefix .. ": " .. msg .. "\n")
 end
 
 -- Both log.info(fmt, ...) and log:info(fmt, ...) work: the error

@@ -12,12 +12,14 @@
  * handler), which stays requested: it must stay last. */
 #include <errno.h>
 #include <pthread.h>
+#include <regex.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <lua.h>
 #include <lauxlib.h>
@@ -25,8 +27,10 @@
 #include <librdkafka/rdkafka.h>
 
 #include "check.h"
+#include "helpers.h"
 #include "hostlib.h"
 #include "kafka.h"
+#include "kafka_internal.h"
 #include "vm.h"
 
 static lua_State *L;
@@ -95,34 +99,10 @@ static const char lua_prelude[] =
     "  return table.concat(out, ';')\n"
     "end\n";
 
-/* Runs a chunk (named "test") through qh_vm_pcall and returns its results
- * joined by "|" (tostring of each), or "ERROR: <message>" if it raised. The
- * traceback is cut off. The text lives until the next call. */
+/* A chunk's results joined by "|", or "ERROR: <message>" (helpers.h). */
 static const char *run(const char *chunk)
 {
-    static char out[1 << 16];
-    lua_settop(L, 0);
-    if (luaL_loadbuffer(L, chunk, strlen(chunk), "=test") != 0 ||
-        qh_vm_pcall(L, 0, LUA_MULTRET) != 0) {
-        snprintf(out, sizeof out, "ERROR: %s", lua_tostring(L, -1));
-        char *tb = strstr(out, "\nstack traceback:");
-        if (tb) *tb = '\0';
-        lua_settop(L, 0);
-        return out;
-    }
-    size_t n = 0;
-    out[0] = '\0';
-    int top = lua_gettop(L);
-    lua_getglobal(L, "tostring");
-    for (int i = 1; i <= top && n < sizeof out; i++) {
-        lua_pushvalue(L, -1);
-        lua_pushvalue(L, i);
-        lua_call(L, 1, 1);
-        n += (size_t)snprintf(out + n, sizeof out - n, "%s%s", i > 1 ? "|" : "", lua_tostring(L, -1));
-        lua_pop(L, 1);
-    }
-    lua_settop(L, 0);
-    return out;
+    return th_run(L, chunk);
 }
 
 /* The C handle behind a Lua global holding a producer or consumer. */
@@ -130,22 +110,17 @@ static void *ptr_of(const char *global)
 {
     char chunk[128];
     snprintf(chunk, sizeof chunk, "return %s:ptr()", global);
-    lua_settop(L, 0);
-    if (luaL_loadstring(L, chunk) != 0 || qh_vm_pcall(L, 0, 1) != 0) {
-        fprintf(stderr, "%s: %s\n", check_current_name, lua_tostring(L, -1));
-        check_current_ok = 0;
-        lua_settop(L, 0);
-        return NULL;
-    }
-    void *p = lua_touserdata(L, -1);
+    if (th_run_n(L, chunk) < 1) return NULL;
+    void *p = lua_touserdata(L, 1);
     lua_settop(L, 0);
     return p;
 }
 
-static int64_t now_ms(clockid_t id)
+/* Milliseconds since the epoch (message timestamps). */
+static int64_t wall_ms(void)
 {
     struct timespec ts;
-    clock_gettime(id, &ts);
+    clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -244,8 +219,8 @@ static void copy_bytes(char *dst, size_t cap, int *is_null, size_t *len, const c
 static int consume(qh_consumer *c, got *out, int want, int max_ms)
 {
     int have = 0;
-    int64_t deadline = now_ms(CLOCK_MONOTONIC) + max_ms;
-    while (have < want && now_ms(CLOCK_MONOTONIC) < deadline) {
+    int64_t deadline = th_now_ms() + max_ms;
+    while (have < want && th_now_ms() < deadline) {
         qh_msg *msgs = NULL;
         int n = qh_ffi_consumer_poll(c, 8, 100, &msgs);
         CHECK(n >= 0);
@@ -350,6 +325,7 @@ TEST(module_fields)
     CHECK_EQ_STR(run("return type(kafka.producer), type(kafka.consumer), type(kafka.admin),\n"
                      "  type(kafka.mock_cluster), type(kafka.set_log_prefix)"),
                  "function|function|function|function|function");
+    CHECK_EQ_STR(run("return type(kafka.set_log_level)"), "function");
     CHECK_EQ_STR(run("return select('#', kafka.set_log_prefix('test_kafka'))"), "0");
 }
 
@@ -407,10 +383,10 @@ TEST(produce_and_consume_every_field)
         want_off[i] = per_part[want_part[i]]++;
     }
 
-    int64_t before = now_ms(CLOCK_REALTIME);
+    int64_t before = wall_ms();
     for (int i = 0; i < N; i++) CHECK_EQ_INT(produce(p, topic, &msgs[i]), 0);
     CHECK_EQ_STR(run("return p:flush(30)"), "0");
-    int64_t after = now_ms(CLOCK_REALTIME);
+    int64_t after = wall_ms();
     CHECK_EQ_STR(run("return p:outq_len(), select('#', p:take_errors())"), "0|0");
     char failure[512] = "untouched";
     CHECK_EQ_INT(qh_ffi_producer_take_failures(p, failure, sizeof failure), 0);
@@ -587,8 +563,8 @@ TEST(error_events_come_through_poll)
     if (!c) return;
     qh_msg *m = NULL;
     int n = 0;
-    int64_t deadline = now_ms(CLOCK_MONOTONIC) + 30000;
-    while (n == 0 && now_ms(CLOCK_MONOTONIC) < deadline) n = qh_ffi_consumer_poll(c, 8, 100, &m);
+    int64_t deadline = th_now_ms() + 30000;
+    while (n == 0 && th_now_ms() < deadline) n = qh_ffi_consumer_poll(c, 8, 100, &m);
     CHECK(n >= 1);
     if (n >= 1) {
         CHECK_EQ_INT(m[0].err, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
@@ -671,9 +647,9 @@ TEST(subscribe_joins_and_close_commits_stored_offsets)
     if (!s) return;
     /* Poll until the join completes (the mock takes ~5 s; 30 s at most). */
     char events[512] = "";
-    int64_t deadline = now_ms(CLOCK_MONOTONIC) + 30000;
+    int64_t deadline = th_now_ms() + 30000;
     int early = 0;
-    while (!events[0] && now_ms(CLOCK_MONOTONIC) < deadline) {
+    while (!events[0] && th_now_ms() < deadline) {
         qh_msg *msgs;
         early += qh_ffi_consumer_poll(s, 8, 100, &msgs);
         snprintf(events, sizeof events, "%s", run("return events_str(s)"));
@@ -859,8 +835,8 @@ TEST(client_errors_are_counted_and_taken)
     qh_producer *p = ptr_of("lost");
     if (!p) return;
     const char *res = "";
-    int64_t deadline = now_ms(CLOCK_MONOTONIC) + 30000;
-    while (now_ms(CLOCK_MONOTONIC) < deadline) {
+    int64_t deadline = th_now_ms() + 30000;
+    while (th_now_ms() < deadline) {
         qh_ffi_producer_poll(p, 100);
         res = run("local e = lost:take_errors()\n"
                   "if not e then return 'none' end\n"
@@ -1060,19 +1036,214 @@ TEST(closed_handles_raise_and_close_twice_is_fine)
                      "return true"), "true");
 }
 
+/* ---- the log: librdkafka's lines and the host's own, as the Lua logger's -- */
+
+/* stderr (fd 2) goes to a file between capture_begin and capture_end, which
+ * returns what was written (malloc'd). No CHECK in between: its messages
+ * would land in the file. */
+static int saved_stderr = -1;
+static char capture_path[512];
+
+static void capture_begin(void)
+{
+    const char *dir = th_tmpdir("kafka_log");
+    snprintf(capture_path, sizeof capture_path, "%s/stderr", dir ? dir : "/tmp");
+    fflush(stderr);
+    saved_stderr = dup(2);
+    int fd = open(capture_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(fd, 2);
+    close(fd);
+}
+
+static char *capture_text(void)
+{
+    fflush(stderr);
+    return th_read_file(capture_path, NULL);
+}
+
+static char *capture_end(void)
+{
+    char *text = capture_text();
+    dup2(saved_stderr, 2);
+    close(saved_stderr);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", capture_path);
+    *strrchr(dir, '/') = '\0';
+    remove(capture_path);
+    if (strncmp(dir, TH_TMP_PREFIX, strlen(TH_TMP_PREFIX)) == 0) th_remove_tree(dir);
+    return text ? text : strdup("");
+}
+
+/* Whether every line of text is "YYYY-mm-dd HH:MM:SS LEVEL prefix: ...";
+ * the lines without their time stamp go to out (joined by '\n'). */
+static int strip_times(const char *text, char *out, size_t outlen)
+{
+    regex_t re;
+    regcomp(&re, "^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2} "
+                 "(DEBUG|INFO|WARNING|ERROR|CRITICAL) [^:]+: ", REG_EXTENDED | REG_NOSUB);
+    int ok = 1;
+    size_t n = 0;
+    out[0] = '\0';
+    for (const char *line = text; *line;) {
+        const char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line) : strlen(line);
+        char one[4096];
+        snprintf(one, sizeof one, "%.*s", (int)len, line);
+        if (!nl || regexec(&re, one, 0, NULL, 0) != 0) ok = 0;
+        if (len >= 20 && n < outlen) n += (size_t)snprintf(out + n, outlen - n, "%s%s", n ? "\n" : "", one + 20);
+        line += len + (nl ? 1 : 0);
+    }
+    regfree(&re);
+    return ok;
+}
+
+TEST(the_c_logger_writes_the_lua_loggers_lines)
+{
+    qh_log_set_prefix(NULL);   /* module_fields set one */
+    capture_begin();
+    qh_log(QH_LOG_WARNING, "plain %d", 7);
+    qh_log(QH_LOG_DEBUG, "below the default level");
+    const char *named = run("kafka.set_log_prefix(\"source 'orders'[42]\"); return true");
+    qh_log(QH_LOG_ERROR, "named");
+    const char *raised = run("kafka.set_log_level(40); return true");
+    qh_log(QH_LOG_WARNING, "below ERROR");
+    qh_log(QH_LOG_CRITICAL, "above");
+    int enabled = qh_log_enabled(QH_LOG_ERROR) * 10 + qh_log_enabled(QH_LOG_WARNING);
+    const char *reset = run("kafka.set_log_level(20); kafka.set_log_prefix(''); return true");
+    qh_log(QH_LOG_INFO, "back to %s", "qhost[pid]");
+    char *text = capture_end();
+
+    CHECK_EQ_STR(named, "true");
+    CHECK_EQ_STR(raised, "true");
+    CHECK_EQ_STR(reset, "true");
+    CHECK_EQ_INT(enabled, 10);
+    char lines[4096], want[1024];
+    CHECK(strip_times(text, lines, sizeof lines));
+    snprintf(want, sizeof want,
+             "WARNING qhost[%d]: plain 7\n"
+             "ERROR source 'orders'[42]: named\n"
+             "CRITICAL source 'orders'[42]: above\n"
+             "INFO qhost[%d]: back to qhost[pid]", (int)getpid(), (int)getpid());
+    CHECK_EQ_STR(lines, want);
+    /* The time is now's, local time, as os.date gives it in log.lua. */
+    char now[32];
+    time_t t = time(NULL);
+    struct tm tm;
+    strftime(now, sizeof now, "%Y-%m-%d %H:", localtime_r(&t, &tm));
+    CHECK(strncmp(text, now, 14) == 0 || t % 3600 < 5);
+    free(text);
+    CHECK_EQ_STR(run("return pcall(kafka.set_log_level, 'INFO')"),
+                 "false|bad argument #1 to '?' (number expected, got string)");
+}
+
+/* librdkafka's syslog levels as the Lua logger's; its lines name the
+ * client and the facility. */
+TEST(librdkafka_lines_go_through_the_c_logger)
+{
+    char err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "log_level", "0", err, sizeof err);   /* no CONFWARN of its own */
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    CHECK(rk != NULL);
+    if (!rk) return;
+    capture_begin();
+    qh_log_set_level(QH_LOG_DEBUG);
+    for (int level = 0; level <= 7; level++) {
+        char msg[16];
+        snprintf(msg, sizeof msg, "syslog %d", level);
+        qh_kafka_on_log(rk, level, "FAC", msg);
+    }
+    qh_log_set_level(QH_LOG_INFO);
+    qh_kafka_on_log(rk, 7, "FAC", "debug, hidden at INFO");
+    /* A real one: a client that cannot connect says so at ERROR (log_level
+     * 3, as log.librdkafka_level() gives at the ERROR level). */
+    const char *made = run("lonely = assert(kafka.producer({ ['bootstrap.servers'] = '127.0.0.1:1',\n"
+                           "  ['log_level'] = 3, ['reconnect.backoff.ms'] = 10 })); return true");
+    char *partial = NULL;
+    int seen = TH_WAIT_UNTIL((free(partial), partial = capture_text(),
+                              partial && strstr(partial, "127.0.0.1:1")), 30000);
+    free(partial);
+    const char *closed = run("lonely:close(); return true");
+    char *text = capture_end();
+
+    CHECK_EQ_STR(made, "true");
+    CHECK_EQ_STR(closed, "true");
+    CHECK(seen);
+    char lines[8192], want[1024];
+    CHECK(strip_times(text, lines, sizeof lines));
+    const char *name = rd_kafka_name(rk);
+    int pid = (int)getpid();
+    snprintf(want, sizeof want,
+             "CRITICAL qhost[%d]: librdkafka %s FAC: syslog 0\n"
+             "CRITICAL qhost[%d]: librdkafka %s FAC: syslog 1\n"
+             "CRITICAL qhost[%d]: librdkafka %s FAC: syslog 2\n"
+             "ERROR qhost[%d]: librdkafka %s FAC: syslog 3\n"
+             "WARNING qhost[%d]: librdkafka %s FAC: syslog 4\n"
+             "INFO qhost[%d]: librdkafka %s FAC: syslog 5\n"
+             "INFO qhost[%d]: librdkafka %s FAC: syslog 6\n"
+             "DEBUG qhost[%d]: librdkafka %s FAC: syslog 7\n"
+             "ERROR qhost[%d]: librdkafka rdkafka#producer-",
+             pid, name, pid, name, pid, name, pid, name, pid, name, pid, name, pid, name, pid, name, pid);
+    CHECK(strncmp(lines, want, strlen(want)) == 0);
+    if (strncmp(lines, want, strlen(want)) != 0) fprintf(stderr, "got:\n%s\n", lines);
+    free(text);
+    rd_kafka_destroy(rk);
+}
+
+#define LOG_THREADS 4
+#define LOG_LINES 500
+
+static void *log_lines(void *arg)
+{
+    char payload[301];
+    memset(payload, 'a' + (int)(intptr_t)arg, 300);
+    payload[300] = '\0';
+    for (int i = 0; i < LOG_LINES; i++) qh_log(QH_LOG_WARNING, "%d %d %s", (int)(intptr_t)arg, i, payload);
+    return NULL;
+}
+
+/* librdkafka logs from its own threads: every line stays whole, and the
+ * prefix may change meanwhile. */
+TEST(log_lines_from_many_threads_stay_whole)
+{
+    pthread_t t[LOG_THREADS];
+    capture_begin();
+    for (int i = 0; i < LOG_THREADS; i++) pthread_create(&t[i], NULL, log_lines, (void *)(intptr_t)i);
+    for (int i = 0; i < 50; i++) qh_log_set_prefix(i % 2 ? "source 'x'[1]" : NULL);
+    for (int i = 0; i < LOG_THREADS; i++) pthread_join(t[i], NULL);
+    qh_log_set_prefix(NULL);
+    char *text = capture_end();
+
+    static char lines[LOG_THREADS * LOG_LINES * 360];
+    CHECK(strip_times(text, lines, sizeof lines));
+    int count[LOG_THREADS] = { 0 }, bad = 0;
+    for (char *line = strtok(lines, "\n"); line; line = strtok(NULL, "\n")) {
+        int th = -1, i = -1, at = 0;
+        char *msg = strstr(line, "]: ");
+        if (!msg || sscanf(msg + 3, "%d %d %n", &th, &i, &at) != 2 || th < 0 || th >= LOG_THREADS) {
+            bad++;
+            continue;
+        }
+        const char *p = msg + 3 + at;
+        int whole = strlen(p) == 300;
+        for (int k = 0; whole && k < 300; k++) whole = p[k] == 'a' + th;
+        if (!whole || i != count[th]) bad++;
+        count[th]++;
+    }
+    CHECK_EQ_INT(bad, 0);
+    for (int i = 0; i < LOG_THREADS; i++) CHECK_EQ_INT(count[i], LOG_LINES);
+    free(text);
+}
+
 int main(void)
 {
-    L = luaL_newstate();
+    L = th_lua_new("kafka", qh_kafka_open);
+    /* From here on every allocation goes through test_alloc, which passes
+     * them to LuaJIT's allocator until armed. */
     real_alloc = lua_getallocf(L, &real_alloc_ud);
     lua_setallocf(L, test_alloc, NULL);
-    luaL_openlibs(L);
     lua_register(L, "arm_alloc_failure", l_arm_alloc_failure);
-    qh_kafka_open(L);
-    lua_setglobal(L, "kafka");
-    if (luaL_loadstring(L, lua_prelude) != 0 || qh_vm_pcall(L, 0, 0) != 0) {
-        fprintf(stderr, "prelude: %s\n", lua_tostring(L, -1));
-        return 1;
-    }
+    th_lua_prelude(L, lua_prelude);
 
     RUN(murmur2_matches_the_java_client);
     RUN(module_fields);
@@ -1088,6 +1259,9 @@ int main(void)
     RUN(delivery_failures_are_bounded);
     RUN(client_errors_are_counted_and_taken);
     RUN(closed_handles_raise_and_close_twice_is_fine);
+    RUN(the_c_logger_writes_the_lua_loggers_lines);
+    RUN(librdkafka_lines_go_through_the_c_logger);
+    RUN(log_lines_from_many_threads_stay_whole);
     RUN(subscribe_joins_and_close_commits_stored_offsets);
     RUN(constructors_leave_nothing_behind_when_lua_is_out_of_memory);
     RUN(create_topics_names_the_topic_and_property_of_a_bad_entry);

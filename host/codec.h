@@ -1,13 +1,14 @@
 /* codec.h: the `qhost.codec` Lua module: JSON encode/decode that keeps object
  * key order (decoded objects remember it in their metatable), plus the
  * 4-byte int and 8-byte double big-endian packers behind the `int` and
- * `double` serializers. Also exports, for other C units (csv.c), a growable
- * byte buffer and the JSON string escaper, so every JSON string the host
- * writes is escaped the same way. Uses: LuaJIT's Lua 5.1 API and its FFI
- * (through a small Lua chunk: the C API cannot make cdata), libc.
+ * `double` serializers; and the internal `qhost.runtime.json_at` module,
+ * the run loop's in-place decoder.
+ * Uses: json_encode.h, json_decode.h (the JSON itself), binary.h (the
+ * packers), LuaJIT's Lua 5.1 API and its FFI (through a small Lua chunk:
+ * the C API cannot make cdata).
  *
- * How JSON values map to Lua (json_decode, json_decode_at) and back
- * (json_encode, json_encode_pretty), following Python's json module:
+ * How JSON values map to Lua (json_decode) and back (json_encode,
+ * json_encode_pretty), following Python's json module:
  * - null is codec.null (a NULL lightuserdata); nil also encodes as null.
  * - Integers (no '.', no exponent) with |n| <= 2^53 are Lua numbers.
  *   Beyond 2^53 but within int64 they are int64_t cdata (as
@@ -27,7 +28,6 @@
 #ifndef QH_CODEC_H
 #define QH_CODEC_H
 
-#include <stddef.h>
 #include <lua.h>
 
 /* luaopen-style: pushes the module table. Opening it again in the same state
@@ -35,28 +35,13 @@
  * cache, so values decoded through one copy encode right through the other. */
 int qh_codec_open(lua_State *L);
 
-/* A growable byte buffer. Zero-initialise it; qh_buf_free releases it. */
-typedef struct qh_buf {
-    char *data;
-    size_t len, cap;
-} qh_buf;
-
-/* Makes room for `extra` more bytes. Returns 0, or -1 when out of memory
- * (the buffer is left as it was). */
-int qh_buf_reserve(qh_buf *b, size_t extra);
-void qh_buf_free(qh_buf *b);
-
-enum { QH_JSON_OK = 0, QH_JSON_ENOMEM = -1, QH_JSON_EUTF8 = -2 };
-
-/* Appends s as a quoted JSON string: `"` and `\` escaped, control characters
- * as \n \r \t \b \f or \u00XX, other UTF-8 passed through (as Python's
- * json.dumps(ensure_ascii=False)), except that surrogate code points (which
- * codec.json_decode produces for lone \uD8xx escapes) are written back as
- * \uXXXX escapes so the output stays valid UTF-8. Returns QH_JSON_OK,
- * QH_JSON_ENOMEM, or QH_JSON_EUTF8 when s is not UTF-8 with lone
- * surrogates (WTF-8: a high surrogate followed by a low one is an error, as
- * its two escapes would read back as another character) (b->len unchanged
- * on error). */
-int qh_json_append_string(qh_buf *b, const char *s, size_t len);
+/* luaopen-style: pushes the internal module `qhost.runtime.json_at`:
+ *   json_decode_at(address, len) -> value | nil, err
+ * decodes the JSON text of len bytes at a raw address (a number, from the
+ * FFI) without copying it into a Lua string: the run loop's path for
+ * message values in librdkafka's buffer. It reads any memory it is given,
+ * so it is kept out of `qhost.codec`. Shares qhost.codec's state (array_mt,
+ * key-order cache): its values are qhost.codec's. */
+int qh_codec_open_json_at(lua_State *L);
 
 #endif

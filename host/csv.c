@@ -34,7 +34,8 @@
 
 #include <lauxlib.h>
 
-#include "codec.h"
+#include "buf.h"
+#include "json_string.h"
 #define QH_CSV_WANT_LIBCSV  /* libcsv's csv.h, not ours: see csv.h */
 #include <csv.h>
 
@@ -468,14 +469,6 @@ static int push_row_err(lua_State *L, csv_reader *r, long line, const char *msg)
     return 2;
 }
 
-static int put(qh_buf *b, const char *s, size_t n)
-{
-    if (qh_buf_reserve(b, n) != 0) return -1;
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    return 0;
-}
-
 /* Makes r->header_keys hold the header table at idx as escaped `"name":`
  * prefixes, which row_json and read_json put before each field; they are
  * kept while the same header table is given (the common case: every row of
@@ -506,7 +499,7 @@ static int use_header(lua_State *L, csv_reader *r, int idx, const char *fn)
             snprintf(msg, sizeof msg, "invalid UTF-8 in header column %d", (int)i);
             return push_row_err(L, r, 0, msg);
         }
-        if (rc != QH_JSON_OK || put(&r->header_keys, ":", 1) != 0)
+        if (rc != QH_JSON_OK || qh_buf_put(&r->header_keys, ":", 1) != 0)
             return luaL_error(L, "%s: out of memory", fn);
         r->header_ends[r->nheader++] = r->header_keys.len;
     }
@@ -524,10 +517,10 @@ static int put_member(csv_reader *r, size_t i, const char *data, size_t len)
 {
     qh_buf *b = &r->json;
     size_t kstart = i ? r->header_ends[i - 1] : 0;
-    if ((i > 0 && put(b, ",", 1) != 0) ||
-        put(b, r->header_keys.data + kstart, r->header_ends[i] - kstart) != 0)
+    if ((i > 0 && qh_buf_put(b, ",", 1) != 0) ||
+        qh_buf_put(b, r->header_keys.data + kstart, r->header_ends[i] - kstart) != 0)
         return QH_JSON_ENOMEM;
-    if (!data) return put(b, "null", 4) == 0 ? QH_JSON_OK : QH_JSON_ENOMEM;  /* DictReader's None */
+    if (!data) return qh_buf_put(b, "null", 4) == 0 ? QH_JSON_OK : QH_JSON_ENOMEM;  /* DictReader's None */
     return qh_json_append_string(b, data, len);
 }
 
@@ -555,7 +548,7 @@ static int l_row_json(lua_State *L)
     }
     qh_buf *b = &r->json;
     b->len = 0;
-    if (put(b, "{", 1) != 0) goto nomem;
+    if (qh_buf_put(b, "{", 1) != 0) goto nomem;
     for (size_t i = 0; i < r->nheader; i++) {
         const char *v = NULL;
         size_t vlen = 0;
@@ -574,7 +567,7 @@ static int l_row_json(lua_State *L)
         }
         if (rc != QH_JSON_OK) goto nomem;
     }
-    if (put(b, "}", 1) != 0) goto nomem;
+    if (qh_buf_put(b, "}", 1) != 0) goto nomem;
     lua_pushlstring(L, b->data, b->len);
     return 1;
 nomem:
@@ -608,7 +601,7 @@ static int l_read_json(lua_State *L)
     }
     qh_buf *b = &r->json;
     b->len = 0;
-    if (put(b, "{", 1) != 0) goto nomem;
+    if (qh_buf_put(b, "{", 1) != 0) goto nomem;
     for (size_t i = 0; i < r->nheader; i++) {
         const field_ref *f = i < row->n ? &r->fields[row->first + i] : NULL;
         rc = put_member(r, i, f ? (r->bytes.data ? r->bytes.data + f->off : "") : NULL, f ? f->len : 0);
@@ -618,7 +611,7 @@ static int l_read_json(lua_State *L)
         }
         if (rc != QH_JSON_OK) goto nomem;
     }
-    if (put(b, "}", 1) != 0) goto nomem;
+    if (qh_buf_put(b, "}", 1) != 0) goto nomem;
     lua_pushlstring(L, b->data, b->len);
     lua_pushinteger(L, (lua_Integer)row->line);
     return 2;

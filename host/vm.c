@@ -117,6 +117,8 @@ lua_State *qh_vm_new(const char *mode)
     set_paths(L, g_paths.root);
     preload(L, "qhost.host", qh_hostlib_open);
     preload(L, "qhost.codec", qh_codec_open);
+    /* Internal: the run loop's decoder of message values in place. */
+    preload(L, "qhost.runtime.json_at", qh_codec_open_json_at);
     preload(L, "qhost.csvreader", qh_csv_open);
     preload(L, "qhost.kafka", qh_kafka_open);
     preload(L, "qhost.spawn", qh_spawn_open);

@@ -192,8 +192,9 @@ static inline const char *th_repo_root(void)
 
 #define TH_TMP_PREFIX "/tmp/qh_test_"
 
-/* A new private folder /tmp/qh_test_<name>.XXXXXX; its path (static, one
- * per binary), or NULL with the reason printed. */
+/* A new private folder /tmp/qh_test_<name>.XXXXXX; its path (in a static
+ * buffer: valid until the next call; copy it to keep two), or NULL with the
+ * reason printed. */
 static inline const char *th_tmpdir(const char *name)
 {
     static char dir[256];

@@ -1,10 +1,12 @@
-/* fuzz_json.c: libFuzzer target for qhost.codec's JSON decoder (host/codec.c)
- * on arbitrary bytes, which is what a topic can hold.
+/* fuzz_json.c: libFuzzer target for qhost.codec's JSON decoder
+ * (host/json_decode.c, through the module in host/codec.c) on arbitrary
+ * bytes, which is what a topic can hold.
  *
  * For each input:
  * - json_decode gives a value, or nil and "invalid JSON at byte N: ..."
  *   with 1 <= N <= size + 1; it never raises;
- * - json_decode_at on the same bytes (the run loop's in-place path) agrees;
+ * - json_decode_at on the same bytes (the run loop's in-place path, the
+ *   internal qhost.runtime.json_at) agrees;
  * - a value encodes (json_encode), that text decodes, and encodes to the
  *   same text again; json_encode_pretty's text decodes to the same value;
  * - a document that is one number decodes to what strtod reads (or, for
@@ -76,11 +78,16 @@ static int init(void)
     atexit(close_lua);
     luaL_openlibs(L);
     qh_codec_open(L);
+    /* call() finds every function on `codec`: the in-place decoder too */
+    qh_codec_open_json_at(L);
+    lua_getfield(L, -1, "json_decode_at");
+    lua_setfield(L, -3, "json_decode_at");
+    lua_pop(L, 1);
     lua_setglobal(L, "codec");
     return 0;
 }
 
-/* Whether the whole input is one JSON number token (what dec_number reads). */
+/* Whether the whole input is one JSON number token (what qh_json_number_read reads). */
 static int is_number_token(const uint8_t *p, size_t n)
 {
     size_t i = 0;

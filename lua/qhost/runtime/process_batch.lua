@@ -15,7 +15,7 @@ local log = require("qhost.log")
 local serializers = require("qhost.serializers")
 
 local JSON = serializers.get("json", "json")
-local json_decode_at = require("qhost.codec").json_decode_at
+local json_decode_at = require("qhost.runtime.json_at").json_decode_at
 
 local process_batch = {}
 

@@ -36,6 +36,7 @@
 
 #include "buf.h"
 #include "json_string.h"
+#include "luaclass.h"
 #define QH_CSV_WANT_LIBCSV  /* libcsv's csv.h, not ours: see csv.h */
 #include <csv.h>
 
@@ -373,11 +374,8 @@ static int l_open(lua_State *L)
     }
 
     /* The userdata first, so that __gc releases whatever follows. */
-    csv_reader *r = lua_newuserdata(L, sizeof *r);
-    memset(r, 0, sizeof *r);
+    csv_reader *r = qh_luaclass_new(L, READER_MT, sizeof *r);
     r->fd = -1;
-    luaL_getmetatable(L, READER_MT);
-    lua_setmetatable(L, -2);
 
     r->path = strdup(path);
     r->chunk = malloc(CHUNK_SIZE);
@@ -627,18 +625,15 @@ static const luaL_Reg reader_methods[] = {
     { NULL, NULL },
 };
 
+static const luaL_Reg reader_metamethods[] = {
+    { "__gc", l_gc },
+    { "__tostring", l_tostring },
+    { NULL, NULL },
+};
+
 int qh_csv_open(lua_State *L)
 {
-    if (luaL_newmetatable(L, READER_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, reader_methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, l_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, l_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
+    qh_luaclass_register_meta(L, READER_MT, reader_methods, reader_metamethods);
     lua_newtable(L);
     lua_pushcfunction(L, l_open);
     lua_setfield(L, -2, "open");

@@ -3,7 +3,8 @@
  * input, constant memory for any file size, physical line numbers for
  * messages), and the row-to-JSON step the CSV source runs per row.
  * Uses: libcsv 3.0.3 (strict mode) for parsing, POSIX read(2), buf.h and
- * json_string.h's JSON string escaper (the one the JSON encoder uses). */
+ * json_string.h's JSON string escaper (the one the JSON encoder uses),
+ * luaclass.h for the reader class. */
 /* libcsv's header is also called csv.h. csv.c includes it as <csv.h> with
  * QH_CSV_WANT_LIBCSV defined; when host/ is on the -I path that finds this
  * file instead, so pass the request on to the next csv.h in the path. */

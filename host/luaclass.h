@@ -12,6 +12,11 @@
  * and changes nothing). gc may be NULL. Leaves the stack as it was. */
 void qh_luaclass_register(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc);
 
+/* The same for a class with more metamethods than __gc: metamethods
+ * ("__gc", "__tostring", ...; NULL for none) go into the metatable itself. */
+void qh_luaclass_register_meta(lua_State *L, const char *name, const luaL_Reg *methods,
+                               const luaL_Reg *metamethods);
+
 /* A new full userdata of `size` bytes, zeroed, with the class's metatable,
  * pushed on the stack. Make it before acquiring what it will own, so that a
  * failed allocation (which raises) leaks nothing. */

@@ -32,6 +32,7 @@
 #include <lauxlib.h>
 
 #include "hostlib.h"
+#include "luaclass.h"
 
 extern char **environ;
 
@@ -640,10 +641,7 @@ static int l_start(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
     lua_newtable(L);                       /* 2: anchor for strings */
-    lproc *u = lua_newuserdata(L, sizeof *u); /* 3: the result */
-    u->p = NULL;
-    luaL_getmetatable(L, PROC_MT);
-    lua_setmetatable(L, 3);
+    lproc *u = qh_luaclass_new(L, PROC_MT, sizeof *u); /* 3: the result */
     lua_newtable(L);                       /* per-proc store (cached status) */
     lua_setfenv(L, 3);
 
@@ -910,16 +908,12 @@ int qh_spawn_open(lua_State *L)
         { "is_child", l_is_child },
         { NULL, NULL },
     };
-    if (luaL_newmetatable(L, PROC_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, proc_methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, l_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, l_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
+    static const luaL_Reg proc_metamethods[] = {
+        { "__gc", l_gc },
+        { "__tostring", l_tostring },
+        { NULL, NULL },
+    };
+    qh_luaclass_register_meta(L, PROC_MT, proc_methods, proc_metamethods);
     lua_newtable(L);
     luaL_register(L, NULL, module);
     return 1;

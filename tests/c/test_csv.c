@@ -14,22 +14,12 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
-#include "check.h"
 #include "codec.h"
 #include "csv.h"
+#include "helpers.h"
 
-static char tmpdir[] = "/tmp/qh_test_csv_XXXXXX";
-
-static void write_file(const char *name, const char *data, size_t len)
-{
-    FILE *f = fopen(name, "wb");
-    if (!f || fwrite(data, 1, len, f) != len || fclose(f) != 0) {
-        perror(name);
-        exit(2);
-    }
-}
-
-#define WRITE(name, literal) write_file(name, literal, sizeof literal - 1)
+/* Writes a test file (in the temporary folder, the working directory). */
+#define WRITE(name, literal) CHECK_EQ_INT(th_write_file(name, literal, sizeof literal - 1, 0644), 0)
 
 /* dump(path, opts): every row as "LINE:[f1][f2]...", one per line, and a
  * final "ERR <message>" if reading failed. */
@@ -59,55 +49,22 @@ static const char *lua_helpers =
 
 static lua_State *new_state(void)
 {
-    lua_State *L = luaL_newstate();
-    luaL_openlibs(L);
-    qh_csv_open(L);
-    lua_setglobal(L, "csvreader");
-    qh_codec_open(L);
-    lua_setglobal(L, "codec");
-    if (luaL_dostring(L, lua_helpers) != 0) {
-        fprintf(stderr, "%s\n", lua_tostring(L, -1));
-        exit(2);
-    }
+    lua_State *L = th_lua_new("csvreader", qh_csv_open);
+    th_lua_global(L, "codec", qh_codec_open);
+    th_lua_prelude(L, lua_helpers);
     return L;
-}
-
-/* Runs a chunk; its results joined by "|", or "ERROR: <message>". */
-static const char *run(lua_State *L, const char *chunk)
-{
-    static char out[1 << 16];
-    lua_settop(L, 0);
-    if (luaL_loadstring(L, chunk) != 0 || lua_pcall(L, 0, LUA_MULTRET, 0) != 0) {
-        snprintf(out, sizeof out, "ERROR: %s", lua_tostring(L, -1));
-        lua_settop(L, 0);
-        return out;
-    }
-    size_t n = 0;
-    out[0] = '\0';
-    int top = lua_gettop(L);
-    lua_getglobal(L, "tostring");
-    for (int i = 1; i <= top; i++) {
-        lua_pushvalue(L, -1);
-        lua_pushvalue(L, i);
-        lua_call(L, 1, 1);
-        n += (size_t)snprintf(out + n, sizeof out - n, "%s%s", i > 1 ? "|" : "", lua_tostring(L, -1));
-        lua_pop(L, 1);
-        if (n >= sizeof out) break;
-    }
-    lua_settop(L, 0);
-    return out;
 }
 
 TEST(header_and_rows)
 {
     lua_State *L = new_state();
     WRITE("input.csv", "name,age\nalice,30\nbob,25\n");
-    CHECK_EQ_STR(run(L, "return dump('input.csv')"), "1:[name][age]\n2:[alice][30]\n3:[bob][25]");
+    CHECK_EQ_STR(th_run(L, "return dump('input.csv')"), "1:[name][age]\n2:[alice][30]\n3:[bob][25]");
     WRITE("one.csv", "x");
-    CHECK_EQ_STR(run(L, "return dump('one.csv')"), "1:[x]");
+    CHECK_EQ_STR(th_run(L, "return dump('one.csv')"), "1:[x]");
     WRITE("empty.csv", "");
-    CHECK_EQ_STR(run(L, "return dump('empty.csv')"), "");
-    CHECK_EQ_STR(run(L, "local r = csvreader.open('input.csv') local s = tostring(r) r:close() "
+    CHECK_EQ_STR(th_run(L, "return dump('empty.csv')"), "");
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('input.csv') local s = tostring(r) r:close() "
                         "return s, tostring(r)"),
                  "csvreader(input.csv)|csvreader(input.csv, closed)");
     lua_close(L);
@@ -117,7 +74,7 @@ TEST(quoting)
 {
     lua_State *L = new_state();
     WRITE("q.csv", "a,\"b,c\",\"d\"\"e\",\"line1\nline2\",f\nnext,\"\"\"\",\"\"\n");
-    CHECK_EQ_STR(run(L, "return dump('q.csv')"),
+    CHECK_EQ_STR(th_run(L, "return dump('q.csv')"),
                  "1:[a][b,c][d\"e][line1\nline2][f]\n3:[next][\"][]");
     lua_close(L);
 }
@@ -126,15 +83,15 @@ TEST(line_endings)
 {
     lua_State *L = new_state();
     WRITE("crlf.csv", "a,b\r\nc,d\r\n\"x\r\ny\",z\r\nw\r\n");
-    CHECK_EQ_STR(run(L, "return dump('crlf.csv')"), "1:[a][b]\n2:[c][d]\n3:[x\r\ny][z]\n5:[w]");
+    CHECK_EQ_STR(th_run(L, "return dump('crlf.csv')"), "1:[a][b]\n2:[c][d]\n3:[x\r\ny][z]\n5:[w]");
     WRITE("cr.csv", "a\rb\r\"c\rd\"\re");
-    CHECK_EQ_STR(run(L, "return dump('cr.csv')"), "1:[a]\n2:[b]\n3:[c\rd]\n5:[e]");
+    CHECK_EQ_STR(th_run(L, "return dump('cr.csv')"), "1:[a]\n2:[b]\n3:[c\rd]\n5:[e]");
     WRITE("nofinal.csv", "a,b\nc,d");
-    CHECK_EQ_STR(run(L, "return dump('nofinal.csv')"), "1:[a][b]\n2:[c][d]");
+    CHECK_EQ_STR(th_run(L, "return dump('nofinal.csv')"), "1:[a][b]\n2:[c][d]");
     WRITE("nofinalq.csv", "a,b\nc,\"d\"");
-    CHECK_EQ_STR(run(L, "return dump('nofinalq.csv')"), "1:[a][b]\n2:[c][d]");
+    CHECK_EQ_STR(th_run(L, "return dump('nofinalq.csv')"), "1:[a][b]\n2:[c][d]");
     WRITE("trailcomma.csv", "a,b\nc,");
-    CHECK_EQ_STR(run(L, "return dump('trailcomma.csv')"), "1:[a][b]\n2:[c][]");
+    CHECK_EQ_STR(th_run(L, "return dump('trailcomma.csv')"), "1:[a][b]\n2:[c][]");
     lua_close(L);
 }
 
@@ -142,16 +99,16 @@ TEST(empty_fields_and_blank_lines)
 {
     lua_State *L = new_state();
     WRITE("e.csv", ",a,,\n,\n\"\"\n");
-    CHECK_EQ_STR(run(L, "return dump('e.csv')"), "1:[][a][][]\n2:[][]\n3:[]");
+    CHECK_EQ_STR(th_run(L, "return dump('e.csv')"), "1:[][a][][]\n2:[][]\n3:[]");
     WRITE("blank.csv", "\n\na,b\n\n\r\n\nc,d\n\n");
-    CHECK_EQ_STR(run(L, "return dump('blank.csv')"), "3:[a][b]\n7:[c][d]");
+    CHECK_EQ_STR(th_run(L, "return dump('blank.csv')"), "3:[a][b]\n7:[c][d]");
     WRITE("spaces.csv", " a , b \n  \n");
-    CHECK_EQ_STR(run(L, "return dump('spaces.csv')"), "1:[ a ][ b ]\n2:[  ]");
+    CHECK_EQ_STR(th_run(L, "return dump('spaces.csv')"), "1:[ a ][ b ]\n2:[  ]");
     /* Rows of empty fields only: the byte buffer is never allocated, and
      * dropping the rows already handed out must not memmove from NULL
      * (undefined behaviour, caught by UBSan; found by tests/fuzz/fuzz_csv). */
     WRITE("onlyempty.csv", ",,\n,\n,,,\nx\n");
-    CHECK_EQ_STR(run(L, "return dump('onlyempty.csv')"), "1:[][][]\n2:[][]\n3:[][][][]\n4:[x]");
+    CHECK_EQ_STR(th_run(L, "return dump('onlyempty.csv')"), "1:[][][]\n2:[][]\n3:[][][][]\n4:[x]");
     lua_close(L);
 }
 
@@ -159,16 +116,16 @@ TEST(unicode_and_bom)
 {
     lua_State *L = new_state();
     WRITE("u.csv", "\xe5\x90\x8d\xe5\x89\x8d,citt\xc3\xa0\n\xf0\x9f\x98\x80,\"\xc3\xa9,\xc3\xa8\"\n");
-    CHECK_EQ_STR(run(L, "return dump('u.csv')"),
+    CHECK_EQ_STR(th_run(L, "return dump('u.csv')"),
                  "1:[\xe5\x90\x8d\xe5\x89\x8d][citt\xc3\xa0]\n2:[\xf0\x9f\x98\x80][\xc3\xa9,\xc3\xa8]");
     WRITE("bom.csv", "\xEF\xBB\xBFid,v\n1,\xEF\xBB\xBF\n");
-    CHECK_EQ_STR(run(L, "return dump('bom.csv')"), "1:[id][v]\n2:[1][\xEF\xBB\xBF]");
+    CHECK_EQ_STR(th_run(L, "return dump('bom.csv')"), "1:[id][v]\n2:[1][\xEF\xBB\xBF]");
     WRITE("bomq.csv", "\xEF\xBB\xBF\"id\",v\n");
-    CHECK_EQ_STR(run(L, "return dump('bomq.csv')"), "1:[id][v]");
+    CHECK_EQ_STR(th_run(L, "return dump('bomq.csv')"), "1:[id][v]");
     WRITE("bomonly.csv", "\xEF\xBB\xBF");
-    CHECK_EQ_STR(run(L, "return dump('bomonly.csv')"), "");
+    CHECK_EQ_STR(th_run(L, "return dump('bomonly.csv')"), "");
     WRITE("short.csv", "\xEF\xBB");
-    CHECK_EQ_STR(run(L, "return dump('short.csv')"), "1:[\xEF\xBB]");
+    CHECK_EQ_STR(th_run(L, "return dump('short.csv')"), "1:[\xEF\xBB]");
     lua_close(L);
 }
 
@@ -176,20 +133,20 @@ TEST(dialects)
 {
     lua_State *L = new_state();
     WRITE("semi.csv", "a;\"b;c\";d,e\n1;2;3\n");
-    CHECK_EQ_STR(run(L, "return dump('semi.csv', { delimiter = ';' })"), "1:[a][b;c][d,e]\n2:[1][2][3]");
+    CHECK_EQ_STR(th_run(L, "return dump('semi.csv', { delimiter = ';' })"), "1:[a][b;c][d,e]\n2:[1][2][3]");
     WRITE("tab.csv", "a\t b\t\"c\td\"\n\t\n");
-    CHECK_EQ_STR(run(L, "return dump('tab.csv', { delimiter = '\\t' })"), "1:[a][ b][c\td]\n2:[][]");
+    CHECK_EQ_STR(th_run(L, "return dump('tab.csv', { delimiter = '\\t' })"), "1:[a][ b][c\td]\n2:[][]");
     WRITE("squote.csv", "'a,b','it''s',\"x\"\n");
-    CHECK_EQ_STR(run(L, "return dump('squote.csv', { quotechar = \"'\" })"), "1:[a,b][it's][\"x\"]");
-    CHECK_EQ_STR(run(L, "return pcall(csvreader.open, 'semi.csv', { delimiter = ';;' })"),
+    CHECK_EQ_STR(th_run(L, "return dump('squote.csv', { quotechar = \"'\" })"), "1:[a,b][it's][\"x\"]");
+    CHECK_EQ_STR(th_run(L, "return pcall(csvreader.open, 'semi.csv', { delimiter = ';;' })"),
                  "false|csvreader.open: delimiter must be a one-character string other than a newline");
-    CHECK_EQ_STR(run(L, "return pcall(csvreader.open, 'semi.csv', { delimiter = '\\n' })"),
+    CHECK_EQ_STR(th_run(L, "return pcall(csvreader.open, 'semi.csv', { delimiter = '\\n' })"),
                  "false|csvreader.open: delimiter must be a one-character string other than a newline");
-    CHECK_EQ_STR(run(L, "return pcall(csvreader.open, 'semi.csv', { quotechar = ',' })"),
+    CHECK_EQ_STR(th_run(L, "return pcall(csvreader.open, 'semi.csv', { quotechar = ',' })"),
                  "false|csvreader.open: delimiter and quotechar must differ");
-    CHECK_EQ_STR(run(L, "return pcall(csvreader.open, 'semi.csv', { field_size_limit = 0 })"),
+    CHECK_EQ_STR(th_run(L, "return pcall(csvreader.open, 'semi.csv', { field_size_limit = 0 })"),
                  "false|csvreader.open: field_size_limit must be a positive number");
-    CHECK_EQ_STR(run(L, "return pcall(csvreader.open, 'semi.csv', 5)"),
+    CHECK_EQ_STR(th_run(L, "return pcall(csvreader.open, 'semi.csv', 5)"),
                  "false|bad argument #2 to '?' (table expected, got number)");
     lua_close(L);
 }
@@ -198,24 +155,24 @@ TEST(malformed)
 {
     lua_State *L = new_state();
     WRITE("input.csv", "a,b\nc,d\"e\nf,g\n");
-    CHECK_EQ_STR(run(L, "return dump('input.csv')"),
+    CHECK_EQ_STR(th_run(L, "return dump('input.csv')"),
                  "1:[a][b]\nERR input.csv:2: malformed CSV: quote character in unquoted field");
     WRITE("after.csv", "a,b\n\"c\"x,d\n");
-    CHECK_EQ_STR(run(L, "return dump('after.csv')"),
+    CHECK_EQ_STR(th_run(L, "return dump('after.csv')"),
                  "1:[a][b]\nERR after.csv:2: malformed CSV: unexpected character after closing quote");
     WRITE("space.csv", "\"c\" ,d\n");
-    CHECK_EQ_STR(run(L, "return dump('space.csv')"),
+    CHECK_EQ_STR(th_run(L, "return dump('space.csv')"),
                  "ERR space.csv:1: malformed CSV: unexpected character after closing quote");
     WRITE("unterminated.csv", "a,b\n\n\"c,d\ne,f\n");
-    CHECK_EQ_STR(run(L, "return dump('unterminated.csv')"),
+    CHECK_EQ_STR(th_run(L, "return dump('unterminated.csv')"),
                  "1:[a][b]\nERR unterminated.csv:3: malformed CSV: unterminated quoted field");
     /* the error names the line of the bad character, not of the record */
     WRITE("multi.csv", "h\n1\n\"x\ny\nz\"q\n");
-    CHECK_EQ_STR(run(L, "return dump('multi.csv')"),
+    CHECK_EQ_STR(th_run(L, "return dump('multi.csv')"),
                  "1:[h]\n2:[1]\nERR multi.csv:5: malformed CSV: unexpected character after closing quote");
     /* rows completed earlier on the same physical line (CR endings) first */
     WRITE("cr_err.csv", "a\rb\"\r");
-    CHECK_EQ_STR(run(L, "return dump('cr_err.csv')"),
+    CHECK_EQ_STR(th_run(L, "return dump('cr_err.csv')"),
                  "1:[a]\nERR cr_err.csv:2: malformed CSV: quote character in unquoted field");
     lua_close(L);
 }
@@ -223,20 +180,20 @@ TEST(malformed)
 TEST(open_errors_and_close)
 {
     lua_State *L = new_state();
-    CHECK_EQ_STR(run(L, "return csvreader.open('missing.csv')"), "nil|missing.csv: No such file or directory");
+    CHECK_EQ_STR(th_run(L, "return csvreader.open('missing.csv')"), "nil|missing.csv: No such file or directory");
     mkdir("adir", 0700);
-    CHECK_EQ_STR(run(L, "return csvreader.open('adir')"), "nil|adir: Is a directory");
+    CHECK_EQ_STR(th_run(L, "return csvreader.open('adir')"), "nil|adir: Is a directory");
     rmdir("adir");
     WRITE("c.csv", "a\nb\n");
-    CHECK_EQ_STR(run(L, "local r = csvreader.open('c.csv') local f, l = r:read_row() r:close() r:close() "
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('c.csv') local f, l = r:read_row() r:close() r:close() "
                         "return f[1], l, pcall(r.read_row, r)"),
                  "a|1|false|csvreader c.csv: read_row after close");
-    CHECK_EQ_STR(run(L, "return pcall(csvreader.open)"),
+    CHECK_EQ_STR(th_run(L, "return pcall(csvreader.open)"),
                  "false|bad argument #1 to '?' (string expected, got no value)");
-    CHECK_EQ_STR(run(L, "return pcall(csvreader.open('c.csv').read_row, {})"),
+    CHECK_EQ_STR(th_run(L, "return pcall(csvreader.open('c.csv').read_row, {})"),
                  "false|bad argument #1 to '?' (qhost.csvreader expected, got table)");
     /* left open: __gc at lua_close frees it (ASan checks) */
-    CHECK_EQ_STR(run(L, "leftover = csvreader.open('c.csv') return leftover:read_row()[1]"), "a");
+    CHECK_EQ_STR(th_run(L, "leftover = csvreader.open('c.csv') return leftover:read_row()[1]"), "a");
     lua_close(L);
 }
 
@@ -254,8 +211,8 @@ TEST(long_rows_span_chunks)
     for (size_t i = 0; i < 20000; i++)    /* quoted, with all the specials */
         len += (size_t)sprintf(buf + len, "%s", i % 4 == 0 ? "\"\"" : i % 4 == 1 ? "," : i % 4 == 2 ? "\n" : "y");
     len += (size_t)sprintf(buf + len, "\",z\nlast,row,here\n");
-    write_file("long.csv", buf, len);
-    CHECK_EQ_STR(run(L,
+    CHECK_EQ_INT(th_write_file("long.csv", buf, len, 0644), 0);
+    CHECK_EQ_STR(th_run(L,
         "local r = csvreader.open('long.csv')\n"
         "local h, l1 = r:read_row()\n"
         "local f, l2 = r:read_row()\n"
@@ -272,8 +229,8 @@ TEST(long_rows_span_chunks)
     memset(buf, 'h', 65535);
     len = 65535;
     len += (size_t)sprintf(buf + len, "\r\nr2\r\nr3\r\n");
-    write_file("split.csv", buf, len);
-    CHECK_EQ_STR(run(L, "local r = csvreader.open('split.csv') local h, l1 = r:read_row() "
+    CHECK_EQ_INT(th_write_file("split.csv", buf, len, 0644), 0);
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('split.csv') local h, l1 = r:read_row() "
                         "local a, l2 = r:read_row() local b, l3 = r:read_row() "
                         "return #h[1], l1, a[1], l2, b[1], l3, r:read_row()"),
                  "65535|1|r2|2|r3|3|nil");
@@ -284,7 +241,7 @@ TEST(long_rows_span_chunks)
     fprintf(f, "id,name\n");
     for (int i = 2; i <= 200000; i++) fprintf(f, "%d,\"n%d\"%s", i, i, i % 2 ? "\r\n" : "\n");
     fclose(f);
-    CHECK_EQ_STR(run(L,
+    CHECK_EQ_STR(th_run(L,
         "local r = csvreader.open('many.csv') r:read_row()\n"
         "local count, bad = 0, 0\n"
         "while true do\n"
@@ -305,10 +262,10 @@ TEST(field_size_limit)
     memset(buf + len, 'x', 2000);
     len += 2000;
     len += (size_t)sprintf(buf + len, "\n");
-    write_file("big.csv", buf, len);
-    CHECK_EQ_STR(run(L, "return dump('big.csv', { field_size_limit = 1000 })"),
+    CHECK_EQ_INT(th_write_file("big.csv", buf, len, 0644), 0);
+    CHECK_EQ_STR(th_run(L, "return dump('big.csv', { field_size_limit = 1000 })"),
                  "1:[a][b]\nERR big.csv:2: malformed CSV: field larger than field limit (1000)");
-    CHECK_EQ_STR(run(L, "return #dump('big.csv', { field_size_limit = 2000 })"), "2016");
+    CHECK_EQ_STR(th_run(L, "return #dump('big.csv', { field_size_limit = 2000 })"), "2016");
     /* exactly at the limit is fine, quoted or not, one more byte is not */
     len = (size_t)sprintf(buf, "a,b\n\"");
     memset(buf + len, 'q', 1000);
@@ -316,9 +273,9 @@ TEST(field_size_limit)
     len += (size_t)sprintf(buf + len, "\",");
     memset(buf + len, 'u', 1000);
     len += 1000;
-    write_file("edge.csv", buf, len);
-    CHECK_EQ_STR(run(L, "return #dump('edge.csv', { field_size_limit = 1000 })"), "2015");
-    CHECK_EQ_STR(run(L, "return dump('edge.csv', { field_size_limit = 999 })"),
+    CHECK_EQ_INT(th_write_file("edge.csv", buf, len, 0644), 0);
+    CHECK_EQ_STR(th_run(L, "return #dump('edge.csv', { field_size_limit = 1000 })"), "2015");
+    CHECK_EQ_STR(th_run(L, "return dump('edge.csv', { field_size_limit = 999 })"),
                  "1:[a][b]\nERR edge.csv:2: malformed CSV: field larger than field limit (999)");
 
     /* the default limit is Python's 131072; an unterminated quote meets it
@@ -326,10 +283,10 @@ TEST(field_size_limit)
     len = (size_t)sprintf(buf, "a\n\"");
     memset(buf + len, 'x', 200000);
     len += 200000;
-    write_file("runaway.csv", buf, len);
-    CHECK_EQ_STR(run(L, "return dump('runaway.csv')"),
+    CHECK_EQ_INT(th_write_file("runaway.csv", buf, len, 0644), 0);
+    CHECK_EQ_STR(th_run(L, "return dump('runaway.csv')"),
                  "1:[a]\nERR runaway.csv:2: malformed CSV: field larger than field limit (131072)");
-    CHECK_EQ_STR(run(L, "return dump('runaway.csv', { field_size_limit = math.huge })"),
+    CHECK_EQ_STR(th_run(L, "return dump('runaway.csv', { field_size_limit = math.huge })"),
                  "1:[a]\nERR runaway.csv:2: malformed CSV: unterminated quoted field");
     free(buf);
     lua_close(L);
@@ -353,7 +310,7 @@ TEST(reads_from_a_pipe)
         }
         _exit(0);
     }
-    CHECK_EQ_STR(run(L, "return dump('fifo.csv')"), "1:[a][b\nc]\n3:[d][e]");
+    CHECK_EQ_STR(th_run(L, "return dump('fifo.csv')"), "1:[a][b\nc]\n3:[d][e]");
     int status;
     waitpid(pid, &status, 0);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
@@ -365,30 +322,30 @@ TEST(row_json)
 {
     lua_State *L = new_state();
     WRITE("rj.csv", "key,field,timestamp\nkey5,value5,5\n");
-    CHECK_EQ_STR(run(L, "local r = csvreader.open('rj.csv') local h = r:read_row() local f, line = r:read_row() "
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('rj.csv') local h = r:read_row() local f, line = r:read_row() "
                         "return r:row_json(h, f, line)"),
                  "{\"key\":\"key5\",\"field\":\"value5\",\"timestamp\":\"5\"}");
-    CHECK_EQ_STR(run(L, "local r = csvreader.open('rj.csv') r:close() "
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('rj.csv') r:close() "
                         "return r:row_json({ 'a', 'b', 'c' }, { '1', 'x\"y\\n\\1\xc3\xa9' }, 2)"),
                  "{\"a\":\"1\",\"b\":\"x\\\"y\\n\\u0001\xc3\xa9\",\"c\":null}");
-    CHECK_EQ_STR(run(L, "local r = csvreader.open('rj.csv') return r:row_json({ 'a', 'b' }, {})"),
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('rj.csv') return r:row_json({ 'a', 'b' }, {})"),
                  "{\"a\":null,\"b\":null}");
-    CHECK_EQ_STR(run(L, "local r = csvreader.open('rj.csv') return r:row_json({}, {})"), "{}");
-    CHECK_EQ_STR(run(L, "local r = csvreader.open('rj.csv') return r:row_json({ 'a', 'b' }, { '1', '2', '3', '4' }, 7)"),
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('rj.csv') return r:row_json({}, {})"), "{}");
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('rj.csv') return r:row_json({ 'a', 'b' }, { '1', '2', '3', '4' }, 7)"),
                  "nil|rj.csv:7: row has 4 fields, header has 2");
-    CHECK_EQ_STR(run(L, "local r = csvreader.open('rj.csv') return r:row_json({ 'a' }, { '1', '2' })"),
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('rj.csv') return r:row_json({ 'a' }, { '1', '2' })"),
                  "nil|rj.csv: row has 2 fields, header has 1");
-    CHECK_EQ_STR(run(L, "local r = csvreader.open('rj.csv') return r:row_json({ 'a', 'b' }, { '1', '\\255' }, 3)"),
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('rj.csv') return r:row_json({ 'a', 'b' }, { '1', '\\255' }, 3)"),
                  "nil|rj.csv:3: invalid UTF-8 in field 2");
     /* a bad header is no row's fault: the message is read_json's */
-    CHECK_EQ_STR(run(L, "local r = csvreader.open('rj.csv') return r:row_json({ '\\255' }, { '1' }, 2)"),
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('rj.csv') return r:row_json({ '\\255' }, { '1' }, 2)"),
                  "nil|rj.csv: invalid UTF-8 in header column 1");
-    CHECK_EQ_STR(run(L, "local r = csvreader.open('rj.csv') return pcall(r.row_json, r, { 'a' }, { 5 })"),
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('rj.csv') return pcall(r.row_json, r, { 'a' }, { 5 })"),
                  "false|row_json: fields[1] is a number, expected a string");
-    CHECK_EQ_STR(run(L, "local r = csvreader.open('rj.csv') return pcall(r.row_json, r, { true }, {})"),
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('rj.csv') return pcall(r.row_json, r, { true }, {})"),
                  "false|row_json: header[1] is a boolean, expected a string");
     /* what row_json writes, codec reads back with the header order */
-    CHECK_EQ_STR(run(L, "local r = csvreader.open('rj.csv') local s = r:row_json({ 'z', 'a' }, { '1', '2' }) "
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('rj.csv') local s = r:row_json({ 'z', 'a' }, { '1', '2' }) "
                         "return codec.json_encode(codec.json_decode(s))"),
                  "{\"z\":\"1\",\"a\":\"2\"}");
     lua_close(L);
@@ -400,29 +357,29 @@ TEST(read_json)
 {
     lua_State *L = new_state();
     WRITE("rjs.csv", "a,b,c\n1,\"x \"\"q\"\"\",\n2\n\"multi\nline\",\xc3\xa9,3\n");
-    CHECK_EQ_STR(run(L, "local r = csvreader.open('rjs.csv') local h = r:read_row() local out = {} "
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('rjs.csv') local h = r:read_row() local out = {} "
                         "while true do local j, line = r:read_json(h) if not j then out[#out + 1] = tostring(line) break end "
                         "out[#out + 1] = line .. ' ' .. j end return table.concat(out, '\\n')"),
                  "2 {\"a\":\"1\",\"b\":\"x \\\"q\\\"\",\"c\":\"\"}\n"
                  "3 {\"a\":\"2\",\"b\":null,\"c\":null}\n"
                  "4 {\"a\":\"multi\\nline\",\"b\":\"\xc3\xa9\",\"c\":\"3\"}\nnil");
     /* the same text as row_json, row by row */
-    CHECK_EQ_STR(run(L, "local a, b = csvreader.open('rjs.csv'), csvreader.open('rjs.csv') "
+    CHECK_EQ_STR(th_run(L, "local a, b = csvreader.open('rjs.csv'), csvreader.open('rjs.csv') "
                         "local ha, hb = a:read_row(), b:read_row() "
                         "for i = 1, 3 do local f, line = b:read_row() "
                         "if a:read_json(ha) ~= b:row_json(hb, f, line) then return 'row ' .. i end end return 'same'"),
                  "same");
     /* another header table is taken up again */
-    CHECK_EQ_STR(run(L, "local r = csvreader.open('rjs.csv') r:read_row() r:read_json({ 'x', 'y', 'z' }) "
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('rjs.csv') r:read_row() r:read_json({ 'x', 'y', 'z' }) "
                         "return (r:read_json({ 'p', 'q' }))"),
                  "{\"p\":\"2\",\"q\":null}");
-    CHECK_EQ_STR(run(L, "local r = csvreader.open('rjs.csv') r:read_row() return r:read_json({ 'a' })"),
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('rjs.csv') r:read_row() return r:read_json({ 'a' })"),
                  "nil|rjs.csv:2: row has 3 fields, header has 1");
-    CHECK_EQ_STR(run(L, "local r = csvreader.open('rjs.csv') return r:read_json({ '\\255' })"),
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('rjs.csv') return r:read_json({ '\\255' })"),
                  "nil|rjs.csv: invalid UTF-8 in header column 1");
-    CHECK_EQ_STR(run(L, "local r = csvreader.open('rjs.csv') return pcall(r.read_json, r, { true })"),
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('rjs.csv') return pcall(r.read_json, r, { true })"),
                  "false|read_json: header[1] is a boolean, expected a string");
-    CHECK_EQ_STR(run(L, "local r = csvreader.open('rjs.csv') r:close() return pcall(r.read_json, r, {})"),
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('rjs.csv') r:close() return pcall(r.read_json, r, {})"),
                  "false|csvreader rjs.csv: read_json after close");
     lua_close(L);
 }
@@ -446,14 +403,14 @@ TEST(json_errors_alike_both_ways)
     lua_State *L = new_state();
     /* a bad header and no rows: nothing to convert, no error either way */
     WRITE("bad.csv", "\xff,b\n");
-    CHECK_EQ_STR(run(L, "local a, b = csvreader.open('bad.csv'), csvreader.open('bad.csv') "
+    CHECK_EQ_STR(th_run(L, "local a, b = csvreader.open('bad.csv'), csvreader.open('bad.csv') "
                         "local ha, hb = a:read_row(), b:read_row() "
                         "return a:read_row(), b:read_json(hb)"), "nil|nil");
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        write_file("bad.csv", cases[i].file, strlen(cases[i].file));
+        CHECK_EQ_INT(th_write_file("bad.csv", cases[i].file, strlen(cases[i].file), 0644), 0);
         char want[256];
         snprintf(want, sizeof want, "nil|%s|nil|%s", cases[i].err, cases[i].err);
-        CHECK_EQ_STR(run(L, "local a, b = csvreader.open('bad.csv'), csvreader.open('bad.csv') "
+        CHECK_EQ_STR(th_run(L, "local a, b = csvreader.open('bad.csv'), csvreader.open('bad.csv') "
                             "local ha, hb = a:read_row(), b:read_row() "
                             "local f, line = a:read_row() "
                             "local x, xerr = nil, line "
@@ -464,26 +421,10 @@ TEST(json_errors_alike_both_ways)
     lua_close(L);
 }
 
-static void remove_tree(void)
-{
-    static const char *files[] = {
-        "input.csv", "one.csv", "empty.csv", "q.csv", "crlf.csv", "cr.csv", "nofinal.csv",
-        "nofinalq.csv", "trailcomma.csv", "e.csv", "blank.csv", "spaces.csv", "u.csv",
-        "bom.csv", "bomq.csv", "bomonly.csv", "short.csv", "semi.csv", "tab.csv",
-        "squote.csv", "after.csv", "space.csv", "unterminated.csv", "multi.csv",
-        "cr_err.csv", "c.csv", "long.csv", "split.csv", "many.csv", "big.csv",
-        "runaway.csv", "edge.csv", "fifo.csv", "rj.csv", "rjs.csv", "bad.csv", "onlyempty.csv",
-    };
-    for (size_t i = 0; i < sizeof files / sizeof *files; i++) unlink(files[i]);
-    if (chdir("/") == 0) rmdir(tmpdir);
-}
-
 int main(void)
 {
-    if (!mkdtemp(tmpdir) || chdir(tmpdir) != 0) {
-        perror(tmpdir);
-        return 2;
-    }
+    const char *tmpdir = th_tmpdir("csv");
+    if (!tmpdir || chdir(tmpdir) != 0) return 2;
     RUN(header_and_rows);
     RUN(quoting);
     RUN(line_endings);
@@ -498,6 +439,7 @@ int main(void)
     RUN(reads_from_a_pipe);
     RUN(row_json);
     RUN(json_errors_alike_both_ways);
-    remove_tree();
+    if (chdir("/") != 0) return 2;
+    th_remove_tree(tmpdir);
     return check_summary();
 }

@@ -5,11 +5,8 @@
 #include <unistd.h>
 #include <sys/wait.h>
 
-#include <lauxlib.h>
-#include <lualib.h>
-
-#include "check.h"
 #include "flow.h"
+#include "helpers.h"
 
 TEST(a_new_region_reads_zero_and_adds_up)
 {
@@ -47,18 +44,12 @@ TEST(another_process_sees_the_counts)
         /* A mapping of its own, as the source process makes from fd 5. */
         qh_flow *reader = qh_flow_map(fd);
         if (!reader) _exit(2);
-        for (int i = 0; i < 20000; i++) {
-            int64_t m = 0;
-            qh_ffi_flow_read(reader, &m, NULL);
-            if (m == 7) _exit(0);
-            usleep(1000);
-        }
-        _exit(1);
+        int64_t m = 0;
+        _exit(TH_WAIT_UNTIL((qh_ffi_flow_read(reader, &m, NULL), m == 7), 20000) ? 0 : 1);
     }
     qh_ffi_flow_consumed(writer, 7, 700);
-    int status = 0;
-    CHECK_EQ_INT(waitpid(pid, &status, 0), pid);
-    CHECK(WIFEXITED(status));
+    int status = th_wait_child(pid, 30000);
+    CHECK(status != -1 && WIFEXITED(status));
     CHECK_EQ_INT(WEXITSTATUS(status), 0);
     qh_flow_unmap(writer);
     close(fd);
@@ -66,10 +57,7 @@ TEST(another_process_sees_the_counts)
 
 TEST(lua_module_create_open_close)
 {
-    lua_State *L = luaL_newstate();
-    luaL_openlibs(L);
-    qh_flow_open(L);
-    lua_setglobal(L, "flow");
+    lua_State *L = th_lua_new("flow", qh_flow_open);
     const char *code =
         "local a = assert(flow.create())\n"
         "assert(a:fd() >= 0)\n"
@@ -80,8 +68,7 @@ TEST(lua_module_create_open_close)
         "a:close(); a:close()\n"
         "assert(not pcall(a.ptr, a))\n"
         "return fd2";
-    CHECK_EQ_INT(luaL_dostring(L, code), 0);
-    if (lua_type(L, -1) == LUA_TSTRING) fprintf(stderr, "%s\n", lua_tostring(L, -1));
+    CHECK_EQ_INT(th_run_n(L, code), 1);
     lua_close(L);
 }
 

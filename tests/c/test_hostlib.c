@@ -5,11 +5,8 @@
  * signal _exits the process that gets it. Timeouts are only upper bounds
  * against hanging; every check is on an exact value.
  *
- * The Lua root: this binary lives in build/tests/ or build/san/tests/ of the
- * checkout (the Makefile puts it there), so main() walks up from
- * /proc/self/exe to the first folder holding lua/qhost/init.lua and
- * tests/c/check.h and exports it as QHOST_ROOT; the working directory does
- * not matter. */
+ * The Lua root: main() exports the checkout this binary was built in
+ * (th_repo_root) as QHOST_ROOT; the working directory does not matter. */
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -21,104 +18,17 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include <lua.h>
-#include <lauxlib.h>
-#include <lualib.h>
-
-#include "check.h"
+#include "helpers.h"
 #include "hostlib.h"
 #include "vm.h"
-
-static char self_exe[PATH_MAX];
-static char repo_root[PATH_MAX];
-
-static int file_exists(const char *dir, const char *rel)
-{
-    char path[PATH_MAX + 64];
-    struct stat st;
-    snprintf(path, sizeof path, "%s/%s", dir, rel);
-    return stat(path, &st) == 0;
-}
-
-/* The nearest folder above the binary that is the checkout (see the top). */
-static int find_repo_root(void)
-{
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", self_exe);
-    for (;;) {
-        char *slash = strrchr(dir, '/');
-        if (!slash || slash == dir) return -1;
-        *slash = '\0';
-        if (file_exists(dir, "lua/qhost/init.lua") && file_exists(dir, "tests/c/check.h")) {
-            snprintf(repo_root, sizeof repo_root, "%s", dir);
-            return 0;
-        }
-    }
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
 
 /* A state as the qhost binary makes it, with the module as global `host`. */
 static lua_State *new_lua(const char *mode)
 {
     lua_State *L = qh_vm_new(mode);
     if (!L) return NULL;
-    if (luaL_dostring(L, "host = require 'qhost.host'") != 0) {
-        fprintf(stderr, "require qhost.host: %s\n", lua_tostring(L, -1));
-        lua_close(L);
-        return NULL;
-    }
+    th_lua_prelude(L, "host = require 'qhost.host'");
     return L;
-}
-
-/* Runs a chunk named "test"; its results are left at stack slots 1..n.
- * Returns n, or -1 (error printed, check failed). */
-static int run(lua_State *L, const char *code)
-{
-    lua_settop(L, 0);
-    if (luaL_loadbuffer(L, code, strlen(code), "=test") != 0 || qh_vm_pcall(L, 0, LUA_MULTRET) != 0) {
-        fprintf(stderr, "%s: lua error: %s\n", check_current_name, lua_tostring(L, -1));
-        check_current_ok = 0;
-        return -1;
-    }
-    return lua_gettop(L);
-}
-
-/* Runs a chunk expected to raise; returns the message (first line only:
- * the traceback qh_vm_pcall appends is cut off). Lives until the next call. */
-static const char *run_error(lua_State *L, const char *code)
-{
-    static char msg[1024];
-    lua_settop(L, 0);
-    if (luaL_loadbuffer(L, code, strlen(code), "=test") != 0) return "(syntax error)";
-    if (qh_vm_pcall(L, 0, 0) == 0) return "(no error)";
-    snprintf(msg, sizeof msg, "%s", lua_tostring(L, -1));
-    char *nl = strchr(msg, '\n');
-    if (nl) *nl = '\0';
-    lua_settop(L, 0);
-    return msg;
-}
-
-/* Waits for pid with an upper bound of 20 s (then SIGKILLs it so the run
- * goes on). Returns the wait status, or -1. */
-static int wait_bounded(pid_t pid)
-{
-    int status;
-    for (int i = 0; i < 4000; i++) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid) return status;
-        if (r < 0) return -1;
-        sleep_ms(5);
-    }
-    fprintf(stderr, "%s: pid %d still running after 20 s: killed\n", check_current_name, (int)pid);
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return -1;
 }
 
 /* `sleep 30`, our own child, to be killed (or not) by the code under test. */
@@ -159,7 +69,7 @@ static int in_child(void (*fn)(void), char *errbuf, size_t errlen)
         if (n > 0) used += (size_t)n;
     errbuf[used] = '\0';
     close(fds[0]);
-    int status = wait_bounded(pid);
+    int status = th_wait_child(pid, 20000);
     /* The child's failed checks (exit 1) say why in its stderr: pass it on. */
     if (WIFEXITED(status) && WEXITSTATUS(status) == 1) fputs(errbuf, stderr);
     return status;
@@ -170,19 +80,19 @@ static int in_child(void (*fn)(void), char *errbuf, size_t errlen)
 TEST(fields_version_exe_root_mode)
 {
     lua_State *L = new_lua("run");
-    int n = run(L, "return host.version, host.exe, host.root, host.mode");
+    int n = th_run_n(L, "return host.version, host.exe, host.root, host.mode");
     CHECK_EQ_INT(n, 4);
     if (n == 4) {
         CHECK_EQ_STR(lua_tostring(L, 1), QHOST_VERSION);
         CHECK_EQ_STR(lua_tostring(L, 1), "0.1.0");
-        CHECK_EQ_STR(lua_tostring(L, 2), self_exe);
-        CHECK_EQ_STR(lua_tostring(L, 3), repo_root);
+        CHECK_EQ_STR(lua_tostring(L, 2), th_self_exe());
+        CHECK_EQ_STR(lua_tostring(L, 3), th_repo_root());
         CHECK_EQ_STR(lua_tostring(L, 4), "run");
     }
     lua_close(L);
 
     L = new_lua("lua");
-    n = run(L, "return host.mode");
+    n = th_run_n(L, "return host.mode");
     CHECK_EQ_INT(n, 1);
     if (n == 1) CHECK_EQ_STR(lua_tostring(L, 1), "lua");
     lua_close(L);
@@ -191,7 +101,7 @@ TEST(fields_version_exe_root_mode)
 TEST(module_lists_its_functions)
 {
     lua_State *L = new_lua("run");
-    int n = run(L,
+    int n = th_run_n(L,
         "local names = {}\n"
         "for k, v in pairs(host) do\n"
         "  if type(v) == 'function' then names[#names + 1] = k end\n"
@@ -210,7 +120,7 @@ TEST(module_lists_its_functions)
 TEST(monotonic_increases_across_a_sleep)
 {
     lua_State *L = new_lua("run");
-    int n = run(L,
+    int n = th_run_n(L,
         "local a = host.monotonic()\n"
         "local b = host.monotonic()\n"
         "host.sleep(0.02)\n"
@@ -230,7 +140,7 @@ TEST(time_ms_is_wall_clock_milliseconds)
 {
     lua_State *L = new_lua("run");
     double before = (double)time(NULL) * 1000.0;
-    int n = run(L, "local t = host.time_ms(); return t, t == math.floor(t)");
+    int n = th_run_n(L, "local t = host.time_ms(); return t, t == math.floor(t)");
     double after = (double)time(NULL) * 1000.0;
     CHECK_EQ_INT(n, 2);
     if (n == 2) {
@@ -245,7 +155,7 @@ TEST(time_ms_is_wall_clock_milliseconds)
 TEST(sleep_zero_and_negative_return_at_once)
 {
     lua_State *L = new_lua("run");
-    int n = run(L, "return select('#', host.sleep(0)), select('#', host.sleep(-1)), "
+    int n = th_run_n(L, "return select('#', host.sleep(0)), select('#', host.sleep(-1)), "
                    "select('#', host.sleep(0.001))");
     CHECK_EQ_INT(n, 3);
     if (n == 3) {
@@ -253,7 +163,7 @@ TEST(sleep_zero_and_negative_return_at_once)
         CHECK_EQ_INT(lua_tointeger(L, 2), 0);
         CHECK_EQ_INT(lua_tointeger(L, 3), 0);
     }
-    CHECK_EQ_STR(run_error(L, "host.sleep('soon')"),
+    CHECK_EQ_STR(th_run_error(L, "host.sleep('soon')"),
                  "test:1: bad argument #1 to 'sleep' (number expected, got string)");
     lua_close(L);
 }
@@ -267,7 +177,7 @@ TEST(term_width_is_nil_off_a_terminal)
     CHECK_EQ_INT(pipe(fds), 0);
     lua_pushinteger(L, fds[0]);
     lua_setglobal(L, "fd");
-    int n = run(L, "return host.term_width(fd) == nil");
+    int n = th_run_n(L, "return host.term_width(fd) == nil");
     CHECK_EQ_INT(n, 1);
     if (n == 1) CHECK(lua_toboolean(L, 1));
     close(fds[0]);
@@ -278,7 +188,7 @@ TEST(term_width_is_nil_off_a_terminal)
 TEST(getpid_isatty_strerror)
 {
     lua_State *L = new_lua("run");
-    int n = run(L, "return host.getpid(), host.isatty(-1), host.strerror(2), host.strerror(13)");
+    int n = th_run_n(L, "return host.getpid(), host.isatty(-1), host.strerror(2), host.strerror(13)");
     CHECK_EQ_INT(n, 4);
     if (n == 4) {
         CHECK_EQ_INT(lua_tointeger(L, 1), getpid());
@@ -286,7 +196,7 @@ TEST(getpid_isatty_strerror)
         CHECK_EQ_STR(lua_tostring(L, 3), "No such file or directory");
         CHECK_EQ_STR(lua_tostring(L, 4), "Permission denied");
     }
-    CHECK_EQ_STR(run_error(L, "host.strerror()"),
+    CHECK_EQ_STR(th_run_error(L, "host.strerror()"),
                  "test:1: bad argument #1 to 'strerror' (number expected, got no value)");
     lua_close(L);
 }
@@ -294,7 +204,7 @@ TEST(getpid_isatty_strerror)
 TEST(mkdtemp_creates_a_private_folder)
 {
     lua_State *L = new_lua("run");
-    int n = run(L,
+    int n = th_run_n(L,
         "local a = host.mkdtemp()\n"
         "local b = host.mkdtemp('/tmp/qh_test_hostlib.XXXXXX')\n"
         "return a, b");
@@ -313,7 +223,7 @@ TEST(mkdtemp_creates_a_private_folder)
     /* Expected failures come back as nil, err. */
     /* glibc has already filled in the X's when it finds the folder missing,
      * so the message names the path tried (6 random characters). */
-    n = run(L, "return host.mkdtemp('/nonexistent-qh/x.XXXXXX')");
+    n = th_run_n(L, "return host.mkdtemp('/nonexistent-qh/x.XXXXXX')");
     CHECK_EQ_INT(n, 2);
     if (n == 2) {
         const char *msg = lua_tostring(L, 2);
@@ -322,7 +232,7 @@ TEST(mkdtemp_creates_a_private_folder)
         CHECK(msg && strncmp(msg, "mkdtemp /nonexistent-qh/x.", 26) == 0);
         CHECK(msg && strcmp(msg + 32, ": No such file or directory") == 0);
     }
-    n = run(L, "return host.mkdtemp('/tmp/no-template')");
+    n = th_run_n(L, "return host.mkdtemp('/tmp/no-template')");
     CHECK_EQ_INT(n, 2);
     if (n == 2) {
         CHECK(lua_isnil(L, 1));
@@ -360,7 +270,7 @@ TEST(exit_flushes_stdout_and_uses_the_code)
     while ((n = read(fds[0], buf + used, sizeof buf - 1 - used)) > 0) used += (size_t)n;
     buf[used] = '\0';
     close(fds[0]);
-    int status = wait_bounded(pid);
+    int status = th_wait_child(pid, 20000);
     CHECK(status != -1 && WIFEXITED(status));
     CHECK_EQ_INT(WEXITSTATUS(status), 7);
     CHECK_EQ_STR(buf, "buffered");
@@ -374,7 +284,7 @@ TEST(first_sigterm_requests_a_stop)
     lua_State *L = new_lua("run");
     CHECK_EQ_INT(qh_ffi_stop_requested(), 0);
     CHECK_EQ_INT(qh_ffi_stop_signal(), 0);
-    int n = run(L, "return host.stop_requested()");
+    int n = th_run_n(L, "return host.stop_requested()");
     CHECK_EQ_INT(n, 2);
     if (n == 2) {
         CHECK_EQ_INT(lua_tointeger(L, 1), 0);
@@ -392,14 +302,14 @@ TEST(first_sigterm_requests_a_stop)
     CHECK_EQ_INT(qh_ffi_stop_requested(), 1);
     CHECK_EQ_INT(qh_ffi_stop_signal(), SIGTERM);
     CHECK_EQ_INT(qh_ffi_stop_signal(), 15);
-    n = run(L, "return host.stop_requested()");
+    n = th_run_n(L, "return host.stop_requested()");
     CHECK_EQ_INT(n, 2);
     if (n == 2) {
         CHECK_EQ_INT(lua_tointeger(L, 1), 1);
         CHECK_EQ_INT(lua_tointeger(L, 2), 15);
     }
     /* request_stop never lowers or raises a count that is already set. */
-    run(L, "host.request_stop()");
+    th_run_n(L, "host.request_stop()");
     CHECK_EQ_INT(qh_ffi_stop_requested(), 1);
     CHECK_EQ_INT(qh_ffi_stop_signal(), 15);
     lua_close(L);
@@ -410,13 +320,13 @@ static void child_request_stop(void)
 {
     lua_State *L = new_lua("run");
     CHECK_EQ_INT(qh_ffi_stop_requested(), 0);
-    int n = run(L, "host.request_stop(); return host.stop_requested()");
+    int n = th_run_n(L, "host.request_stop(); return host.stop_requested()");
     CHECK_EQ_INT(n, 2);
     if (n == 2) {
         CHECK_EQ_INT(lua_tointeger(L, 1), 1);
         CHECK_EQ_INT(lua_tointeger(L, 2), 0);   /* no signal behind this stop */
     }
-    run(L, "host.request_stop(); host.request_stop()");
+    th_run_n(L, "host.request_stop(); host.request_stop()");
     CHECK_EQ_INT(qh_ffi_stop_requested(), 1);   /* still 1: never the immediate exit */
     CHECK_EQ_INT(qh_ffi_stop_signal(), 0);
 }
@@ -459,14 +369,14 @@ TEST(second_signal_kills_tracked_children_and_exits_143)
     CHECK_EQ_STR(err, "qhost: second stop signal, exiting immediately\n");
 
     /* The kill was sent before the child exited; the death may lag. */
-    status = wait_bounded(g_tracked_sleeper);
+    status = th_wait_child(g_tracked_sleeper, 20000);
     CHECK(status != -1 && WIFSIGNALED(status));
     CHECK_EQ_INT(WIFSIGNALED(status) ? WTERMSIG(status) : -1, SIGKILL);
 
     /* The untracked one was left alone: still running, ended here by us. */
     CHECK_EQ_INT(waitpid(g_untracked_sleeper, &status, WNOHANG), 0);
     kill(g_untracked_sleeper, SIGTERM);
-    status = wait_bounded(g_untracked_sleeper);
+    status = th_wait_child(g_untracked_sleeper, 20000);
     CHECK(status != -1 && WIFSIGNALED(status));
     CHECK_EQ_INT(WIFSIGNALED(status) ? WTERMSIG(status) : -1, SIGTERM);
 }
@@ -504,7 +414,7 @@ static void child_source_ignores_sigint(void)
     CHECK_EQ_INT(qh_ffi_stop_requested(), 1);
     CHECK_EQ_INT(qh_ffi_stop_signal(), 15);
     lua_State *L = new_lua("run");
-    int n = run(L, "return host.stop_requested()");
+    int n = th_run_n(L, "return host.stop_requested()");
     CHECK_EQ_INT(n, 2);
     if (n == 2) {
         CHECK_EQ_INT(lua_tointeger(L, 1), 1);
@@ -520,20 +430,6 @@ TEST(source_child_ignores_sigint_and_stops_on_sigterm)
     CHECK_EQ_INT(WEXITSTATUS(status), 0);
 }
 
-/* The state letter of /proc/<pid>/stat ('R', 'S', ...), or '?'. */
-static char proc_state(pid_t pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return '?';
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *paren = strrchr(buf, ')');
-    return paren && paren[1] == ' ' ? paren[2] : '?';
-}
-
 /* A stop signal cuts host.sleep short, so a sleeping source stops fast. The
  * helper sends its one SIGTERM once we are blocked (in host.sleep). */
 static void child_signal_interrupts_sleep(void)
@@ -543,11 +439,11 @@ static void child_signal_interrupts_sleep(void)
     lua_State *L = new_lua("run");
     pid_t killer = fork();
     if (killer == 0) {
-        for (int i = 0; i < 4000 && proc_state(self) != 'S'; i++) sleep_ms(5);
+        (void)TH_WAIT_UNTIL(th_proc_state(self) == 'S', 20000);
         kill(self, SIGTERM);
         _exit(0);
     }
-    int n = run(L, "local t = host.monotonic(); host.sleep(30); "
+    int n = th_run_n(L, "local t = host.monotonic(); host.sleep(30); "
                    "return host.monotonic() - t, host.stop_requested()");
     CHECK_EQ_INT(n, 3);
     if (n == 3) {
@@ -555,7 +451,7 @@ static void child_signal_interrupts_sleep(void)
         CHECK_EQ_INT(lua_tointeger(L, 2), 1);
         CHECK_EQ_INT(lua_tointeger(L, 3), 15);
     }
-    wait_bounded(killer);
+    th_wait_child(killer, 20000);
 }
 
 TEST(stop_signal_interrupts_sleep)
@@ -574,7 +470,7 @@ static void child_sleep_unless_stopped(void)
     qh_hostlib_install_signals(1);
     pid_t self = getpid();
     lua_State *L = new_lua("run");
-    int n = run(L, "return host.sleep_unless_stopped(0.01), host.sleep_unless_stopped(-1)");
+    int n = th_run_n(L, "return host.sleep_unless_stopped(0.01), host.sleep_unless_stopped(-1)");
     CHECK_EQ_INT(n, 2);
     if (n == 2) {
         CHECK(lua_toboolean(L, 1));
@@ -583,19 +479,19 @@ static void child_sleep_unless_stopped(void)
     lua_settop(L, 0);
     pid_t killer = fork();
     if (killer == 0) {
-        for (int i = 0; i < 4000 && proc_state(self) != 'S'; i++) sleep_ms(5);
+        (void)TH_WAIT_UNTIL(th_proc_state(self) == 'S', 20000);
         kill(self, SIGTERM);
         _exit(0);
     }
-    n = run(L, "return host.sleep_unless_stopped(1e12), (host.stop_requested())");
+    n = th_run_n(L, "return host.sleep_unless_stopped(1e12), (host.stop_requested())");
     CHECK_EQ_INT(n, 2);
     if (n == 2) {
         CHECK(!lua_toboolean(L, 1));
         CHECK_EQ_INT(lua_tointeger(L, 2), 1);
     }
-    wait_bounded(killer);
+    th_wait_child(killer, 20000);
     lua_settop(L, 0);
-    n = run(L, "return host.sleep_unless_stopped(1e12)");   /* stopped before: returns at once */
+    n = th_run_n(L, "return host.sleep_unless_stopped(1e12)");   /* stopped before: returns at once */
     CHECK_EQ_INT(n, 1);
     if (n == 1) CHECK(!lua_toboolean(L, 1));
     lua_close(L);
@@ -638,7 +534,7 @@ TEST(track_untrack_frees_slots)
     int status = in_child(child_track_untrack_reuses_slots, err, sizeof err);
     CHECK(status != -1 && WIFEXITED(status));
     CHECK_EQ_INT(WEXITSTATUS(status), 143);
-    status = wait_bounded(g_tracked_sleeper);
+    status = th_wait_child(g_tracked_sleeper, 20000);
     CHECK(status != -1 && WIFSIGNALED(status));
     CHECK_EQ_INT(WIFSIGNALED(status) ? WTERMSIG(status) : -1, SIGKILL);
 }
@@ -647,17 +543,11 @@ int main(void)
 {
     char err[512];
     qh_paths paths;
-    ssize_t n = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
-    if (n < 0) {
-        perror("readlink /proc/self/exe");
+    if (!th_repo_root()) {
+        fprintf(stderr, "no checkout (lua/qhost/init.lua, tests/c/check.h) above %s\n", th_self_exe());
         return 1;
     }
-    self_exe[n] = '\0';
-    if (find_repo_root() != 0) {
-        fprintf(stderr, "no checkout (lua/qhost/init.lua, tests/c/check.h) above %s\n", self_exe);
-        return 1;
-    }
-    setenv("QHOST_ROOT", repo_root, 1);
+    setenv("QHOST_ROOT", th_repo_root(), 1);
     if (qh_vm_locate(&paths, err, sizeof err) != 0) {
         fprintf(stderr, "qh_vm_locate: %s\n", err);
         return 1;

@@ -14,10 +14,7 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
-#include <lauxlib.h>
-#include <lualib.h>
-
-#include "check.h"
+#include "helpers.h"
 #include "hostlib.h"
 #include "spawn.h"
 
@@ -60,29 +57,7 @@ static int is_tracked(int pid)
 
 /* ---- shared helpers ---------------------------------------------------- */
 
-static char self_exe[4096];
-static char tmp_dir[] = "/tmp/qh_test_spawn.XXXXXX";
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
-
-/* The state letter of /proc/<pid>/stat ('S', 'T', ...), or '?'. */
-static char proc_state(int pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return '?';
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *paren = strrchr(buf, ')');
-    return paren && paren[1] == ' ' ? paren[2] : '?';
-}
+static const char *tmp_dir;  /* th_tmpdir("spawn"), made by main */
 
 /* Our open fds as "n n n" (the directory's own fd excluded); with
  * only_inheritable, just those without FD_CLOEXEC. */
@@ -115,13 +90,13 @@ static void list_fds(char *out, size_t outlen, int only_inheritable)
 
 static int l_sleep_ms(lua_State *L)
 {
-    sleep_ms((int)luaL_checkinteger(L, 1));
+    th_sleep_ms((int)luaL_checkinteger(L, 1));
     return 0;
 }
 
 static int l_proc_state(lua_State *L)
 {
-    char c = proc_state((int)luaL_checkinteger(L, 1));
+    char c = th_proc_state((pid_t)luaL_checkinteger(L, 1));
     lua_pushlstring(L, &c, 1);
     return 1;
 }
@@ -169,39 +144,17 @@ static const char lua_prelude[] =
 
 static lua_State *new_lua(void)
 {
-    lua_State *L = luaL_newstate();
-    luaL_openlibs(L);
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "preload");
-    lua_pushcfunction(L, qh_spawn_open);
-    lua_setfield(L, -2, "qhost.spawn");
-    lua_pop(L, 2);
+    lua_State *L = th_lua_new(NULL, NULL);
+    th_lua_preload(L, "qhost.spawn", qh_spawn_open);
     lua_register(L, "sleep_ms", l_sleep_ms);
     lua_register(L, "proc_state", l_proc_state);
     lua_register(L, "getpid", l_getpid);
-    lua_pushstring(L, self_exe);
+    lua_pushstring(L, th_self_exe());
     lua_setglobal(L, "SELF");
     lua_pushstring(L, tmp_dir);
     lua_setglobal(L, "TMP");
-    if (luaL_dostring(L, lua_prelude) != 0) {
-        fprintf(stderr, "prelude: %s\n", lua_tostring(L, -1));
-        lua_close(L);
-        return NULL;
-    }
+    th_lua_prelude(L, lua_prelude);
     return L;
-}
-
-/* Runs a chunk named "test"; its results are left at stack slots 1..n.
- * Returns n, or -1 (error printed, check failed). */
-static int run(lua_State *L, const char *code)
-{
-    lua_settop(L, 0);
-    if (luaL_loadbuffer(L, code, strlen(code), "=test") != 0 || lua_pcall(L, 0, LUA_MULTRET, 0) != 0) {
-        fprintf(stderr, "%s: lua error: %s\n", check_current_name, lua_tostring(L, -1));
-        check_current_ok = 0;
-        return -1;
-    }
-    return lua_gettop(L);
 }
 
 /* ---- exit status ------------------------------------------------------- */
@@ -209,7 +162,7 @@ static int run(lua_State *L, const char *code)
 TEST(exit_codes_zero_and_three)
 {
     lua_State *L = new_lua();
-    int n = run(L,
+    int n = th_run_n(L,
         "local p0 = assert(sh('exit 0'))\n"
         "local p3 = assert(sh('exit 3'))\n"
         "local s0, s3 = finish(p0), finish(p3)\n"
@@ -231,7 +184,7 @@ TEST(exit_codes_zero_and_three)
 TEST(sigkill_is_reported_by_number_and_name)
 {
     lua_State *L = new_lua();
-    int n = run(L,
+    int n = th_run_n(L,
         "local a = assert(sh('kill -KILL $$'))\n"
         "local b = assert(sh('exec sleep 30'))\n"
         "local sent = b:signal(9)\n"
@@ -252,7 +205,7 @@ TEST(sigkill_is_reported_by_number_and_name)
 TEST(poll_returns_the_same_table_after_exit)
 {
     lua_State *L = new_lua();
-    int n = run(L,
+    int n = th_run_n(L,
         "local p = assert(sh('printf done >&4; exit 5'))\n"
         "local st\n"
         "for _ = 1, 4000 do st = p:poll(); if st then break end; sleep_ms(5) end\n"
@@ -273,7 +226,7 @@ TEST(poll_returns_the_same_table_after_exit)
 TEST(spec_of_200k_arrives_intact)
 {
     lua_State *L = new_lua();
-    int n = run(L,
+    int n = th_run_n(L,
         "local spec = bytes(200 * 1024)\n"
         "local out = TMP .. '/spec200k'\n"
         "local p = assert(sh('cat <&3 > ' .. out, { spec = spec }))\n"
@@ -293,7 +246,7 @@ TEST(spec_of_200k_arrives_intact)
 TEST(spec_of_3m_is_finished_by_polls)
 {
     lua_State *L = new_lua();
-    int n = run(L,
+    int n = th_run_n(L,
         "local spec = bytes(3 * 1024 * 1024 + 7)\n"
         "local out = TMP .. '/spec3m'\n"
         "local p = assert(sh('cat <&3 > ' .. out, { spec = spec }))\n"
@@ -313,7 +266,7 @@ TEST(spec_of_3m_is_finished_by_polls)
 TEST(unread_spec_neither_blocks_nor_raises_sigpipe)
 {
     lua_State *L = new_lua();
-    int n = run(L,
+    int n = th_run_n(L,
         "local p = assert(sh('exec 3<&-; exit 0', { spec = bytes(3 * 1024 * 1024) }))\n"
         "return finish(p).code\n");
     CHECK_EQ_INT(n, 1);
@@ -326,7 +279,7 @@ TEST(unread_spec_neither_blocks_nor_raises_sigpipe)
 TEST(report_of_100k_arrives_without_deadlock)
 {
     lua_State *L = new_lua();
-    int n = run(L,
+    int n = th_run_n(L,
         "local p = assert(sh('yes abcdefghi | head -c 102400 >&4'))\n"
         "local st = finish(p)\n"
         "return st.code, #st.report, st.report == ('abcdefghi\\n'):rep(10240)\n");
@@ -342,7 +295,7 @@ TEST(report_of_100k_arrives_without_deadlock)
 TEST(report_beyond_report_max_is_counted_and_dropped)
 {
     lua_State *L = new_lua();
-    int n = run(L,
+    int n = th_run_n(L,
         "local p = assert(sh('head -c 1500 /dev/zero >&4', { report_max = 1000 }))\n"
         "local st = finish(p)\n"
         "return st.code, #st.report, st.report_dropped, #p:report_so_far()\n");
@@ -359,7 +312,7 @@ TEST(report_beyond_report_max_is_counted_and_dropped)
 TEST(pid_and_report_so_far_while_running)
 {
     lua_State *L = new_lua();
-    int n = run(L,
+    int n = th_run_n(L,
         "local p = assert(sh('echo $$ >&4; printf hello >&4; exec sleep 30'))\n"
         "local want = p:pid() .. '\\nhello'\n"
         "for _ = 1, 4000 do\n"
@@ -388,7 +341,7 @@ TEST(env_pairs_reach_the_child)
     setenv("QHOST_TEST_INHERIT", "inherited", 1);
     setenv("QHOST_TEST_OVERRIDE", "old", 1);
     lua_State *L = new_lua();
-    int n = run(L,
+    int n = th_run_n(L,
         "local p = assert(sh([[printf '%s|%s|%s|%s|%s|%s|%s|%s|%s' \"$QHOST_X\" "
         "\"$QHOST_TEST_INHERIT\" \"$QHOST_TEST_OVERRIDE\" \"$QHOST_NUM\" "
         "\"$QHOST_SPEC_FD\" \"$QHOST_REPORT_FD\" \"$QHOST_PARENT_PID\" "
@@ -412,7 +365,7 @@ TEST(env_pairs_reach_the_child)
 TEST(stdin_null_gives_dev_null)
 {
     lua_State *L = new_lua();
-    int n = run(L,
+    int n = th_run_n(L,
         "local p = assert(sh('readlink /proc/$$/fd/0 >&4; cat >&4', { stdin_null = true }))\n"
         "local st = finish(p)\n"
         "return st.code, st.report\n");
@@ -441,7 +394,7 @@ TEST(fds_do_not_leak_into_children)
     int stray = fcntl(null_fd, F_DUPFD, 20); /* deliberately without O_CLOEXEC */
     close(null_fd);
     CHECK(stray >= 20);
-    const char *argv_b[] = { self_exe, "--helper-fds", NULL };
+    const char *argv_b[] = { th_self_exe(), "--helper-fds", NULL };
     qh_spawn_opts b_opts = { .argv = argv_b };
     qh_proc *b = qh_spawn_start(&b_opts, err, sizeof err);
     CHECK(b != NULL);
@@ -466,7 +419,7 @@ TEST(fds_do_not_leak_into_children)
 TEST(signal_term_ends_a_sleeping_child)
 {
     lua_State *L = new_lua();
-    int n = run(L,
+    int n = th_run_n(L,
         "local p = assert(sh('exec sleep 30'))\n"
         "local sent = p:signal('TERM')\n"
         "local st = finish(p)\n"
@@ -485,7 +438,7 @@ TEST(signal_term_ends_a_sleeping_child)
 TEST(stop_and_cont)
 {
     lua_State *L = new_lua();
-    int n = run(L,
+    int n = th_run_n(L,
         "local p = assert(sh('exec sleep 30'))\n"
         "local stop = p:signal('STOP')\n"
         "local stopped = until_state(p:pid(), 'T')\n"
@@ -509,7 +462,7 @@ TEST(stop_and_cont)
 TEST(wait_with_timeout_returns_nil_while_running)
 {
     lua_State *L = new_lua();
-    int n = run(L,
+    int n = th_run_n(L,
         "local p = assert(sh('exec sleep 30'))\n"
         "local a, b, c = p:wait(0.05), p:wait(0), p:poll()\n"
         "p:signal('KILL')\n"
@@ -532,7 +485,7 @@ TEST(missing_executable_is_an_error_from_start)
     list_fds(before, sizeof before, 1);
     list_fds(all_before, sizeof all_before, 0);
     lua_State *L = new_lua();
-    int n = run(L,
+    int n = th_run_n(L,
         "local p1, e1 = spawn.start{ argv = { '/nonexistent/qhost', 'run' } }\n"
         "local p2, e2 = spawn.start{ argv = { '/etc/passwd' } }\n"
         "return p1 == nil, e1, p2 == nil, e2\n");
@@ -569,7 +522,7 @@ TEST(missing_executable_is_an_error_from_start)
 TEST(misuse_raises_errors_naming_the_caller_line)
 {
     lua_State *L = new_lua();
-    int n = run(L,
+    int n = th_run_n(L,
         "local function err(f, ...) local ok, e = pcall(f, ...); return e end\n"
         "local p = assert(sh('exit 0'))\n"
         "finish(p)\n"
@@ -596,7 +549,7 @@ TEST(misuse_raises_errors_naming_the_caller_line)
 TEST(gc_leaves_a_running_child_alone)
 {
     lua_State *L = new_lua();
-    int n = run(L,
+    int n = th_run_n(L,
         "local p = assert(sh('exec sleep 30'))\n"
         "local pid = p:pid()\n"
         "p = nil\n"
@@ -706,7 +659,7 @@ TEST(signal_names)
 TEST(child_side_functions_in_a_real_child)
 {
     lua_State *L = new_lua();
-    int n = run(L,
+    int n = th_run_n(L,
         "local spec = 'hello\\0world' .. bytes(200 * 1024)\n"
         "local p = assert(spawn.start{ argv = { SELF, '--helper-echo-spec' }, spec = spec })\n"
         "local st = finish(p)\n"
@@ -726,7 +679,7 @@ TEST(child_side_errors_outside_a_child)
     unsetenv("QHOST_REPORT_FD");
     unsetenv("QHOST_PARENT_PID");
     lua_State *L = new_lua();
-    int n = run(L,
+    int n = th_run_n(L,
         "local s, e1 = spawn.child_read_spec()\n"
         "local r, e2 = spawn.child_report('x')\n"
         "local w, e3 = spawn.child_watch_parent()\n"
@@ -744,7 +697,7 @@ TEST(child_side_errors_outside_a_child)
 
     setenv("QHOST_SPEC_FD", "abc", 1);
     setenv("QHOST_REPORT_FD", "999", 1);
-    n = run(L,
+    n = th_run_n(L,
         "local s, e1 = spawn.child_read_spec()\n"
         "local r, e2 = spawn.child_report('x')\n"
         "return spawn.is_child(), e1, e2\n");
@@ -766,7 +719,7 @@ TEST(child_side_errors_outside_a_child)
     setenv("QHOST_SPEC_FD", num, 1);
     snprintf(num, sizeof num, "%d", report_pipe[1]);
     setenv("QHOST_REPORT_FD", num, 1);
-    n = run(L, "return spawn.child_read_spec(), spawn.child_report('abc')\n");
+    n = th_run_n(L, "return spawn.child_read_spec(), spawn.child_report('abc')\n");
     CHECK_EQ_INT(n, 2);
     if (n == 2) {
         size_t len = 0;
@@ -780,7 +733,7 @@ TEST(child_side_errors_outside_a_child)
     CHECK_EQ_INT(read(report_pipe[0], got, sizeof got - 1), 3);
     CHECK_EQ_STR(got, "abc");
     close(report_pipe[0]);
-    n = run(L, "return spawn.child_report('abc')\n");
+    n = th_run_n(L, "return spawn.child_report('abc')\n");
     CHECK_EQ_INT(n, 2);
     if (n == 2) {
         char want[96];
@@ -799,7 +752,7 @@ TEST(child_side_errors_outside_a_child)
 TEST(watch_parent_when_the_parent_is_already_gone)
 {
     lua_State *L = new_lua();
-    int n = run(L,
+    int n = th_run_n(L,
         "local p = assert(spawn.start{ argv = { SELF, '--helper-watch-stale' } })\n"
         "local st = finish(p)\n"
         "return st.signal, st.signame, st.report\n");
@@ -819,19 +772,16 @@ TEST(watch_parent_kills_the_orphan_of_a_sigkilled_parent)
 {
     CHECK_EQ_INT(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
     char err[256];
-    const char *argv[] = { self_exe, "--helper-mid", NULL };
+    const char *argv[] = { th_self_exe(), "--helper-mid", NULL };
     qh_spawn_opts opts = { .argv = argv };
     qh_proc *mid = qh_spawn_start(&opts, err, sizeof err);
     CHECK(mid != NULL);
     if (!mid) goto out;
     qh_proc_status st = { 0, 0 };
-    const char *report = "";
-    for (int i = 0; i < 4000; i++) {
-        int done = qh_proc_poll(mid, &st, err, sizeof err);
-        report = qh_proc_report(mid, NULL, NULL);
-        if (done != 0 || strchr(report, '\n')) break;
-        sleep_ms(5);
-    }
+    /* until it reported the grandchild's pid (or ended) */
+    (void)TH_WAIT_UNTIL(qh_proc_poll(mid, &st, err, sizeof err) != 0 ||
+                        strchr(qh_proc_report(mid, NULL, NULL), '\n'), 20000);
+    const char *report = qh_proc_report(mid, NULL, NULL);
     int grandchild = atoi(report);
     CHECK(grandchild > 0);
     CHECK_EQ_INT(qh_proc_signal(mid, SIGKILL, err, sizeof err), 1);
@@ -839,19 +789,9 @@ TEST(watch_parent_kills_the_orphan_of_a_sigkilled_parent)
     CHECK_EQ_INT(st.signal, SIGKILL);
     qh_proc_free(mid);
     if (grandchild <= 0) goto out;
-    int ws = 0;
-    pid_t r = 0;
-    for (int i = 0; i < 4000 && r == 0; i++) {
-        r = waitpid(grandchild, &ws, WNOHANG);
-        if (r == 0) sleep_ms(5);
-    }
-    if (r == 0) { /* never died: clean up, then fail below */
-        kill(grandchild, SIGKILL);
-        waitpid(grandchild, &ws, 0);
-    }
-    CHECK_EQ_INT(r, grandchild);
-    CHECK(WIFSIGNALED(ws));
-    CHECK_EQ_INT(WIFSIGNALED(ws) ? WTERMSIG(ws) : -1, SIGTERM);
+    int ws = th_wait_child(grandchild, 20000);
+    CHECK(ws != -1 && WIFSIGNALED(ws));
+    CHECK_EQ_INT(ws != -1 && WIFSIGNALED(ws) ? WTERMSIG(ws) : -1, SIGTERM);
 out:
     prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
 }
@@ -871,7 +811,7 @@ static int helper_lua(const char *code)
 {
     lua_State *L = new_lua();
     if (!L) return 1;
-    int rc = run(L, code);
+    int rc = th_run_n(L, code);
     lua_close(L);
     return rc < 0;
 }
@@ -904,12 +844,12 @@ static int helper(const char *mode)
         snprintf(wrong, sizeof wrong, "%ld", (long)getppid() + 1);
         setenv("QHOST_PARENT_PID", wrong, 1);
         if (helper_lua("assert(spawn.child_watch_parent())\n") != 0) return 1;
-        sleep_ms(2000); /* a raised SIGTERM is delivered before raise returns */
+        th_sleep_ms(2000); /* a raised SIGTERM is delivered before raise returns */
         return helper_report("survived");
     }
     if (strcmp(mode, "mid") == 0) {
         char err[256];
-        const char *argv[] = { self_exe, "--helper-watch", NULL };
+        const char *argv[] = { th_self_exe(), "--helper-watch", NULL };
         qh_spawn_opts opts = { .argv = argv };
         qh_proc *watcher = qh_spawn_start(&opts, err, sizeof err);
         if (!watcher) {
@@ -920,7 +860,7 @@ static int helper(const char *mode)
         for (int i = 0; i < 4000; i++) {
             if (qh_proc_poll(watcher, &st, err, sizeof err) != 0) return 1;
             if (strcmp(qh_proc_report(watcher, NULL, NULL), "ready\n") == 0) break;
-            sleep_ms(5);
+            th_sleep_ms(5);
         }
         char line[32];
         snprintf(line, sizeof line, "%d\n", qh_proc_pid(watcher));
@@ -933,20 +873,11 @@ static int helper(const char *mode)
 
 int main(int argc, char **argv)
 {
-    ssize_t n = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
-    if (n < 0) {
-        perror("readlink /proc/self/exe");
-        return 1;
-    }
-    self_exe[n] = '\0';
     if (argc >= 2 && strncmp(argv[1], "--helper-", 9) == 0) {
         check_current_name = argv[1];
         return helper(argv[1] + 9);
     }
-    if (!mkdtemp(tmp_dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (!(tmp_dir = th_tmpdir("spawn"))) return 1;
 
     RUN(exit_codes_zero_and_three);
     RUN(sigkill_is_reported_by_number_and_name);
@@ -974,6 +905,6 @@ int main(int argc, char **argv)
     RUN(watch_parent_when_the_parent_is_already_gone);
     RUN(watch_parent_kills_the_orphan_of_a_sigkilled_parent);
 
-    rmdir(tmp_dir);
+    th_remove_tree(tmp_dir);
     return check_summary();
 }

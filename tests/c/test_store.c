@@ -6,13 +6,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <lauxlib.h>
-#include <lualib.h>
-
-#include "check.h"
+#include "helpers.h"
 #include "store.h"
 
-static char dir[] = "/tmp/qh_test_store.XXXXXX";
+static const char *dir;  /* the test's temporary folder */
 
 static void path_of(char *out, size_t len, const char *name)
 {
@@ -101,10 +98,7 @@ TEST(lua_module)
 {
     char path[256];
     path_of(path, sizeof path, "c");
-    lua_State *L = luaL_newstate();
-    luaL_openlibs(L);
-    qh_store_open_module(L);
-    lua_setglobal(L, "store");
+    lua_State *L = th_lua_new("store", qh_store_open_module);
     lua_pushstring(L, path);
     lua_setglobal(L, "path");
     const char *code =
@@ -122,23 +116,16 @@ TEST(lua_module)
         "local bad, e = store.open('/proc/nonexistent/x')\n"
         "assert(bad == nil and e:find('cannot open the state store', 1, true), e)\n"
         "assert(store.destroy(path))\n";
-    int rc = luaL_dostring(L, code);
-    if (rc != 0) fprintf(stderr, "%s\n", lua_tostring(L, -1));
-    CHECK_EQ_INT(rc, 0);
+    CHECK_EQ_INT(th_run_n(L, code), 0);
     lua_close(L);
 }
 
 int main(void)
 {
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (!(dir = th_tmpdir("store"))) return 1;
     RUN(batches_are_atomic_and_column_families_separate);
     RUN(scans_keep_key_order_within_bounds);
     RUN(lua_module);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    th_remove_tree(dir);
     return check_summary();
 }

@@ -4,11 +4,8 @@
  * it is tested on copies of this binary in made-up layouts under a temp
  * folder, each run as `--helper-locate`; every check is on an exact value.
  *
- * The Lua root for the in-process tests: this binary lives in build/tests/
- * or build/san/tests/ of the checkout (the Makefile puts it there), so main()
- * walks up from /proc/self/exe to the first folder holding
- * lua/qhost/init.lua and tests/c/check.h and exports it as QHOST_ROOT; the
- * working directory does not matter. */
+ * The Lua root for the in-process tests is the checkout this binary was
+ * built in (th_repo_root); the working directory does not matter. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -21,119 +18,43 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include <lua.h>
-#include <lauxlib.h>
-#include <lualib.h>
-
-#include "check.h"
+#include "helpers.h"
 #include "kafka.h"
 #include "vm.h"
 
-static char self_exe[PATH_MAX];
-static char repo_root[PATH_MAX];
-static char tmp_dir[] = "/tmp/qh_test_vm.XXXXXX";
+static const char *tmp_dir;  /* th_tmpdir("vm"), made by main */
 
-static int path_exists(const char *dir, const char *rel)
+/* tmp_dir/rel in out (PATH_MAX bytes); returns out. */
+static char *tmp_path(char *out, const char *rel)
 {
-    char path[PATH_MAX + 64];
-    struct stat st;
-    snprintf(path, sizeof path, "%s/%s", dir, rel);
-    return stat(path, &st) == 0;
-}
-
-/* The nearest folder above the binary that is the checkout (see the top). */
-static int find_repo_root(void)
-{
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", self_exe);
-    for (;;) {
-        char *slash = strrchr(dir, '/');
-        if (!slash || slash == dir) return -1;
-        *slash = '\0';
-        if (path_exists(dir, "lua/qhost/init.lua") && path_exists(dir, "tests/c/check.h")) {
-            snprintf(repo_root, sizeof repo_root, "%s", dir);
-            return 0;
-        }
-    }
+    snprintf(out, PATH_MAX, "%s/%s", tmp_dir, rel);
+    return out;
 }
 
 /* mkdir -p of tmp_dir/rel. */
 static int make_dirs(const char *rel)
 {
     char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", tmp_dir, rel);
-    for (char *p = path + strlen(tmp_dir) + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(path, 0755) != 0 && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    return mkdir(path, 0755) != 0 && errno != EEXIST ? -1 : 0;
+    return th_make_dirs(tmp_path(path, rel));
 }
 
 /* Writes text to tmp_dir/rel (folders made as needed); 0 or -1. */
-static int write_file(const char *rel, const char *text, size_t len, int mode)
-{
-    char path[PATH_MAX], dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", rel);
-    char *slash = strrchr(dir, '/');
-    if (slash) {
-        *slash = '\0';
-        if (make_dirs(dir) != 0) return -1;
-    }
-    snprintf(path, sizeof path, "%s/%s", tmp_dir, rel);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
-    if (fd < 0) return -1;
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = write(fd, text + done, len - done);
-        if (n <= 0) break;
-        done += (size_t)n;
-    }
-    close(fd);
-    return done == len ? 0 : -1;
-}
-
 static int write_text(const char *rel, const char *text)
 {
-    return write_file(rel, text, strlen(text), 0644);
-}
-
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 20, used = 0, n;
-    char *buf = malloc(cap);
-    while (buf && (n = fread(buf + used, 1, cap - used, f)) > 0) {
-        used += n;
-        if (used == cap) {
-            char *bigger = realloc(buf, cap *= 2);
-            if (!bigger) free(buf);
-            buf = bigger;
-        }
-    }
-    fclose(f);
-    *len = used;
-    return buf;
+    char path[PATH_MAX];
+    return th_write_file(tmp_path(path, rel), text, strlen(text), 0644);
 }
 
 /* Copies this binary to tmp_dir/rel, executable. */
 static int copy_self(const char *rel)
 {
+    char path[PATH_MAX];
     size_t len = 0;
-    char *bin = read_all(self_exe, &len);
+    char *bin = th_read_file(th_self_exe(), &len);
     if (!bin) return -1;
-    int rc = write_file(rel, bin, len, 0755);
+    int rc = th_write_file(tmp_path(path, rel), bin, len, 0755);
     free(bin);
     return rc;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
 }
 
 /* Runs tmp_dir/rel --helper-locate with QHOST_ROOT set to env_root (unset
@@ -143,7 +64,7 @@ static int run_locate(const char *rel, const char *env_root, char *out, size_t o
 {
     char exe[PATH_MAX];
     int fds[2];
-    snprintf(exe, sizeof exe, "%s/%s", tmp_dir, rel);
+    tmp_path(exe, rel);
     out[0] = '\0';
     if (pipe(fds) != 0) return -1;
     fflush(stdout);
@@ -166,16 +87,8 @@ static int run_locate(const char *rel, const char *env_root, char *out, size_t o
         if (n > 0) used += (size_t)n;
     out[used] = '\0';
     close(fds[0]);
-    int status;
-    for (int i = 0; i < 4000; i++) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-        if (r < 0) return -1;
-        sleep_ms(5);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return -1;
+    int status = th_wait_child(pid, 20000);
+    return status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 /* The helper: "0 <root> <exe>" or "-1 <err>" on stdout. */
@@ -196,21 +109,7 @@ static int helper_locate(void)
 static void realpath_of(const char *rel, char *out)
 {
     char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", tmp_dir, rel);
-    if (!realpath(path, out)) snprintf(out, PATH_MAX, "(missing)");
-}
-
-/* Runs a chunk named "test" through qh_vm_pcall; its results are left at
- * stack slots 1..n. Returns n, or -1 (error printed, check failed). */
-static int run(lua_State *L, const char *code)
-{
-    lua_settop(L, 0);
-    if (luaL_loadbuffer(L, code, strlen(code), "=test") != 0 || qh_vm_pcall(L, 0, LUA_MULTRET) != 0) {
-        fprintf(stderr, "%s: lua error: %s\n", check_current_name, lua_tostring(L, -1));
-        check_current_ok = 0;
-        return -1;
-    }
-    return lua_gettop(L);
+    if (!realpath(tmp_path(path, rel), out)) snprintf(out, PATH_MAX, "(missing)");
 }
 
 static int count_of(const char *hay, const char *needle)
@@ -232,13 +131,13 @@ TEST(locate_with_qhost_root)
     qh_paths paths;
     char err[1024] = "";
     memset(&paths, 0, sizeof paths);
-    setenv("QHOST_ROOT", repo_root, 1);
+    setenv("QHOST_ROOT", th_repo_root(), 1);
     CHECK_EQ_INT(qh_vm_locate(&paths, err, sizeof err), 0);
     CHECK_EQ_STR(err, "");
-    CHECK_EQ_STR(paths.exe, self_exe);
-    CHECK_EQ_STR(paths.root, repo_root);
-    CHECK_EQ_STR(qh_vm_paths()->exe, self_exe);
-    CHECK_EQ_STR(qh_vm_paths()->root, repo_root);
+    CHECK_EQ_STR(paths.exe, th_self_exe());
+    CHECK_EQ_STR(paths.root, th_repo_root());
+    CHECK_EQ_STR(qh_vm_paths()->exe, th_self_exe());
+    CHECK_EQ_STR(qh_vm_paths()->root, th_repo_root());
 }
 
 TEST(locate_error_when_qhost_root_has_no_library)
@@ -253,8 +152,8 @@ TEST(locate_error_when_qhost_root_has_no_library)
     snprintf(want, sizeof want, "QHOST_ROOT=%s has no lua/qhost/init.lua", empty);
     CHECK_EQ_STR(err, want);
     /* A failed search leaves the paths of the last success in place. */
-    CHECK_EQ_STR(qh_vm_paths()->root, repo_root);
-    setenv("QHOST_ROOT", repo_root, 1);
+    CHECK_EQ_STR(qh_vm_paths()->root, th_repo_root());
+    setenv("QHOST_ROOT", th_repo_root(), 1);
 }
 
 /* <prefix>/build/<bin> beside <prefix>/lua: the binary's parent. */
@@ -298,8 +197,8 @@ TEST(locate_installed_share_qhost)
     CHECK_EQ_INT(run_locate("inst/bin/qhost", NULL, out, sizeof out), 0);
     CHECK_EQ_STR(out, want);
     /* QHOST_ROOT wins over what the search would find, and is kept as given. */
-    snprintf(want, sizeof want, "0 %s %s", repo_root, exe);
-    CHECK_EQ_INT(run_locate("inst/bin/qhost", repo_root, out, sizeof out), 0);
+    snprintf(want, sizeof want, "0 %s %s", th_repo_root(), exe);
+    CHECK_EQ_INT(run_locate("inst/bin/qhost", th_repo_root(), out, sizeof out), 0);
     CHECK_EQ_STR(out, want);
 }
 
@@ -321,7 +220,7 @@ TEST(new_state_requires_every_host_module)
     lua_State *L = qh_vm_new("run");
     CHECK(L != NULL);
     if (!L) return;
-    int n = run(L,
+    int n = th_run_n(L,
         "local host = require 'qhost.host'\n"
         "local codec = require 'qhost.codec'\n"
         "local kafka = require 'qhost.kafka'\n"
@@ -331,12 +230,13 @@ TEST(new_state_requires_every_host_module)
         "  codec.json_encode({ 1, 'a' }),\n"
         "  kafka.librdkafka_version, type(kafka.producer), type(kafka.mock_cluster),\n"
         "  type(spawn.start), type(csv.open),\n"
-        "  rawequal(host, require 'qhost.host'), rawequal(kafka, package.loaded['qhost.kafka'])");
-    CHECK_EQ_INT(n, 11);
-    if (n == 11) {
+        "  rawequal(host, require 'qhost.host'), rawequal(kafka, package.loaded['qhost.kafka']),\n"
+        "  type(require('qhost.runtime.json_at').json_decode_at)");
+    CHECK_EQ_INT(n, 12);
+    if (n == 12) {
         CHECK_EQ_STR(lua_tostring(L, 1), "0.1.0");
         CHECK_EQ_STR(lua_tostring(L, 2), "run");
-        CHECK_EQ_STR(lua_tostring(L, 3), repo_root);
+        CHECK_EQ_STR(lua_tostring(L, 3), th_repo_root());
         CHECK_EQ_STR(lua_tostring(L, 4), "[1,\"a\"]");
         CHECK_EQ_STR(lua_tostring(L, 5), "2.0.2");
         CHECK_EQ_STR(lua_tostring(L, 6), "function");
@@ -345,6 +245,7 @@ TEST(new_state_requires_every_host_module)
         CHECK_EQ_STR(lua_tostring(L, 9), "function");
         CHECK(lua_toboolean(L, 10));
         CHECK(lua_toboolean(L, 11));
+        CHECK_EQ_STR(lua_tostring(L, 12), "function");  /* the run loop's, internal */
     }
     lua_close(L);
 }
@@ -354,7 +255,7 @@ TEST(new_state_requires_the_full_library)
     lua_State *L = qh_vm_new("lua");
     CHECK(L != NULL);
     if (!L) return;
-    int n = run(L,
+    int n = th_run_n(L,
         "local qhost = require 'qhost'\n"
         "return qhost.version, type(qhost.Application), type(qhost.TopicConfig),\n"
         "  qhost.json.encode({ a = 1 }), type(qhost.sources), require('qhost.host').mode,\n"
@@ -368,7 +269,7 @@ TEST(new_state_requires_the_full_library)
         CHECK_EQ_STR(lua_tostring(L, 4), "{\"a\":1}");
         CHECK_EQ_STR(lua_tostring(L, 5), "table");
         CHECK_EQ_STR(lua_tostring(L, 6), "lua");
-        snprintf(want, sizeof want, "%s/lua/qhost/app.lua", repo_root);
+        snprintf(want, sizeof want, "%s/lua/qhost/app.lua", th_repo_root());
         CHECK_EQ_STR(lua_tostring(L, 7), want);
     }
     lua_close(L);
@@ -380,7 +281,7 @@ TEST(new_state_requires_the_full_library)
 TEST(ffi_declarations_match_the_host)
 {
     lua_State *L = qh_vm_new("run");
-    int n = run(L,
+    int n = th_run_n(L,
         "local ffi = require 'ffi'\n"
         "local C = require 'qhost.kafka.ffi'\n"
         "local names = { 'qh_ffi_consumer_poll', 'qh_ffi_msg_header', 'qh_ffi_msg_errstr',\n"
@@ -419,8 +320,8 @@ TEST(new_state_puts_the_root_first_on_package_path)
 {
     lua_State *L = qh_vm_new("run");
     char want[3 * PATH_MAX];
-    snprintf(want, sizeof want, "%s/lua/?.lua;%s/lua/?/init.lua;", repo_root, repo_root);
-    int n = run(L, "return package.path");
+    snprintf(want, sizeof want, "%s/lua/?.lua;%s/lua/?/init.lua;", th_repo_root(), th_repo_root());
+    int n = th_run_n(L, "return package.path");
     CHECK_EQ_INT(n, 1);
     if (n == 1) CHECK(starts_with(lua_tostring(L, 1), want));
     lua_close(L);
@@ -430,9 +331,9 @@ TEST(new_state_puts_the_root_first_on_package_path)
 TEST(states_are_independent)
 {
     lua_State *a = qh_vm_new("run"), *b = qh_vm_new("run");
-    int n = run(a, "leak = 1; require('qhost.host').extra = 2; return true");
+    int n = th_run_n(a, "leak = 1; require('qhost.host').extra = 2; return true");
     CHECK_EQ_INT(n, 1);
-    n = run(b, "return leak == nil, require('qhost.host').extra == nil");
+    n = th_run_n(b, "return leak == nil, require('qhost.host').extra == nil");
     CHECK_EQ_INT(n, 2);
     if (n == 2) {
         CHECK(lua_toboolean(b, 1));
@@ -623,7 +524,7 @@ TEST(run_script_sets_arg_and_varargs)
     char *argv[] = { "first", "two words", "", "4" };
     CHECK_EQ_INT(qh_vm_run_script(L, script, 4, argv), 0);
     CHECK_EQ_INT(lua_gettop(L), 0);
-    int n = run(L, "return got.n, table.concat(got, '|'), arg_n, arg0, arg_neg == nil,\n"
+    int n = th_run_n(L, "return got.n, table.concat(got, '|'), arg_n, arg0, arg_neg == nil,\n"
                    "  table.concat(arg, '|'), arg[0] == got[0]");
     CHECK_EQ_INT(n, 7);
     if (n == 7) {
@@ -639,7 +540,7 @@ TEST(run_script_sets_arg_and_varargs)
     L = qh_vm_new("lua");
     lua_settop(L, 0);
     CHECK_EQ_INT(qh_vm_run_script(L, script, 0, NULL), 0);
-    n = run(L, "return got.n, arg_n, arg0");
+    n = th_run_n(L, "return got.n, arg_n, arg0");
     CHECK_EQ_INT(n, 3);
     if (n == 3) {
         CHECK_EQ_INT(lua_tointeger(L, 1), 0);
@@ -675,7 +576,7 @@ TEST(run_script_missing_file)
     snprintf(want, sizeof want, "cannot open %s: No such file or directory", script);
     CHECK_EQ_STR(lua_tostring(L, 1), want);
     /* arg is set before the load, as the standalone interpreter does. */
-    int n = run(L, "return arg[0], arg[1]");
+    int n = th_run_n(L, "return arg[0], arg[1]");
     CHECK_EQ_INT(n, 2);
     if (n == 2) {
         CHECK_EQ_STR(lua_tostring(L, 1), script);
@@ -700,31 +601,14 @@ TEST(run_script_runtime_error_has_the_traceback)
     lua_close(L);
 }
 
-static void remove_tree(const char *path)
-{
-    char cmd[PATH_MAX + 32];
-    if (strncmp(path, "/tmp/qh_test_vm.", 16) != 0) return;
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", path);
-}
-
 int main(int argc, char **argv)
 {
-    ssize_t n = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
-    if (n < 0) {
-        perror("readlink /proc/self/exe");
-        return 1;
-    }
-    self_exe[n] = '\0';
     if (argc >= 2 && strcmp(argv[1], "--helper-locate") == 0) return helper_locate();
-    if (find_repo_root() != 0) {
-        fprintf(stderr, "no checkout (lua/qhost/init.lua, tests/c/check.h) above %s\n", self_exe);
+    if (!th_repo_root()) {
+        fprintf(stderr, "no checkout (lua/qhost/init.lua, tests/c/check.h) above %s\n", th_self_exe());
         return 1;
     }
-    if (!mkdtemp(tmp_dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (!(tmp_dir = th_tmpdir("vm"))) return 1;
 
     RUN(locate_with_qhost_root);   /* first: the others need the paths */
     RUN(locate_error_when_qhost_root_has_no_library);
@@ -749,6 +633,6 @@ int main(int argc, char **argv)
     RUN(run_script_missing_file);
     RUN(run_script_runtime_error_has_the_traceback);
 
-    remove_tree(tmp_dir);
+    th_remove_tree(tmp_dir);
     return check_summary();
 }

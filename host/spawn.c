@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #define QH_SPAWN_WANT_SYSTEM /* the system <spawn.h>, see spawn.h */
 #include <spawn.h>
@@ -472,31 +473,35 @@ void qh_proc_free(qh_proc *p)
     free(p);
 }
 
-static const struct { int num; const char *name; } signals[] = {
-    { SIGHUP, "SIGHUP" },   { SIGINT, "SIGINT" },   { SIGQUIT, "SIGQUIT" },
-    { SIGILL, "SIGILL" },   { SIGTRAP, "SIGTRAP" }, { SIGABRT, "SIGABRT" },
-    { SIGBUS, "SIGBUS" },   { SIGFPE, "SIGFPE" },   { SIGKILL, "SIGKILL" },
-    { SIGUSR1, "SIGUSR1" }, { SIGSEGV, "SIGSEGV" }, { SIGUSR2, "SIGUSR2" },
-    { SIGPIPE, "SIGPIPE" }, { SIGALRM, "SIGALRM" }, { SIGTERM, "SIGTERM" },
-    { SIGCHLD, "SIGCHLD" }, { SIGCONT, "SIGCONT" }, { SIGSTOP, "SIGSTOP" },
-    { SIGTSTP, "SIGTSTP" }, { SIGTTIN, "SIGTTIN" }, { SIGTTOU, "SIGTTOU" },
-    { SIGURG, "SIGURG" },   { SIGXCPU, "SIGXCPU" }, { SIGXFSZ, "SIGXFSZ" },
-    { SIGVTALRM, "SIGVTALRM" }, { SIGPROF, "SIGPROF" }, { SIGWINCH, "SIGWINCH" },
-    { SIGIO, "SIGIO" },     { SIGSYS, "SIGSYS" },
-};
+/* Signal names are glibc's (sigabbrev_np: "KILL") after "SIG", as Python's
+ * signal module and kill -l write them, made once: qh_spawn_signame hands
+ * out pointers into the table. glibc abbreviates 29 as POLL, its System V
+ * name; Linux and Python call it SIGIO, and so does qhost. */
+static char signames[NSIG][16];
+static pthread_once_t signames_once = PTHREAD_ONCE_INIT;
+
+static void signames_init(void)
+{
+    for (int sig = 1; sig < NSIG; sig++) {
+        const char *abbrev = sig == SIGIO ? "IO" : sigabbrev_np(sig);
+        if (abbrev) snprintf(signames[sig], sizeof signames[sig], "SIG%s", abbrev);
+    }
+}
 
 const char *qh_spawn_signame(int sig)
 {
-    for (size_t i = 0; i < sizeof signals / sizeof *signals; i++)
-        if (signals[i].num == sig) return signals[i].name;
-    return NULL;
+    if (sig <= 0 || sig >= NSIG) return NULL;
+    pthread_once(&signames_once, signames_init);
+    return signames[sig][0] ? signames[sig] : NULL;
 }
 
 int qh_spawn_signum(const char *name)
 {
     if (strncmp(name, "SIG", 3) == 0) name += 3;
-    for (size_t i = 0; i < sizeof signals / sizeof *signals; i++)
-        if (strcmp(signals[i].name + 3, name) == 0) return signals[i].num;
+    for (int sig = 1; sig < NSIG; sig++) {
+        const char *known = qh_spawn_signame(sig);
+        if (known && strcmp(known + 3, name) == 0) return sig;
+    }
     return -1;
 }
 

@@ -4,9 +4,9 @@
  * report pipe on its fd 4 and optionally one shared fd on its fd 5, poll/wait
  * for its exit, signal it, collect what it
  * reported) and the child side (read the spec, write the report, die with the
- * parent). Uses: POSIX spawn/wait/pipes, Linux prctl, hostlib.h to register
- * running children for the immediate-exit path, luaclass.h for the proc
- * class, LuaJIT's C API. */
+ * parent). Uses: POSIX spawn/wait/pipes, Linux prctl, glibc's sigabbrev_np
+ * for signal names, hostlib.h to register running children for the
+ * immediate-exit path, luaclass.h for the proc class, LuaJIT's C API. */
 
 /* This file's name shadows the system <spawn.h> when host/ is on the include
  * path (the tests build with -Ihost). spawn.c asks for the system one by

@@ -652,6 +652,17 @@ TEST(signal_names)
     CHECK_EQ_STR(qh_spawn_signame(SIGSEGV), "SIGSEGV");
     CHECK(qh_spawn_signame(0) == NULL);
     CHECK(qh_spawn_signame(1000) == NULL);
+    CHECK(qh_spawn_signame(-1) == NULL);
+    /* glibc's names, except 29: SIGIO as Linux and Python call it */
+    CHECK_EQ_STR(qh_spawn_signame(SIGIO), "SIGIO");
+    CHECK_EQ_INT(qh_spawn_signum("IO"), SIGIO);
+    CHECK_EQ_STR(qh_spawn_signame(SIGPWR), "SIGPWR");
+    CHECK(qh_spawn_signame(SIGRTMIN) == NULL);
+    /* every name reads back as its number */
+    for (int sig = 1; sig < NSIG; sig++) {
+        const char *name = qh_spawn_signame(sig);
+        if (name) CHECK_EQ_INT(qh_spawn_signum(name), sig);
+    }
 }
 
 /* ---- child side -------------------------------------------------------- */

@@ -11,6 +11,9 @@
 #include "buf.h"
 #include "codec.h"
 #include "helpers.h"
+#include "json_decode.h"
+#include "json_encode.h"
+#include "json_number.h"
 #include "json_string.h"
 
 #define ENC(L, expr) th_run(L, "return codec.json_encode(" expr ")")
@@ -1011,6 +1014,102 @@ TEST(escape_function_for_c)
     qh_buf_free(NULL);
 }
 
+/* json_number.h alone: where a token ends, what it is, where it is wrong. */
+TEST(number_unit)
+{
+    static const struct { const char *text; long end; double d; long long i; int is_int64; } ok[] = {
+        { "0", 1, 0, 0, 0 },
+        { "-0", 2, 0, 0, 0 },
+        { "12345,", 5, 12345, 0, 0 },
+        { "21.75]", 5, 21.75, 0, 0 },
+        { "-1.5e3}", 6, -1500, 0, 0 },
+        { "9007199254740993", 16, 0, 9007199254740993LL, 1 },
+        { "-9223372036854775808", 20, 0, INT64_MIN, 1 },
+        { "9223372036854775808", 19, 9223372036854775808.0, 0, 0 },
+        { "0.1000000000000000055511151231257827", 36, 0.1, 0, 0 },
+        { "1e400", 5, HUGE_VAL, 0, 0 },
+    };
+    for (size_t k = 0; k < sizeof ok / sizeof *ok; k++) {
+        const unsigned char *p = (const unsigned char *)ok[k].text, *end = p + strlen(ok[k].text);
+        const unsigned char *at = NULL;
+        const char *what = NULL;
+        qh_json_number n;
+        const unsigned char *stop = qh_json_number_read(p, end, &n, &at, &what);
+        CHECK(stop != NULL);
+        if (!stop) continue;
+        CHECK_EQ_INT(stop - p, ok[k].end);
+        CHECK_EQ_INT(n.is_int64, ok[k].is_int64);
+        if (n.is_int64) CHECK_EQ_INT(n.i, ok[k].i);
+        else CHECK(n.d == ok[k].d && signbit(n.d) == signbit(ok[k].d));
+    }
+    static const struct { const char *text; long at; const char *what; } bad[] = {
+        { "-", 1, "unexpected end of input" },
+        { "-x", 1, "invalid number: expected a digit" },
+        { "01", 0, "invalid number: leading zero" },
+        { "1.", 2, "unexpected end of input" },
+        { "1.e5", 2, "invalid number: expected a digit after '.'" },
+        { "1e+", 3, "unexpected end of input" },
+        { "1ex", 2, "invalid number: expected a digit in the exponent" },
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        const unsigned char *p = (const unsigned char *)bad[k].text, *end = p + strlen(bad[k].text);
+        const unsigned char *at = NULL;
+        const char *what = NULL;
+        qh_json_number n;
+        CHECK(qh_json_number_read(p, end, &n, &at, &what) == NULL);
+        CHECK_EQ_INT(at - p, bad[k].at);
+        CHECK_EQ_STR(what, bad[k].what);
+    }
+    char out[QH_JSON_NUMBER_MAX];
+    CHECK_EQ_INT(qh_json_number_format(out, 1234.56), 7);
+    CHECK(memcmp(out, "1234.56", 7) == 0);
+    qh_json_number_format(out, -0.0);
+    CHECK(out[0] == '0');
+    CHECK_EQ_INT(qh_json_number_format(out, 5e-324), 6);
+    CHECK(memcmp(out, "5e-324", 6) == 0);
+}
+
+/* json_decode.h and json_encode.h without the module: the Lua-side
+ * constants at plain stack indices, the scratch the caller's own. */
+TEST(decoder_and_encoder_units_alone)
+{
+    lua_State *L = th_lua_new(NULL, NULL);
+    CHECK_EQ_INT(luaL_dostring(L, "local ffi = require('ffi')\n"
+                                  "return {}, '__keys', "
+                                  "function(hi, lo) return ffi.new('int64_t', hi) * 4294967296 + lo end, "
+                                  "function(v) return (tostring(v):match('^(-?%d+)U?LL$')) end, {}"), 0);
+    /* 1 array_mt, 2 keys field, 3 int64 make, 4 int64 digits, 5 key cache */
+    char err[256] = "";
+    qh_json_dec_scratch ds = { 0 };
+    qh_json_dec d = { .L = L, .s = &ds, .array_mt = 1, .keys_field = 2, .int64_make = 3,
+                      .key_cache = 5, .err = err, .errlen = sizeof err };
+    static const char text[] = " {\"b\":[1,\"x\",null],\"a\":9007199254740993} ";
+    CHECK_EQ_INT(qh_json_decode(&d, text, sizeof text - 1), 0);
+    CHECK_EQ_INT(lua_gettop(L), 6);
+    qh_json_enc_scratch *es = calloc(1, sizeof *es);
+    qh_json_enc e = { .L = L, .s = es, .array_mt = 1, .keys_field = 2, .int64_digits = 4,
+                      .err = err, .errlen = sizeof err };
+    CHECK_EQ_INT(qh_json_encode(&e, 6), 0);
+    CHECK(es->out.len == 39 && memcmp(es->out.data, "{\"b\":[1,\"x\",null],\"a\":9007199254740993}", 39) == 0);
+    /* one entry in the cache, counted in its [1] */
+    lua_rawgeti(L, 5, 1);
+    CHECK_EQ_INT(lua_tointeger(L, -1), 1);
+    lua_settop(L, 5);
+    CHECK_EQ_INT(qh_json_decode(&d, "[1,]", 4), -1);
+    CHECK_EQ_STR(err, "invalid JSON at byte 4: expected a value");
+    lua_settop(L, 5);
+    lua_pushcfunction(L, l_fail_alloc_after);  /* any function: not JSON */
+    es->out.len = 0;
+    CHECK_EQ_INT(qh_json_encode(&e, 6), -1);
+    CHECK_EQ_STR(err, "cannot encode function at value");
+    qh_json_dec_scratch_free(&ds);
+    qh_json_dec_scratch_free(NULL);
+    qh_json_enc_scratch_free(es);
+    qh_json_enc_scratch_free(NULL);
+    free(es);
+    lua_close(L);
+}
+
 /* The run loop's json_decode_at (the internal qhost.runtime.json_at)
  * reads JSON text in place from librdkafka's buffer: same values, same key
  * order, same errors, and the values are qhost.codec's (shared array_mt and
@@ -1064,6 +1163,8 @@ int main(void)
     RUN(reentrant_from_gc);
     RUN(scratch_state_after_error);
     RUN(escape_function_for_c);
+    RUN(number_unit);
+    RUN(decoder_and_encoder_units_alone);
     RUN(decode_at);
     return check_summary();
 }

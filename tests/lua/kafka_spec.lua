@@ -50,3 +50,47 @@ io.stdout:write("woke ", (host.stop_requested()), "\n")
     assert.are.same({ code = 0, stdout = "quick 0,0,0,0\nwoke 1\n" }, r and { code = r.code, stdout = r.stdout })
   end)
 end)
+
+describe("qhost.kafka's log", function()
+  -- In a child process: the prefix and level it sets are process-wide.
+  -- librdkafka's lines come from its own threads, through the host's C
+  -- logger: the same lines as the Lua logger's, with its prefix and level.
+  it("writes librdkafka's lines as the Lua logger writes its own, at the Lua logger's level", function()
+    local H = require("helper")
+    local dir = H.tmpdir()
+    H.write(dir .. "/log.lua", [[
+local log = require("qhost.log")
+local kafka = require("qhost.kafka")
+local host = require("qhost.host")
+log.set_name("source 'orders'")
+log.warning("from Lua")
+-- Nobody at the address: librdkafka logs the failed connection at ERROR.
+local function unreachable()
+  local p = assert(kafka.producer({ ["bootstrap.servers"] = "127.0.0.1:1", ["log_level"] = 3,
+                                    ["reconnect.backoff.ms"] = 10 }))
+  local deadline = host.monotonic() + 30
+  while not p:take_errors() and host.monotonic() < deadline do p:flush(0.05) end
+  p:close()
+end
+unreachable()
+log.set_level("CRITICAL")
+unreachable()
+io.stdout:write("done\n")
+]])
+    local out = H.exec(string.format("cd %s && timeout -s KILL 60 %s lua log.lua 2>stderr.txt; echo rc=$?",
+      H.quote(dir), H.quote(H.qhost)))
+    local stderr = H.read(dir .. "/stderr.txt") or ""
+    assert.are.equal("done\nrc=0\n", out, stderr)
+    local levels, first, second = {}, 0, 0
+    for line in stderr:gmatch("[^\n]+") do
+      local level, pid, text = line:match("^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d (%u+) source 'orders'%[(%d+)%]: (.*)$")
+      assert.truthy(level, "not in the logger's format: " .. line)
+      levels[level] = true
+      if text:find("^librdkafka rdkafka#producer%-1 ") then first = first + 1 end
+      if text:find("^librdkafka rdkafka#producer%-2 ") then second = second + 1 end
+    end
+    assert.is_true(levels.WARNING and levels.ERROR, stderr)
+    assert.is_true(first > 0, stderr)
+    assert.are.equal(0, second, stderr)   -- below CRITICAL: dropped
+  end)
+end)

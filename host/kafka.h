@@ -1,10 +1,11 @@
 /* kafka.h: Kafka clients for qhost over librdkafka.
- * Provides the `qhost.kafka` Lua module (producer, consumer, admin, the
- * embedded mock broker, the C logger's prefix and level: set-up and control
- * through the classic Lua C API) and the flat qh_ffi_* functions of the
- * per-message hot path, which the Lua library calls through LuaJIT's FFI
- * (declared again in lua/qhost/kafka/ffi.lua: keep both in step). The
- * module is split into units, one job each: kafka_internal.h lists them.
+ * Provides the `qhost.kafka` Lua module (producer with transactions,
+ * consumer, admin, the embedded mock broker, the C logger's prefix and
+ * level: set-up and control through the classic Lua C API) and the flat
+ * qh_ffi_* functions of the per-message hot path, which the Lua library
+ * calls through LuaJIT's FFI (declared again in lua/qhost/kafka/ffi.lua:
+ * keep both in step). The module is split into units, one job each:
+ * kafka_internal.h lists them.
  * Uses: librdkafka (rdkafka.h, rdkafka_mock.h), hostlib.h for the stop
  * flag and the logger. librdkafka callbacks never call into Lua: they
  * record into the handle (delivery failures per message, rebalance events)

@@ -4,6 +4,7 @@
  *   kafka_config.c    config tables from Lua, the qhost.* properties, the
  *                     log and error callbacks every client gets
  *   kafka_producer.c  the producer: produce, delivery reports, flush
+ *   kafka_txn.c       the producer's transactions (exactly-once)
  *   kafka_consumer.c  the consumer: polls, rebalances, start offsets, commits
  *   kafka_admin.c     topic creation and metadata
  *   kafka_mock.c      the embedded broker (librdkafka's mock cluster)
@@ -123,5 +124,13 @@ int qh_kafka_admin_new(lua_State *L);           /* kafka.admin(config) */
 
 void qh_kafka_mock_register(lua_State *L);
 int qh_kafka_mock_new(lua_State *L);            /* kafka.mock_cluster(brokers) */
+
+/* ---- kafka_txn.c: producer methods (registered with the producer's) ------- */
+
+int qh_kafka_txn_init(lua_State *L);            /* producer:init_transactions(timeout_s) */
+int qh_kafka_txn_begin(lua_State *L);           /* producer:begin_transaction() */
+int qh_kafka_txn_send_offsets(lua_State *L);    /* producer:send_offsets_to_transaction(...) */
+int qh_kafka_txn_commit(lua_State *L);          /* producer:commit_transaction(timeout_s) */
+int qh_kafka_txn_abort(lua_State *L);           /* producer:abort_transaction(timeout_s) */
 
 #endif

@@ -3,7 +3,7 @@
  * kafka.mock_cluster(brokers) and its methods bootstraps, create_topic and
  * push_request_errors (for tests of the error paths). Other processes reach
  * it over loopback; its data lives until it is closed. KAFKA.md lists what
- * it does and does not do.
+ * it does and does not do (it hides no aborted transaction, see kafka_txn.c).
  * Uses: librdkafka's rdkafka_mock.h, luaclass.h, kafka_config.c (log). */
 #include "kafka_internal.h"
 

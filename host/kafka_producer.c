@@ -1,7 +1,8 @@
 /* kafka_producer.c: the Kafka producer of `qhost.kafka` (see kafka.h for its
  * per-message FFI functions, kafka_internal.h for the unit's place): the
  * kafka.producer constructor and its Lua methods (flush, outq_len,
- * take_failures, take_errors, close), qh_ffi_produce with its wait for room in a full queue,
+ * take_failures, take_errors, close; the transactional ones are
+ * kafka_txn.c's), qh_ffi_produce with its wait for room in a full queue,
  * the per-topic handle cache, and the delivery reports, which record each
  * failed message for Lua to take.
  * Uses: librdkafka, luaclass.h, kafka_config.c (conf, callbacks),
@@ -226,7 +227,9 @@ static void producer_destroy(qh_producer *p)
 
 /* kafka.producer(config) -> producer | nil, err. The host's own setting:
  * qhost.queue.full.timeout.ms (default -1: a produce call waits for room in
- * a full queue until a stop is requested; >= 0: at most that long). */
+ * a full queue until a stop is requested; >= 0: at most that long). A
+ * config with a transactional.id makes a transactional producer (see
+ * kafka_txn.c). */
 int qh_kafka_producer_new(lua_State *L)
 {
     static const char *const own[] = { "qhost.queue.full.timeout.ms", NULL };
@@ -342,6 +345,9 @@ void qh_kafka_producer_register(lua_State *L)
         { "ptr", l_producer_ptr }, { "flush", l_producer_flush },
         { "outq_len", l_producer_outq_len }, { "take_failures", l_producer_take_failures },
         { "take_errors", l_producer_take_errors },
+        { "init_transactions", qh_kafka_txn_init }, { "begin_transaction", qh_kafka_txn_begin },
+        { "send_offsets_to_transaction", qh_kafka_txn_send_offsets },
+        { "commit_transaction", qh_kafka_txn_commit }, { "abort_transaction", qh_kafka_txn_abort },
         { "close", l_producer_close }, { NULL, NULL },
     };
     qh_luaclass_register(L, QH_PRODUCER_MT, methods, l_producer_close);

@@ -1,6 +1,6 @@
 -- qhost.kafka.clients: Kafka producer and consumer for the Lua library.
 -- Set-up goes through the classic C module qhost.kafka; the per-message calls
--- (produce, poll a batch) go through the FFI (qhost.ffi) so the JIT compiles
+-- (produce, poll a batch) go through the FFI (qhost.kafka.ffi) so the JIT compiles
 -- them into the loop. Expected failures return nil, err.
 local ffi = require("ffi")
 local C = require("qhost.kafka.ffi")
@@ -32,7 +32,7 @@ end
 
 -- clients.producer(config, opts) -> Producer | nil, err. `config` is a table
 -- of librdkafka properties (and qhost.queue.full.timeout.ms, see
--- host/kafka.c). opts.flush_reports_failures = false: flush only says
+-- host/kafka_producer.c; a transactional.id makes it transactional). opts.flush_reports_failures = false: flush only says
 -- whether everything queued was delivered, and the caller takes the failed
 -- deliveries with take_failures, to decide per message (the run loop's
 -- checkpoint). The default (true) also makes flush fail on failed
@@ -175,6 +175,32 @@ end
 
 function Producer:take_errors() return self.handle:take_errors() end
 
+-- Transactions (exactly-once), for a producer whose config has a
+-- transactional.id; on any other each returns nil, err, "fatal". Each
+-- returns true, or nil, err, kind: "retriable" (make the same call again),
+-- "abortable" (abort_transaction, then process again from the last
+-- committed offsets) or "fatal" (the producer cannot go on: fenced by a
+-- newer instance with its transactional.id, or the call was a misuse; stop).
+-- timeout_s nil: librdkafka's own bound, from transaction.timeout.ms.
+-- host/kafka_txn.c documents each call. The embedded broker accepts them
+-- all but isolates nothing: aborted messages stay visible to read_committed
+-- consumers, and the offsets of a transaction are not committed.
+--   producer:init_transactions(timeout_s)          once, before the first
+--   producer:begin_transaction()
+--   producer:send_offsets_to_transaction(consumer, offsets, timeout_s)
+--       offsets: { { topic =, partition =, offset = next offset }, ... },
+--       committed for the consumer's group if the transaction commits
+--   producer:commit_transaction(timeout_s)         flushes its messages first
+--   producer:abort_transaction(timeout_s)
+function Producer:init_transactions(timeout) return self.handle:init_transactions(timeout) end
+function Producer:begin_transaction() return self.handle:begin_transaction() end
+function Producer:send_offsets_to_transaction(consumer, offsets, timeout)
+  -- A clients.consumer, or the qhost.kafka consumer behind one.
+  return self.handle:send_offsets_to_transaction(consumer.handle or consumer, offsets, timeout)
+end
+function Producer:commit_transaction(timeout) return self.handle:commit_transaction(timeout) end
+function Producer:abort_transaction(timeout) return self.handle:abort_transaction(timeout) end
+
 function Producer:close()
   self.handle:close()
 end
@@ -217,7 +243,7 @@ function Consumer:errstr(i)
   return ffi.string(C.qh_ffi_msg_errstr(self.ptr, i))
 end
 
--- The rest is the C module's (host/kafka.c documents each): subscribe,
+-- The rest is the C module's (host/kafka_consumer.c documents each): subscribe,
 -- assign, take_events, assignment, resolve_start(partitions, timeout_s),
 -- finish_assign(partitions), finish_revoke(partitions), store_offsets,
 -- commit, committed, watermarks, take_errors, close.

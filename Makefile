@@ -2,7 +2,10 @@
 #   make            build build/qhost (runs from the checkout, no install)
 #   make example    install the Debian packages, build, run examples/csv_print.lua
 #   make test       install packages, build, run every test (C, Lua, end to end,
-#                   embedded broker and real Kafka; also under ASan+UBSan)
+#                   embedded broker and real Kafka, conformance with Quix Streams;
+#                   also under ASan+UBSan; fuzzing 30 s per target)
+#   make bench      qhost against Quix Streams and raw librdkafka (bench/README.md)
+#   make fuzz       the libFuzzer targets, FUZZ_SECONDS (600) each
 #   make install PREFIX=/usr/local
 #   make SAN=1      build with AddressSanitizer + UBSan into build/san/
 

@@ -15,7 +15,6 @@
 
 #include "luaclass.h"
 
-
 typedef struct rebalance_event {
     int assign;                 /* 1 assign, 0 revoke */
     int lost;                   /* a revoke of partitions the group already gave away */

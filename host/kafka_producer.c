@@ -16,7 +16,6 @@
 #include "hostlib.h"
 #include "luaclass.h"
 
-
 #define QH_TOPIC_CACHE 16
 #define QH_FAILURES_MAX 64        /* delivery failures kept between takes */
 #define QH_FAILURE_KEY_MAX 256    /* bytes of a failed message's key kept */

@@ -312,7 +312,11 @@ static int enc_table(qh_json_enc *e, int idx, int depth)
     } else {
         if (qh_buf_putc(b, '{') != 0) return enc_nomem(e);
         int first = 1;
-        if (mode == MODE_KEYS)
+        /* An empty object has no members to order, and st->keys may not
+         * exist yet (NULL + 0 is undefined; found by fuzzing). */
+        if (nstr == 0)
+            rc = 0;
+        else if (mode == MODE_KEYS)
             rc = enc_ordered_members(e, idx, qk, kbase, nstr, depth);
         else
             rc = enc_sorted_members(e, idx, st->keys + kbase, nstr, depth, &first);

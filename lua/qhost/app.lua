@@ -93,7 +93,7 @@ function app_mod.Application(opts)
     _dataframes = {},      -- StreamingDataFrames, in creation order
     _sources = {},         -- { source =, topic = } in add order
     _outputs = {},         -- name -> Topic produced to by to_topic
-    _stores = {},          -- topic name -> { [store name] = true }, stateful operations' stores
+    _stores = {},          -- topic name -> { [store name] = true, or "windowed" for a window's }
     _mock = false,         -- the embedded broker, while the app runs on it
     _broker = false,       -- the bootstrap address in use
     _admin = false,        -- admin client, while running
@@ -199,13 +199,14 @@ function Application:clear_state()
   log.info("cleared the local state stores in %s", dir)
 end
 
--- A stateful operation on `topic` uses the store `store_name`: its
--- changelog topic (compacted, the topic's partition count, as Quix's) is
--- created with the app's other topics.
-function Application:_register_store(topic, store_name)
+-- A stateful operation on `topic` uses the store `store_name` (kind
+-- "windowed" for a window's store): its changelog topic (compacted, the
+-- topic's partition count, as Quix's) is created with the app's other
+-- topics.
+function Application:_register_store(topic, store_name, kind)
   self._stores[topic.name] = self._stores[topic.name] or {}
   if self._stores[topic.name][store_name] then return end
-  self._stores[topic.name][store_name] = true
+  self._stores[topic.name][store_name] = kind or true
   if self.use_changelog_topics then
     local name = require("qhost.runtime.state.manager").changelog_name(self.consumer_group, topic.name, store_name)
     self._topics[name] = topic_mod.new(name, {

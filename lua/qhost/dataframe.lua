@@ -332,16 +332,29 @@ function SDF:sink(sink)
   derive(self, new_node("sink", { sink = sink }))
 end
 
--- Not built yet -----------------------------------------------------------
--- Windows and joins are in the API (Quix's names) but not built: a
--- pipeline that uses them fails where it asks for them, at the user's line,
--- rather than with "attempt to call a nil value".
+-- Windows ------------------------------------------------------------------
+-- sdf:tumbling_window{ ... } and the others make a window definition
+-- (qhost.windows); its aggregation and final/current make the node.
 for _, name in ipairs({ "tumbling_window", "hopping_window", "sliding_window", "tumbling_count_window",
-                        "hopping_count_window", "sliding_count_window", "join_asof", "join_interval",
-                        "join_lookup" }) do
+                        "hopping_count_window", "sliding_count_window" }) do
+  SDF[name] = function(self, opts)
+    return require("qhost.windows")[name](self, opts)
+  end
+end
+
+-- A window's node: one message in, its window results out (a new branch,
+-- as Quix's _apply_window).
+function dataframe._window_node(sdf, window, where)
+  return derive(sdf, new_node("window", { window = window, store = window.name, where = where }))
+end
+
+-- Not built yet -----------------------------------------------------------
+-- Joins are in the API (Quix's names) but not built: a pipeline that uses
+-- them fails where it asks for them, at the user's line, rather than with
+-- "attempt to call a nil value".
+for _, name in ipairs({ "join_asof", "join_interval", "join_lookup" }) do
   SDF[name] = function()
-    error(string.format("StreamingDataFrame:%s is not supported yet: qhost has no %s so far", name,
-      name:find("join") and "joins" or "windows"), 2)
+    error(string.format("StreamingDataFrame:%s is not supported yet: qhost has no joins so far", name), 2)
   end
 end
 
@@ -402,8 +415,21 @@ function SDF:test(value, opts)
       return st
     end
   end
+  -- Window stores live in memory too, one transaction per store that each
+  -- call ends with a flush (as a checkpoint would).
+  function rt.window_tx(store_name)
+    local stores = rawget(self.root, "test_windows") or {}
+    rawset(self.root, "test_windows", stores)
+    if not stores[store_name] then
+      local windowed = require("qhost.runtime.state.windowed")
+      stores[store_name] = windowed.new(windowed.memory_partition())
+    end
+    local tx = stores[store_name]
+    return function() return tx end
+  end
   local process = require("qhost.runtime.pipeline").compile(self, rt)
   process(value, opts.key, opts.timestamp or 0, opts.headers)
+  for _, tx in pairs(rawget(self.root, "test_windows") or {}) do tx:flush() end
   if table_printer then table_printer:tick(rt.now(), true) end
   return outputs, produced
 end

@@ -27,14 +27,10 @@ describe("Application", function()
     assert.truthy(e:find("app_spec.lua:%d+:"), e)
     local app = qhost.Application{}
     local sdf = app:dataframe(app:topic("nb"))
-    for _, name in ipairs({ "tumbling_window", "hopping_window", "sliding_window", "tumbling_count_window",
-                            "hopping_count_window", "sliding_count_window", "join_asof", "join_interval",
-                            "join_lookup" }) do
+    for _, name in ipairs({ "join_asof", "join_interval", "join_lookup" }) do
       e = err_of(function() sdf[name](sdf, { duration_ms = 1000 }) end)
       assert.truthy(e:find("app_spec.lua:%d+: StreamingDataFrame:" .. name .. " is not supported yet"), e)
     end
-    e = err_of(function() return qhost.agg.Mean("x") end)
-    assert.truthy(e:find("app_spec.lua:%d+: qhost.agg.Mean is not supported yet"), e)
     e = err_of(function() return qhost.lookups.SQLiteLookup end)
     assert.truthy(e:find("qhost.lookups.SQLiteLookup is not supported yet", 1, true), e)
   end)

@@ -134,8 +134,7 @@ describe("errors at the user's line", function()
 
   it("what is not built yet is refused where it is asked for", function()
     local sdf = new_sdf()
-    has(raised(function() sdf:tumbling_window{ duration_ms = 1000 } end),
-      "StreamingDataFrame:tumbling_window is not supported yet")
+    has(raised(function() sdf:join_asof(sdf) end), "StreamingDataFrame:join_asof is not supported yet")
   end)
 end)
 

@@ -104,11 +104,14 @@ local function open_state(app, ctx, rt)
     state:clear_local()
   end
   for topic, stores in pairs(app._stores) do
-    for store_name in pairs(stores) do state:register(topic, store_name) end
+    for store_name, kind in pairs(stores) do state:register(topic, store_name, kind) end
   end
   local prefix = state_manager.prefix
   function rt.state_of(store_name)
     return function(key) return state:state(ctx.topic, ctx.partition, store_name, prefix(key)) end
+  end
+  function rt.window_tx(store_name)
+    return function() return state:transaction(ctx.topic, ctx.partition, store_name) end
   end
   return state
 end

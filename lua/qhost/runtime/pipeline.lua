@@ -12,6 +12,8 @@
 --   rt.printer() -> the run's table printer, rt.now() -> seconds
 --   rt.state_of(store) -> fn(key) -> the State of that key in the store,
 --                         for the message being processed
+--   rt.window_tx(store) -> fn() -> the window store's transaction of the
+--                         message's partition (qhost.runtime.state.windowed)
 local printing = require("qhost.runtime.printing")
 local topic_mod = require("qhost.topic")
 
@@ -186,6 +188,11 @@ function builders.set_headers(node, nxt)
   return function(value, key, timestamp, headers)
     return nxt(value, key, timestamp, fn(value, key, timestamp, headers))
   end
+end
+
+-- A window (qhost.windows): the Window compiles itself.
+function builders.window(node, nxt, rt)
+  return node.window:compile(nxt, rt)
 end
 
 compile_node = function(node, rt)

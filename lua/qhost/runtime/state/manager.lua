@@ -14,6 +14,7 @@ local state_mod = require("qhost.state")
 local store_partition = require("qhost.runtime.state.partition")
 local topic_reader = require("qhost.kafka.topic_reader")
 local transaction = require("qhost.runtime.state.transaction")
+local windowed = require("qhost.runtime.state.windowed")
 
 local manager = {}
 
@@ -35,15 +36,19 @@ function manager.new(opts)
     app = app, reader_config = opts.reader_config, watermarks = opts.watermarks,
     dir = app.state_dir .. "/" .. app.consumer_group,
     stores = {},       -- topic -> { [store_name] = changelog topic name }
+    kinds = {},        -- topic -> { [store_name] = "windowed" } for window stores
     open = {},         -- topic -> { [partition] = { [store_name] = { partition =, tx =, state = } } }
     committed = {},    -- topic -> { [partition] = where consuming started (the committed offset) }
   }, Manager)
 end
 
 -- Registers a store (at start, from the dataframes): its changelog topic
--- is created with the app's topics.
-function Manager:register(topic, store_name)
+-- is created with the app's topics. kind "windowed": a window's store
+-- (qhost.runtime.state.windowed transactions).
+function Manager:register(topic, store_name, kind)
   self.stores[topic] = self.stores[topic] or {}
+  self.kinds[topic] = self.kinds[topic] or {}
+  self.kinds[topic][store_name] = kind == "windowed" and kind or nil
   self.stores[topic][store_name] = self.app.use_changelog_topics
     and manager.changelog_name(self.app.consumer_group, topic, store_name) or false
 end
@@ -97,8 +102,12 @@ function Manager:assign(partitions)
       for store_name, changelog in pairs(stores) do
         local part = store_partition.open(path_of(self, tp.topic, store_name, tp.partition))
         if changelog then recover(self, part, changelog, tp.partition, tp.topic, tp.offset) end
-        local tx = transaction.new(part)
-        entry[store_name] = { partition = part, tx = tx, state = state_mod.new(tx), changelog = changelog }
+        if self.kinds[tp.topic][store_name] then
+          entry[store_name] = { partition = part, tx = windowed.new(part), changelog = changelog }
+        else
+          local tx = transaction.new(part)
+          entry[store_name] = { partition = part, tx = tx, state = state_mod.new(tx), changelog = changelog }
+        end
       end
       self.open[tp.topic][tp.partition] = entry
     end
@@ -114,6 +123,16 @@ function Manager:state(topic, partition, store_name, key_bytes)
     partition), 0) end
   s.state:_scope(key_bytes)
   return s.state
+end
+
+-- The transaction of a window store for the messages of topic/partition.
+function Manager:transaction(topic, partition, store_name)
+  local parts = self.open[topic]
+  local entry = parts and parts[partition]
+  local s = entry and entry[store_name]
+  if not s then error(string.format("no state store '%s' is open for topic '%s' partition %d", store_name, topic,
+    partition), 0) end
+  return s.tx
 end
 
 -- The stores of the partitions in `only` (topic -> { [p] = true }), or all.

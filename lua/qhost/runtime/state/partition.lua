@@ -32,6 +32,12 @@ function Partition:get(key)
   return self.db:get(key)
 end
 
+-- { k1, v1, k2, v2, ... } of the keys in [lower, upper), in key order
+-- (reverse: the other way), at most limit pairs (nil or 0: all).
+function Partition:scan(lower, upper, reverse, limit)
+  return self.db:scan(lower, upper, reverse or false, limit or 0)
+end
+
 -- The changelog offset the database holds (-1: none yet).
 function Partition:changelog_offset()
   local v = self.db:get_meta(OFFSET_KEY)

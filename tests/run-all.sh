@@ -98,6 +98,8 @@ if want kafka; then
   if addr=$(tests/kafka/kafka.sh start "$KDIR"); then
     echo "  Kafka at $addr ($(ls build/kafka/libs | grep -o 'kafka_2.13-[0-9.]*[0-9]' | head -n1))" >&2
     busted_run "$LOGS/e2e-kafka.log" "$ROOT/build/qhost" tests/e2e QHOST_BROKER="$addr"
+    # The client specs that need a real Kafka (transactions, hand-overs).
+    busted_run "$LOGS/lua-kafka.log" "$ROOT/build/qhost" tests/lua/clients_spec.lua QHOST_BROKER="$addr"
     # Conformance: the same pipelines in Quix Streams and qhost, same input.
     if quix_python=$(tests/quix-venv.sh 2>"$LOGS/quix-venv.log"); then
       echo "== conformance with Quix Streams, real Kafka" >&2

@@ -57,12 +57,6 @@ local function check_options(opts)
   if opts.loglevel and not log.is_level(opts.loglevel) then
     argcheck.one_of("Application", "loglevel", opts.loglevel, { "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL" })
   end
-  -- Accepted by the API but not built yet: refusing is better than running
-  -- with a weaker guarantee, or without the state, than was asked for.
-  if guarantee == "exactly-once" then
-    argcheck.fail('Application: processing_guarantee = "exactly-once" is not supported yet (Kafka transactions '
-      .. 'are not built); use "at-least-once" or leave it out')
-  end
 end
 
 -- qhost.Application{ ... } (every field optional; defaults of API.md)

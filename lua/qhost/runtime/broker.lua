@@ -51,6 +51,8 @@ function broker.consumer_config(app)
     ["log_level"] = log.librdkafka_level(),
     ["fetch.wait.max.ms"] = 100,
   }
+  -- Exactly-once: only what committed transactions wrote is read, as Quix.
+  if app.processing_guarantee == "exactly-once" then config["isolation.level"] = "read_committed" end
   if app._mock then
     -- The mock answers an empty fetch only after fetch.wait.max.ms, even
     -- when data arrives meanwhile: with sources held to a budget ahead of

@@ -18,6 +18,7 @@
 -- (flush, discard), the state manager (prepare, flush), an error policy
 -- (qhost.runtime.error_policy): the specs run it on fakes of each.
 local log = require("qhost.log")
+local transaction = require("qhost.runtime.kafka_transaction")
 
 local checkpoint = {}
 
@@ -30,7 +31,7 @@ Checkpoint.__index = Checkpoint
 function checkpoint.new(opts)
   return setmetatable({
     consumer = opts.consumer, producer = opts.producer, sinks = opts.sinks or {}, policy = opts.policy,
-    state = opts.state,
+    state = opts.state, exactly_once = opts.exactly_once,
     interval = opts.commit_interval or 5, every = opts.commit_every or 0, now = opts.now,
     flush_timeout = opts.flush_timeout or 30,
     offsets = {},        -- topic -> { [partition] = next offset to commit }
@@ -125,7 +126,11 @@ function Checkpoint:commit(only)
     if not ok then error("checkpoint aborted, nothing committed: the producer " .. err, 0) end
     self:check_deliveries()
   end
-  if #list > 0 and self.consumer then
+  if self.exactly_once then
+    -- One Kafka transaction holds the outputs, the changelog records and
+    -- the offsets: it commits whole, or aborts whole.
+    transaction.commit(self.producer(true), self.consumer, list)
+  elseif #list > 0 and self.consumer then
     local ok, err = self.consumer:commit(list)
     if not ok then error("checkpoint: cannot commit offsets: " .. tostring(err), 0) end
     log.debug("checkpoint: committed %d partition offsets", #list)
@@ -141,12 +146,19 @@ end
 
 -- checkpoint:revoke(partitions, lost): before the partitions go to another
 -- member, what was processed of them is committed (not when `lost`: the
--- group already gave them away); then nothing of them is kept here.
+-- group already gave them away); then nothing of them is kept here. Under
+-- exactly-once the one open transaction holds every partition's work: it
+-- is committed whole.
 function Checkpoint:revoke(partitions, lost)
-  local only = {}
+  local only = not self.exactly_once and {} or nil
   for _, tp in ipairs(partitions) do
-    only[tp.topic] = only[tp.topic] or {}
-    only[tp.topic][tp.partition] = true
+    if only then
+      only[tp.topic] = only[tp.topic] or {}
+      only[tp.topic][tp.partition] = true
+    end
+  end
+  if lost and self.exactly_once and self.producer() then
+    transaction.abort(self.producer(), "partitions were lost to another member")
   end
   if not lost and not self.refused then
     local ok, err = pcall(self.commit, self, only)

@@ -7,6 +7,7 @@
 -- closes the clients.
 local broker = require("qhost.runtime.broker")
 local checkpoint_mod = require("qhost.runtime.checkpoint")
+local transaction_mod = require("qhost.runtime.kafka_transaction")
 local clients = require("qhost.kafka.clients")
 local error_policy = require("qhost.runtime.error_policy")
 local flow_control = require("qhost.runtime.flow_control")
@@ -118,19 +119,33 @@ end
 
 return function(app, opts)
   broker.connect(app)
+  if app.processing_guarantee == "exactly-once" and app._mock then
+    broker.close(app)
+    error('processing_guarantee = "exactly-once" needs a real Kafka (broker_address or QHOST_BROKER): the '
+      .. "embedded broker accepts Kafka transactions but isolates nothing (aborted outputs stay visible), so it "
+      .. "cannot give that guarantee", 0)
+  end
   broker.prepare_topics(app)
+  -- Under exactly-once the producer's transactions start before any output.
+  if app.processing_guarantee == "exactly-once" then log.info("exactly-once: outputs, changelogs and offsets "
+    .. "commit together in Kafka transactions") end
   local embedded = app._mock and true or false
   local ctx = { topic = "", partition = 0, offset = 0 }
   local outputs = outputs_mod.new(opts, ctx)
   local policy = error_policy.new(app)
 
-  -- The producer of to_topic outputs: made on first use.
+  -- The producer of to_topic outputs and changelogs: made on first use;
+  -- under exactly-once, transactional, in a transaction from the start.
+  local exactly_once = app.processing_guarantee == "exactly-once"
   local producer
   local function producer_of()
     if not producer then
+      local config = broker.producer_config(app)
+      if exactly_once then config["transactional.id"] = transaction_mod.new_id(app.consumer_group) end
       local err
-      producer, err = clients.producer(broker.producer_config(app), { flush_reports_failures = false })
+      producer, err = clients.producer(config, { flush_reports_failures = false })
       if not producer then error("cannot create the producer: " .. err, 0) end
+      if exactly_once then transaction_mod.start(producer) end
     end
     return producer
   end
@@ -146,7 +161,7 @@ return function(app, opts)
   local consumer, manual = open_consumer(app, pipelines)
   local checkpoint = checkpoint_mod.new{ consumer = consumer,
     producer = function(create) return create and producer_of() or producer end,
-    sinks = rt.sinks, policy = policy, state = state, commit_interval = app.commit_interval, commit_every = app.commit_every,
+    sinks = rt.sinks, policy = policy, state = state, exactly_once = exactly_once, commit_interval = app.commit_interval, commit_every = app.commit_every,
     now = host.monotonic }
 
   -- Sources feeding a topic this app consumes on the embedded broker get a
@@ -177,8 +192,19 @@ return function(app, opts)
   -- An assignment starts where each partition's committed offset (or the
   -- reset) says, looked up within RESOLVE_TIMEOUT; sources start with the
   -- first one, so none of their messages can come before a "latest" start.
+  -- run{ timeout = S } counts from the last message, or from the last
+  -- assignment (and its state recovery), as Quix refreshes it; the first
+  -- assignment of a group may take a while (a member that died is only
+  -- evicted after its session timeout): as Quix, it gets 60 s more.
+  local last_message = host.monotonic() + 60
+
+  -- Under exactly-once, committed offsets of a partition wait behind the open
+  -- transaction of an instance that died, until transaction.timeout.ms.
+  local resolve_timeout = exactly_once and math.max(RESOLVE_TIMEOUT,
+    (tonumber(app.producer_extra_config["transaction.timeout.ms"]) or 60000) / 1000 + 30) or RESOLVE_TIMEOUT
+
   local function assign(partitions, manual_assign)
-    local resolved, err = consumer:resolve_start(partitions, RESOLVE_TIMEOUT)
+    local resolved, err = consumer:resolve_start(partitions, resolve_timeout)
     if not resolved then error("cannot start consuming the assigned partitions: " .. err, 0) end
     local ok, aerr
     -- Their state is brought up to date before any of their messages.
@@ -191,6 +217,7 @@ return function(app, opts)
       expected[tp.topic][tp.partition] = tp.offset >= 0 and tp.offset or nil
     end
     log.info("assigned %d partitions", #resolved)
+    last_message = host.monotonic()
     start_sources()
   end
 
@@ -221,7 +248,6 @@ return function(app, opts)
 
   local function loop()
     if manual then assign(manual, true) elseif not consumer then start_sources() end
-    local last_message = host.monotonic()
     local batch_max = app.commit_interval == 0 and 1 or BATCH
     while C.qh_ffi_stop_requested() == 0 and not app._stop_requested do
       if consumer then

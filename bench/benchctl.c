@@ -7,12 +7,17 @@
  *                                                expected checksums of input and output
  *   benchctl gen-state BROKER TOPIC N KEYS       the stateful workload's N messages
  *                                                (keys "key-NNNNN") and its checksums
+ *   benchctl gen-window BROKER TOPIC N KEYS      the window workload's N messages (keys
+ *                                                "key-NNNNN", 10 s of event times) and the
+ *                                                checksums of its 1 s tumbling windows
  *   benchctl gen-csv FILE N                      write workload 2's CSV (10 columns) and
  *                                                print the expected checksum of its topic
  *   benchctl expect-counter N                    expected checksum of the counter source
  *   benchctl count BROKER TOPIC                  messages in TOPIC (sum of high watermarks)
- *   benchctl verify BROKER TOPIC                 read TOPIC from the beginning to its end:
- *                                                count=N sum=HEX (order-independent)
+ *   benchctl verify [--canon] BROKER TOPIC       read TOPIC from the beginning to its end:
+ *                                                count=N sum=HEX (order-independent);
+ *                                                --canon: numbers written "5.0" (Python's
+ *                                                float) hash as "5" (qhost's), see canon_json
  *   benchctl run [--first TOPIC] [--poll-ms MS] [--timeout S] [--stop-timeout S]
  *                BROKER DONE_TOPIC N -- CMD ARGS...
  *        starts CMD in a process group of its own and polls the end offsets of
@@ -262,6 +267,84 @@ static int cmd_gen_state(const char *broker, const char *topic, long n, long key
     return 0;
 }
 
+/* A double as Python's repr writes it (the shortest digits that read back
+ * the same), except that an integral value is written as an integer: the
+ * canonical form of verify --canon. */
+static int fmt_double(char *out, size_t cap, double x)
+{
+    if (x == floor(x) && fabs(x) < 9007199254740992.0) return snprintf(out, cap, "%lld", (long long)x);
+    int n = 0;
+    for (int p = 1; p <= 17; p++) {
+        n = snprintf(out, cap, "%.*g", p, x);
+        if (strtod(out, NULL) == x) break;
+    }
+    return n;
+}
+
+/* The window workload's input: message i has the key "key-NNNNN" (one of
+ * `keys`, spread by splitmix), the value {"v":0..999} and the event time
+ * t0 + i * 10000 / n ms (10 s for any n: n / 10 messages per 1 s window),
+ * with t0 a whole second a minute before now (Kafka keeps records near
+ * now). The
+ * pipeline: a 1 s tumbling window per key with Count, Mean("v") and
+ * Sum("v"), final: a window's result comes when the key's next message is
+ * in a later window, as {"count":..,"mean":..,"sum":..,"start":..,"end":..}
+ * with the key, timestamp the start. Per key the messages stay in order (one
+ * partition), so none is late. The last window of each key never closes. */
+static int cmd_gen_window(const char *broker, const char *topic, long n, long keys)
+{
+    long failed = 0;
+    rd_kafka_t *rk = gen_producer(broker, &failed);
+    struct win { long long start; long count, sum; } *open = calloc((size_t)keys, sizeof *open);
+    if (!open) die("%s", "out of memory");
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    long long t0 = ((long long)now.tv_sec - 70) * 1000;
+    uint64_t in_sum = 0, out_sum = 0;
+    long out_count = 0;
+    char key[32], value[64], out[160], mean[40];
+    for (long i = 0; i < n; i++) {
+        uint64_t r = splitmix((uint64_t)i);
+        long k = (long)(r % (uint64_t)keys);
+        long v = (long)((r >> 32) % 1000);
+        long long ts = t0 + (long long)i * 10000 / n;
+        long long start = ts - ts % 1000;
+        int klen = snprintf(key, sizeof key, "key-%05ld", k);
+        int vlen = snprintf(value, sizeof value, "{\"v\":%ld}", v);
+        struct win *w = &open[k];
+        if (w->count > 0 && w->start < start) {
+            fmt_double(mean, sizeof mean, (double)w->sum / (double)w->count);
+            int olen = snprintf(out, sizeof out, "{\"count\":%ld,\"mean\":%s,\"sum\":%ld,\"start\":%lld,\"end\":%lld}",
+                                w->count, mean, w->sum, w->start, w->start + 1000);
+            out_sum += msg_hash(key, (size_t)klen, out, (size_t)olen);
+            out_count++;
+            w->count = 0;
+            w->sum = 0;
+        }
+        if (w->count == 0) w->start = start;
+        w->count++;
+        w->sum += v;
+        in_sum += msg_hash(key, (size_t)klen, value, (size_t)vlen);
+        for (;;) {
+            rd_kafka_resp_err_t err = rd_kafka_producev(
+                rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_KEY(key, (size_t)klen), RD_KAFKA_V_VALUE(value, (size_t)vlen),
+                RD_KAFKA_V_TIMESTAMP(ts), RD_KAFKA_V_END);
+            if (!err) break;
+            if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) die("produce: %s", rd_kafka_err2str(err));
+            rd_kafka_poll(rk, 50);
+        }
+        if ((i & 1023) == 0) rd_kafka_poll(rk, 0);
+    }
+    rd_kafka_flush(rk, 120000);
+    if (rd_kafka_outq_len(rk) > 0 || failed) die("%s: not every message was delivered", topic);
+    rd_kafka_destroy(rk);
+    free(open);
+    printf("in_count=%ld in_sum=%016llx out_count=%ld out_sum=%016llx\n", n, (unsigned long long)in_sum,
+           out_count, (unsigned long long)out_sum);
+    return 0;
+}
+
 static int cmd_gen_pipe(const char *broker, const char *topic, long n)
 {
     long failed = 0;
@@ -405,7 +488,26 @@ static int cmd_count(const char *broker, const char *topic)
     return 0;
 }
 
-static int cmd_verify(const char *broker, const char *topic)
+/* verify --canon: a JSON text with each number written as Python writes
+ * an integral float ("5.0") turned into the integer ("5"), as qhost writes
+ * it (Lua has one number type). Only ".0" right after a digit and before
+ * , } ] or the end is dropped; strings holding such text would be changed
+ * too (the workloads using it have none). */
+static size_t canon_json(const char *in, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (in[i] == '.' && i > 0 && isdigit((unsigned char)in[i - 1]) && i + 1 < n && in[i + 1] == '0' &&
+            (i + 2 == n || in[i + 2] == ',' || in[i + 2] == '}' || in[i + 2] == ']')) {
+            i++;
+            continue;
+        }
+        out[o++] = in[i];
+    }
+    return o;
+}
+
+static int cmd_verify(const char *broker, const char *topic, int canon)
 {
     const char *extra[] = { "group.id", "benchctl-verify", "enable.auto.commit", "false",
                             "enable.partition.eof", "true", "auto.offset.reset", "earliest", NULL };
@@ -441,7 +543,15 @@ static int cmd_verify(const char *broker, const char *topic)
         } else if (m->err) {
             die("consume: %s", rd_kafka_message_errstr(m));
         } else if (m->offset < high[m->partition]) {
-            sum += msg_hash(m->key, m->key_len, m->payload, m->len);
+            if (canon && m->payload) {
+                char *c = malloc(m->len + 1);
+                if (!c) die("%s", "out of memory");
+                size_t clen = canon_json(m->payload, m->len, c);
+                sum += msg_hash(m->key, m->key_len, c, clen);
+                free(c);
+            } else {
+                sum += msg_hash(m->key, m->key_len, m->payload, m->len);
+            }
             count++;
             if (m->offset == high[m->partition] - 1) pending--;
         }
@@ -682,7 +792,10 @@ int main(int argc, char **argv)
     if (!strcmp(c, "gen-csv") && argc == 4) return cmd_gen_csv(argv[2], atol(argv[3]));
     if (!strcmp(c, "expect-counter") && argc == 3) return cmd_expect_counter(atol(argv[2]));
     if (!strcmp(c, "count") && argc == 4) return cmd_count(argv[2], argv[3]);
-    if (!strcmp(c, "verify") && argc == 4) return cmd_verify(argv[2], argv[3]);
+    if (!strcmp(c, "verify") && argc == 4) return cmd_verify(argv[2], argv[3], 0);
+    if (!strcmp(c, "verify") && argc == 5 && !strcmp(argv[2], "--canon")) return cmd_verify(argv[3], argv[4], 1);
+    if (!strcmp(c, "gen-window") && argc == 6)
+        return cmd_gen_window(argv[2], argv[3], atol(argv[4]), atol(argv[5]));
     if (!strcmp(c, "run")) return cmd_run(argc - 2, argv + 2);
     die("bad command or arguments: %s", c);
     return 2;

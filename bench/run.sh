@@ -6,7 +6,7 @@
 #                           3 repetitions (make bench runs this)
 #   bench/run.sh --smoke    10,000 messages, 1 repetition, outputs still verified;
 #                           Quix only when build/quix-venv is already installed
-#   options: --n N  --reps R  --workloads pipeline,csv,source,startup,stateful
+#   options: --n N  --reps R  --workloads pipeline,csv,source,startup,stateful,window
 #            --impls qhost,quix,raw  --quix (install the venv even in smoke mode)
 #            --no-quix  --keep-broker
 #
@@ -23,6 +23,11 @@
 #             running count per key in its state store and produces it (a
 #             JSON number, same key): Quix and qhost (no raw: librdkafka
 #             has no state store).
+#   window    N messages {"v":0..999} over 10,000 keys (8 partitions), event
+#             times over 10 s; the app aggregates 1 s tumbling windows per key
+#             with Count, Mean("v") and Sum("v") and produces each window when
+#             it closes (final): Quix and qhost (no raw). Its outputs are
+#             verified with numbers canonical (Python's 5.0 is qhost's 5).
 #   startup   the custom source (10,000 messages) feeding an app that copies
 #             them to an output topic: time to the first produced message, peak
 #             RSS of the app and of the source process.
@@ -47,7 +52,7 @@ N=1000000
 REPS=3
 STARTUP_N=10000
 STATE_KEYS=10000
-WORKLOADS=pipeline,csv,source,startup,stateful
+WORKLOADS=pipeline,csv,source,startup,stateful,window
 IMPLS=qhost,quix,raw
 QUIX_MODE=install         # install | if-present | off
 SMOKE=0
@@ -183,6 +188,13 @@ if has "$WORKLOADS" stateful; then
   for i in qhost qhost2 quix; do EXPECT[stateful.$i]="$(kv "$line" out_count) $(kv "$line" out_sum)"; done
   log "stateful input topic ($STATE_KEYS keys): $line ($(elapsed "$t0")s)"
 fi
+if has "$WORKLOADS" window; then
+  t0=$(date +%s.%N)
+  "$CTL" create "$BROKER" bench-window-input 8
+  line=$("$CTL" gen-window "$BROKER" bench-window-input "$N" "$STATE_KEYS")
+  for i in qhost qhost2 quix; do EXPECT[window.$i]="$(kv "$line" out_count) $(kv "$line" out_sum)"; done
+  log "window input topic ($STATE_KEYS keys): $line ($(elapsed "$t0")s)"
+fi
 if has "$WORKLOADS" csv; then
   CSV=$OUT/data/input-$N.csv
   line=$("$CTL" gen-csv "$CSV" "$N")
@@ -198,8 +210,9 @@ for i in qhost qhost2 quix raw; do EXPECT[startup.$i]="$(kv "$line" count) $(kv 
 declare -A FAILED SEEN
 run_one() {  # WORKLOAD IMPL REP
   [ "$1.$2" != stateful.raw ] || return 0   # no raw baseline: librdkafka has no state store
+  [ "$1.$2" != window.raw ] || return 0
   local w=$1 impl=$2 rep=$3 id="$1-$2-r$3-$RANDOM" n=$N
-  local topic=$id-out first=() cmd=() poll=20 extra_topics=()
+  local topic=$id-out first=() cmd=() poll=20 extra_topics=() verify=()
   local work=$OUT/work/$id logf=$OUT/logs/$w-$impl-r$rep.log
   mkdir -p "$work"
   case $w in
@@ -218,6 +231,15 @@ run_one() {  # WORKLOAD IMPL REP
         qhost) cmd=("$QHOST" run "$ROOT/bench/apps/stateful.lua" "$BROKER" bench-state-input "$topic" "$id" "$work/state") ;;
         qhost2) cmd=("$QHOST2" run "$ROOT/bench/apps/stateful.lua" "$BROKER" bench-state-input "$topic" "$id" "$work/state") ;;
         quix)  cmd=("$PY" "$ROOT/bench/apps/stateful.py" "$BROKER" bench-state-input "$topic" "$id" "$work/state") ;;
+      esac ;;
+    window)
+      # No raw baseline: librdkafka has no state store.
+      "$CTL" create "$BROKER" "$topic" 8
+      verify=(--canon)
+      case $impl in
+        qhost) cmd=("$QHOST" run "$ROOT/bench/apps/window.lua" "$BROKER" bench-window-input "$topic" "$id" "$work/state") ;;
+        qhost2) cmd=("$QHOST2" run "$ROOT/bench/apps/window.lua" "$BROKER" bench-window-input "$topic" "$id" "$work/state") ;;
+        quix)  cmd=("$PY" "$ROOT/bench/apps/window.py" "$BROKER" bench-window-input "$topic" "$id" "$work/state") ;;
       esac ;;
     csv)
       "$CTL" create "$BROKER" "$topic" 1
@@ -260,7 +282,7 @@ run_one() {  # WORKLOAD IMPL REP
   result=$(cd "$work" && PYTHONWARNINGS=ignore BENCHCTL_DEBUG=${BENCHCTL_DEBUG:-} "$CTL" run "${first[@]}" --poll-ms "$poll" \
              --timeout "$RUN_TIMEOUT" "$BROKER" "$topic" "$want_count" -- "${cmd[@]}" 2>"$logf") || ok=0
   [ -n "$result" ] || result="reached=0"
-  got=$("$CTL" verify "$BROKER" "$topic" 2>>"$logf") || { ok=0; got="count=-1 sum=-"; }
+  got=$("$CTL" verify "${verify[@]}" "$BROKER" "$topic" 2>>"$logf") || { ok=0; got="count=-1 sum=-"; }
   if [ "$(kv "$got" count)" != "$want_count" ] || [ "$(kv "$got" sum)" != "$want_sum" ]; then
     ok=0
     log "VERIFY FAILED $w/$impl rep $rep: got $got, want count=$want_count sum=$want_sum (log: $logf)"

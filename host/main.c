@@ -27,16 +27,17 @@ static void usage(FILE *out)
         "broker_address) `qhost run` starts an embedded broker in the process.\n");
 }
 
-/* Prints "qhost: <first line>" then the rest (the traceback) on stderr. A
- * nil error (error() with no message) is a script asking to exit non-zero
- * after reporting its own failure (busted does this): say only that. */
+/* The error that ends the run, in the log's format (its first line is the
+ * reason, the rest the traceback). A nil error (error() with no message) is
+ * a script asking to exit non-zero after reporting its own failure (busted
+ * does this): say only that. */
 static void report_error(lua_State *L)
 {
     const char *msg = lua_tostring(L, -1);
     if (msg)
-        fprintf(stderr, "qhost: error: %s\n", msg);
+        qh_log(QH_LOG_ERROR, "%s", msg);
     else
-        fprintf(stderr, "qhost: the script raised error() without a message: exit status 1\n");
+        qh_log(QH_LOG_ERROR, "the script raised error() without a message: exit status 1");
 }
 
 static int run(const char *mode, int argc, char **argv)

@@ -243,4 +243,11 @@ Collect._builtin = true
 agg.Collect = Collect
 function Collect:result(items) return items end
 
+-- What `qhost.agg` holds: the classes (the rest here is for qhost.windows).
+agg.public = {}
+for _, name in ipairs({ "Aggregator", "Collector", "Count", "Sum", "Mean", "Min", "Max", "First", "Last", "Earliest",
+                        "Latest", "Reduce", "Collect" }) do
+  agg.public[name] = agg[name]
+end
+
 return agg

@@ -140,6 +140,9 @@ local doc = text and parse(text) or { headings = {}, by_name = {}, blocks = {}, 
 -- What the headings name -----------------------------------------------------
 
 local SDF = require("qhost.dataframe").StreamingDataFrame
+local windows = require("qhost.windows")
+local WINDOW_CLASSES = { windows.Definition, windows.Window }
+local agg = require("qhost.agg")
 local App = require("qhost.app").ApplicationClass
 local Series = require("qhost.series").Series
 local State = stateful.State
@@ -201,12 +204,16 @@ local function exists(name)
   if prefix then
     local classes = ({
       sdf = { SDF }, app = { App }, series = { Series }, source = SOURCE_CLASSES, Source = { S.Source },
-      state = { State }, sink = SINK_CLASSES, BaseSink = { sinks.BaseSink },
+      state = { State }, sink = SINK_CLASSES, BaseSink = { sinks.BaseSink }, window = WINDOW_CLASSES,
+      aggregator = { agg.Aggregator }, Aggregator = { agg.Aggregator }, collector = { agg.Collector },
+      Collector = { agg.Collector },
     })[prefix]
     if not classes then return nil, "unknown receiver " .. prefix .. ": (add it to docs_spec.lua)" end
-    if prefix == "sdf" or prefix == "app" or prefix == "series" then
+    if prefix == "sdf" or prefix == "app" or prefix == "series" or prefix == "window" then
       -- rawget: these classes raise on a name they do not have.
-      if type(rawget(classes[1], method)) == "function" then return true end
+      for _, cls in ipairs(classes) do
+        if type(rawget(cls, method)) == "function" then return true end
+      end
       return nil, "the class has no method " .. method
     end
     if has_method(classes, method) then return true end
@@ -294,7 +301,7 @@ describe("docs/api.md", function()
     fail_all(problems)
   end)
 
-  it("documents the methods of sources and sinks that users override or call", function()
+  it("documents the methods of sources, sinks, windows and aggregators that users override or call", function()
     local problems = {}
     for heading, target in pairs(EXTENSION_API) do
       if type(target[1][target[2]]) ~= "function" then
@@ -308,6 +315,9 @@ describe("docs/api.md", function()
       { SOURCE_CLASSES, { "source", "Source" } },
       { SINK_CLASSES, { "sink", "BaseSink" } },
       { { State }, { "state" } },
+      { WINDOW_CLASSES, { "window" } },
+      { { agg.Aggregator }, { "aggregator", "Aggregator" } },
+      { { agg.Collector }, { "collector", "Collector" } },
     }
     for _, group in ipairs(groups) do
       for _, cls in ipairs(group[1]) do

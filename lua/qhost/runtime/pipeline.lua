@@ -192,7 +192,7 @@ end
 
 -- A window (qhost.windows): the Window compiles itself.
 function builders.window(node, nxt, rt)
-  return node.window:compile(nxt, rt)
+  return node.window:_compile(nxt, rt)
 end
 
 compile_node = function(node, rt)

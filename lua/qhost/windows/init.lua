@@ -280,7 +280,7 @@ end
 -- process(value, key, timestamp, headers) calls nxt for each result.
 -- rt.window_tx(store) -> fn() giving the window store of the message's
 -- partition; rt.ctx: the message's topic, partition, offset.
-function Window:compile(nxt, rt)
+function Window:_compile(nxt, rt)
   local algorithm = require("qhost.windows." .. self.kind)
   local process = algorithm.compile(self, nxt, rt.ctx)
   local tx_of = rt.window_tx(self.name)

@@ -73,7 +73,7 @@ local function run(case, n)
   local results
   local rt = { ctx = { topic = "t", partition = 0, offset = 0 },
     window_tx = function() return function() return tx end end }
-  local process = win:compile(function(value, key, ts) results[#results + 1] = { key, value, ts } end, rt)
+  local process = win:_compile(function(value, key, ts) results[#results + 1] = { key, value, ts } end, rt)
   local checkpoints = {}
   for _, i in ipairs(case.checkpoints) do checkpoints[i] = true end
   local out = {}

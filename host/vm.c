@@ -18,6 +18,7 @@
 #include "hostlib.h"
 #include "kafka.h"
 #include "spawn.h"
+#include "sqlite.h"
 #include "store.h"
 
 static qh_paths g_paths;
@@ -124,6 +125,7 @@ lua_State *qh_vm_new(const char *mode)
     preload(L, "qhost.spawn", qh_spawn_open);
     preload(L, "qhost.flow", qh_flow_open);
     preload(L, "qhost.store", qh_store_open_module);
+    preload(L, "qhost.sqlite", qh_sqlite_open);
     lua_pushstring(L, mode);
     lua_setfield(L, LUA_REGISTRYINDEX, "qhost.mode");
     return L;

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages qhost needs, only those missing.
-#   install-deps.sh build   compiler, LuaJIT, librdkafka, libcsv, RocksDB
+#   install-deps.sh build   compiler, LuaJIT, librdkafka, libcsv, RocksDB, SQLite
 #   install-deps.sh test    also busted (Lua tests), Java and Maven (real Kafka),
 #                           clang and its runtime libraries (libFuzzer, for tests/fuzz)
 set -euo pipefail
 
-want=(gcc make pkg-config libc6-dev libluajit-5.1-dev librdkafka-dev libcsv-dev librocksdb-dev)
+want=(gcc make pkg-config libc6-dev libluajit-5.1-dev librdkafka-dev libcsv-dev librocksdb-dev libsqlite3-dev)
 if [ "${1:-build}" = test ]; then
     want+=(lua-busted openjdk-17-jre-headless maven procps clang libclang-rt-14-dev)
 fi

@@ -14,8 +14,8 @@ PREFIX     ?= /usr/local
 CC         ?= cc
 CFLAGS     ?= -O2 -g
 WARN       := -Wall -Wextra -Werror -std=gnu11
-PKG_CFLAGS := $(shell pkg-config --cflags luajit rdkafka rocksdb sqlite3 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs luajit rdkafka rocksdb sqlite3 2>/dev/null)
+PKG_CFLAGS := $(shell pkg-config --cflags luajit rdkafka rocksdb sqlite3 libmicrohttpd 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs luajit rdkafka rocksdb sqlite3 libmicrohttpd 2>/dev/null)
 CPPFLAGS   += $(PKG_CFLAGS) -DQHOST_VERSION='"$(VERSION)"' -D_GNU_SOURCE
 LDLIBS     += $(PKG_LIBS) -lcsv -lm -ldl -lpthread
 # -rdynamic: the qh_ffi_* functions are looked up by LuaJIT's FFI in the binary.

@@ -17,6 +17,7 @@
 #include "flow.h"
 #include "hostlib.h"
 #include "kafka.h"
+#include "metrics.h"
 #include "spawn.h"
 #include "sqlite.h"
 #include "store.h"
@@ -125,6 +126,7 @@ lua_State *qh_vm_new(const char *mode)
     preload(L, "qhost.spawn", qh_spawn_open);
     preload(L, "qhost.flow", qh_flow_open);
     preload(L, "qhost.store", qh_store_open_module);
+    preload(L, "qhost.metrics", qh_metrics_open);
     preload(L, "qhost.sqlite", qh_sqlite_open);
     lua_pushstring(L, mode);
     lua_setfield(L, LUA_REGISTRYINDEX, "qhost.mode");

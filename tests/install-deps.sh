@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages qhost needs, only those missing.
-#   install-deps.sh build   compiler, LuaJIT, librdkafka, libcsv, RocksDB, SQLite
+#   install-deps.sh build   compiler, LuaJIT, librdkafka, libcsv, RocksDB, SQLite,
+#                           libmicrohttpd (the metrics endpoint)
 #   install-deps.sh test    also busted (Lua tests), Java and Maven (real Kafka),
-#                           clang and its runtime libraries (libFuzzer, for tests/fuzz)
+#                           clang and its runtime libraries (libFuzzer, for tests/fuzz),
+#                           curl (scrapes the metrics endpoint), luarocks (the rock's test)
 set -euo pipefail
 
-want=(gcc make pkg-config libc6-dev libluajit-5.1-dev librdkafka-dev libcsv-dev librocksdb-dev libsqlite3-dev)
+want=(gcc make pkg-config libc6-dev libluajit-5.1-dev librdkafka-dev libcsv-dev librocksdb-dev libsqlite3-dev libmicrohttpd-dev)
 if [ "${1:-build}" = test ]; then
-    want+=(lua-busted openjdk-17-jre-headless maven procps clang libclang-rt-14-dev)
+    want+=(lua-busted openjdk-17-jre-headless maven procps clang libclang-rt-14-dev curl luarocks)
 fi
 
 missing=()

@@ -685,6 +685,36 @@ static int l_consumer_watermarks(lua_State *L)
     return 2;
 }
 
+/* consumer:positions() -> { { topic =, partition =, offset =, high = }, ... }
+ * for every assigned partition: offset is the next one the app gets (one
+ * past the last message polled; -1001 before the first), high the end
+ * offset the broker gave in its last fetch response (absent before one).
+ * Neither asks the broker: cheap enough for the metrics' every second. */
+static int l_consumer_positions(lua_State *L)
+{
+    qh_consumer *c = check_consumer(L);
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_assignment(c->rk, &parts);
+    if (!err) err = rd_kafka_position(c->rk, parts);
+    if (err) {
+        if (parts) rd_kafka_topic_partition_list_destroy(parts);
+        return qh_kafka_push_fail(L, rd_kafka_err2str(err));
+    }
+    qh_kafka_push_partitions(L, parts);
+    for (int i = 0; i < parts->cnt; i++) {
+        int64_t low = 0, high = 0;
+        if (rd_kafka_get_watermark_offsets(c->rk, parts->elems[i].topic, parts->elems[i].partition, &low,
+                                           &high) != RD_KAFKA_RESP_ERR_NO_ERROR || high < 0)
+            continue;
+        lua_rawgeti(L, -1, i + 1);
+        lua_pushnumber(L, (lua_Number)high);
+        lua_setfield(L, -2, "high");
+        lua_pop(L, 1);
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    return 1;
+}
+
 static int l_consumer_take_errors(lua_State *L)
 {
     return qh_kafka_push_take_errors(L, &check_consumer(L)->errors);
@@ -732,6 +762,7 @@ void qh_kafka_consumer_register(lua_State *L)
         { "finish_assign", l_consumer_finish_assign }, { "finish_revoke", l_consumer_finish_revoke },
         { "store_offsets", l_consumer_store_offsets }, { "commit", l_consumer_commit },
         { "committed", l_consumer_committed }, { "watermarks", l_consumer_watermarks },
+        { "positions", l_consumer_positions },
         { "take_errors", l_consumer_take_errors }, { "close", l_consumer_close },
         { NULL, NULL },
     };

@@ -1,10 +1,11 @@
 /* kafka_producer.c: the Kafka producer of `qhost.kafka` (see kafka.h for its
  * per-message FFI functions, kafka_internal.h for the unit's place): the
  * kafka.producer constructor and its Lua methods (flush, outq_len,
- * take_failures, take_errors, close; the transactional ones are
+ * take_failures, take_errors, delivered, close; the transactional ones are
  * kafka_txn.c's), qh_ffi_produce with its wait for room in a full queue,
  * the per-topic handle cache, and the delivery reports, which record each
- * failed message for Lua to take.
+ * failed message for Lua to take and count the delivered ones per topic and
+ * partition (producer:delivered, the app's metrics).
  * Uses: librdkafka, luaclass.h, kafka_config.c (conf, callbacks),
  * hostlib.h (the stop flag). */
 #include "kafka_internal.h"
@@ -30,6 +31,16 @@ typedef struct delivery_failure {
     char key[QH_FAILURE_KEY_MAX]; /* its first bytes */
 } delivery_failure;
 
+/* Messages delivered to one topic, per partition (counts[0..n)). rkt is
+ * set when the topic's handle is one the producer keeps (its cache), so the
+ * report's handle is matched by pointer; otherwise by name. */
+typedef struct delivered_topic {
+    char *name;
+    const rd_kafka_topic_t *rkt;
+    int64_t *counts;
+    int32_t n;
+} delivered_topic;
+
 /* errors comes first: the error callback gets the handle as qh_client_errors. */
 struct qh_producer {
     qh_client_errors errors;
@@ -46,6 +57,10 @@ struct qh_producer {
     /* Topic handles, owned, kept for the producer's life (see producer_topic). */
     struct { char *name; rd_kafka_topic_t *rkt; } topics[QH_TOPIC_CACHE];
     int ntopics;
+    /* Delivered messages since the producer was made, written by the
+     * delivery reports (the Lua thread, as failures), owned. */
+    delivered_topic *delivered;
+    int ndelivered;
 };
 
 /* The producer's handle for `name`, made on first use and kept. Producing
@@ -78,6 +93,46 @@ int qh_ffi_producer_topic(qh_producer *p, const char *name)
     return producer_topic(p, name) ? 0 : -1;
 }
 
+static int is_cached_topic(const qh_producer *p, const rd_kafka_topic_t *rkt)
+{
+    for (int i = 0; i < p->ntopics; i++)
+        if (p->topics[i].rkt == rkt) return 1;
+    return 0;
+}
+
+/* Counts one delivered message. The counts are metrics: when memory runs
+ * out, the message goes uncounted rather than failing anything. */
+static void count_delivered(qh_producer *p, const rd_kafka_message_t *m)
+{
+    if (!m->rkt || m->partition < 0) return;
+    const char *name = rd_kafka_topic_name(m->rkt);
+    delivered_topic *t = NULL;
+    for (int i = 0; i < p->ndelivered && !t; i++) {
+        delivered_topic *e = &p->delivered[i];
+        if ((e->rkt && e->rkt == m->rkt) || strcmp(e->name, name) == 0) t = e;
+    }
+    if (!t) {
+        delivered_topic *grown = realloc(p->delivered, (size_t)(p->ndelivered + 1) * sizeof *grown);
+        if (!grown) return;
+        p->delivered = grown;
+        t = &grown[p->ndelivered];
+        memset(t, 0, sizeof *t);
+        if (!(t->name = strdup(name))) return;
+        t->rkt = is_cached_topic(p, m->rkt) ? m->rkt : NULL;
+        p->ndelivered++;
+    }
+    if (m->partition >= t->n) {
+        int32_t n = t->n ? t->n : 8;
+        while (n <= m->partition) n *= 2;
+        int64_t *grown = realloc(t->counts, (size_t)n * sizeof *grown);
+        if (!grown) return;
+        memset(grown + t->n, 0, (size_t)(n - t->n) * sizeof *grown);
+        t->counts = grown;
+        t->n = n;
+    }
+    t->counts[m->partition]++;
+}
+
 /* Each message's report is its own: a failure is recorded with what
  * identifies that message (librdkafka copied key and topic with it), never
  * folded into the next produce call. */
@@ -85,7 +140,10 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 {
     qh_producer *p = opaque;
     (void)rk;
-    if (!m->err) return;
+    if (!m->err) {
+        count_delivered(p, m);
+        return;
+    }
     if (p->nfailures == QH_FAILURES_MAX) {
         p->dropped++;
         return;
@@ -221,6 +279,11 @@ static void producer_destroy(qh_producer *p)
         free(p->topics[i].name);
     }
     if (p->rk) rd_kafka_destroy(p->rk);
+    for (int i = 0; i < p->ndelivered; i++) {
+        free(p->delivered[i].name);
+        free(p->delivered[i].counts);
+    }
+    free(p->delivered);
     free(p);
 }
 
@@ -325,6 +388,31 @@ static int l_producer_take_failures(lua_State *L)
     return 1;
 }
 
+/* producer:delivered() -> { { topic =, partition =, count = }, ... }: the
+ * messages delivered (acknowledged by the broker) per topic and partition
+ * since the producer was made, partitions with none left out. */
+static int l_producer_delivered(lua_State *L)
+{
+    qh_producer *p = check_producer(L);
+    lua_newtable(L);
+    int k = 0;
+    for (int i = 0; i < p->ndelivered; i++) {
+        const delivered_topic *t = &p->delivered[i];
+        for (int32_t part = 0; part < t->n; part++) {
+            if (!t->counts[part]) continue;
+            lua_createtable(L, 0, 3);
+            lua_pushstring(L, t->name);
+            lua_setfield(L, -2, "topic");
+            lua_pushinteger(L, part);
+            lua_setfield(L, -2, "partition");
+            lua_pushnumber(L, (lua_Number)t->counts[part]);
+            lua_setfield(L, -2, "count");
+            lua_rawseti(L, -2, ++k);
+        }
+    }
+    return 1;
+}
+
 static int l_producer_take_errors(lua_State *L)
 {
     return qh_kafka_push_take_errors(L, &check_producer(L)->errors);
@@ -343,7 +431,7 @@ void qh_kafka_producer_register(lua_State *L)
     static const luaL_Reg methods[] = {
         { "ptr", l_producer_ptr }, { "flush", l_producer_flush },
         { "outq_len", l_producer_outq_len }, { "take_failures", l_producer_take_failures },
-        { "take_errors", l_producer_take_errors },
+        { "take_errors", l_producer_take_errors }, { "delivered", l_producer_delivered },
         { "init_transactions", qh_kafka_txn_init }, { "begin_transaction", qh_kafka_txn_begin },
         { "send_offsets_to_transaction", qh_kafka_txn_send_offsets },
         { "commit_transaction", qh_kafka_txn_commit }, { "abort_transaction", qh_kafka_txn_abort },

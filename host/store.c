@@ -310,6 +310,26 @@ static int l_scan(lua_State *L)
     return 1;
 }
 
+char *qh_store_property(qh_store *s, const char *name)
+{
+    char *rv = rocksdb_property_value_cf(s->db, s->cf[QH_STORE_STATE], name);
+    if (!rv) return NULL;
+    /* RocksDB's allocation is released by RocksDB; the caller's is ours. */
+    char *copy = strdup(rv);
+    rocksdb_free(rv);
+    return copy;
+}
+
+static int l_property(lua_State *L)
+{
+    qh_store *s = check_store(L);
+    char *v = qh_store_property(s, luaL_checkstring(L, 2));
+    if (!v) return 0;
+    lua_pushstring(L, v);
+    free(v);
+    return 1;
+}
+
 static int l_close(lua_State *L)
 {
     lstore *u = luaL_checkudata(L, 1, STORE_MT);
@@ -322,7 +342,7 @@ int qh_store_open_module(lua_State *L)
 {
     static const luaL_Reg methods[] = {
         { "get", l_get }, { "get_meta", l_get_meta }, { "write", l_write }, { "scan", l_scan },
-        { "close", l_close }, { NULL, NULL },
+        { "property", l_property }, { "close", l_close }, { NULL, NULL },
     };
     static const luaL_Reg funcs[] = { { "open", l_open }, { "destroy", l_destroy }, { NULL, NULL } };
     qh_luaclass_register(L, STORE_MT, methods, l_close);

@@ -50,6 +50,11 @@ int qh_store_scan(qh_store *s, int cf, const char *lower, size_t lower_len, cons
                   size_t upper_len, int reverse, size_t limit, qh_store_visit fn, void *ud,
                   char *err, size_t errlen);
 
+/* A RocksDB property of the state column family ("rocksdb.estimate-num-keys",
+ * "rocksdb.total-sst-files-size", ...): malloc'd text (free it), or NULL
+ * when RocksDB has no such property. */
+char *qh_store_property(qh_store *s, const char *name);
+
 /* luaopen-style, pushes the module:
  *   open(path) -> db | nil, err            destroy(path) -> true | nil, err
  *   db:get(key) -> value | nil              db:get_meta(key) -> value | nil
@@ -57,6 +62,7 @@ int qh_store_scan(qh_store *s, int cf, const char *lower, size_t lower_len, cons
  *                                           { k1, k2, ... }, { k1, v1, ... }
  *                                           -> true | nil, err (atomic)
  *   db:scan(lower, upper[, reverse[, limit]]) -> { k1, v1, k2, v2, ... }
+ *   db:property(name) -> text | nil         (qh_store_property)
  *   db:close()                              (also on garbage collection)
  * A read error raises (a failing disk is not an expected condition). */
 int qh_store_open_module(lua_State *L);

@@ -435,6 +435,24 @@ TEST(produce_and_consume_every_field)
                      "local f, g = admin:watermarks('fields', 2, 10)\n"
                      "admin:close()\n"
                      "return a, b, d, e, f, g"), want);
+    /* What the metrics read: deliveries per partition, and each assigned
+     * partition's position and end offset, all asked of no broker. */
+    snprintf(want, sizeof want, "fields/0=%lld,fields/1=%lld,fields/2=%lld", (long long)per_part[0],
+             (long long)per_part[1], (long long)per_part[2]);
+    CHECK_EQ_STR(run("local list = {}\n"
+                     "for _, d in ipairs(p:delivered()) do\n"
+                     "  list[#list + 1] = string.format('%s/%d=%d', d.topic, d.partition, d.count)\n"
+                     "end\n"
+                     "table.sort(list); return table.concat(list, ',')"), want);
+    snprintf(want, sizeof want, "fields/0@%lld<%lld,fields/1@%lld<%lld,fields/2@%lld<%lld",
+             (long long)per_part[0], (long long)per_part[0], (long long)per_part[1], (long long)per_part[1],
+             (long long)per_part[2], (long long)per_part[2]);
+    CHECK_EQ_STR(run("local list = {}\n"
+                     "for _, tp in ipairs(c:positions()) do\n"
+                     "  list[#list + 1] = string.format('%s/%d@%d<%s', tp.topic, tp.partition, tp.offset,\n"
+                     "    tostring(tp.high))\n"
+                     "end\n"
+                     "table.sort(list); return table.concat(list, ',')"), want);
     CHECK_EQ_STR(run("c:close(); p:close(); return true"), "true");
 }
 
@@ -459,9 +477,13 @@ TEST(produce_to_many_topics)
     CHECK_EQ_STR(run("local admin = assert(kafka.admin({ ['bootstrap.servers'] = BOOT }))\n"
                      "local highs = {}\n"
                      "for i = 0, 19 do highs[#highs + 1] = select(2, admin:watermarks('many' .. i, 0, 10)) end\n"
-                     "admin:close(); p:close()\n"
+                     "admin:close()\n"
                      "return table.concat(highs, ',')"),
                  "2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2");
+    /* Deliveries are counted through the kept handles and the others alike. */
+    CHECK_EQ_STR(run("local n, sum = 0, 0\n"
+                     "for _, d in ipairs(p:delivered()) do n = n + 1; sum = sum + d.count end\n"
+                     "p:close(); return n, sum"), "20|40");
 }
 
 /* ---- offsets: store, commit, resume -------------------------------------- */

@@ -1,6 +1,6 @@
 /* test_store.c: tests of host/store.c: writes in atomic batches, the two
- * column families, reopening, key-ordered scans both ways, destroy, and the
- * Lua module's errors. */
+ * column families, reopening, key-ordered scans both ways, destroy, the
+ * properties (sizes for the metrics), and the Lua module's errors. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +111,9 @@ TEST(lua_module)
         "assert(not ok and err:find('item 2 is a nil'), err)\n"
         "local pairs_ = db:scan('a', 'z')\n"
         "assert(#pairs_ == 2 and pairs_[1] == 'a' and pairs_[2] == 'x')\n"
+        "assert(tonumber(db:property('rocksdb.estimate-num-keys')) >= 1)\n"
+        "assert(tonumber(db:property('rocksdb.cur-size-all-mem-tables')) > 0)\n"
+        "assert(db:property('rocksdb.no-such-property') == nil)\n"
         "db:close(); db:close()\n"
         "assert(not pcall(db.get, db, 'a'))\n"
         "local bad, e = store.open('/proc/nonexistent/x')\n"

@@ -175,6 +175,33 @@ local function doomed_failure(topic, key)
   return { topic = topic, partition = 0, key = key, code = TOO_LARGE, error = "Broker: Message size too large" }
 end
 
+describe("What the metrics read", function()
+  it("delivered counts what the broker acknowledged per partition; positions say where each partition is", function()
+    local topic = unique("metrics-counts")
+    create_topic(topic, 2)
+    local p = producer()
+    for i = 1, 5 do assert(p:produce(topic, "v", "k" .. i, i % 2)) end
+    assert.is_true(p:flush(30))
+    -- One that fails is not counted.
+    produce_doomed(p, topic, "too big")
+    assert.is_nil(p:flush(30))
+    local counts = {}
+    for _, d in ipairs(p:delivered()) do
+      assert.are.equal(topic, d.topic)
+      counts[d.partition] = d.count
+    end
+    assert.are.same({ [0] = 2, [1] = 3 }, counts)
+    p:close()
+    local c = consumer(unique("g-metrics-counts"))
+    assert(c:assign({ { topic = topic, partition = 0, offset = 0 }, { topic = topic, partition = 1, offset = 0 } }))
+    assert.are.equal(5, #consume(c, 5))
+    local at = {}
+    for _, tp in ipairs(c:positions()) do at[tp.partition] = { tp.offset, tp.high } end
+    c:close()
+    assert.are.same({ [0] = { 2, 2 }, [1] = { 3, 3 } }, at)
+  end)
+end)
+
 describe("Producer delivery failures", function()
   it("never come back from a later produce, which sends its own message", function()
     local topic = unique("dr-next")

@@ -175,6 +175,10 @@ end
 
 function Producer:take_errors() return self.handle:take_errors() end
 
+-- producer:delivered() -> { { topic =, partition =, count = }, ... }: what
+-- the broker acknowledged since the producer was made (the app's metrics).
+function Producer:delivered() return self.handle:delivered() end
+
 -- Transactions (exactly-once), for a producer whose config has a
 -- transactional.id; on any other each returns nil, err, "fatal". Each
 -- returns true, or nil, err, kind: "retriable" (make the same call again),
@@ -246,10 +250,10 @@ end
 -- The rest is the C module's (host/kafka_consumer.c documents each): subscribe,
 -- assign, take_events, assignment, resolve_start(partitions, timeout_s),
 -- finish_assign(partitions), finish_revoke(partitions), store_offsets,
--- commit, committed, watermarks, take_errors, close.
+-- commit, committed, watermarks, positions, take_errors, close.
 for _, name in ipairs({ "subscribe", "assign", "take_events", "assignment", "resolve_start",
                         "finish_assign", "finish_revoke", "store_offsets", "commit",
-                        "committed", "watermarks", "take_errors", "close" }) do
+                        "committed", "watermarks", "positions", "take_errors", "close" }) do
   Consumer[name] = function(self, ...) return self.handle[name](self.handle, ...) end
 end
 

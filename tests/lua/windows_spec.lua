@@ -63,7 +63,7 @@ describe("window store", function()
     assert.are.equal(1, tx:get_window("a", 10, 20))
     assert.are.equal(25, tx:get_latest_timestamp("a"))
     local starts = {}
-    for _, w in ipairs(tx:get_windows("a", -1, 100)) do starts[#starts + 1] = w.s end
+    for _, w in ipairs(tx:get_windows("a", -1, 100)) do starts[#starts + 1] = w[windowed.W_S] end
     assert.are.same({ 10, 20 }, starts)
     assert.is_nil(part:get("W" .. "a|" .. be64(10) .. "|" .. be64(20)))   -- nothing before the flush
     tx:flush()
@@ -80,9 +80,9 @@ describe("window store", function()
     local tx = windowed.new(windowed.memory_partition())
     for s = 0, 40, 10 do tx:update_window("k", s, s + 10, s, s) end
     local expired = tx:expire_windows("k", 20, true, false)
-    assert.are.same({ { 0, 10, 0 }, { 10, 20, 10 }, { 20, 30, 20 } },
-      { { expired[1][1], expired[1][2], expired[1][3] }, { expired[2][1], expired[2][2], expired[2][3] },
-        { expired[3][1], expired[3][2], expired[3][3] } })
+    local got = {}
+    for i, w in ipairs(expired) do got[i] = { w[windowed.W_S], w[windowed.W_E], windowed.value_of(w) } end
+    assert.are.same({ { 0, 10, 0 }, { 10, 20, 10 }, { 20, 30, 20 } }, got)
     assert.is_nil(tx:get_window("k", 10, 20))
     assert.are.equal(20, tx:get_meta("k", "E"))
     assert.is_nil(tx:expire_windows("k", 20, true, false))   -- nothing twice

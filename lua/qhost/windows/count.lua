@@ -24,6 +24,8 @@ function count.compile(win, nxt)
   local aggregate, collect, copy = ops.aggregate, ops.collect, ops.copy
   local initialize, aggregate_value, collect_value, results =
     ops.initialize, ops.aggregate_value, ops.collect_value, ops.results
+  -- each window has its own state: built-in aggregations may update it in place
+  if not copy and ops.aggregate_into then aggregate_value = ops.aggregate_into end
   local name = win.name
   local EMPTY = {}
 

@@ -11,10 +11,12 @@
 -- key, timestamp, headers) and after_update(...) returning true close a
 -- window early (the state they see is the aggregation state, as Quix's).
 local codec = require("qhost.codec")
+local windowed = require("qhost.runtime.state.windowed")
 local windows = require("qhost.windows")
 
 local json_decode = codec.json_decode
 local through_json, late = windows.through_json, windows.late
+local value_of, W_S, W_E = windowed.value_of, windowed.W_S, windowed.W_E
 
 local fixed = {}
 
@@ -154,11 +156,12 @@ function fixed.compile(win, nxt, ctx)
         end
       end
     else
-      local expired = tx:expire_windows(prefix, max_start, true, collect, false)
+      local expired, collected = tx:expire_windows(prefix, max_start, true, collect, false)
       if expired and final then
         for i = 1, #expired do
-          local x = expired[i]
-          nxt(results(x[3], x[4], x[1], x[2]), key, x[1], nil)
+          local w = expired[i]
+          local s = w[W_S]
+          nxt(results(value_of(w), collected and collected[i], s, w[W_E]), key, s, nil)
         end
       end
     end

@@ -66,6 +66,16 @@ local function single_ops(op)
     ops.aggregate, ops.collect = true, false
     function ops.initialize() return op:initialize() end
     function ops.aggregate_value(state, value, timestamp) return op:agg(state, value, timestamp) end
+    if getmetatable(op) == agg.Mean then
+      -- in place (see multi_ops)
+      local column_of = agg._column_of
+      function ops.aggregate_into(state, value)
+        local v = column_of(op, value)
+        if v == nil then return state end
+        state[1], state[2] = state[1] + v, state[2] + 1
+        return state
+      end
+    end
     function ops.results(aggregated, _, s, e)
       return setmetatable({ start = s, ["end"] = e, value = detach(op:result(aggregated)) }, SINGLE_KEYS)
     end
@@ -113,7 +123,7 @@ local function multi_ops(aggregators, collectors)
   local agg_keys, agg_ops = {}, {}
   for i, a in ipairs(aggregators) do agg_keys[i], agg_ops[i] = a.key, a.op end
   if n <= 12 then   -- (LuaJIT allows 60 upvalues per function)
-    local src = { "local keys, ops, null = ..." }
+    local src = { "local keys, ops, null, column_of = ..." }
     for i = 1, n do
       src[#src + 1] = string.format("local k%d, op%d = keys[%d], ops[%d]", i, i, i, i)
       src[#src + 1] = string.format("local init%d, agg%d = op%d.initialize, op%d.agg", i, i, i, i)
@@ -133,11 +143,28 @@ local function multi_ops(aggregators, collectors)
     src[#src + 1] = "local function aggregate_value(state, value, timestamp)\n" .. compute .. "\n  local out = {}"
     for i = 1, n do src[#src + 1] = string.format("  out[k%d] = v%d", i, i) end
     src[#src + 1] = "  return out\nend"
-    src[#src + 1] = "local function aggregate_into(state, value, timestamp)\n" .. compute
-    for i = 1, n do src[#src + 1] = string.format("  state[k%d] = v%d", i, i) end
+    -- In place, a Mean's { sum, count } is updated rather than made anew
+    -- (its new numbers computed with the others', set with them).
+    local into, commit = { "  local old" }, {}
+    for i = 1, n do
+      if getmetatable(agg_ops[i]) == agg.Mean then
+        into[#into + 1] = string.format("  local m%d = state[k%d]\n  if m%d == nil or m%d == null then m%d = "
+          .. "init%d(op%d) end\n  local n%d = column_of(op%d, value)\n  local s%d, c%d\n  if n%d ~= nil then "
+          .. "s%d, c%d = m%d[1] + n%d, m%d[2] + 1 end", i, i, i, i, i, i, i, i, i, i, i, i, i, i, i, i, i)
+        commit[#commit + 1] = string.format("  if n%d ~= nil then m%d[1], m%d[2] = s%d, c%d end\n  state[k%d] = m%d",
+          i, i, i, i, i, i, i)
+      else
+        into[#into + 1] = string.format("  old = state[k%d]\n  if old == nil then old = init%d(op%d) elseif "
+          .. "old == null then old = nil end\n  local v%d = agg%d(op%d, old, value, timestamp)\n  if v%d == nil then "
+          .. "v%d = null end", i, i, i, i, i, i, i, i)
+        commit[#commit + 1] = string.format("  state[k%d] = v%d", i, i)
+      end
+    end
+    src[#src + 1] = "local function aggregate_into(state, value, timestamp)\n" .. table.concat(into, "\n")
+    src[#src + 1] = table.concat(commit, "\n")
     src[#src + 1] = "  return state\nend\nreturn initialize, aggregate_value, aggregate_into"
     local chunk = assert(loadstring(table.concat(src, "\n"), "=window aggregations"))
-    ops.initialize, ops.aggregate_value, ops.aggregate_into = chunk(agg_keys, agg_ops, null)
+    ops.initialize, ops.aggregate_value, ops.aggregate_into = chunk(agg_keys, agg_ops, null, agg._column_of)
   else
     function ops.initialize()
       local state = {}

@@ -11,6 +11,7 @@ local windows = require("qhost.windows")
 local windowed = require("qhost.runtime.state.windowed")
 
 local through_json, late, value_of = windows.through_json, windows.late, windowed.value_of
+local W_S, W_E = windowed.W_S, windowed.W_E
 local max = math.max
 local null = require("qhost.codec").null
 
@@ -70,7 +71,7 @@ function sliding.compile(win, nxt, ctx)
     local broke = false
     for i = 1, #list do
       local w = list[i]
-      local s, e = w.s, w.e
+      local s, e = w[W_S], w[W_E]
       local max_timestamp, aggregation = stored(w)
       starts[s] = true
       if s == right_start then
@@ -128,17 +129,17 @@ function sliding.compile(win, nxt, ctx)
 
     -- The closed windows (built before any is deleted), then the deletion
     -- of what no message can use any more.
-    local expired = tx:expire_windows(prefix, max_start, false, collect, true)
+    local expired, collected = tx:expire_windows(prefix, max_start, false, collect, true)
     local out
     if expired and final then
       out = {}
       for i = 1, #expired do
-        local x = expired[i]
-        local v = x[3]
-        if v[1] == x[2] then   -- end == max_timestamp
+        local w = expired[i]
+        local v = value_of(w)
+        if v[1] == w[W_E] then   -- end == max_timestamp
           local agg_value = v[2]
           if agg_value == null then agg_value = nil end
-          out[#out + 1] = results(agg_value, x[4], x[1], x[2])
+          out[#out + 1] = results(agg_value, collected and collected[i], w[W_S], w[W_E])
         end
       end
     end

@@ -50,6 +50,30 @@ local CLEAN, DIRTY = 1, 2
 -- Records kept from one interval to the next (as a cache), at most.
 local CACHED_KEYS = 100000
 
+-- A key's record and a window are arrays rather than tables of named
+-- fields: a message reads a few fields of each, and an array keeps them
+-- together in memory (a key's record is touched once per message, for
+-- thousands of keys, so that is most of what a message costs).
+-- The record of a prefix:
+local R_PREFIX = 1
+local R_T, R_E, R_D, R_X = 2, 3, 4, 5          -- the timestamps above (UNREAD: not read yet; false: none)
+local R_DIRTY_T, R_DIRTY_E, R_DIRTY_D, R_DIRTY_X = 6, 7, 8, 9
+local R_TOUCHED = 10                           -- in self.touched
+local R_WS, R_ORDER, R_DEAD = 11, 12, 13       -- windows (false: not loaded), see "Windows" below
+local R_VS, R_VDEAD = 14, 15                   -- collected values (false: not loaded)
+local R_DATA, R_DATA_DIRTY = 16, 17            -- count window data (UNREAD, false: none)
+local UNREAD = setmetatable({}, { __tostring = function() return "UNREAD" end })
+local DIRTY_OF = { [R_T] = R_DIRTY_T, [R_E] = R_DIRTY_E, [R_D] = R_DIRTY_D, [R_X] = R_DIRTY_X }
+local TAG_OF = { [R_T] = "T", [R_E] = "E", [R_D] = "D", [R_X] = "X" }
+-- A window: start, end, value (decoded; null for none), its JSON from the
+-- database until decoded (false after), CLEAN | DIRTY, its place in the
+-- record's order while among the interval's changes (false: not), and
+-- whether the database has it.
+local W_S, W_E, W_V, W_RAW, W_ST, W_POS, W_DB = 1, 2, 3, 4, 5, 6, 7
+windowed.W_S, windowed.W_E = W_S, W_E
+-- A collected value: id, counter, value, JSON until decoded, CLEAN | DIRTY.
+local I_ID, I_C, I_V, I_RAW, I_ST = 1, 2, 3, 4, 5
+
 -- 8-byte big-endian of 0 <= n < 2^53 (Quix packs ">Q").
 local function be64(n)
   if n < 0 or n ~= floor(n) then
@@ -119,86 +143,93 @@ end
 local function rec_of(self, prefix)
   local rec = self.recs[prefix]
   if rec then return rec end
-  -- T, E, D, X: the timestamps above (false: none stored); dT, ...: changed
-  rec = { prefix = prefix, T = nil, E = nil, D = nil, X = nil, dT = false, dE = false, dD = false, dX = false }
+  rec = { prefix, UNREAD, UNREAD, UNREAD, UNREAD, false, false, false, false, false, false, false, false, false,
+          false, UNREAD, false }
   self.recs[prefix] = rec
   self.rec_list[#self.rec_list + 1] = rec
   return rec
 end
 
-local function changed(self, rec, n)
+local function changed(self, rec)
   self.dirty = true
   self.changes_cache = nil
-  self.bytes = self.bytes + 40 + #rec.prefix + (n or 0)
+  self.bytes = self.bytes + 40 + #rec[R_PREFIX]
 end
 
 -- Timestamps and indexes ----------------------------------------------------
 
--- The number stored under tag for prefix, or nil.
-function Tx:get_meta(prefix, tag)
-  local rec = rec_of(self, prefix)
-  local v = rec[tag]
-  if v == nil then
-    local raw = self.partition:get(tag .. prefix)
-    v = raw and decode(raw, tag .. " of a key") or false
-    rec[tag] = v
+local function meta(self, rec, field)
+  local v = rec[field]
+  if v == UNREAD then
+    local what = TAG_OF[field]
+    local raw = self.partition:get(what .. rec[R_PREFIX])
+    v = raw and decode(raw, what .. " of a key") or false
+    rec[field] = v
   end
+  return v
+end
+
+local function set_meta(self, rec, field, value)
+  rec[field] = value
+  rec[DIRTY_OF[field]] = true
+  changed(self, rec)
+end
+
+local FIELD_OF = { T = R_T, E = R_E, D = R_D, X = R_X }
+
+-- The number stored under tag ("T", "E", "D", "X") for prefix, or nil.
+function Tx:get_meta(prefix, tag)
+  local v = meta(self, rec_of(self, prefix), FIELD_OF[tag])
   if v == false then return nil end
   return v
 end
 
-local DIRTY_FLAG = { T = "dT", E = "dE", D = "dD", X = "dX" }
-
 function Tx:set_meta(prefix, tag, value)
-  local rec = rec_of(self, prefix)
-  rec[tag] = value
-  rec[DIRTY_FLAG[tag]] = true
-  changed(self, rec)
+  set_meta(self, rec_of(self, prefix), FIELD_OF[tag], value)
 end
 
 -- Quix's get_latest_timestamp: the latest timestamp of the key's window
 -- updates, 0 when none.
 function Tx:get_latest_timestamp(prefix)
-  local v = self:get_meta(prefix, "T")
+  local v = meta(self, rec_of(self, prefix), R_T)
   if not v then return 0 end
   return v
 end
 
 -- Quix's get_latest_expired (0 when none).
 function Tx:get_latest_expired(prefix)
-  local v = self:get_meta(prefix, "E")
+  local v = meta(self, rec_of(self, prefix), R_E)
   if not v then return 0 end
   return v
 end
 
 -- Windows ---------------------------------------------------------------------
--- A record's windows: rec.ws, the live ones sorted by (start, end), each
--- { s =, e =, v = (value, decoded), raw = (JSON from the database, until
--- decoded), st = CLEAN | DIRTY, pos = (its place in rec.order while it is
--- among the interval's changes), db = (the database has it) }; rec.dead,
--- the deleted ones the database has (a window made and deleted within the
--- interval costs the changelog nothing).
+-- A record's windows: rec[R_WS], the live ones sorted by (start, end) (see
+-- W_S...); rec[R_ORDER], the interval's changed ones in the order set;
+-- rec[R_DEAD], the deleted ones the database has (a window made and
+-- deleted within the interval costs the changelog nothing).
 
 local function load_windows(self, rec)
-  if rec.ws then return rec.ws end
-  local ws = {}
-  local prefix = rec.prefix
+  local ws = rec[R_WS]
+  if ws then return ws end
+  ws = {}
+  local prefix = rec[R_PREFIX]
   local want = 1 + #prefix + 18
   local items = self.partition:scan("W" .. prefix .. "|", "W" .. prefix .. "}")
   for i = 1, #items, 2 do
     local key = items[i]
     if #key == want then   -- not a longer key that starts the same (Quix's check)
       local _, s, e = parse_pair(key)
-      ws[#ws + 1] = { s = s, e = e, raw = items[i + 1], st = CLEAN, db = true }
+      ws[#ws + 1] = { s, e, null, items[i + 1], CLEAN, false, true }
     end
   end
-  rec.ws, rec.order, rec.dead = ws, {}, {}
+  rec[R_WS], rec[R_ORDER], rec[R_DEAD] = ws, {}, {}
   return ws
 end
 
 local function touch(self, rec)
-  if not rec.touched then
-    rec.touched = true
+  if not rec[R_TOUCHED] then
+    rec[R_TOUCHED] = true
     self.touched[#self.touched + 1] = rec
   end
 end
@@ -209,25 +240,27 @@ local function find(ws, s, e)
   local last = ws[n]
   -- the common cases, without a loop: the latest window, or a new one after it
   if not last then return nil, 1 end
-  local ls = last.s
-  if ls == s and last.e == e then return n end
-  if s > ls or (s == ls and e > last.e) then return nil, n + 1 end
+  local ls = last[W_S]
+  if ls == s and last[W_E] == e then return n end
+  if s > ls or (s == ls and e > last[W_E]) then return nil, n + 1 end
   local lo, hi = 1, n
   while lo <= hi do
     local mid = floor((lo + hi) / 2)
     local w = ws[mid]
-    if w.s == s and w.e == e then return mid end
-    if w.s < s or (w.s == s and w.e < e) then lo = mid + 1 else hi = mid - 1 end
+    local ws_, we = w[W_S], w[W_E]
+    if ws_ == s and we == e then return mid end
+    if ws_ < s or (ws_ == s and we < e) then lo = mid + 1 else hi = mid - 1 end
   end
   return nil, lo
 end
 
+-- A window's value (nil for null).
 local function value_of(w)
-  local v = w.v
-  if v == nil and w.raw then
-    v = decode(w.raw, "a window")
-    w.v, w.raw = v, nil
+  local raw = w[W_RAW]
+  if raw then
+    w[W_V], w[W_RAW] = decode(raw, "a window"), false
   end
+  local v = w[W_V]
   if v == null then return nil end
   return v
 end
@@ -250,15 +283,16 @@ local function set_window(self, rec, s, e, value)
   if i then
     w = ws[i]
   else
-    w = { s = s, e = e }
-    table.insert(ws, at, w)
+    w = { s, e, null, false, DIRTY, false, false }
+    if at == #ws + 1 then ws[at] = w else table.insert(ws, at, w) end
   end
   if value == nil then value = null end
-  w.v, w.raw, w.st = value, nil, DIRTY
-  if not w.pos then
-    local order = rec.order
-    order[#order + 1] = w
-    w.pos = #order
+  w[W_V], w[W_RAW], w[W_ST] = value, false, DIRTY
+  if not w[W_POS] then
+    local order = rec[R_ORDER]
+    local n = #order + 1
+    order[n] = w
+    w[W_POS] = n
   end
   changed(self, rec)
 end
@@ -270,111 +304,118 @@ function Tx:update_window(prefix, s, e, value, timestamp)
   local rec = rec_of(self, prefix)
   touch(self, rec)
   set_window(self, rec, s, e, value)
-  local latest = self:get_latest_timestamp(prefix)
-  if timestamp > latest then latest = timestamp end
-  self:set_meta(prefix, "T", latest)
+  local latest = meta(self, rec, R_T)
+  if not latest or timestamp > latest then latest = timestamp end
+  set_meta(self, rec, R_T, latest)
 end
 
-local function delete_at(self, rec, i)
-  local w = table.remove(rec.ws, i)
-  w.pos = nil
-  if w.db then
-    rec.dead[#rec.dead + 1] = w
-    changed(self, rec)
+-- Deletes the windows at i..j of the record's list.
+local function delete_range(self, rec, i, j)
+  local ws, dead = rec[R_WS], rec[R_DEAD]
+  local gone = false
+  for k = i, j do
+    local w = ws[k]
+    w[W_POS] = false
+    if w[W_DB] then
+      dead[#dead + 1] = w
+      gone = true
+    end
   end
+  local n, count = #ws, j - i + 1
+  for k = i, n do ws[k] = ws[k + count] end
+  if gone then changed(self, rec) end
 end
 
 function Tx:delete_window(prefix, s, e)
   local rec = rec_of(self, prefix)
   touch(self, rec)
-  local ws = load_windows(self, rec)
-  local i = find(ws, s, e)
-  if i then delete_at(self, rec, i) end
+  local i = find(load_windows(self, rec), s, e)
+  if i then delete_range(self, rec, i, i) end
+end
+
+-- The indexes i..j of the windows starting in (from, to], or nil.
+local function window_range(ws, from, to)
+  local n = #ws
+  -- the common cases, without a loop: no window, or the first one is not due
+  local first = ws[1]
+  if not first or first[W_S] > to then return nil end
+  local i = 1
+  if first[W_S] <= from then
+    i = 2
+    while i <= n and ws[i][W_S] <= from do i = i + 1 end
+    if i > n or ws[i][W_S] > to then return nil end
+  end
+  local j = i
+  while j < n and ws[j + 1][W_S] <= to do j = j + 1 end
+  return i, j
 end
 
 -- Quix's get_windows: the windows whose start is in (from, to], in time
--- order (backwards: the other way): a list of the window records ({ s =,
--- e = }, value through windowed.value_of).
+-- order (backwards: the other way): a list of windows (W_S, W_E; the value
+-- through windowed.value_of).
 function Tx:get_windows(prefix, from, to, backwards)
-  local rec = rec_of(self, prefix)
-  local ws = load_windows(self, rec)
+  local ws = load_windows(self, rec_of(self, prefix))
   local list = {}
+  local i, j = window_range(ws, from, to)
+  if not i then return list end
   if backwards then
-    for i = #ws, 1, -1 do
-      local s = ws[i].s
-      if s <= to then
-        if s <= from then break end
-        list[#list + 1] = ws[i]
-      end
-    end
+    for k = j, i, -1 do list[#list + 1] = ws[k] end
   else
-    for i = 1, #ws do
-      local s = ws[i].s
-      if s > to then break end
-      if s > from then list[#list + 1] = ws[i] end
-    end
+    for k = i, j do list[#list + 1] = ws[k] end
   end
   return list
 end
 
--- Whether the prefix has a window whose start is in (from, to] (no list made).
-function Tx:has_windows(prefix, from, to)
-  local ws = load_windows(self, rec_of(self, prefix))
-  -- the common cases, without a loop: no window, or the first one is not due
-  local first = ws[1]
-  if not first or first.s > to then return false end
-  if first.s > from then return true end
-  for i = 2, #ws do
-    local s = ws[i].s
-    if s > to then return false end
-    if s > from then return true end
-  end
-  return false
-end
-
 -- Quix's expire_windows: the windows of prefix starting in (the last
--- expired start, max_start], each as { s, e, value, collected }; marks the
--- last of them expired; with delete, deletes them (and the collected
--- values before the last one's start). end_inclusive: a window's values
--- include those at its end (sliding windows).
+-- expired start, max_start] (a list of windows, nil when none), and with
+-- collect the list of their collected values; marks the last of them
+-- expired; with delete, deletes them (and the collected values before the
+-- last one's start). end_inclusive: a window's values include those at its
+-- end (sliding windows).
 function Tx:expire_windows(prefix, max_start, delete, collect, end_inclusive)
+  local rec = rec_of(self, prefix)
+  local ws = load_windows(self, rec)
+  if not ws[1] then return nil end
   local from = -1
-  local last = self:get_meta(prefix, "E")
-  if last ~= nil and last > from then from = last end
-  if not self:has_windows(prefix, from, max_start) then return nil end
-  local windows = self:get_windows(prefix, from, max_start)
-  self:set_meta(prefix, "E", windows[#windows].s)
-  local out = {}
-  for i, w in ipairs(windows) do
-    local collected
-    if collect then
-      collected = self:get_from_collection(prefix, w.s, end_inclusive and w.e + 1 or w.e)
+  local last = meta(self, rec, R_E)
+  if last and last > from then from = last end
+  local i, j = window_range(ws, from, max_start)
+  if not i then return nil end
+  local windows = {}
+  for k = i, j do windows[#windows + 1] = ws[k] end
+  set_meta(self, rec, R_E, ws[j][W_S])
+  local collected
+  if collect then
+    collected = {}
+    for k, w in ipairs(windows) do
+      collected[k] = self:get_from_collection(prefix, w[W_S], end_inclusive and w[W_E] + 1 or w[W_E])
     end
-    out[i] = { w.s, w.e, value_of(w), collected }
   end
   if delete then
-    for _, w in ipairs(windows) do self:delete_window(prefix, w.s, w.e) end
-    if collect then self:delete_from_collection(prefix, windows[#windows].s) end
+    touch(self, rec)
+    delete_range(self, rec, i, j)
+    if collect then self:delete_from_collection(prefix, windows[#windows][W_S]) end
   end
-  return out
+  return windows, collected
 end
 
 -- Quix's delete_windows (sliding windows): deletes the windows starting in
 -- (the last deleted start, max_start]; with delete_values, the collected
 -- values before max_start.
 function Tx:delete_windows(prefix, max_start, delete_values)
+  local rec = rec_of(self, prefix)
+  local ws = load_windows(self, rec)
   local from = -1
-  local last = self:get_meta(prefix, "D")
-  if last ~= nil and last > from then from = last end
-  local last_deleted
-  if self:has_windows(prefix, from, max_start) then
-    for _, w in ipairs(self:get_windows(prefix, from, max_start)) do
-      last_deleted = w.s
-      self:delete_window(prefix, w.s, w.e)
-    end
+  local last = meta(self, rec, R_D)
+  if last and last > from then from = last end
+  local i, j = window_range(ws, from, max_start)
+  if i then
+    local last_deleted = ws[j][W_S]
+    touch(self, rec)
+    delete_range(self, rec, i, j)
+    -- Quix's `if last_deleted__gt:`: a start of 0 is not recorded.
+    if last_deleted ~= 0 then set_meta(self, rec, R_D, last_deleted) end
   end
-  -- Quix's `if last_deleted__gt:`: a start of 0 is not recorded.
-  if last_deleted and last_deleted ~= 0 then self:set_meta(prefix, "D", last_deleted) end
   if delete_values then self:delete_from_collection(prefix, max_start) end
 end
 
@@ -394,14 +435,14 @@ end
 -- Every window of the partition, as Quix's keys() goes: the records
 -- touched in this interval (their changed windows, in the order set), then
 -- the database in key order (what is not among those changes). fn(prefix,
--- window record) for each.
+-- window) for each.
 local function each_window(self, fn)
   for _, rec in ipairs(self.touched) do
-    local order = rec.order
+    local order = rec[R_ORDER]
     if order then
       for i = 1, #order do
         local w = order[i]
-        if w.pos == i then fn(rec.prefix, w) end
+        if w[W_POS] == i then fn(rec[R_PREFIX], w) end
       end
     end
   end
@@ -415,13 +456,13 @@ local function each_window(self, fn)
       local prefix, s, e = parse_pair(key)
       if prefix then
         local rec = self.recs[prefix]
-        if rec and rec.ws then
+        if rec and rec[R_WS] then
           -- seen through the record: in the database and not changed
-          local j = find(rec.ws, s, e)
-          local w = j and rec.ws[j]
-          if w and w.st == CLEAN then fn(prefix, w) end
+          local j = find(rec[R_WS], s, e)
+          local w = j and rec[R_WS][j]
+          if w and w[W_ST] == CLEAN then fn(prefix, w) end
         else
-          fn(prefix, { s = s, e = e, raw = items[i + 1], st = CLEAN, db = true })
+          fn(prefix, { s, e, null, items[i + 1], CLEAN, false, true })
         end
       end
     end
@@ -431,7 +472,7 @@ local function each_window(self, fn)
 end
 
 -- Quix's expire_all_windows (closing_strategy = "partition"): the windows
--- of every key whose end is due at max_end, each as { s, e, value,
+-- of every key whose end is due at max_end, each as { start, end, value,
 -- collected, prefix }; they are deleted.
 function Tx:expire_all_windows(max_end, step, collect)
   local last_expired = self:get_latest_expired("")
@@ -445,44 +486,45 @@ function Tx:expire_all_windows(max_end, step, collect)
       ends[e] = true
     end
     each_window(self, function(prefix, w)
-      if ends[w.e] then found[#found + 1] = { prefix, w } end
+      if ends[w[W_E]] then found[#found + 1] = { prefix, w } end
     end)
   else
     each_window(self, function(prefix, w)
-      if w.e <= due[1] then found[#found + 1] = { prefix, w } end
+      if w[W_E] <= due[1] then found[#found + 1] = { prefix, w } end
     end)
   end
   for i, f in ipairs(found) do
     local prefix, w = f[1], f[2]
-    local collected = collect and self:get_from_collection(prefix, w.s, w.e) or nil
-    out[i] = { w.s, w.e, value_of(w), collected, prefix }
+    local collected = collect and self:get_from_collection(prefix, w[W_S], w[W_E]) or nil
+    out[i] = { w[W_S], w[W_E], value_of(w), collected, prefix }
   end
   for _, f in ipairs(found) do
-    self:delete_window(f[1], f[2].s, f[2].e)
-    if collect then self:delete_from_collection(f[1], f[2].s) end
+    self:delete_window(f[1], f[2][W_S], f[2][W_E])
+    if collect then self:delete_from_collection(f[1], f[2][W_S]) end
   end
   self:set_meta("", "E", due[#due])
   return out
 end
 
 -- Collected values --------------------------------------------------------------
--- rec.vs: the live ones sorted by (id, counter), { id =, c =, v =, raw =,
--- st = }; rec.vdead: the deleted ones.
+-- rec[R_VS]: the live ones sorted by (id, counter) (see I_ID...);
+-- rec[R_VDEAD]: the deleted ones.
 
 local function load_values(self, rec)
-  if rec.vs then return rec.vs end
-  local vs = {}
-  local prefix = rec.prefix
+  local vs = rec[R_VS]
+  if vs then return vs end
+  vs = {}
+  local prefix = rec[R_PREFIX]
   local want = 1 + #prefix + 18
   local items = self.partition:scan("V" .. prefix .. "|", "V" .. prefix .. "}")
   for i = 1, #items, 2 do
     local key = items[i]
     if #key == want then
       local _, id, c = parse_pair(key)
-      vs[#vs + 1] = { id = id, c = c, raw = items[i + 1], st = CLEAN }
+      vs[#vs + 1] = { id, c, null, items[i + 1], CLEAN }
     end
   end
-  rec.vs, rec.vdead = vs, {}
+  rec[R_VS], rec[R_VDEAD] = vs, {}
   return vs
 end
 
@@ -505,14 +547,14 @@ function Tx:add_to_collection(prefix, value, id)
   local c = next_counter(self)
   if id == nil then id = c end
   be64(id)   -- Quix refuses a negative id here
-  local item = { id = id, c = c, v = value == nil and null or value, st = DIRTY }
+  local item = { id, c, value == nil and null or value, false, DIRTY }
   local n = #vs
   local last = vs[n]
-  if not last or last.id < id or (last.id == id and last.c < c) then
+  if not last or last[I_ID] < id or (last[I_ID] == id and last[I_C] < c) then
     vs[n + 1] = item
   else
     local at = n
-    while at >= 1 and (vs[at].id > id or (vs[at].id == id and vs[at].c > c)) do at = at - 1 end
+    while at >= 1 and (vs[at][I_ID] > id or (vs[at][I_ID] == id and vs[at][I_C] > c)) do at = at - 1 end
     table.insert(vs, at + 1, item)
   end
   changed(self, rec)
@@ -520,13 +562,11 @@ function Tx:add_to_collection(prefix, value, id)
 end
 
 local function item_value(item)
-  local v = item.v
-  if v == nil then
-    v = decode(item.raw, "a collected value")
-    item.v, item.raw = v, nil
+  local raw = item[I_RAW]
+  if raw then
+    item[I_V], item[I_RAW] = decode(raw, "a collected value"), false
   end
-  if v == null then return nil end
-  return v
+  return item[I_V]
 end
 
 -- The collected values with max(start, 0) <= id < end_, in (id, counter)
@@ -538,12 +578,9 @@ function Tx:get_from_collection(prefix, start, end_)
   if start > end_ then return out end
   for i = 1, #vs do
     local item = vs[i]
-    if item.id >= end_ then break end
-    if item.id >= start then
-      local v = item_value(item)
-      if v == nil then v = null end
-      out[#out + 1] = v
-    end
+    local id = item[I_ID]
+    if id >= end_ then break end
+    if id >= start then out[#out + 1] = item_value(item) end
   end
   return out
 end
@@ -553,26 +590,27 @@ end
 function Tx:delete_from_collection(prefix, end_, start)
   local rec = rec_of(self, prefix)
   if start == nil then
-    start = self:get_meta(prefix, "X")
-    if start == nil or start == 0 then start = -1 end   -- Quix's `... or -1`
+    start = meta(self, rec, R_X)
+    if not start or start == 0 then start = -1 end   -- Quix's `... or -1`
   end
   if start < 0 then start = 0 end
   if start > end_ then return end
   local vs = load_values(self, rec)
-  local keep, last_deleted = {}, nil
+  local keep, dead, last_deleted = {}, rec[R_VDEAD], nil
   for i = 1, #vs do
     local item = vs[i]
-    if item.id >= start and item.id < end_ then
-      if last_deleted == nil or item.id > last_deleted then last_deleted = item.id end
-      rec.vdead[#rec.vdead + 1] = item
+    local id = item[I_ID]
+    if id >= start and id < end_ then
+      if last_deleted == nil or id > last_deleted then last_deleted = id end
+      dead[#dead + 1] = item
     else
       keep[#keep + 1] = item
     end
   end
   if last_deleted ~= nil then
-    rec.vs = keep
+    rec[R_VS] = keep
     changed(self, rec)
-    self:set_meta(prefix, "X", last_deleted)
+    set_meta(self, rec, R_X, last_deleted)
   end
 end
 
@@ -583,11 +621,11 @@ end
 function Tx:get_data(prefix)
   local rec = rec_of(self, prefix)
   touch(self, rec)
-  local d = rec.data
-  if d == nil then
+  local d = rec[R_DATA]
+  if d == UNREAD then
     local raw = self.partition:get("S" .. prefix)
     d = raw and decode(raw, "a count window") or false
-    rec.data = d
+    rec[R_DATA] = d
   end
   if d == false then return nil end
   return d
@@ -596,7 +634,7 @@ end
 function Tx:set_data(prefix, data)
   local rec = rec_of(self, prefix)
   touch(self, rec)
-  rec.data, rec.data_dirty = data, true
+  rec[R_DATA], rec[R_DATA_DIRTY] = data, true
   changed(self, rec)
 end
 
@@ -606,7 +644,7 @@ function Tx:empty()
   return not self.dirty
 end
 
-local META_TAGS = { "T", "E", "D", "X" }
+local META_FIELDS = { R_T, R_E, R_D, R_X }
 
 -- The interval's changes as { key, JSON text } (text nil: deleted), what
 -- the changelog gets; deletions of a key come before a new value of it.
@@ -614,28 +652,36 @@ function Tx:changes()
   if self.changes_cache then return self.changes_cache end
   local list = {}
   for _, rec in ipairs(self.rec_list) do
-    local prefix = rec.prefix
-    for _, tag in ipairs(META_TAGS) do
-      if rec[DIRTY_FLAG[tag]] then list[#list + 1] = { tag .. prefix, encode(rec[tag], "a timestamp") } end
-    end
-    if rec.dead then
-      for _, w in ipairs(rec.dead) do list[#list + 1] = { pair_key("W", prefix, w.s, w.e) } end
-      for _, w in ipairs(rec.ws) do
-        if w.st == DIRTY then list[#list + 1] = { pair_key("W", prefix, w.s, w.e), encode(w.v, "a window's value") } end
+    local prefix = rec[R_PREFIX]
+    for _, field in ipairs(META_FIELDS) do
+      if rec[DIRTY_OF[field]] then
+        list[#list + 1] = { TAG_OF[field] .. prefix, encode(rec[field], "a timestamp") }
       end
     end
-    if rec.vdead then
-      for _, item in ipairs(rec.vdead) do
-        if item.st == CLEAN then list[#list + 1] = { pair_key("V", prefix, item.id, item.c) } end
-      end
-      for _, item in ipairs(rec.vs) do
-        if item.st == DIRTY then
-          list[#list + 1] = { pair_key("V", prefix, item.id, item.c), encode(item.v, "a collected value") }
+    local ws = rec[R_WS]
+    if ws then
+      for _, w in ipairs(rec[R_DEAD]) do list[#list + 1] = { pair_key("W", prefix, w[W_S], w[W_E]) } end
+      if #rec[R_ORDER] > 0 then
+        for _, w in ipairs(ws) do
+          if w[W_ST] == DIRTY then
+            list[#list + 1] = { pair_key("W", prefix, w[W_S], w[W_E]), encode(w[W_V], "a window's value") }
+          end
         end
       end
     end
-    if rec.data_dirty then
-      local d = rec.data
+    local vs = rec[R_VS]
+    if vs then
+      for _, item in ipairs(rec[R_VDEAD]) do
+        if item[I_ST] == CLEAN then list[#list + 1] = { pair_key("V", prefix, item[I_ID], item[I_C]) } end
+      end
+      for _, item in ipairs(vs) do
+        if item[I_ST] == DIRTY then
+          list[#list + 1] = { pair_key("V", prefix, item[I_ID], item[I_C]), encode(item[I_V], "a collected value") }
+        end
+      end
+    end
+    if rec[R_DATA_DIRTY] then
+      local d = rec[R_DATA]
       list[#list + 1] = { "S" .. prefix, d and encode(d, "a count window") or nil }
     end
   end
@@ -668,22 +714,25 @@ function Tx:settle()
   if #recs > CACHED_KEYS then return self:discard() end
   for i = 1, #recs do
     local rec = recs[i]
-    rec.dT, rec.dE, rec.dD, rec.dX = false, false, false, false
-    rec.touched = false
-    if rec.ws then
-      if #rec.order > 0 then
-        local ws = rec.ws
-        for j = 1, #ws do ws[j].st, ws[j].pos, ws[j].db = CLEAN, nil, true end
-        rec.order = {}
+    rec[R_DIRTY_T], rec[R_DIRTY_E], rec[R_DIRTY_D], rec[R_DIRTY_X] = false, false, false, false
+    rec[R_TOUCHED] = false
+    local ws = rec[R_WS]
+    if ws then
+      if #rec[R_ORDER] > 0 then
+        for j = 1, #ws do
+          local w = ws[j]
+          w[W_ST], w[W_POS], w[W_DB] = CLEAN, false, true
+        end
+        rec[R_ORDER] = {}
       end
-      if #rec.dead > 0 then rec.dead = {} end
+      if #rec[R_DEAD] > 0 then rec[R_DEAD] = {} end
     end
-    if rec.vs then
-      if #rec.vdead > 0 then rec.vdead = {} end
-      local vs = rec.vs
-      for j = 1, #vs do vs[j].st = CLEAN end
+    local vs = rec[R_VS]
+    if vs then
+      if #rec[R_VDEAD] > 0 then rec[R_VDEAD] = {} end
+      for j = 1, #vs do vs[j][I_ST] = CLEAN end
     end
-    rec.data_dirty = false
+    rec[R_DATA_DIRTY] = false
   end
   self.touched = {}
   self.counter_dirty = false

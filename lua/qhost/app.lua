@@ -87,7 +87,9 @@ function app_mod.Application(opts)
     _dataframes = {},      -- StreamingDataFrames, in creation order
     _sources = {},         -- { source =, topic = } in add order
     _outputs = {},         -- name -> Topic produced to by to_topic
-    _stores = {},          -- topic name -> { [store name] = true, or "windowed" for a window's }
+    _stores = {},          -- topic name -> { [store name] = true, "windowed" for a window's, a table for a join's }
+    _joins = {},           -- { call =, left =, right =, where = } per join, checked at start (qhost.joins)
+    _time_alignment = false,  -- joins or concatenated topics: consume in timestamp order (qhost.runtime.aligned)
     _mock = false,         -- the embedded broker, while the app runs on it
     _broker = false,       -- the bootstrap address in use
     _admin = false,        -- admin client, while running
@@ -194,7 +196,8 @@ function Application:clear_state()
 end
 
 -- A stateful operation on `topic` uses the store `store_name` (kind
--- "windowed" for a window's store): its changelog topic (compacted, the
+-- "windowed" for a window's store, { kind = "timestamped", ... } for a
+-- join's: qhost.runtime.state.manager): its changelog topic (compacted, the
 -- topic's partition count, as Quix's) is created with the app's other
 -- topics.
 function Application:_register_store(topic, store_name, kind)

@@ -309,7 +309,8 @@ function SDF:to_topic(topic, opts)
 end
 
 -- sdf:concat(other) -> one dataframe fed by both: the messages of each go
--- on through what follows, in the order each arrives (Quix's concat).
+-- on through what follows (Quix's concat); those of different topics in
+-- the order of their timestamps.
 function SDF:concat(other)
   if not dataframe.is_dataframe(other) then
     argcheck.fail("StreamingDataFrame:concat expects a StreamingDataFrame, got %s", type(other))
@@ -317,6 +318,10 @@ function SDF:concat(other)
   if other.app ~= self.app then
     argcheck.fail("StreamingDataFrame:concat: both dataframes must belong to the same Application")
   end
+  -- As Quix: dataframes of different topics are then consumed in
+  -- timestamp order (qhost.runtime.aligned).
+  local app = rawget(self, "app")
+  if app and other.topic.name ~= self.topic.name then app._time_alignment = true end
   local node = new_node("root")
   table.insert(other.node.children, node)
   return derive(self, node)
@@ -348,27 +353,36 @@ function dataframe._window_node(sdf, window, where)
   return derive(sdf, new_node("window", { window = window, store = window.name, where = where }))
 end
 
--- Not built yet -----------------------------------------------------------
--- Joins are in the API (Quix's names) but not built: a pipeline that uses
--- them fails where it asks for them, at the user's line, rather than with
--- "attempt to call a nil value".
+-- Joins --------------------------------------------------------------------
+-- sdf:join_asof(right, opts), sdf:join_interval(right, opts) and
+-- sdf:join_lookup(lookup, fields, opts) are qhost.joins'.
 for _, name in ipairs({ "join_asof", "join_interval", "join_lookup" }) do
-  SDF[name] = function()
-    error(string.format("StreamingDataFrame:%s is not supported yet: qhost has no joins so far", name), 2)
+  SDF[name] = function(self, ...)
+    return require("qhost.joins")[name](self, ...)
   end
 end
 
+-- A join's node (qhost.joins) on sdf: a new branch, or in place.
+function dataframe._join_node(sdf, join, side, in_place)
+  local node = new_node("join", { join = join, side = side })
+  if in_place then return extend(sdf, node) end
+  return derive(sdf, node)
+end
+
 local TEST_OPTIONS = argcheck.declare("sdf:test",
-  { key = "any", timestamp = "number", headers = "table", metadata = "boolean" })
+  { key = "any", timestamp = "number", headers = "table", metadata = "boolean", topic = "table" })
 
 -- sdf:test(value, { key =, timestamp =, headers =, metadata = }) -> outputs,
 -- with no Kafka: the values reaching the ends of the pipeline (all of its
 -- branches, as Quix's test), or with metadata = true tables { value =,
 -- key =, timestamp =, headers = }. Messages sent to topics are listed in
 -- the second result as { topic, key, value } (and timestamp, headers with
--- metadata = true).
+-- metadata = true). topic: a message of that topic (the other side of a
+-- join), run through its dataframe's pipeline, as Quix's test(topic=).
 function SDF:test(value, opts)
   opts = argcheck.options("StreamingDataFrame:test", opts, TEST_OPTIONS)
+  local root = self.root
+  if opts.topic then root = require("qhost.joins").test_root(self, opts.topic) end
   local outputs, produced = {}, {}
   local leaf
   if opts.metadata then
@@ -378,7 +392,8 @@ function SDF:test(value, opts)
   end
   local table_printer
   local rt = {
-    ctx = { topic = self.topic and self.topic.name or "test", partition = 0, offset = 0 },
+    ctx = { topic = opts.topic and opts.topic.name or self.topic and self.topic.name or "test", partition = 0,
+            offset = 0 },
     add_sink = function() end,
     leaf = leaf,
     now = os.clock,
@@ -427,9 +442,12 @@ function SDF:test(value, opts)
     local tx = stores[store_name]
     return function() return tx end
   end
-  local process = require("qhost.runtime.pipeline").compile(self, rt)
+  -- Join stores too (qhost.joins), kept on the dataframe with the others.
+  rt.join_tx = require("qhost.joins").test_stores(self.root)
+  local process = require("qhost.runtime.pipeline").compile({ root = root }, rt)
   process(value, opts.key, opts.timestamp or 0, opts.headers)
   for _, tx in pairs(rawget(self.root, "test_windows") or {}) do tx:flush() end
+  for _, tx in pairs(rawget(self.root, "test_joins") or {}) do tx:flush() end
   if table_printer then table_printer:tick(rt.now(), true) end
   return outputs, produced
 end

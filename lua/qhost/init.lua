@@ -5,15 +5,6 @@ local codec = require("qhost.codec")
 local host = require("qhost.host")
 local topic = require("qhost.topic")
 
--- A namespace of the API that is not built yet: any name in it raises,
--- at the user's line, saying so.
-local function not_yet(namespace, what)
-  return setmetatable({}, { __index = function(_, name)
-    error(string.format("qhost.%s.%s is not supported yet: qhost has no %s so far", namespace, tostring(name),
-      what), 2)
-  end })
-end
-
 -- qhost.sleep(seconds) -> true, or false when a stop (Ctrl-C, SIGTERM, the
 -- supervisor stopping a source) cut it short: for sources and pipeline
 -- functions that poll something.
@@ -32,7 +23,7 @@ local qhost = {
   sources = require("qhost.sources"),
   sinks = require("qhost.sinks"),
   agg = require("qhost.agg").public,
-  lookups = not_yet("lookups", "lookup joins"),
+  lookups = require("qhost.lookups"),
   json = {
     encode = codec.json_encode,
     encode_pretty = codec.json_encode_pretty,

@@ -20,17 +20,23 @@ describe("Application", function()
     assert.has_error(function() qhost.Application{ auto_offset_reset = "newest" } end)
     assert.has_error(function() qhost.Application{ loglevel = "LOUD" } end)
   end)
-  it("refuses what is accepted by the API but not built yet, at the caller's line", function()
+  it("refuses a join the store layout cannot hold: a second join on the same right side needs a name", function()
     local function err_of(fn) local _, e = pcall(fn) return e end
-    local e
     local app = qhost.Application{}
-    local sdf = app:dataframe(app:topic("nb"))
-    for _, name in ipairs({ "join_asof", "join_interval", "join_lookup" }) do
-      e = err_of(function() sdf[name](sdf, { duration_ms = 1000 }) end)
-      assert.truthy(e:find("app_spec.lua:%d+: StreamingDataFrame:" .. name .. " is not supported yet"), e)
-    end
-    e = err_of(function() return qhost.lookups.SQLiteLookup end)
-    assert.truthy(e:find("qhost.lookups.SQLiteLookup is not supported yet", 1, true), e)
+    local a, b, c = app:dataframe(app:topic("a")), app:dataframe(app:topic("b")), app:dataframe(app:topic("c"))
+    a:join_asof(b)
+    local e = err_of(function() c:join_asof(b) end)
+    assert.truthy(e:find("app_spec.lua:%d+: StreamingDataFrame:join_asof: a state store named \"join\" already exists "
+      .. "on topic 'b'"), e)
+    assert.has_no.errors(function() c:join_asof(b, { name = "join2" }) end)
+    -- Quix's check at start: the topics' partition counts (known once the app runs).
+    local app2 = qhost.Application{}
+    local l = app2:dataframe(app2:topic("l", { config = qhost.TopicConfig{ num_partitions = 2 } }))
+    local r = app2:dataframe(app2:topic("r", { config = qhost.TopicConfig{ num_partitions = 3 } }))
+    l:join_interval(r)
+    e = err_of(function() require("qhost.joins").check_topics(app2) end)
+    assert.truthy(e:find("join_interval (tests/lua/app_spec.lua:", 1, true), e)
+    assert.truthy(e:find("topics 'l' (2 partitions) and 'r' (3 partitions) cannot be joined", 1, true), e)
   end)
   it("clear_state deletes this consumer group's local stores only", function()
     local dir = os.tmpname()

@@ -132,9 +132,21 @@ describe("errors at the user's line", function()
     assert.are.equal(string.format('drop (%s:%d): the value has no field "missing"', THIS, line), err)
   end)
 
-  it("what is not built yet is refused where it is asked for", function()
-    local sdf = new_sdf()
-    has(raised(function() sdf:join_asof(sdf) end), "StreamingDataFrame:join_asof is not supported yet")
+  it("joins: misuse is refused where it is asked for", function()
+    local sdf, app = new_sdf()
+    local other = app:dataframe(app:topic("other"))
+    has(raised(function() sdf:join_asof(sdf) end), "joining dataframes of the same topic ('input') is not supported")
+    has(raised(function() sdf:join_asof(other, { how = "outer" }) end),
+      'StreamingDataFrame:join_asof: how must be one of "inner", "left", got the string "outer"')
+    has(raised(function() sdf:join_interval(other, { on_merge = "keep_left" }) end),
+      'on_merge must be "keep-left", "keep-right", "raise" or a function(left, right)')
+    has(raised(function() sdf:join_interval(other, { grace_ms = 10, backward_ms = 20 }) end),
+      "backward_ms (20) must not be greater than grace_ms (10)")
+    has(raised(function() sdf:join_lookup({}, {}) end), "StreamingDataFrame:join_lookup expects a lookup")
+    has(raised(function() qhost.lookups.SQLiteLookupField{ table = "t", columns = { "*" }, on = "id" } end),
+      "'*' is not allowed in columns")
+    has(raised(function() qhost.lookups.SQLiteLookupField{ table = "t; drop", columns = { "a" }, on = "id" } end),
+      "table must be an SQL identifier")
   end)
 end)
 

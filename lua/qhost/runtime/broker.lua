@@ -50,6 +50,9 @@ function broker.consumer_config(app)
     ["enable.auto.offset.store"] = false,
     ["log_level"] = log.librdkafka_level(),
     ["fetch.wait.max.ms"] = 100,
+    -- As Quix: partitions of the same number of every topic go to the same
+    -- member, which joins need (librdkafka's default lists "range" first).
+    ["partition.assignment.strategy"] = "range",
   }
   -- Exactly-once: only what committed transactions wrote is read, as Quix.
   if app.processing_guarantee == "exactly-once" then config["isolation.level"] = "read_committed" end

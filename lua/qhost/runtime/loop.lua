@@ -5,6 +5,7 @@
 -- (qhost.runtime.checkpoint), and supervise the source processes, until a
 -- stop. A clean stop stops the sources, checkpoints what was processed and
 -- closes the clients.
+local aligned_mod = require("qhost.runtime.aligned")
 local broker = require("qhost.runtime.broker")
 local checkpoint_mod = require("qhost.runtime.checkpoint")
 local transaction_mod = require("qhost.runtime.kafka_transaction")
@@ -114,6 +115,11 @@ local function open_state(app, ctx, rt)
   function rt.window_tx(store_name)
     return function() return state:transaction(ctx.topic, ctx.partition, store_name) end
   end
+  -- A join's store of a topic (either side's) in the message's partition
+  -- (the sides are co-partitioned: qhost.joins).
+  function rt.join_tx(topic_name, store_name)
+    return function() return state:transaction(topic_name, ctx.partition, store_name) end
+  end
   return state
 end
 
@@ -126,6 +132,8 @@ return function(app, opts)
       .. "cannot give that guarantee", 0)
   end
   broker.prepare_topics(app)
+  -- What joins need of their topics (same partition count), now known.
+  if #app._joins > 0 then require("qhost.joins").check_topics(app) end
   -- Under exactly-once the producer's transactions start before any output.
   if app.processing_guarantee == "exactly-once" then log.info("exactly-once: outputs, changelogs and offsets "
     .. "commit together in Kafka transactions") end
@@ -185,9 +193,11 @@ return function(app, opts)
   end
 
   local expected = {}   -- topic -> { [partition] = next offset }, for the gap check
+  -- Joins and concatenated topics are processed in timestamp order (as Quix).
+  local buffers = app._time_alignment and aligned_mod.new() or nil
   local process = consumer and process_batch.new{ consumer = consumer, pipelines = pipelines, ctx = ctx,
     checkpoint = checkpoint, policy = policy, outputs = outputs, on_processed = app.on_message_processed or nil,
-    embedded = embedded, flow = flow, expected = expected }
+    embedded = embedded, flow = flow, expected = expected, aligned = buffers }
 
   -- An assignment starts where each partition's committed offset (or the
   -- reset) says, looked up within RESOLVE_TIMEOUT; sources start with the
@@ -209,6 +219,7 @@ return function(app, opts)
     local ok, aerr
     -- Their state is brought up to date before any of their messages.
     if state then state:assign(resolved) end
+    if buffers then buffers:assign(resolved) end
     if manual_assign then ok, aerr = consumer:assign(resolved) else ok, aerr = consumer:finish_assign(resolved) end
     if not ok then error("cannot assign partitions: " .. tostring(aerr), 0) end
     for _, tp in ipairs(resolved) do
@@ -225,6 +236,7 @@ return function(app, opts)
     log.info("revoked %d partitions%s", #ev.partitions, ev.lost and " (lost)" or "")
     checkpoint:revoke(ev.partitions, ev.lost)
     if state then state:revoke(ev.partitions) end
+    if buffers then buffers:revoke(ev.partitions) end
     for _, tp in ipairs(ev.partitions) do
       if expected[tp.topic] then expected[tp.topic][tp.partition] = nil end
     end
@@ -252,8 +264,9 @@ return function(app, opts)
     while C.qh_ffi_stop_requested() == 0 and not app._stop_requested do
       if consumer then
         local n, msgs = consumer:poll(batch_max, POLL_MS)
-        if n > 0 then
-          last_message = host.monotonic()
+        -- (buffered messages may go once the watermarks say so)
+        if n > 0 or buffers then
+          if n > 0 then last_message = host.monotonic() end
           local stopping = process(msgs, n)
           report_taken()
           io.stdout:flush()

@@ -14,6 +14,9 @@
 --                         for the message being processed
 --   rt.window_tx(store) -> fn() -> the window store's transaction of the
 --                         message's partition (qhost.runtime.state.windowed)
+--   rt.join_tx(topic, store) -> fn() -> a join store's transaction of that
+--                         topic in the message's partition
+--                         (qhost.runtime.state.timestamped)
 local printing = require("qhost.runtime.printing")
 local topic_mod = require("qhost.topic")
 
@@ -193,6 +196,11 @@ end
 -- A window (qhost.windows): the Window compiles itself.
 function builders.window(node, nxt, rt)
   return node.window:_compile(nxt, rt)
+end
+
+-- A join's node (qhost.joins): the join compiles it.
+function builders.join(node, nxt, rt)
+  return node.join:compile(node.side, nxt, rt)
 end
 
 compile_node = function(node, rt)

@@ -8,7 +8,8 @@
 -- the sinks (topic, partition, offset, key, value, ...).
 -- On the embedded broker it also counts what it took per source topic (flow
 -- control credit) and checks that offsets never jump (data the broker
--- dropped).
+-- dropped). An app that joins or concatenates topics processes in
+-- timestamp order across them (process_batch.aligned, qhost.runtime.aligned).
 local ffi = require("ffi")
 local flow_control = require("qhost.runtime.flow_control")
 local log = require("qhost.log")
@@ -99,6 +100,44 @@ function process_batch.new(env)
     end
   end
 
+  -- One message, from its fields (the batch's path below and the aligned
+  -- path share it): deserialize, run its topic's pipeline, mark it done.
+  -- vptr/vlen: a JSON value still in librdkafka's buffer (else vbytes).
+  local function process_one(tname, partition, offset, kbytes, vptr, vlen, vbytes, headers, timestamp, ts_type)
+    local entry = pipelines[tname]
+    local t = entry.topic
+    -- A JSON value is decoded straight from librdkafka's buffer (valid
+    -- until the next poll): its bytes become a Lua string only when an
+    -- error callback needs them.
+    local json_direct = vptr ~= nil and t.value_deserializer == JSON
+    if vptr ~= nil and not json_direct then vbytes = ffi.string(vptr, vlen) end
+    ctx.stage, ctx.key, ctx.value, ctx.headers, ctx.timestamp = "deserialize", kbytes, vbytes, headers, timestamp
+    local key, kerr = serializers.decode(t.key_deserializer, kbytes)
+    local value, verr
+    if not kerr then
+      if json_direct then
+        value, verr = json_decode_at(tonumber(ffi.cast("uintptr_t", vptr)), tonumber(vlen))
+      else
+        value, verr = serializers.decode(t.value_deserializer, vbytes)
+      end
+    end
+    if kerr or verr then
+      if json_direct then ctx.value = ffi.string(vptr, vlen) end
+      consumer_error(string.format("cannot deserialize the %s of the message at %s: %s",
+        kerr and "key" or "value", where(ctx), kerr or verr), true)
+    else
+      ctx.stage, ctx.key, ctx.value = "process", key, value
+      if t.timestamp_extractor then
+        timestamp = t.timestamp_extractor(value, headers, timestamp, ts_type)
+        ctx.timestamp = timestamp
+      end
+      entry.process(value, key, timestamp, headers)
+    end
+    checkpoint:processed(tname, partition, offset)
+    -- As Quix: a message a consumer error skipped was not processed.
+    if on_processed and not (kerr or verr) then on_processed(tname, partition, offset) end
+  end
+
   -- Runs messages first..n-1. Returns normally, or raises with ctx
   -- describing the message that failed (ctx.stage says where).
   local function process_range(msgs, first, n)
@@ -115,65 +154,114 @@ function process_batch.new(env)
         local partition, offset = m.partition, tonumber(m.offset)
         ctx.topic, ctx.partition, ctx.offset, ctx.stage = tname, partition, offset, "consume"
         if embedded then check_gap(tname, partition, offset) end
-        local entry = pipelines[tname]
-        local t = entry.topic
         local kbytes = m.key ~= nil and ffi.string(m.key, m.key_len) or nil
-        -- A JSON value is decoded straight from librdkafka's buffer (valid
-        -- until the next poll): its bytes become a Lua string only when an
-        -- error callback needs them.
-        local json_direct = m.value ~= nil and t.value_deserializer == JSON
-        local vbytes = (m.value ~= nil and not json_direct) and ffi.string(m.value, m.value_len) or nil
         local headers = m.header_count > 0 and consumer:headers(i, m.header_count) or nil
         if regions[tname] then count_taken(tname, m, headers) end
-        local timestamp = tonumber(m.timestamp)
-        ctx.stage, ctx.key, ctx.value, ctx.headers, ctx.timestamp = "deserialize", kbytes, vbytes, headers, timestamp
-        local key, kerr = serializers.decode(t.key_deserializer, kbytes)
-        local value, verr
-        if not kerr then
-          if json_direct then
-            value, verr = json_decode_at(tonumber(ffi.cast("uintptr_t", m.value)), tonumber(m.value_len))
-          else
-            value, verr = serializers.decode(t.value_deserializer, vbytes)
-          end
-        end
-        if kerr or verr then
-          if json_direct then ctx.value = ffi.string(m.value, m.value_len) end
-          consumer_error(string.format("cannot deserialize the %s of the message at %s: %s",
-            kerr and "key" or "value", where(ctx), kerr or verr), true)
-        else
-          ctx.stage, ctx.key, ctx.value = "process", key, value
-          if t.timestamp_extractor then
-            timestamp = t.timestamp_extractor(value, headers, timestamp, m.timestamp_type)
-            ctx.timestamp = timestamp
-          end
-          entry.process(value, key, timestamp, headers)
-        end
-        checkpoint:processed(tname, partition, offset)
-        -- As Quix: a message a consumer error skipped was not processed.
-        if on_processed and not (kerr or verr) then on_processed(tname, partition, offset) end
+        process_one(tname, partition, offset, kbytes, m.value, m.value_len, nil, headers, tonumber(m.timestamp),
+          m.timestamp_type)
       end
     end
   end
 
-  -- The whole batch; a failing message goes to its error callback, which
-  -- skips it (returns true) or ends the run.
+  -- A message that failed in its pipeline goes to on_processing_error,
+  -- which skips it (returns true) or ends the run; any other failure
+  -- already went through its callback, and ends the run.
+  local function failed(err)
+    if ctx.stage ~= "process" then error(err, 0) end
+    local text = string.format("error processing the message at %s: %s", where(ctx), tostring(err))
+    policy:handle("processing", text, row_of(ctx))
+    log.warning("skipped by on_processing_error: %s", where(ctx))
+    -- As Quix: a message whose error was suppressed counts as processed.
+    checkpoint:processed(ctx.topic, ctx.partition, ctx.offset)
+    if on_processed then on_processed(ctx.topic, ctx.partition, ctx.offset) end
+  end
+
+  if env.aligned then return process_batch.aligned(env, {
+    topic_name = topic_name, error_event = error_event, check_gap = check_gap, count_taken = count_taken,
+    process_one = process_one, failed = failed }) end
+
+  -- The whole batch.
   return function(msgs, n)
     local first = 0
     while first < n do
       local ok, err = xpcall(process_range, debug.traceback, msgs, first, n)
       if ok then return nil end
       if err == process_batch.STOPPING then return "stopping" end
-      -- Errors of the other stages already went through their callback.
-      if ctx.stage ~= "process" then error(err, 0) end
-      local text = string.format("error processing the message at %s: %s", where(ctx), tostring(err))
-      policy:handle("processing", text, row_of(ctx))
-      log.warning("skipped by on_processing_error: %s", where(ctx))
-      -- As Quix: a message whose error was suppressed counts as processed.
-      checkpoint:processed(ctx.topic, ctx.partition, ctx.offset)
-      if on_processed then on_processed(ctx.topic, ctx.partition, ctx.offset) end
+      failed(err)
       first = ctx.index + 1
     end
     return nil
+  end
+end
+
+-- The aligned path (env.aligned: a qhost.runtime.aligned buffer, for apps
+-- that join or concatenate topics): the batch's messages are copied into
+-- the buffers; the consumer's watermarks and positions tell which
+-- partitions are at their end; then the messages that may go are
+-- processed in timestamp order. A batch of 0 messages is fed too (it
+-- refreshes the watermarks, which may let buffered messages go).
+function process_batch.aligned(env, f)
+  local consumer, ctx, outputs, buffers = env.consumer, env.ctx, env.outputs, env.aligned
+  local embedded, regions = env.embedded, env.flow.regions
+  local can_pause = consumer.pause ~= nil and consumer.resume ~= nil
+
+  local function feed(msgs, n)
+    for i = 0, n - 1 do
+      local m = msgs[i]
+      ctx.index = i
+      if m.err ~= 0 then
+        f.error_event(m, i)
+      else
+        local tname = f.topic_name(m.topic)
+        local partition, offset = m.partition, tonumber(m.offset)
+        ctx.topic, ctx.partition, ctx.offset, ctx.stage = tname, partition, offset, "consume"
+        if embedded then f.check_gap(tname, partition, offset) end
+        local headers = m.header_count > 0 and consumer:headers(i, m.header_count) or nil
+        if regions[tname] then f.count_taken(tname, m, headers) end
+        buffers:push{ topic = tname, partition = partition, offset = offset, timestamp = tonumber(m.timestamp),
+          ts_type = m.timestamp_type, key = m.key ~= nil and ffi.string(m.key, m.key_len) or nil,
+          value = m.value ~= nil and ffi.string(m.value, m.value_len) or nil, headers = headers }
+      end
+    end
+    -- What the last fetches said: the end of each partition, and where the
+    -- consumer is (past any transaction markers, which a watermark counts).
+    if consumer.positions then
+      for _, tp in ipairs(consumer:positions() or {}) do
+        buffers:set_position(tp.topic, tp.partition, tp.offset)
+        buffers:set_watermark(tp.topic, tp.partition, tp.high)
+      end
+    else
+      buffers:each_partition(function(topic, partition)
+        local _, high = consumer:watermarks(topic, partition)
+        buffers:set_watermark(topic, partition, high)
+      end)
+    end
+    if can_pause then
+      local resume = buffers:resume_empty()
+      if #resume > 0 then consumer:resume(resume) end
+      local pause = buffers:pause_full()
+      if #pause > 0 then consumer:pause(pause) end
+    end
+  end
+
+  local function drain()
+    while true do
+      if outputs:reached() then return end
+      local r = buffers:pop()
+      if not r then return end
+      ctx.topic, ctx.partition, ctx.offset, ctx.stage = r.topic, r.partition, r.offset, "consume"
+      f.process_one(r.topic, r.partition, r.offset, r.key, nil, nil, r.value, r.headers, r.timestamp, r.ts_type)
+    end
+  end
+
+  return function(msgs, n)
+    feed(msgs, n)
+    while true do
+      local ok, err = xpcall(drain, debug.traceback)
+      if ok then return nil end
+      if err == process_batch.STOPPING then return "stopping" end
+      f.failed(err)
+    end
   end
 end
 

@@ -14,6 +14,7 @@ local state_mod = require("qhost.state")
 local store_partition = require("qhost.runtime.state.partition")
 local topic_reader = require("qhost.kafka.topic_reader")
 local transaction = require("qhost.runtime.state.transaction")
+local timestamped = require("qhost.runtime.state.timestamped")
 local windowed = require("qhost.runtime.state.windowed")
 
 local manager = {}
@@ -36,7 +37,7 @@ function manager.new(opts)
     app = app, reader_config = opts.reader_config, watermarks = opts.watermarks,
     dir = app.state_dir .. "/" .. app.consumer_group,
     stores = {},       -- topic -> { [store_name] = changelog topic name }
-    kinds = {},        -- topic -> { [store_name] = "windowed" } for window stores
+    kinds = {},        -- topic -> { [store_name] = kind } for window and join stores
     open = {},         -- topic -> { [partition] = { [store_name] = { partition =, tx =, state = } } }
     committed = {},    -- topic -> { [partition] = where consuming started (the committed offset) }
   }, Manager)
@@ -44,11 +45,12 @@ end
 
 -- Registers a store (at start, from the dataframes): its changelog topic
 -- is created with the app's topics. kind "windowed": a window's store
--- (qhost.runtime.state.windowed transactions).
+-- (qhost.runtime.state.windowed transactions); { kind = "timestamped",
+-- grace_ms =, keep_duplicates = }: a join's (qhost.runtime.state.timestamped).
 function Manager:register(topic, store_name, kind)
   self.stores[topic] = self.stores[topic] or {}
   self.kinds[topic] = self.kinds[topic] or {}
-  self.kinds[topic][store_name] = kind == "windowed" and kind or nil
+  self.kinds[topic][store_name] = (kind == "windowed" or type(kind) == "table") and kind or nil
   self.stores[topic][store_name] = self.app.use_changelog_topics
     and manager.changelog_name(self.app.consumer_group, topic, store_name) or false
 end
@@ -102,8 +104,10 @@ function Manager:assign(partitions)
       for store_name, changelog in pairs(stores) do
         local part = store_partition.open(path_of(self, tp.topic, store_name, tp.partition))
         if changelog then recover(self, part, changelog, tp.partition, tp.topic, tp.offset) end
-        if self.kinds[tp.topic][store_name] then
-          entry[store_name] = { partition = part, tx = windowed.new(part), changelog = changelog }
+        local kind = self.kinds[tp.topic][store_name]
+        if kind then
+          local tx = kind == "windowed" and windowed.new(part) or timestamped.new(part, kind)
+          entry[store_name] = { partition = part, tx = tx, changelog = changelog }
         else
           local tx = transaction.new(part)
           entry[store_name] = { partition = part, tx = tx, state = state_mod.new(tx), changelog = changelog }
@@ -125,7 +129,7 @@ function Manager:state(topic, partition, store_name, key_bytes)
   return s.state
 end
 
--- The transaction of a window store for the messages of topic/partition.
+-- The transaction of a window or join store for the messages of topic/partition.
 function Manager:transaction(topic, partition, store_name)
   local parts = self.open[topic]
   local entry = parts and parts[partition]

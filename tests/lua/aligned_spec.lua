@@ -1,0 +1,95 @@
+-- Timestamp-ordered consuming across topics (qhost.runtime.aligned, Quix's
+-- InternalConsumerBuffer): what joins and concatenated topics need.
+local aligned = require("qhost.runtime.aligned")
+
+local function msg(topic, partition, offset, timestamp)
+  return { topic = topic, partition = partition, offset = offset, timestamp = timestamp }
+end
+
+local function drain(b)
+  local out = {}
+  while true do
+    local m = b:pop()
+    if not m then return out end
+    out[#out + 1] = m.topic .. m.offset
+  end
+end
+
+describe("aligned consuming", function()
+  it("hands out the messages of partitions with the same number in timestamp order across topics", function()
+    local b = aligned.new()
+    b:assign({ { topic = "r", partition = 0, offset = 0 }, { topic = "l", partition = 0, offset = 0 } })
+    for i, ts in ipairs({ 10, 20, 30 }) do b:push(msg("l", 0, i - 1, ts)) end
+    for i, ts in ipairs({ 5, 25 }) do b:push(msg("r", 0, i - 1, ts)) end
+    b:set_watermark("l", 0, 3)
+    b:set_watermark("r", 0, 2)
+    assert.are.same({ "r0", "l0", "l1", "r1" }, drain(b))
+    -- r is empty: more may have come since its watermark (Quix forgets it);
+    -- the next feed's watermark says r is at its end
+    b:set_watermark("r", 0, 2)
+    assert.are.same({ "l2" }, drain(b))
+  end)
+
+  it("waits while a partition is empty but has more to fetch, or its end is not known", function()
+    local b = aligned.new()
+    b:assign({ { topic = "l", partition = 0, offset = 0 }, { topic = "r", partition = 0, offset = 0 } })
+    b:push(msg("l", 0, 0, 10))
+    assert.are.same({}, drain(b))              -- r: no watermark yet
+    b:set_watermark("r", 0, 1)                 -- r has one message to come
+    assert.are.same({}, drain(b))
+    b:push(msg("r", 0, 0, 50))
+    b:set_watermark("l", 0, 1)
+    assert.are.same({ "l0" }, drain(b))
+    b:set_watermark("l", 0, 1)
+    assert.are.same({ "r0" }, drain(b))
+    -- a partition whose consuming starts at its end is idle at once
+    local c = aligned.new()
+    c:assign({ { topic = "l", partition = 0, offset = 0 }, { topic = "r", partition = 0, offset = 7 } })
+    c:push(msg("l", 0, 0, 10))
+    c:set_watermark("r", 0, 7)
+    assert.are.same({ "l0" }, drain(c))
+  end)
+
+  it("counts what the consumer's position passed (transaction markers) as taken", function()
+    local b = aligned.new()
+    b:assign({ { topic = "l", partition = 0, offset = 0 }, { topic = "r", partition = 0, offset = 0 } })
+    b:push(msg("r", 0, 0, 1))
+    b:push(msg("l", 0, 0, 10))
+    b:set_watermark("r", 0, 2)   -- offset 1 is a commit marker, never a message
+    b:set_watermark("l", 0, 1)
+    assert.are.same({ "r0" }, drain(b))
+    b:set_watermark("r", 0, 2)
+    b:set_position("r", 0, 2)
+    assert.are.same({ "l0" }, drain(b))
+  end)
+
+  it("keeps groups of different numbers apart, and gives ties to the topic first by name", function()
+    local b = aligned.new()
+    b:assign({ { topic = "b", partition = 1, offset = 0 }, { topic = "a", partition = 1, offset = 0 },
+               { topic = "a", partition = 0, offset = 0 } })
+    b:push(msg("b", 1, 0, 5))
+    b:push(msg("a", 1, 0, 5))
+    b:push(msg("a", 0, 0, 100))
+    for _, tp in ipairs({ { "a", 0 }, { "a", 1 }, { "b", 1 } }) do b:set_watermark(tp[1], tp[2], 1) end
+    assert.are.same({ "a0", "a0" }, drain(b))
+    b:set_watermark("a", 1, 1)
+    assert.are.same({ "b0" }, drain(b))
+  end)
+
+  it("pauses a full buffer with more to fetch, resumes it when it drains, and forgets revoked partitions", function()
+    local b = aligned.new{ max_size = 2 }
+    b:assign({ { topic = "l", partition = 0, offset = 0 }, { topic = "r", partition = 0, offset = 0 } })
+    for i = 0, 2 do b:push(msg("l", 0, i, 100 + i)) end
+    b:set_watermark("l", 0, 10)
+    b:set_watermark("r", 0, 5)
+    assert.are.same({ { topic = "l", partition = 0 } }, b:pause_full())
+    assert.are.same({}, b:pause_full())
+    b:push(msg("r", 0, 0, 1))
+    assert.are.same({ "r0" }, drain(b))        -- r is empty with more to come: l waits
+    assert.are.equal(3, b:count())
+    b:revoke({ { topic = "r", partition = 0 } })
+    assert.are.same({ "l0", "l1", "l2" }, drain(b))
+    assert.are.same({ { topic = "l", partition = 0 } }, b:resume_empty())
+    assert.has_error(function() b:push(msg("r", 0, 1, 2)) end)
+  end)
+end)

@@ -715,6 +715,27 @@ static int l_consumer_positions(lua_State *L)
     return 1;
 }
 
+/* consumer:pause(partitions), consumer:resume(partitions) -> true | nil, err:
+ * stop and start fetching those partitions ({ { topic =, partition = }, ...
+ * }), for consuming in timestamp order (qhost.runtime.aligned). librdkafka
+ * drops what it fetched of a paused partition and not handed out yet, and
+ * fetches again from there on resume. */
+static int pause_or_resume(lua_State *L, int pause)
+{
+    qh_consumer *c = check_consumer(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    rd_kafka_topic_partition_list_t *parts = qh_kafka_partitions_from_table(L, 2);
+    rd_kafka_resp_err_t err = pause ? rd_kafka_pause_partitions(c->rk, parts) : rd_kafka_resume_partitions(c->rk, parts);
+    for (int i = 0; !err && i < parts->cnt; i++) err = parts->elems[i].err;
+    rd_kafka_topic_partition_list_destroy(parts);
+    if (err) return qh_kafka_push_fail(L, rd_kafka_err2str(err));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_consumer_pause(lua_State *L) { return pause_or_resume(L, 1); }
+static int l_consumer_resume(lua_State *L) { return pause_or_resume(L, 0); }
+
 static int l_consumer_take_errors(lua_State *L)
 {
     return qh_kafka_push_take_errors(L, &check_consumer(L)->errors);
@@ -762,7 +783,7 @@ void qh_kafka_consumer_register(lua_State *L)
         { "finish_assign", l_consumer_finish_assign }, { "finish_revoke", l_consumer_finish_revoke },
         { "store_offsets", l_consumer_store_offsets }, { "commit", l_consumer_commit },
         { "committed", l_consumer_committed }, { "watermarks", l_consumer_watermarks },
-        { "positions", l_consumer_positions },
+        { "positions", l_consumer_positions }, { "pause", l_consumer_pause }, { "resume", l_consumer_resume },
         { "take_errors", l_consumer_take_errors }, { "close", l_consumer_close },
         { NULL, NULL },
     };

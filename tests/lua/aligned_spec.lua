@@ -87,9 +87,15 @@ describe("aligned consuming", function()
     b:push(msg("r", 0, 0, 1))
     assert.are.same({ "r0" }, drain(b))        -- r is empty with more to come: l waits
     assert.are.equal(3, b:count())
-    b:revoke({ { topic = "r", partition = 0 } })
+    assert.are.same({}, b:revoke({ { topic = "r", partition = 0 } }))
     assert.are.same({ "l0", "l1", "l2" }, drain(b))
     assert.are.same({ { topic = "l", partition = 0 } }, b:resume_empty())
     assert.has_error(function() b:push(msg("r", 0, 1, 2)) end)
+    -- a paused partition revoked is handed back, to be resumed before it goes
+    for i = 3, 5 do b:push(msg("l", 0, i, 200 + i)) end
+    b:set_watermark("l", 0, 10)
+    b:assign({ { topic = "r", partition = 0, offset = 0 } })
+    assert.are.same({ { topic = "l", partition = 0 } }, b:pause_full())
+    assert.are.same({ { topic = "l", partition = 0 } }, b:revoke({ { topic = "l", partition = 0 } }))
   end)
 end)

@@ -85,13 +85,17 @@ function Buffers:assign(partitions)
   end
 end
 
--- buffers:revoke(partitions): their buffers go, with the messages they held
--- (not processed, so not committed: their new owner processes them).
+-- buffers:revoke(partitions) -> the ones of them that were paused (to
+-- resume before they go: the consumer would keep them paused). Their
+-- buffers go, with the messages they held (not processed, so not
+-- committed: their new owner processes them).
 function Buffers:revoke(partitions)
+  local paused = {}
   for _, tp in ipairs(partitions) do
     local parts = self.by_tp[tp.topic]
     local b = parts and parts[tp.partition]
     if b then
+      if b.paused then paused[#paused + 1] = { topic = b.topic, partition = b.partition } end
       parts[tp.partition] = nil
       local group = self.groups[tp.partition]
       for i = #group, 1, -1 do
@@ -105,6 +109,7 @@ function Buffers:revoke(partitions)
       end
     end
   end
+  return paused
 end
 
 -- buffers:push(msg): msg has topic, partition, offset, timestamp (the rest

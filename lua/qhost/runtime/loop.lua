@@ -236,7 +236,10 @@ return function(app, opts)
     log.info("revoked %d partitions%s", #ev.partitions, ev.lost and " (lost)" or "")
     checkpoint:revoke(ev.partitions, ev.lost)
     if state then state:revoke(ev.partitions) end
-    if buffers then buffers:revoke(ev.partitions) end
+    if buffers then
+      local paused = buffers:revoke(ev.partitions)
+      if #paused > 0 then consumer:resume(paused) end
+    end
     for _, tp in ipairs(ev.partitions) do
       if expected[tp.topic] then expected[tp.topic][tp.partition] = nil end
     end

@@ -46,6 +46,12 @@ static rocksdb_options_t *store_options(void)
     rocksdb_options_set_max_write_buffer_number(o, 2);
     rocksdb_options_set_max_open_files(o, 256);
     rocksdb_options_set_keep_log_file_num(o, 2);
+    /* RocksDB's info LOG gets its fatal lines only (and the header lines
+     * of an open, which it buffers): Debian's librocksdb keeps its
+     * assertions, and its logger aborts the whole process at the next line
+     * it writes after a failed one, as on a full disk. Errors that matter
+     * come back in each call's status. 4: FATAL_LEVEL. */
+    rocksdb_options_set_info_log_level(o, 4);
     return o;
 }
 

@@ -142,6 +142,41 @@ describe("state partition (RocksDB)", function()
   end)
 end)
 
+-- A full disk under a store: a write fails with RocksDB's error naming the
+-- file, and the process goes on (RocksDB's info logger used to abort it at
+-- its next line). Needs root, for a small tmpfs; run in a child process,
+-- which an abort would end.
+describe("state partition on a full disk", function()
+  it("fails the write with a clear error, and the process goes on to close it", function()
+    local uid = io.popen("id -u"):read("*l")
+    if uid ~= "0" then pending("mounting a small tmpfs needs root") return end
+    local dir = tmpdir()
+    assert.is_true(os.execute("mount -t tmpfs -o size=4m tmpfs " .. dir) == 0)
+    local script = dir .. "/../" .. dir:match("[^/]+$") .. ".lua"
+    local f = assert(io.open(script, "w"))
+    f:write([[
+local partition = require("qhost.runtime.state.partition")
+local p = partition.open(arg[1])
+local pad = string.rep("x", 1000)
+for i = 1, 100000 do
+  local puts = {}
+  for j = 1, 100 do puts[#puts + 1] = i .. ":" .. j; puts[#puts + 1] = pad end
+  local ok, err = pcall(p.write, p, puts, {}, i)
+  if not ok then print(err) break end
+end
+p:close()
+print("closed")
+]])
+    f:close()
+    local qhost_bin = os.getenv("QHOST_BIN") or ((os.getenv("QHOST_TEST_ROOT") or ".") .. "/build/qhost")
+    local out = io.popen(qhost_bin .. " lua " .. script .. " " .. dir .. "/db 2>&1; echo rc=$?"):read("*a")
+    os.execute("umount " .. dir .. "; rm -rf " .. dir .. " " .. script)
+    assert.truthy(out:find("No space left on device", 1, true), out)
+    assert.truthy(out:find(dir .. "/db/", 1, true), out)        -- the file it could not write
+    assert.truthy(out:find("closed\nrc=0\n"), out)
+  end)
+end)
+
 describe("stateful functions through sdf:test", function()
   it("apply, update and filter get the message key's state; it persists across test calls", function()
     local app = qhost.Application{}

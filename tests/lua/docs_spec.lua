@@ -141,6 +141,7 @@ local doc = text and parse(text) or { headings = {}, by_name = {}, blocks = {}, 
 
 local SDF = require("qhost.dataframe").StreamingDataFrame
 local windows = require("qhost.windows")
+require("qhost.joins")   -- declares the join options (loaded by the first join otherwise)
 local WINDOW_CLASSES = { windows.Definition, windows.Window }
 local agg = require("qhost.agg")
 local App = require("qhost.app").ApplicationClass
@@ -149,6 +150,9 @@ local State = stateful.State
 local S = qhost.sources
 local SOURCE_CLASSES = { S.Source, S.StatefulSource, S.CSVSource, S.KafkaReplicatorSource }
 local SINK_CLASSES = { sinks.BaseSink, sinks.BatchingSink, sinks.CSVSink }
+local LK = qhost.lookups
+local LOOKUP_CLASSES = { LK.BaseLookup, LK.SQLiteLookup }
+local FIELD_CLASSES = { LK.BaseField, LK.SQLiteLookupField, LK.SQLiteLookupQueryField }
 
 -- The methods of sources and sinks that users override or call, by the
 -- heading that documents them. Each must exist, and have its heading.
@@ -184,6 +188,10 @@ local INTERNAL = {
   ["source:source_consumer_group"] = "KafkaReplicatorSource: its group name, described in its section",
   ["source:target_consumer_group"] = "KafkaReplicatorSource: its checkpoint group, described in its section",
   ["qhost.sinks.is_sink"] = "the check sdf:sink makes",
+  ["qhost.lookups.is_lookup"] = "the check sdf:join_lookup makes",
+  ["qhost.lookups.is_field"] = "the check lookup:check_fields makes",
+  ["field:build_query"] = "SQLite fields: the query SQLiteLookup runs (described with the fields)",
+  ["field:result"] = "SQLite fields: the value SQLiteLookup sets from the rows (described with the fields)",
 }
 
 local function has_method(classes, name)
@@ -206,7 +214,8 @@ local function exists(name)
       sdf = { SDF }, app = { App }, series = { Series }, source = SOURCE_CLASSES, Source = { S.Source },
       state = { State }, sink = SINK_CLASSES, BaseSink = { sinks.BaseSink }, window = WINDOW_CLASSES,
       aggregator = { agg.Aggregator }, Aggregator = { agg.Aggregator }, collector = { agg.Collector },
-      Collector = { agg.Collector },
+      Collector = { agg.Collector }, lookup = LOOKUP_CLASSES, BaseLookup = { LK.BaseLookup },
+      field = FIELD_CLASSES, BaseField = { LK.BaseField },
     })[prefix]
     if not classes then return nil, "unknown receiver " .. prefix .. ": (add it to docs_spec.lua)" end
     if prefix == "sdf" or prefix == "app" or prefix == "series" or prefix == "window" then
@@ -318,6 +327,8 @@ describe("docs/api.md", function()
       { WINDOW_CLASSES, { "window" } },
       { { agg.Aggregator }, { "aggregator", "Aggregator" } },
       { { agg.Collector }, { "collector", "Collector" } },
+      { LOOKUP_CLASSES, { "lookup", "BaseLookup" } },
+      { FIELD_CLASSES, { "field", "BaseField" } },
     }
     for _, group in ipairs(groups) do
       for _, cls in ipairs(group[1]) do
@@ -359,7 +370,7 @@ end)
 local function heading_of_spec(spec_name)
   local found = {}
   for _, candidate in ipairs({ spec_name, "qhost." .. spec_name, "qhost.sources." .. spec_name,
-                               "qhost.sinks." .. spec_name }) do
+                               "qhost.sinks." .. spec_name, "qhost.lookups." .. spec_name }) do
     if doc.by_name[candidate] then found[#found + 1] = doc.by_name[candidate] end
   end
   if #found == 1 then return found[1] end
@@ -380,6 +391,8 @@ local FACTORIES = {
     return S.KafkaReplicatorSource{ name = "docs", topic = "t", broker_address = "127.0.0.1:1" }
   end,
   CSVSink = function() return sinks.CSVSink{ path = "docs.csv" } end,
+  SQLiteLookupField = function() return LK.SQLiteLookupField{ table = "t", columns = { "a" }, on = "id" } end,
+  SQLiteLookupQueryField = function() return LK.SQLiteLookupQueryField{ query = "SELECT 1" } end,
 }
 
 local function deep_equal(a, b)

@@ -6,7 +6,7 @@
 #                   also under ASan+UBSan; fuzzing 30 s per target)
 #   make bench      qhost against Quix Streams and raw librdkafka (bench/README.md)
 #   make fuzz       the libFuzzer targets, FUZZ_SECONDS (600) each
-#   make install PREFIX=/usr/local
+#   make install PREFIX=/usr/local   (luarocks make qhost-<version>.rockspec: the same, as a rock)
 #   make SAN=1      build with AddressSanitizer + UBSan into build/san/
 
 VERSION    := 0.1.0
@@ -112,11 +112,23 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(wildcard host/*.h)
 # fuzz_csv makes the reader's read(2) calls short through this wrapper.
 $(BUILD)/fuzz/fuzz_csv: FUZZ_LDFLAGS := -Wl,--wrap=read
 
+# The binary finds its Lua library beside it (../share/qhost), else in
+# DATADIR, compiled in: luarocks copies the binary from the rock's PREFIX
+# into its tree's bin/ (qhost-<version>.rockspec calls these targets with
+# its PREFIX). vm.o is rebuilt when DATADIR changes.
+DATADIR    ?= $(PREFIX)/share/qhost
+$(BUILD)/obj/vm.o: CPPFLAGS += -DQHOST_DATADIR='"$(DATADIR)"'
+$(BUILD)/obj/vm.o: $(BUILD)/datadir.txt
+$(BUILD)/datadir.txt: FORCE | $(BUILD)/obj
+	@echo '$(DATADIR)' | cmp -s - $@ || echo '$(DATADIR)' > $@
+.PHONY: FORCE
+FORCE:
+
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/qhost/lua/qhost $(DESTDIR)$(PREFIX)/share/qhost/sources
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(DATADIR)/lua/qhost $(DESTDIR)$(DATADIR)/sources
 	install -m 755 $(BUILD)/qhost $(DESTDIR)$(PREFIX)/bin/qhost
-	cp -R lua/qhost/. $(DESTDIR)$(PREFIX)/share/qhost/lua/qhost/
-	install -m 644 sources/*.lua $(DESTDIR)$(PREFIX)/share/qhost/sources/
+	cp -R lua/qhost/. $(DESTDIR)$(DATADIR)/lua/qhost/
+	install -m 644 sources/*.lua $(DESTDIR)$(DATADIR)/sources/
 
 clean:
 	rm -rf build

@@ -243,6 +243,13 @@ void qh_metrics_set_ready(qh_metrics *m, int ready, const char *reason)
     __atomic_store_n(&m->ready, ready ? 1 : 0, __ATOMIC_RELEASE);
 }
 
+double qh_ffi_metrics_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 /* ---- Lua ------------------------------------------------------------------ */
 
 typedef struct lmetrics {

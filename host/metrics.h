@@ -8,7 +8,7 @@
  * atomic heartbeat deadline, a ready flag), so a scrape never waits for the
  * processing loop and the loop never waits for a scrape (the only shared
  * lock is held for a copy of the text).
- * Provides: qh_metrics_* (C), the Lua module. Uses: libmicrohttpd, POSIX
+ * Provides: qh_metrics_* (C), qh_ffi_metrics_now (FFI), the Lua module. Uses: libmicrohttpd, POSIX
  * threads and signals, luaclass.h, hostlib.h (the logger). */
 #ifndef QH_METRICS_H
 #define QH_METRICS_H
@@ -36,6 +36,10 @@ int qh_metrics_publish(qh_metrics *m, const char *text, size_t len);
 void qh_metrics_beat(qh_metrics *m, double grace_s);
 /* Ready or not; reason (copied, may be NULL) is /ready's text while not. */
 void qh_metrics_set_ready(qh_metrics *m, int ready, const char *reason);
+
+/* Monotonic seconds, for the FFI: the Lua side's timing of user functions
+ * (a vDSO clock read, no system call). */
+double qh_ffi_metrics_now(void);
 
 /* luaopen-style: pushes the `qhost.metrics` module table:
  *   start(port) -> server | nil, err

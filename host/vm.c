@@ -22,6 +22,12 @@
 #include "sqlite.h"
 #include "store.h"
 
+/* The installed library's folder (the Makefile's DATADIR); "" in a build
+ * that was not told one. */
+#ifndef QHOST_DATADIR
+#define QHOST_DATADIR ""
+#endif
+
 static qh_paths g_paths;
 
 static int file_exists(const char *path)
@@ -62,12 +68,19 @@ int qh_vm_locate(qh_paths *out, char *err, size_t errlen)
         snprintf(bindir, sizeof bindir, "%s", out->exe);
         dirname_inplace(bindir);
         /* A checkout builds into build/ (or build/san/) beside lua/; an
-         * install puts the Lua files in <prefix>/share/qhost. */
-        const char *candidates[] = { "..", "../..", "../share/qhost" };
+         * install puts the Lua files in <prefix>/share/qhost. Last, the
+         * folder `make install` was told at build time: a copy of the
+         * binary away from its prefix (luarocks copies it into its tree's
+         * bin/) still finds its library. */
+        const char *candidates[] = { "..", "../..", "../share/qhost", QHOST_DATADIR };
         out->root[0] = '\0';
         for (size_t i = 0; i < sizeof candidates / sizeof *candidates; i++) {
             char path[PATH_MAX], real[PATH_MAX];
-            if (snprintf(path, sizeof path, "%s/%s", bindir, candidates[i]) >= (int)sizeof path) continue;
+            const char *c = candidates[i];
+            if (!*c) continue;
+            if (snprintf(path, sizeof path, "%s%s%s", c[0] == '/' ? "" : bindir, c[0] == '/' ? "" : "/", c) >=
+                (int)sizeof path)
+                continue;
             if (root_has_library(path) && realpath(path, real)) {
                 snprintf(out->root, sizeof out->root, "%s", real);
                 break;

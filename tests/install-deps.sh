@@ -4,12 +4,13 @@
 #                           libmicrohttpd (the metrics endpoint)
 #   install-deps.sh test    also busted (Lua tests), Java and Maven (real Kafka),
 #                           clang and its runtime libraries (libFuzzer, for tests/fuzz),
-#                           curl (scrapes the metrics endpoint), luarocks (the rock's test)
+#                           curl (scrapes the metrics endpoint), luarocks and the headers
+#                           of the Lua it runs on, lua5.2 (the rock's test: tests/install.sh)
 set -euo pipefail
 
 want=(gcc make pkg-config libc6-dev libluajit-5.1-dev librdkafka-dev libcsv-dev librocksdb-dev libsqlite3-dev libmicrohttpd-dev)
 if [ "${1:-build}" = test ]; then
-    want+=(lua-busted openjdk-17-jre-headless maven procps clang libclang-rt-14-dev curl luarocks)
+    want+=(lua-busted openjdk-17-jre-headless maven procps clang libclang-rt-14-dev curl luarocks liblua5.2-dev)
 fi
 
 missing=()

@@ -11,8 +11,10 @@
 #      qhost and raw C only)
 #   7. each libFuzzer target (tests/fuzz) for 30 s, built here with clang;
 #      a target counts as one test (make fuzz runs them longer)
+#   8. the rock and make install from a fresh clone, each running an example
+#      (tests/install.sh)
 # Expects `make all` and `make SAN=1 all ctest-bins` done (make test does).
-# QHOST_TEST_ONLY=c,lua,e2e,kafka,san,bench,fuzz limits the stages.
+# QHOST_TEST_ONLY=c,lua,e2e,kafka,san,bench,fuzz,install limits the stages.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,7 +26,7 @@ unset QHOST_BROKER
 
 passed=0
 failed=0
-only=${QHOST_TEST_ONLY:-c,lua,e2e,kafka,san,bench,fuzz}
+only=${QHOST_TEST_ONLY:-c,lua,e2e,kafka,san,bench,fuzz,install}
 want() { [[ ",$only," == *",$1,"* ]]; }
 
 # Adds the counts of a C test log ("N passed, N failed" last).
@@ -152,6 +154,13 @@ if want fuzz; then
     echo "  could not build the fuzz targets (see $LOGS/fuzz-build.log): counted as one failure" >&2
     failed=$((failed + 1))
   fi
+fi
+
+if want install; then
+  echo "== install: luarocks make and make install from a fresh clone" >&2
+  tests/install.sh >"$LOGS/install.log" 2>&1
+  add_c_log "$LOGS/install.log"
+  grep -E '^(ok|FAIL) ' "$LOGS/install.log" | sed 's/^/  /' >&2
 fi
 
 echo "$passed passed, $failed failed"

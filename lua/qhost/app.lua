@@ -37,7 +37,26 @@ local OPTIONS = argcheck.declare("Application", {
   producer_extra_config = "table", on_consumer_error = is_callback,
   on_processing_error = is_callback, on_producer_error = is_callback,
   on_message_processed = "function", loglevel = "string", use_changelog_topics = "boolean",
+  metrics_port = "integer",
 })
+
+local function check_port(what, port)
+  if not (port >= 1 and port <= 65535) then
+    argcheck.fail("%s must be a port number (1-65535), got %s", what, tostring(port))
+  end
+end
+
+-- QHOST_METRICS_PORT, for an app that does not set metrics_port.
+local function env_metrics_port()
+  local env = os.getenv("QHOST_METRICS_PORT")
+  if env == nil or env == "" then return nil end
+  local port = tonumber(env)
+  if not (port and port % 1 == 0) then
+    argcheck.fail("QHOST_METRICS_PORT must be a port number (1-65535), got %q", env)
+  end
+  check_port("QHOST_METRICS_PORT", port)
+  return port
+end
 
 local function check_options(opts)
   argcheck.options("Application", opts, OPTIONS)
@@ -54,6 +73,7 @@ local function check_options(opts)
   if opts.commit_every and opts.commit_every < 0 then
     argcheck.fail("Application: commit_every must be >= 0, got %s", tostring(opts.commit_every))
   end
+  if opts.metrics_port then check_port("Application: metrics_port", opts.metrics_port) end
   if opts.loglevel and not log.is_level(opts.loglevel) then
     argcheck.one_of("Application", "loglevel", opts.loglevel, { "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL" })
   end
@@ -83,6 +103,7 @@ function app_mod.Application(opts)
     on_producer_error = opts.on_producer_error or false,
     on_message_processed = opts.on_message_processed or false,
     loglevel = opts.loglevel or "INFO",
+    metrics_port = opts.metrics_port or env_metrics_port() or false,
     _topics = {},          -- name -> Topic, every topic the app knows
     _dataframes = {},      -- StreamingDataFrames, in creation order
     _sources = {},         -- { source =, topic = } in add order

@@ -66,15 +66,18 @@ function H.run(dir, script, opts)
   return { code = code, stdout = H.read(dir .. "/stdout.txt") or "", stderr = H.read(dir .. "/stderr.txt") or "" }
 end
 
--- Starts `qhost run` in the background; returns a handle with pid, and
--- :wait(timeout) -> { code, stdout, stderr }, :signal(name).
+-- Starts `qhost run` in the background (opts: args, env as H.run's);
+-- returns a handle with pid, and :wait(timeout) -> { code, stdout, stderr },
+-- :signal(name).
 function H.start(dir, script, opts)
   opts = opts or {}
   local args = {}
   for _, a in ipairs(opts.args or {}) do args[#args + 1] = sh_quote(a) end
+  local env = ""
+  for k, v in pairs(opts.env or {}) do env = env .. k .. "=" .. sh_quote(v) .. " " end
   local cmd = string.format(
-    "cd %s && (sh -c 'echo $$ > pid.txt; exec \"$0\" \"$@\"' %s run %s %s >stdout.txt 2>stderr.txt; echo $? > rc.txt) </dev/null >/dev/null 2>&1 &",
-    sh_quote(dir), sh_quote(H.qhost), sh_quote(script), table.concat(args, " "))
+    "cd %s && (%ssh -c 'echo $$ > pid.txt; exec \"$0\" \"$@\"' %s run %s %s >stdout.txt 2>stderr.txt; echo $? > rc.txt) </dev/null >/dev/null 2>&1 &",
+    sh_quote(dir), env ~= "" and ("env " .. env) or "", sh_quote(H.qhost), sh_quote(script), table.concat(args, " "))
   os.remove(dir .. "/rc.txt")
   os.remove(dir .. "/pid.txt")
   os.execute(cmd)

@@ -27,13 +27,15 @@ Checkpoint.__index = Checkpoint
 
 -- checkpoint.new{ consumer =, producer = fn() -> producer | nil, sinks =,
 --   policy =, state = (the state manager, or nil), commit_interval =,
---   commit_every =, now = fn() -> seconds, flush_timeout = 30 }
+--   commit_every =, now = fn() -> seconds, flush_timeout = 30,
+--   on_commit = fn(seconds) (told each commit's duration: the metrics) }
 function checkpoint.new(opts)
   return setmetatable({
     consumer = opts.consumer, producer = opts.producer, sinks = opts.sinks or {}, policy = opts.policy,
     state = opts.state, exactly_once = opts.exactly_once,
     interval = opts.commit_interval or 5, every = opts.commit_every or 0, now = opts.now,
     flush_timeout = opts.flush_timeout or 30,
+    on_commit = opts.on_commit,
     offsets = {},        -- topic -> { [partition] = next offset to commit }
     count = 0,           -- messages since the last commit
     started = opts.now(),
@@ -108,6 +110,7 @@ function Checkpoint:commit(only)
   if self.refused then
     error("nothing committed: a delivery failed and was not suppressed: " .. self.refused, 0)
   end
+  local began = self.now()
   local list = offsets_in(self.offsets, only)
   for _, sink in ipairs(self.sinks) do
     for _, tp in ipairs(list) do
@@ -142,6 +145,7 @@ function Checkpoint:commit(only)
   if not only then
     self.offsets, self.count, self.started = {}, 0, self.now()
   end
+  if self.on_commit then self.on_commit(self.now() - began) end
 end
 
 -- checkpoint:revoke(partitions, lost): before the partitions go to another

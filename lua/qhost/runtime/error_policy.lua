@@ -4,6 +4,7 @@
 -- error (the message, or the failed delivery, is skipped and the app goes
 -- on); without a callback, or when it returns anything else, the error
 -- stops the app. A callback that raises stops the app with its own error.
+-- on_error(kind), when given, is told of every error (the metrics).
 local log = require("qhost.log")
 
 local policy = {}
@@ -11,17 +12,19 @@ local policy = {}
 local Policy = {}
 Policy.__index = Policy
 
-function policy.new(app)
+function policy.new(app, on_error)
   return setmetatable({
     consumer = app.on_consumer_error or nil,
     processing = app.on_processing_error or nil,
     producer = app.on_producer_error or nil,
+    on_error = on_error,
   }, Policy)
 end
 
 -- policy:suppressed(kind, err, row) -> true when the callback for kind
 -- ("consumer", "processing", "producer") suppressed err.
 function Policy:suppressed(kind, err, row)
+  if self.on_error then self.on_error(kind) end
   local callback = self[kind]
   return callback ~= nil and callback(err, row, log) == true
 end

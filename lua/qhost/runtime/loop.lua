@@ -14,6 +14,7 @@ local error_policy = require("qhost.runtime.error_policy")
 local flow_control = require("qhost.runtime.flow_control")
 local host = require("qhost.host")
 local log = require("qhost.log")
+local metrics_mod = require("qhost.runtime.metrics")
 local outputs_mod = require("qhost.runtime.outputs")
 local pipeline = require("qhost.runtime.pipeline")
 local state_manager = require("qhost.runtime.state.manager")
@@ -123,7 +124,18 @@ local function open_state(app, ctx, rt)
   return state
 end
 
+-- The metrics endpoint (metrics_port), first: a port it cannot have fails
+-- the start before anything else happens.
+local function start_metrics(app)
+  if not app.metrics_port then return nil end
+  local metrics, err = metrics_mod.start(app.metrics_port)
+  if not metrics then error(string.format("metrics_port %d: %s", app.metrics_port, err), 0) end
+  log.info("serving /metrics, /health and /ready on port %d", app.metrics_port)
+  return metrics
+end
+
 return function(app, opts)
+  local metrics = start_metrics(app)
   broker.connect(app)
   if app.processing_guarantee == "exactly-once" and app._mock then
     broker.close(app)
@@ -140,7 +152,7 @@ return function(app, opts)
   local embedded = app._mock and true or false
   local ctx = { topic = "", partition = 0, offset = 0 }
   local outputs = outputs_mod.new(opts, ctx)
-  local policy = error_policy.new(app)
+  local policy = error_policy.new(app, metrics and function(kind) metrics:error(kind) end)
 
   -- The producer of to_topic outputs and changelogs: made on first use;
   -- under exactly-once, transactional, in a transaction from the start.
@@ -158,6 +170,7 @@ return function(app, opts)
     return producer
   end
   local rt = make_runtime(ctx, outputs, producer_of, policy)
+  if metrics then rt.timed = function(node) return metrics:timed(node) end end
   local state = open_state(app, ctx, rt)
   local pipelines = {}
   for _, sdf in ipairs(app._dataframes) do
@@ -170,7 +183,7 @@ return function(app, opts)
   local checkpoint = checkpoint_mod.new{ consumer = consumer,
     producer = function(create) return create and producer_of() or producer end,
     sinks = rt.sinks, policy = policy, state = state, exactly_once = exactly_once, commit_interval = app.commit_interval, commit_every = app.commit_every,
-    now = host.monotonic }
+    now = host.monotonic, on_commit = metrics and function(seconds) metrics:checkpointed(seconds) end }
 
   -- Sources feeding a topic this app consumes on the embedded broker get a
   -- flow control region (qhost.runtime.flow_control).
@@ -185,6 +198,9 @@ return function(app, opts)
     end
   end
   local sources = supervisor.new(app, entries)
+  if metrics then
+    metrics:attach{ consumer = consumer, producer = function() return producer end, state = state, sources = sources }
+  end
   local function start_sources()
     if not sources.started then
       local app_mod = require("qhost.app")
@@ -214,6 +230,16 @@ return function(app, opts)
     (tonumber(app.producer_extra_config["transaction.timeout.ms"]) or 60000) / 1000 + 30) or RESOLVE_TIMEOUT
 
   local function assign(partitions, manual_assign)
+    if metrics then
+      metrics:set_ready(false, string.format("assigning %d partitions and recovering their state", #partitions))
+      -- Looking up the starts and reading each store's changelog have their
+      -- own bounds (resolve_timeout, 120 s a read): /health holds that long.
+      local reads = 0
+      for _, tp in ipairs(partitions) do
+        for _ in pairs(app._stores[tp.topic] or {}) do reads = reads + 1 end
+      end
+      metrics:beat(metrics.health_timeout + resolve_timeout + 130 * reads)
+    end
     local resolved, err = consumer:resolve_start(partitions, resolve_timeout)
     if not resolved then error("cannot start consuming the assigned partitions: " .. err, 0) end
     local ok, aerr
@@ -228,6 +254,10 @@ return function(app, opts)
       expected[tp.topic][tp.partition] = tp.offset >= 0 and tp.offset or nil
     end
     log.info("assigned %d partitions", #resolved)
+    if metrics then
+      metrics:assigning(resolved)
+      metrics:set_ready(true)
+    end
     last_message = host.monotonic()
     start_sources()
   end
@@ -263,10 +293,13 @@ return function(app, opts)
 
   local function loop()
     if manual then assign(manual, true) elseif not consumer then start_sources() end
+    if metrics and not consumer then metrics:set_ready(true) end
     local batch_max = app.commit_interval == 0 and 1 or BATCH
     while C.qh_ffi_stop_requested() == 0 and not app._stop_requested do
+      if metrics then metrics:tick() end
       if consumer then
         local n, msgs = consumer:poll(batch_max, POLL_MS)
+        if metrics and n > 0 then metrics:count_batch(msgs, n) end
         -- (buffered messages may go once the watermarks say so)
         if n > 0 or buffers then
           if n > 0 then last_message = host.monotonic() end
@@ -299,6 +332,14 @@ return function(app, opts)
   end
 
   local ok, stop_reason = xpcall(loop, debug.traceback)
+  if metrics then
+    metrics:set_ready(false, "stopping")
+    -- Stopping the sources (their shutdown_timeout) and the last checkpoint
+    -- have their own bounds.
+    local longest = 0
+    for _, e in ipairs(app._sources) do longest = math.max(longest, e.source.shutdown_timeout or 10) end
+    metrics:beat(metrics.health_timeout + longest + FINAL_FLUSH_TIMEOUT)
+  end
   -- What print_table collected is shown before the app ends.
   if rt.table_printer then pcall(rt.table_printer.tick, rt.table_printer, host.monotonic(), true) end
 
@@ -318,6 +359,7 @@ return function(app, opts)
   if producer then producer:close() end
   for _, region in pairs(flow.regions) do region:close() end
   broker.close(app)
+  if metrics then metrics:close() end
   io.stdout:flush()
   if stop_reason then error(stop_reason, 0) end
   if C.qh_ffi_stop_requested() > 0 then

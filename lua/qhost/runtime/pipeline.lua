@@ -10,6 +10,8 @@
 --   rt.produce(topic, value, key, timestamp, headers)
 --   rt.add_sink(sink), rt.ctx (topic, partition, offset of the message)
 --   rt.printer() -> the run's table printer, rt.now() -> seconds
+--   rt.timed(node) -> node (only with metrics on): a stand-in whose user
+--                         function is timed (qhost.runtime.metrics)
 --   rt.state_of(store) -> fn(key) -> the State of that key in the store,
 --                         for the message being processed
 --   rt.window_tx(store) -> fn() -> the window store's transaction of the
@@ -205,6 +207,7 @@ end
 
 compile_node = function(node, rt)
   local nxt = compile_children(node, rt)
+  if rt.timed and node.fn then node = rt.timed(node) end
   return builders[node.kind](node, nxt, rt)
 end
 

@@ -64,6 +64,18 @@ function Supervisor:poll()
   return failure
 end
 
+-- What the metrics show of each source: { { name =, alive =, failures =,
+-- restarts = } } in add order. A source is never restarted: one that fails
+-- stops the app.
+function Supervisor:report()
+  local list = {}
+  for i, e in ipairs(self.entries) do
+    list[i] = { name = e.source.name or source_mod.describe(e.source), alive = e.proc ~= nil and not e.status,
+      failures = e.failed and 1 or 0, restarts = 0 }
+  end
+  return list
+end
+
 function Supervisor:alive()
   local n = 0
   for _, e in ipairs(self.entries) do

@@ -202,6 +202,26 @@ function Manager:revoke(partitions)
   end
 end
 
+-- The sizes of the open store partitions (the metrics), ordered:
+-- { { topic =, store =, partition =, keys =, bytes = }, ... }.
+function Manager:sizes()
+  local list = {}
+  for topic, parts in pairs(self.open) do
+    for p, entry in pairs(parts) do
+      for store_name, s in pairs(entry) do
+        local keys, bytes = s.partition:sizes()
+        list[#list + 1] = { topic = topic, store = store_name, partition = p, keys = keys, bytes = bytes }
+      end
+    end
+  end
+  table.sort(list, function(a, b)
+    if a.topic ~= b.topic then return a.topic < b.topic end
+    if a.store ~= b.store then return a.store < b.store end
+    return a.partition < b.partition
+  end)
+  return list
+end
+
 function Manager:close()
   for topic, parts in pairs(self.open) do
     for p in pairs(parts) do self:revoke({ { topic = topic, partition = p } }) end

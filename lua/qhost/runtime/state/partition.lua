@@ -56,6 +56,16 @@ function Partition:close()
   self.db:close()
 end
 
+-- partition:sizes() -> keys (RocksDB's estimate), bytes (its files and
+-- memtables): what the metrics show of a store.
+function Partition:sizes()
+  local db = self.db
+  local keys = tonumber(db:property("rocksdb.estimate-num-keys")) or 0
+  local bytes = (tonumber(db:property("rocksdb.total-sst-files-size")) or 0)
+    + (tonumber(db:property("rocksdb.cur-size-all-mem-tables")) or 0)
+  return keys, bytes
+end
+
 -- partition:recover(read, committed): brings the database up to the end of
 -- its changelog partition. read(from_offset, on_record) reads the changelog
 -- partition from that offset to its end. A record is applied only when the

@@ -26,7 +26,9 @@
 -- changes on top), its collected values (the same), and the timestamps
 -- above; so a message costs no database read once its key was seen in the
 -- interval. Window values and timestamps are kept as Lua values and
--- written as JSON at the checkpoint. The flush writes the changes; the
+-- written as JSON at the checkpoint; collected values are made JSON when
+-- they are added (their size counts toward the checkpoint's 64 MB bound,
+-- and nothing can change them afterwards). The flush writes the changes; the
 -- records stay as a cache of what the database holds (up to CACHED_KEYS
 -- keys), so a key seen again costs no read either.
 --
@@ -71,8 +73,10 @@ local TAG_OF = { [R_T] = "T", [R_E] = "E", [R_D] = "D", [R_X] = "X" }
 -- whether the database has it.
 local W_S, W_E, W_V, W_RAW, W_ST, W_POS, W_DB = 1, 2, 3, 4, 5, 6, 7
 windowed.W_S, windowed.W_E = W_S, W_E
--- A collected value: id, counter, value, JSON until decoded, CLEAN | DIRTY.
+-- A collected value: id, counter, value (UNDECODED until read), its JSON
+-- (made when it is added, as Quix stores it at once), CLEAN | DIRTY.
 local I_ID, I_C, I_V, I_RAW, I_ST = 1, 2, 3, 4, 5
+local UNDECODED = setmetatable({}, { __tostring = function() return "UNDECODED" end })
 
 -- 8-byte big-endian of 0 <= n < 2^53 (Quix packs ">Q").
 local function be64(n)
@@ -150,10 +154,10 @@ local function rec_of(self, prefix)
   return rec
 end
 
-local function changed(self, rec)
+local function changed(self, rec, size)
   self.dirty = true
   self.changes_cache = nil
-  self.bytes = self.bytes + 40 + #rec[R_PREFIX]
+  self.bytes = self.bytes + 40 + #rec[R_PREFIX] + (size or 0)
 end
 
 -- Timestamps and indexes ----------------------------------------------------
@@ -521,7 +525,7 @@ local function load_values(self, rec)
     local key = items[i]
     if #key == want then
       local _, id, c = parse_pair(key)
-      vs[#vs + 1] = { id, c, null, items[i + 1], CLEAN }
+      vs[#vs + 1] = { id, c, UNDECODED, items[i + 1], CLEAN }
     end
   end
   rec[R_VS], rec[R_VDEAD] = vs, {}
@@ -547,7 +551,8 @@ function Tx:add_to_collection(prefix, value, id)
   local c = next_counter(self)
   if id == nil then id = c end
   be64(id)   -- Quix refuses a negative id here
-  local item = { id, c, value == nil and null or value, false, DIRTY }
+  local raw = encode(value, "a collected value")
+  local item = { id, c, UNDECODED, raw, DIRTY }
   local n = #vs
   local last = vs[n]
   if not last or last[I_ID] < id or (last[I_ID] == id and last[I_C] < c) then
@@ -557,16 +562,17 @@ function Tx:add_to_collection(prefix, value, id)
     while at >= 1 and (vs[at][I_ID] > id or (vs[at][I_ID] == id and vs[at][I_C] > c)) do at = at - 1 end
     table.insert(vs, at + 1, item)
   end
-  changed(self, rec)
+  changed(self, rec, #raw)
   return c
 end
 
 local function item_value(item)
-  local raw = item[I_RAW]
-  if raw then
-    item[I_V], item[I_RAW] = decode(raw, "a collected value"), false
+  local v = item[I_V]
+  if v == UNDECODED then
+    v = decode(item[I_RAW], "a collected value")
+    item[I_V] = v
   end
-  return item[I_V]
+  return v
 end
 
 -- The collected values with max(start, 0) <= id < end_, in (id, counter)
@@ -676,7 +682,7 @@ function Tx:changes()
       end
       for _, item in ipairs(vs) do
         if item[I_ST] == DIRTY then
-          list[#list + 1] = { pair_key("V", prefix, item[I_ID], item[I_C]), encode(item[I_V], "a collected value") }
+          list[#list + 1] = { pair_key("V", prefix, item[I_ID], item[I_C]), item[I_RAW] }
         end
       end
     end

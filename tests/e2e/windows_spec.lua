@@ -115,6 +115,33 @@ local sdf = app:dataframe{ topic = topic, source = Fill{ name = arg[1] } }]], ba
     assert.are.same(expected(500, 7, base), printed({ r.stdout }))
   end)
 
+  it("take the event time from the topic's timestamp_extractor", function()
+    local dir = H.tmpdir()
+    local topic, base = H.unique("win-ts"), base_time()
+    H.write(dir .. "/app.lua", string.format([[
+local qhost = require("qhost")
+local app = qhost.Application{ consumer_group = %q, auto_offset_reset = "earliest", state_dir = %q }
+local Src = qhost.sources.Source:extend("Src")
+function Src:run()
+  -- Kafka's timestamps are "now"; the event times are in the values
+  for i = 1, 30 do self:produce{ key = "k", value = '{"at":' .. (%d + i * 400) .. '}' } end
+end
+local topic = app:topic(%q, { timestamp_extractor = function(value) return value.at end })
+local sdf = app:dataframe{ topic = topic, source = Src{ name = %q } }
+sdf = sdf:tumbling_window{ duration_ms = 2000 }:count():final()
+sdf:update(function(w, key, ts) io.stdout:write(key, " ", ts, " ", w.value, "\n") end, { metadata = true })
+app:run{ count = 5, timeout = 30 }
+]], H.unique("g"), dir .. "/state", base, topic, topic))
+    local r = H.run(dir, "app.lua", { timeout = 120 })
+    assert.are.equal(0, r.code, r.stderr)
+    -- 400 ms apart: 5 per 2 s window (the first has 4: i = 1..4)
+    local want = {}
+    for n = 0, 4 do
+      want[#want + 1] = string.format("k %d %d", base + n * 2000, n == 0 and 4 or 5)
+    end
+    assert.are.same(want, H.lines(r.stdout))
+  end)
+
   it("windows open at a restart go on after it, and after the state_dir is deleted (from the changelog)",
     function()
     if H.mode ~= "kafka" then pending("state across runs needs a broker that outlives the app: real Kafka") return end

@@ -207,6 +207,10 @@ describe("tumbling windows", function()
     assert.are.same({ { "a", '{"start":0,"end":10,"value":1}', 0 }, { "b", '{"start":0,"end":10,"value":10}', 0 } },
       out)
     assert.are.same({}, sdf:test(5, { timestamp = 30 }))   -- key nil: skipped (and logged), as Quix
+    local ok, err = pcall(sdf.test, sdf, 5, { key = "a", timestamp = 30.5 })
+    assert.is_false(ok)
+    assert.truthy(err:find("tumbling_window_10_sum (tests/lua/windows_spec.lua:", 1, true), err)
+    assert.truthy(err:find("the timestamp must be whole milliseconds, got 30.5", 1, true), err)
   end)
 
   it("current() emits the window's aggregation for every message", function()

@@ -282,8 +282,8 @@ local function apply(self, mode, strategy)
     end
     app:_register_store(sdf.topic, self.name, "windowed")
   end
-  self.mode, self.closing = mode, strategy
-  return require("qhost.dataframe")._window_node(sdf, self, argcheck.where())
+  self.mode, self.closing, self.where = mode, strategy, argcheck.where()
+  return require("qhost.dataframe")._window_node(sdf, self, self.where)
 end
 
 -- window:final{ closing_strategy = "key" }: a result when a window closes.
@@ -313,12 +313,18 @@ function Window:_compile(nxt, rt)
   local tx_of = rt.window_tx(self.name)
   local prefix_of = require("qhost.runtime.state.manager").prefix
   local ctx = rt.ctx
+  local timed, where = self.kind ~= "count", self.where or "?"
   return function(value, key, timestamp, headers)
     if key == nil then
       -- As Quix: a window needs the key.
       log.warning("Skipping window processing for a message because the key is None, partition='%s[%s]' "
         .. "offset='%s'.", tostring(ctx.topic), tostring(ctx.partition), tostring(ctx.offset))
       return
+    end
+    -- Time windows are stored by their start and end: whole milliseconds.
+    if timed and (type(timestamp) ~= "number" or timestamp % 1 ~= 0) then
+      error(string.format("%s (%s): the timestamp must be whole milliseconds, got %s", self.name, where,
+        tostring(timestamp)), 0)
     end
     return process(tx_of(), value, key, prefix_of(key), timestamp, headers)
   end
@@ -357,6 +363,7 @@ local function make_window(self, func_name, aggregators, collectors)
     sdf = self.sdf, definition = self.definition, kind = self.kind, name = store_name(self, func_name),
     duration = self.duration, grace = self.grace, step = self.step, max_count = self.max_count, on_late = self.on_late,
     before_update = self.before_update, after_update = self.after_update, ops = ops, mode = false, closing = false,
+    where = false,
   }, Window)
   return w
 end

@@ -273,6 +273,23 @@ describe("tumbling windows", function()
       '{"start":10,"end":20,"value":[3]}' }, values(feed(sdf, { { 1, 1 }, { 2, 6 }, { 3, 11 }, { 4, 30 } })))
   end)
 
+  it("copy the states of a subclass of a built-in aggregation, as of any user code", function()
+    local Appending = A.Last:extend("Appending")
+    function Appending:initialize() return {} end
+    function Appending:agg(old, value) old[#old + 1] = value; return old end
+    -- sliding windows hand one window's state to another: a state changed in
+    -- place must not change both (Reduce, user code too, is the reference)
+    local messages = { { 1, 20 }, { 2, 25 }, { 3, 22 }, { 4, 40 }, { 5, 33 }, { 6, 60 } }
+    local sdf = new_sdf("a")
+    sdf = sdf:sliding_window{ duration_ms = 10 }:agg{ value = Appending() }:final()
+    local reference = new_sdf("b")
+    reference = reference:sliding_window{ duration_ms = 10 }
+      :agg{ value = A.Reduce(function(acc, v) acc[#acc + 1] = v; return acc end, function(v) return { v } end) }:final()
+    local got = values(feed(sdf, messages))
+    assert.are.same(values(feed(reference, messages)), got)
+    assert.are.equal('{"value":[1,3],"start":12,"end":22}', got[2])
+  end)
+
   it("take custom aggregators and collectors (Aggregator:extend, Collector:extend)", function()
     local Spread = A.Aggregator:extend("Spread")
     function Spread:initialize() return { lo = codec.null, hi = codec.null } end

@@ -55,6 +55,12 @@ windows.through_json = through_json
 
 local SINGLE_KEYS = { __qhost_keys = { "start", "end", "value" } }
 
+-- Whether op is of one of qhost.agg's own classes (a subclass of one is
+-- user code: its states are copied as user code's are).
+local function is_builtin(op)
+  return rawget(getmetatable(op), "_builtin") == true
+end
+
 -- The operations of a Window on its values (Quix's
 -- SingleAggregationWindowMixin and MultiAggregationWindowMixin):
 -- initialize(), aggregate_value(state, value, timestamp), collect_value(value),
@@ -79,7 +85,7 @@ local function single_ops(op)
     function ops.results(aggregated, _, s, e)
       return setmetatable({ start = s, ["end"] = e, value = detach(op:result(aggregated)) }, SINGLE_KEYS)
     end
-    ops.builtin = op._builtin and true or false
+    ops.builtin = is_builtin(op)
   else
     ops.aggregate, ops.collect = false, true
     function ops.initialize() return nil end
@@ -87,7 +93,7 @@ local function single_ops(op)
     function ops.results(_, collected, s, e)
       return setmetatable({ start = s, ["end"] = e, value = detach(op:result(collected)) }, SINGLE_KEYS)
     end
-    ops.builtin = op._builtin and true or false
+    ops.builtin = is_builtin(op)
   end
   function ops.collect_value(value) return value end
   return ops
@@ -98,13 +104,13 @@ local function multi_ops(aggregators, collectors)
   local keys = {}
   for _, a in ipairs(aggregators) do
     keys[#keys + 1] = a.name
-    if not a.op._builtin then ops.builtin = false end
+    if not is_builtin(a.op) then ops.builtin = false end
   end
   local collect_all, columns = false, {}
   local seen = {}
   for _, c in ipairs(collectors) do
     keys[#keys + 1] = c.name
-    if not c.op._builtin then ops.builtin = false end
+    if not is_builtin(c.op) then ops.builtin = false end
     local column = c.op.column
     if column == nil then collect_all = true
     elseif not seen[column] then seen[column] = true; columns[#columns + 1] = column end

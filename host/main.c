@@ -24,7 +24,8 @@ static void usage(FILE *out)
         "       qhost --help                 this text\n"
         "\n"
         "Environment: QHOST_BROKER=host:port uses that Kafka; without it (and without\n"
-        "broker_address) `qhost run` starts an embedded broker in the process.\n");
+        "broker_address) `qhost run` starts an embedded broker in the process.\n"
+        "QHOST_METRICS_PORT=port serves /metrics, /health and /ready (as metrics_port).\n");
 }
 
 /* The error that ends the run, in the log's format (its first line is the

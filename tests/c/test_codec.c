@@ -781,6 +781,13 @@ TEST(decode_key_order)
                         "codec.keys_of({}), codec.keys_of(setmetatable({}, {}))"),
                  "[\"b\",\"a\"]|[\"zzz\",\"a\"]|nil|nil");
     CHECK_EQ_STR(th_run(L, "return codec.json_encode(codec.keys_of(codec.json_decode('{}')))"), "[]");
+    /* exact_keys: the order only while the object has exactly those keys */
+    CHECK_EQ_STR(th_run(L, "local t = codec.json_decode('{\"b\":1,\"a\":2}') local k = codec.exact_keys(t) "
+                        "local same = k == codec.exact_keys(codec.json_decode('{\"b\":3,\"a\":4}')) "
+                        "local r = table.concat(k, ',') t.c = 1 local added = codec.exact_keys(t) "
+                        "t.c = nil t.a = nil return r, same, added, codec.exact_keys(t), "
+                        "codec.exact_keys({ a = 1 }), #codec.exact_keys(codec.json_decode('{}'))"),
+                 "b,a|true|nil|nil|nil|0");
     /* beyond the cache's 4096 sequences objects still keep their order */
     CHECK_EQ_STR(th_run(L,
         "for i = 1, 5000 do\n"

@@ -6,6 +6,14 @@ local function msg(topic, partition, offset, timestamp)
   return { topic = topic, partition = partition, offset = offset, timestamp = timestamp }
 end
 
+local Buffers = getmetatable(aligned.new())
+local push = Buffers.push
+-- push(m) for the specs: the message table is the item
+local function with_msgs(b)
+  b.push = function(self, m) return push(self, m.topic, m.partition, m.offset, m.timestamp, m) end
+  return b
+end
+
 local function drain(b)
   local out = {}
   while true do
@@ -17,7 +25,7 @@ end
 
 describe("aligned consuming", function()
   it("hands out the messages of partitions with the same number in timestamp order across topics", function()
-    local b = aligned.new()
+    local b = with_msgs(aligned.new())
     b:assign({ { topic = "r", partition = 0, offset = 0 }, { topic = "l", partition = 0, offset = 0 } })
     for i, ts in ipairs({ 10, 20, 30 }) do b:push(msg("l", 0, i - 1, ts)) end
     for i, ts in ipairs({ 5, 25 }) do b:push(msg("r", 0, i - 1, ts)) end
@@ -31,7 +39,7 @@ describe("aligned consuming", function()
   end)
 
   it("waits while a partition is empty but has more to fetch, or its end is not known", function()
-    local b = aligned.new()
+    local b = with_msgs(aligned.new())
     b:assign({ { topic = "l", partition = 0, offset = 0 }, { topic = "r", partition = 0, offset = 0 } })
     b:push(msg("l", 0, 0, 10))
     assert.are.same({}, drain(b))              -- r: no watermark yet
@@ -43,7 +51,7 @@ describe("aligned consuming", function()
     b:set_watermark("l", 0, 1)
     assert.are.same({ "r0" }, drain(b))
     -- a partition whose consuming starts at its end is idle at once
-    local c = aligned.new()
+    local c = with_msgs(aligned.new())
     c:assign({ { topic = "l", partition = 0, offset = 0 }, { topic = "r", partition = 0, offset = 7 } })
     c:push(msg("l", 0, 0, 10))
     c:set_watermark("r", 0, 7)
@@ -51,7 +59,7 @@ describe("aligned consuming", function()
   end)
 
   it("counts what the consumer's position passed (transaction markers) as taken", function()
-    local b = aligned.new()
+    local b = with_msgs(aligned.new())
     b:assign({ { topic = "l", partition = 0, offset = 0 }, { topic = "r", partition = 0, offset = 0 } })
     b:push(msg("r", 0, 0, 1))
     b:push(msg("l", 0, 0, 10))
@@ -64,7 +72,7 @@ describe("aligned consuming", function()
   end)
 
   it("keeps groups of different numbers apart, and gives ties to the topic first by name", function()
-    local b = aligned.new()
+    local b = with_msgs(aligned.new())
     b:assign({ { topic = "b", partition = 1, offset = 0 }, { topic = "a", partition = 1, offset = 0 },
                { topic = "a", partition = 0, offset = 0 } })
     b:push(msg("b", 1, 0, 5))
@@ -76,8 +84,38 @@ describe("aligned consuming", function()
     assert.are.same({ "b0" }, drain(b))
   end)
 
+  it("drain hands out what pop would, in the same order, until told to stop; replace swaps what waits", function()
+    local function fill(b)
+      b:assign({ { topic = "l", partition = 0, offset = 0 }, { topic = "r", partition = 0, offset = 0 },
+                 { topic = "l", partition = 1, offset = 0 }, { topic = "x", partition = 2, offset = 0 },
+                 { topic = "y", partition = 2, offset = 0 }, { topic = "z", partition = 2, offset = 0 } })
+      for i, ts in ipairs({ 10, 30, 50 }) do b:push(msg("l", 0, i - 1, ts)) end
+      for i, ts in ipairs({ 20, 40 }) do b:push(msg("r", 0, i - 1, ts)) end
+      b:push(msg("l", 1, 0, 5))
+      b:push(msg("x", 2, 0, 9)); b:push(msg("y", 2, 0, 8)); b:push(msg("z", 2, 0, 7))
+      for _, tp in ipairs({ { "l", 0, 3 }, { "r", 0, 3 }, { "l", 1, 1 }, { "x", 2, 1 }, { "y", 2, 1 }, { "z", 2, 1 } }) do
+        b:set_watermark(tp[1], tp[2], tp[3])
+      end
+    end
+    local a, b = with_msgs(aligned.new()), with_msgs(aligned.new())
+    fill(a); fill(b)
+    local popped = drain(a)
+    local got = {}
+    assert.is_false(b:drain(function(m) got[#got + 1] = m.topic .. m.offset end))
+    assert.are.same(popped, got)
+    assert.are.same({ "l0", "r0", "l1", "r1", "l0", "z0" }, got)   -- r empty, its end unknown again: l2 waits
+    -- stopped by fn: the rest stays
+    local c = with_msgs(aligned.new())
+    fill(c)
+    local n = 0
+    assert.is_true(c:drain(function() n = n + 1; return n == 2 end))
+    assert.are.equal(7, c:count())
+    c:replace(function(m) return { topic = m.topic, offset = m.offset + 100 } end)
+    assert.are.same({ "l101", "r101", "l100", "z100" }, drain(c))
+  end)
+
   it("pauses a full buffer with more to fetch, resumes it when it drains, and forgets revoked partitions", function()
-    local b = aligned.new{ max_size = 2 }
+    local b = with_msgs(aligned.new{ max_size = 2 })
     b:assign({ { topic = "l", partition = 0, offset = 0 }, { topic = "r", partition = 0, offset = 0 } })
     for i = 0, 2 do b:push(msg("l", 0, i, 100 + i)) end
     b:set_watermark("l", 0, 10)

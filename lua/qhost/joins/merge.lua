@@ -16,8 +16,9 @@
 -- so that what goes downstream never shares a table with the store.
 local codec = require("qhost.codec")
 
-local null, array_mt, keys_of = codec.null, codec.array_mt, codec.keys_of
+local null, array_mt, keys_of, c_exact_keys = codec.null, codec.array_mt, codec.keys_of, codec.exact_keys
 local sort = table.sort
+local new_table = require("table.new")
 
 local merge = {}
 
@@ -39,7 +40,14 @@ function merge.truthy(v)
   local t = type(v)
   if t == "number" or t == "cdata" then return v ~= 0 end
   if t == "string" then return v ~= "" end
-  if t == "table" then return next(v) ~= nil end
+  if t == "table" then
+    -- a decoded object as decoded: its remembered keys say (no next(), which
+    -- would split the JIT's trace)
+    local mt = getmetatable(v)
+    local known = mt and rawget(mt, "__qhost_keys")
+    if known and #known > 0 and v[known[1]] ~= nil then return true end
+    return next(v) ~= nil
+  end
   return true
 end
 
@@ -74,7 +82,10 @@ local function describe(v)
 end
 
 local function is_object(v)
-  if type(v) ~= "table" or getmetatable(v) == array_mt then return false end
+  if type(v) ~= "table" then return false end
+  local mt = getmetatable(v)
+  if mt == array_mt then return false end
+  if mt and rawget(mt, "__qhost_keys") then return true end   -- a decoded object
   for k in pairs(v) do
     if type(k) ~= "string" then return false end
   end
@@ -90,14 +101,97 @@ local function object_of(v, side, name, how, where)
     .. "function(left, right) ... end to merge other values", how, where, name, side, describe(v)), 0)
 end
 
--- { **a, **b } with b's values winning; copy_a/copy_b: copy a side's
--- tables (a stored side).
+-- The remembered key list of t when t holds exactly those keys (a decoded
+-- object nobody changed: the common case), and its metatable; else nil.
+-- trusted: t is a store's own decoded value, which nobody changes.
+local function exact_keys(t, trusted)
+  local mt = getmetatable(t)
+  local known = mt and rawget(mt, "__qhost_keys")
+  if not known then return nil end
+  -- (in C: a loop over the keys here would split the JIT's trace)
+  if not trusted and c_exact_keys(t) == nil then return nil end
+  return known, mt
+end
+
+-- The merge of two decoded shapes (key lists ka and kb; nil: no such
+-- side), made once per pair: { fn = (fn(a, b, copy_a, copy_b) -> { **a,
+-- **b }), overlap = (the keys in both, sorted) }. fn is straight-line code
+-- written for the shape (no loop over the keys, which would split the
+-- JIT's trace of the message). The last pair is remembered.
+local shapes = setmetatable({}, { __mode = "k" })
+local NONE = {}
+local last_a, last_b, last_shape
+
+local function make_shape(ka, kb)
+  local keys, from, seen, overlap = {}, {}, {}, {}
+  for _, k in ipairs(ka or {}) do keys[#keys + 1] = k; from[k] = "a"; seen[k] = true end
+  for _, k in ipairs(kb or {}) do
+    if seen[k] then overlap[#overlap + 1] = k else keys[#keys + 1] = k end
+    from[k] = "b"
+  end
+  sort(overlap)
+  local src = { "local new_table, copy, type, setmetatable, mt = ...",
+    "return function(a, b, copy_a, copy_b)", string.format("  local out = new_table(0, %d)", #keys), "  local v" }
+  for _, k in ipairs(keys) do
+    local side = from[k]
+    src[#src + 1] = string.format("  v = %s[%q]\n  if copy_%s and type(v) == \"table\" then v = copy(v) end\n"
+      .. "  out[%q] = v", side, k, side, k)
+  end
+  src[#src + 1] = "  return setmetatable(out, mt)\nend"
+  local mt = { __qhost_keys = keys }
+  local fn = assert(loadstring(table.concat(src, "\n"), "=join merge"))(new_table, copy, type, setmetatable, mt)
+  return { fn = fn, overlap = overlap }
+end
+
+local function shape_of(mta, ka, mtb, kb)
+  mta, mtb = mta or NONE, mtb or NONE
+  if mta == last_a and mtb == last_b then return last_shape end
+  local by_b = shapes[mta]
+  if not by_b then
+    by_b = setmetatable({}, { __mode = "k" })
+    shapes[mta] = by_b
+  end
+  local shape = by_b[mtb]
+  if not shape then
+    shape = make_shape(ka, kb)
+    by_b[mtb] = shape
+  end
+  last_a, last_b, last_shape = mta, mtb, shape
+  return shape
+end
+
+local function overlap_error(how, where, overlap)
+  error(string.format("%s (%s): overlapping columns: %s. Pass on_merge = \"keep-left\" or \"keep-right\", "
+    .. "or a merge function(left, right)", how, where, table.concat(overlap, ", ")), 0)
+end
+
+-- { **a, **b } (b's values winning) when each side is nil or a decoded
+-- object as decoded (copy_a/copy_b: a store's side, whose tables are
+-- copied); nil otherwise. raise_how/where: an overlap is an error.
+local function combine_fast(a, b, copy_a, copy_b, raise_how, where)
+  local ka, mta, kb, mtb
+  if a then
+    ka, mta = exact_keys(a, copy_a)
+    if not ka then return nil end
+  end
+  if b then
+    kb, mtb = exact_keys(b, copy_b)
+    if not kb then return nil end
+  elseif not a then
+    return nil
+  end
+  local shape = shape_of(mta, ka, mtb, kb)
+  if raise_how and shape.overlap[1] then overlap_error(raise_how, where, shape.overlap) end
+  return shape.fn(a, b, copy_a, copy_b)
+end
+
+-- { **a, **b } for any objects (a side nil: none).
 local function combine(a, b, copy_a, copy_b)
   local out, keys, n = {}, {}, 0
   if a then
-    local ka = ordered_keys(a)
-    for i = 1, #ka do
-      local k = ka[i]
+    local list = ordered_keys(a)
+    for i = 1, #list do
+      local k = list[i]
       local v = a[k]
       if copy_a and type(v) == "table" then v = copy(v) end
       out[k] = v
@@ -106,9 +200,9 @@ local function combine(a, b, copy_a, copy_b)
     end
   end
   if b then
-    local kb = ordered_keys(b)
-    for i = 1, #kb do
-      local k = kb[i]
+    local list = ordered_keys(b)
+    for i = 1, #list do
+      local k = list[i]
       local v = b[k]
       if copy_b and type(v) == "table" then v = copy(v) end
       if out[k] == nil then n = n + 1; keys[n] = k end
@@ -120,7 +214,8 @@ end
 
 -- merge.new(on_merge, how, where) -> fn(left, right, copy_left, copy_right)
 -- -> the merged value. how names the join ("join_asof"), where the user's
--- line, for the errors.
+-- line, for the errors. copy_left/copy_right: that side is a store's own
+-- value (copied where it goes downstream).
 function merge.new(on_merge, how, where)
   if type(on_merge) == "function" then
     return function(left, right, copy_left, copy_right)
@@ -134,17 +229,29 @@ function merge.new(on_merge, how, where)
   end
   if on_merge == "keep-left" then
     return function(left, right, copy_left, copy_right)
+      if left == null then left = nil end
+      if right == null then right = nil end
+      local out = combine_fast(right, left, copy_right, copy_left)
+      if out then return out end
       local l, r = objects(left, right)
       return combine(r, l, copy_right, copy_left)
     end
   elseif on_merge == "keep-right" then
     return function(left, right, copy_left, copy_right)
+      if left == null then left = nil end
+      if right == null then right = nil end
+      local out = combine_fast(left, right, copy_left, copy_right)
+      if out then return out end
       local l, r = objects(left, right)
       return combine(l, r, copy_left, copy_right)
     end
   end
   -- "raise"
   return function(left, right, copy_left, copy_right)
+    if left == null then left = nil end
+    if right == null then right = nil end
+    local out = combine_fast(left, right, copy_left, copy_right, how, where)
+    if out then return out end
     local l, r = objects(left, right)
     if l and r then
       local overlap
@@ -153,8 +260,7 @@ function merge.new(on_merge, how, where)
       end
       if overlap then
         sort(overlap)
-        error(string.format("%s (%s): overlapping columns: %s. Pass on_merge = \"keep-left\" or \"keep-right\", "
-          .. "or a merge function(left, right)", how, where, table.concat(overlap, ", ")), 0)
+        overlap_error(how, where, overlap)
       end
     end
     return combine(l, r, copy_left, copy_right)

@@ -38,7 +38,7 @@ function aligned.new(opts)
 end
 
 local function new_buffer(topic, partition)
-  return { topic = topic, partition = partition, head = 1, tail = 0, items = {}, next_ts = INF,
+  return { topic = topic, partition = partition, head = 1, tail = 0, items = {}, ts = {}, next_ts = INF,
            max_offset = -1, high = UNKNOWN, paused = false }
 end
 
@@ -112,20 +112,33 @@ function Buffers:revoke(partitions)
   return paused
 end
 
--- buffers:push(msg): msg has topic, partition, offset, timestamp (the rest
--- is the caller's). Raises for a partition that is not assigned.
-function Buffers:push(msg)
-  local parts = self.by_tp[msg.topic]
-  local b = parts and parts[msg.partition]
+-- buffers:push(topic, partition, offset, timestamp, item): item is the
+-- caller's (what pop gives back: a message, or where to find it). Raises
+-- for a partition that is not assigned.
+function Buffers:push(topic, partition, offset, timestamp, item)
+  local parts = self.by_tp[topic]
+  local b = parts and parts[partition]
   if not b then
     error(string.format("aligned consuming: a message of topic '%s' partition %d, which is not assigned",
-      tostring(msg.topic), msg.partition), 0)
+      tostring(topic), partition), 0)
   end
-  b.max_offset = msg.offset
+  b.max_offset = offset
   local t = b.tail + 1
-  b.items[t] = msg
+  b.items[t] = item
+  b.ts[t] = timestamp
   b.tail = t
-  if t == b.head then b.next_ts = msg.timestamp end
+  if t == b.head then b.next_ts = timestamp end
+end
+
+-- buffers:replace(fn): each item still held becomes fn(item) (the caller
+-- copies what must outlive the consumer's batch).
+function Buffers:replace(fn)
+  for _, number in ipairs(self.numbers) do
+    for _, b in ipairs(self.groups[number]) do
+      local items = b.items
+      for t = b.head, b.tail do items[t] = fn(items[t]) end
+    end
+  end
 end
 
 -- buffers:set_watermark(topic, partition, high): the high watermark the
@@ -155,7 +168,7 @@ end
 
 local function popleft(b)
   local h = b.head
-  local msg = b.items[h]
+  local item = b.items[h]
   b.items[h] = nil
   h = h + 1
   b.head = h
@@ -163,9 +176,18 @@ local function popleft(b)
     -- empty: restart the ring, forget the watermark (more may have come)
     b.head, b.tail, b.next_ts, b.high = 1, 0, INF, UNKNOWN
   else
-    b.next_ts = b.items[h].timestamp
+    b.next_ts = b.ts[h]
+    if h > 4096 and h > 2 * (b.tail - h) then
+      -- what is left moves to the start (a buffer that never empties)
+      local items, ts, n = b.items, b.ts, b.tail - h + 1
+      for i = 1, n do
+        items[i], ts[i] = items[h + i - 1], ts[h + i - 1]
+        items[h + i - 1] = nil
+      end
+      b.head, b.tail = 1, n
+    end
   end
-  return msg
+  return item
 end
 
 -- The next message of a group, or nil when it must wait (or is empty).
@@ -189,7 +211,7 @@ local function pop_group(group)
   return popleft(best)
 end
 
--- buffers:pop() -> the next message to process, or nil: none may go now.
+-- buffers:pop() -> the next item to process, or nil: none may go now.
 -- The groups go in partition order, each until it must wait.
 function Buffers:pop()
   local numbers, groups = self.numbers, self.groups
@@ -198,6 +220,49 @@ function Buffers:pop()
     if msg then return msg end
   end
   return nil
+end
+
+-- buffers:drain(fn) -> true when fn stopped it: hands each item that may go
+-- now to fn(item), in order, until fn returns true. The same choice as pop,
+-- with the common groups (one or two topics) written out: the JIT compiles
+-- each group's loop as one trace with fn's work, which a loop inside a
+-- helper returning the item would break.
+function Buffers:drain(fn)
+  local numbers, groups = self.numbers, self.groups
+  for gi = 1, #numbers do
+    local group = groups[numbers[gi]]
+    local n = #group
+    if n == 1 then
+      local b = group[1]
+      while b.head <= b.tail do
+        if fn(popleft(b)) then return true end
+      end
+    elseif n == 2 then
+      local b1, b2 = group[1], group[2]
+      while true do
+        local best
+        if b1.tail < b1.head then
+          if b2.tail < b2.head or not idle(b1) then break end
+          best = b2
+        elseif b2.tail < b2.head then
+          if not idle(b2) then break end
+          best = b1
+        elseif b2.next_ts < b1.next_ts then
+          best = b2
+        else
+          best = b1
+        end
+        if fn(popleft(best)) then return true end
+      end
+    else
+      while true do
+        local item = pop_group(group)
+        if item == nil then break end
+        if fn(item) then return true end
+      end
+    end
+  end
+  return false
 end
 
 -- buffers:pause_full() -> { { topic =, partition = }, ... } to pause: full

@@ -204,8 +204,21 @@ function process_batch.aligned(env, f)
   local consumer, ctx, outputs, buffers = env.consumer, env.ctx, env.outputs, env.aligned
   local embedded, regions = env.embedded, env.flow.regions
   local can_pause = consumer.pause ~= nil and consumer.resume ~= nil
+  local batch   -- the current batch: the buffers hold indexes into it until it is done
+
+  -- A buffered message that must outlive the batch, as a table.
+  local function copy_out(i)
+    if type(i) ~= "number" then return i end
+    local m = batch[i]
+    return { topic = f.topic_name(m.topic), partition = m.partition, offset = tonumber(m.offset),
+      timestamp = tonumber(m.timestamp), ts_type = m.timestamp_type,
+      key = m.key ~= nil and ffi.string(m.key, m.key_len) or nil,
+      value = m.value ~= nil and ffi.string(m.value, m.value_len) or nil,
+      headers = m.header_count > 0 and consumer:headers(i, m.header_count) or nil }
+  end
 
   local function feed(msgs, n)
+    batch = msgs
     for i = 0, n - 1 do
       local m = msgs[i]
       ctx.index = i
@@ -216,11 +229,10 @@ function process_batch.aligned(env, f)
         local partition, offset = m.partition, tonumber(m.offset)
         ctx.topic, ctx.partition, ctx.offset, ctx.stage = tname, partition, offset, "consume"
         if embedded then f.check_gap(tname, partition, offset) end
-        local headers = m.header_count > 0 and consumer:headers(i, m.header_count) or nil
-        if regions[tname] then f.count_taken(tname, m, headers) end
-        buffers:push{ topic = tname, partition = partition, offset = offset, timestamp = tonumber(m.timestamp),
-          ts_type = m.timestamp_type, key = m.key ~= nil and ffi.string(m.key, m.key_len) or nil,
-          value = m.value ~= nil and ffi.string(m.value, m.value_len) or nil, headers = headers }
+        if regions[tname] then
+          f.count_taken(tname, m, m.header_count > 0 and consumer:headers(i, m.header_count) or nil)
+        end
+        buffers:push(tname, partition, offset, tonumber(m.timestamp), i)
       end
     end
     -- What the last fetches said: the end of each partition, and where the
@@ -244,24 +256,44 @@ function process_batch.aligned(env, f)
     end
   end
 
-  local function drain()
-    while true do
-      if outputs:reached() then return end
-      local r = buffers:pop()
-      if not r then return end
-      ctx.topic, ctx.partition, ctx.offset, ctx.stage = r.topic, r.partition, r.offset, "consume"
-      f.process_one(r.topic, r.partition, r.offset, r.key, nil, nil, r.value, r.headers, r.timestamp, r.ts_type)
+  -- A message still in the batch (an index), or one copied out (a table).
+  local function process_item(item)
+    if type(item) == "number" then
+      local m = batch[item]
+      local tname = f.topic_name(m.topic)
+      local partition, offset = m.partition, tonumber(m.offset)
+      ctx.topic, ctx.partition, ctx.offset, ctx.stage = tname, partition, offset, "consume"
+      local kbytes = m.key ~= nil and ffi.string(m.key, m.key_len) or nil
+      local headers = m.header_count > 0 and consumer:headers(item, m.header_count) or nil
+      return f.process_one(tname, partition, offset, kbytes, m.value, m.value_len, nil, headers,
+        tonumber(m.timestamp), m.timestamp_type)
     end
+    ctx.topic, ctx.partition, ctx.offset, ctx.stage = item.topic, item.partition, item.offset, "consume"
+    return f.process_one(item.topic, item.partition, item.offset, item.key, nil, nil, item.value, item.headers,
+      item.timestamp, item.ts_type)
   end
+
+  -- run{ count = N } stops after exactly the message that made the Nth output.
+  local function take(item)
+    if outputs:reached() then return true end
+    process_item(item)
+    return outputs:reached()
+  end
+  local function drain() buffers:drain(take) end
 
   return function(msgs, n)
     feed(msgs, n)
+    local result
     while true do
       local ok, err = xpcall(drain, debug.traceback)
-      if ok then return nil end
-      if err == process_batch.STOPPING then return "stopping" end
+      if ok then break end
+      if err == process_batch.STOPPING then result = "stopping" break end
       f.failed(err)
     end
+    -- What waits in the buffers is copied out of the batch before the next
+    -- poll releases it.
+    buffers:replace(copy_out)
+    return result
   end
 end
 

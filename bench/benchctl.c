@@ -10,6 +10,9 @@
  *   benchctl gen-window BROKER TOPIC N KEYS      the window workload's N messages (keys
  *                                                "key-NNNNN", 10 s of event times) and the
  *                                                checksums of its 1 s tumbling windows
+ *   benchctl gen-join BROKER LEFT RIGHT N KEYS   the join workload's inputs: 2 versions of
+ *                                                metadata per key in RIGHT, N messages in
+ *                                                LEFT, and the checksums of their as-of join
  *   benchctl gen-csv FILE N                      write workload 2's CSV (10 columns) and
  *                                                print the expected checksum of its topic
  *   benchctl expect-counter N                    expected checksum of the counter source
@@ -342,6 +345,73 @@ static int cmd_gen_window(const char *broker, const char *topic, long n, long ke
     free(open);
     printf("in_count=%ld in_sum=%016llx out_count=%ld out_sum=%016llx\n", n, (unsigned long long)in_sum,
            out_count, (unsigned long long)out_sum);
+    return 0;
+}
+
+static void produce_at(rd_kafka_t *rk, const char *topic, const char *key, size_t klen, const char *value,
+                       size_t vlen, long long ts)
+{
+    for (;;) {
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, klen),
+            RD_KAFKA_V_VALUE((void *)value, vlen), RD_KAFKA_V_TIMESTAMP(ts), RD_KAFKA_V_END);
+        if (!err) return;
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) die("produce: %s", rd_kafka_err2str(err));
+        rd_kafka_poll(rk, 50);
+    }
+}
+
+/* The join workload's inputs. RIGHT: per key "key-NNNNN" (`keys` of them)
+ * two versions of its metadata, {"device":k,"ver":1|2,"site":"sNN"}, the
+ * first at t0 + (odd ms within the first second), the second 5 s later.
+ * LEFT: message i has the key "key-NNNNN" (spread by splitmix), the value
+ * {"id":i,"v":0..999} and an even event time from t0 + 1 s to t0 + 9 s
+ * (in order), with t0 a whole second 70 s before now. The pipeline: an
+ * as-of join of LEFT with RIGHT, inner, keep-left: each left message comes
+ * out with its key's latest version at its time, as
+ * {"device":k,"ver":V,"site":"sNN","id":i,"v":v} (the right's keys first).
+ * Times are even on the left and odd on the right: no ties across topics. */
+static int cmd_gen_join(const char *broker, const char *left, const char *right, long n, long keys)
+{
+    long failed = 0;
+    rd_kafka_t *rk = gen_producer(broker, &failed);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    long long t0 = ((long long)now.tv_sec - 70) * 1000;
+    uint64_t in_sum = 0, out_sum = 0;
+    char key[32], value[96], out[160];
+    long right_n = 0;
+    for (int ver = 1; ver <= 2; ver++) {
+        for (long k = 0; k < keys; k++) {
+            long long ts = t0 + (ver == 2 ? 5000 : 0) + 2 * (k * 500 / keys) + 1;
+            int klen = snprintf(key, sizeof key, "key-%05ld", k);
+            int vlen = snprintf(value, sizeof value, "{\"device\":%ld,\"ver\":%d,\"site\":\"s%02ld\"}", k, ver, k % 50);
+            produce_at(rk, right, key, (size_t)klen, value, (size_t)vlen, ts);
+            right_n++;
+            if ((k & 1023) == 0) rd_kafka_poll(rk, 0);
+        }
+    }
+    for (long i = 0; i < n; i++) {
+        uint64_t r = splitmix((uint64_t)i);
+        long k = (long)(r % (uint64_t)keys);
+        long v = (long)((r >> 32) % 1000);
+        long long ts = t0 + 1000 + 2 * ((long long)i * 4000 / n);
+        long long v2_at = t0 + 5000 + 2 * (k * 500 / keys) + 1;
+        int ver = ts >= v2_at ? 2 : 1;
+        int klen = snprintf(key, sizeof key, "key-%05ld", k);
+        int vlen = snprintf(value, sizeof value, "{\"id\":%ld,\"v\":%ld}", i, v);
+        int olen = snprintf(out, sizeof out, "{\"device\":%ld,\"ver\":%d,\"site\":\"s%02ld\",\"id\":%ld,\"v\":%ld}", k,
+                            ver, k % 50, i, v);
+        in_sum += msg_hash(key, (size_t)klen, value, (size_t)vlen);
+        out_sum += msg_hash(key, (size_t)klen, out, (size_t)olen);
+        produce_at(rk, left, key, (size_t)klen, value, (size_t)vlen, ts);
+        if ((i & 1023) == 0) rd_kafka_poll(rk, 0);
+    }
+    rd_kafka_flush(rk, 120000);
+    if (rd_kafka_outq_len(rk) > 0 || failed) die("%s: not every message was delivered", left);
+    rd_kafka_destroy(rk);
+    printf("in_count=%ld right_count=%ld in_sum=%016llx out_count=%ld out_sum=%016llx\n", n, right_n,
+           (unsigned long long)in_sum, n, (unsigned long long)out_sum);
     return 0;
 }
 
@@ -796,6 +866,8 @@ int main(int argc, char **argv)
     if (!strcmp(c, "verify") && argc == 5 && !strcmp(argv[2], "--canon")) return cmd_verify(argv[3], argv[4], 1);
     if (!strcmp(c, "gen-window") && argc == 6)
         return cmd_gen_window(argv[2], argv[3], atol(argv[4]), atol(argv[5]));
+    if (!strcmp(c, "gen-join") && argc == 7)
+        return cmd_gen_join(argv[2], argv[3], argv[4], atol(argv[5]), atol(argv[6]));
     if (!strcmp(c, "run")) return cmd_run(argc - 2, argv + 2);
     die("bad command or arguments: %s", c);
     return 2;

@@ -8,7 +8,7 @@
 -- results.md (the tables).
 local runs_path, meta_path, outdir = arg[1], arg[2], arg[3]
 
-local WORKLOADS = { "pipeline", "csv", "source", "startup", "stateful", "window" }
+local WORKLOADS = { "pipeline", "csv", "source", "startup", "stateful", "window", "join" }
 local IMPLS = { "qhost", "qhost2", "quix", "raw" }
 local TITLES = {
   pipeline = "1. Pipeline: JSON decode, filter, add a field, encode, produce (raw: copy bytes)",
@@ -17,6 +17,7 @@ local TITLES = {
   startup = "4. Start-up: a source feeding an app (time to the first produced message, peak RSS)",
   stateful = "5. Stateful: a running count per key in the state store (10,000 keys), produced (no raw)",
   window = "6. Windows: 1 s tumbling windows per key (10,000 keys) with Count, Mean, Sum, final (no raw)",
+  join = "7. Join: as-of join with each key's latest metadata (10,000 keys, 2 versions each), produced (no raw)",
 }
 local NUMERIC = { "n", "wall_s", "first_s", "cpu_s", "user_s", "sys_s", "app_rss_kb", "src_rss_kb",
                   "tree_maxrss_kb", "stop_s", "exit", "reached", "verified", "out_count",

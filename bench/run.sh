@@ -6,7 +6,7 @@
 #                           3 repetitions (make bench runs this)
 #   bench/run.sh --smoke    10,000 messages, 1 repetition, outputs still verified;
 #                           Quix only when build/quix-venv is already installed
-#   options: --n N  --reps R  --workloads pipeline,csv,source,startup,stateful,window
+#   options: --n N  --reps R  --workloads pipeline,csv,source,startup,stateful,window,join
 #            --impls qhost,quix,raw  --quix (install the venv even in smoke mode)
 #            --no-quix  --keep-broker
 #
@@ -28,6 +28,12 @@
 #             with Count, Mean("v") and Sum("v") and produces each window when
 #             it closes (final): Quix and qhost (no raw). Its outputs are
 #             verified with numbers canonical (Python's 5.0 is qhost's 5).
+#   join      N messages {"id","v"} over 10,000 keys (8 partitions) joined
+#             as-of with a right topic holding two versions of each key's
+#             metadata (the second 5 s of event time after the first): each
+#             message with its key's latest version at its time (inner,
+#             keep-left), produced: Quix and qhost (no raw). Event times are
+#             even on the left and odd on the right (no ties across topics).
 #   startup   the custom source (10,000 messages) feeding an app that copies
 #             them to an output topic: time to the first produced message, peak
 #             RSS of the app and of the source process.
@@ -52,7 +58,7 @@ N=1000000
 REPS=3
 STARTUP_N=10000
 STATE_KEYS=10000
-WORKLOADS=pipeline,csv,source,startup,stateful,window
+WORKLOADS=pipeline,csv,source,startup,stateful,window,join
 IMPLS=qhost,quix,raw
 QUIX_MODE=install         # install | if-present | off
 SMOKE=0
@@ -195,6 +201,14 @@ if has "$WORKLOADS" window; then
   for i in qhost qhost2 quix; do EXPECT[window.$i]="$(kv "$line" out_count) $(kv "$line" out_sum)"; done
   log "window input topic ($STATE_KEYS keys): $line ($(elapsed "$t0")s)"
 fi
+if has "$WORKLOADS" join; then
+  t0=$(date +%s.%N)
+  "$CTL" create "$BROKER" bench-join-left 8
+  "$CTL" create "$BROKER" bench-join-right 8
+  line=$("$CTL" gen-join "$BROKER" bench-join-left bench-join-right "$N" "$STATE_KEYS")
+  for i in qhost qhost2 quix; do EXPECT[join.$i]="$(kv "$line" out_count) $(kv "$line" out_sum)"; done
+  log "join input topics ($STATE_KEYS keys): $line ($(elapsed "$t0")s)"
+fi
 if has "$WORKLOADS" csv; then
   CSV=$OUT/data/input-$N.csv
   line=$("$CTL" gen-csv "$CSV" "$N")
@@ -211,6 +225,7 @@ declare -A FAILED SEEN
 run_one() {  # WORKLOAD IMPL REP
   [ "$1.$2" != stateful.raw ] || return 0   # no raw baseline: librdkafka has no state store
   [ "$1.$2" != window.raw ] || return 0
+  [ "$1.$2" != join.raw ] || return 0
   local w=$1 impl=$2 rep=$3 id="$1-$2-r$3-$RANDOM" n=$N
   local topic=$id-out first=() cmd=() poll=20 extra_topics=() verify=()
   local work=$OUT/work/$id logf=$OUT/logs/$w-$impl-r$rep.log
@@ -240,6 +255,14 @@ run_one() {  # WORKLOAD IMPL REP
         qhost) cmd=("$QHOST" run "$ROOT/bench/apps/window.lua" "$BROKER" bench-window-input "$topic" "$id" "$work/state") ;;
         qhost2) cmd=("$QHOST2" run "$ROOT/bench/apps/window.lua" "$BROKER" bench-window-input "$topic" "$id" "$work/state") ;;
         quix)  cmd=("$PY" "$ROOT/bench/apps/window.py" "$BROKER" bench-window-input "$topic" "$id" "$work/state") ;;
+      esac ;;
+    join)
+      # No raw baseline: librdkafka has no state store.
+      "$CTL" create "$BROKER" "$topic" 8
+      case $impl in
+        qhost) cmd=("$QHOST" run "$ROOT/bench/apps/join.lua" "$BROKER" bench-join-left bench-join-right "$topic" "$id" "$work/state") ;;
+        qhost2) cmd=("$QHOST2" run "$ROOT/bench/apps/join.lua" "$BROKER" bench-join-left bench-join-right "$topic" "$id" "$work/state") ;;
+        quix)  cmd=("$PY" "$ROOT/bench/apps/join.py" "$BROKER" bench-join-left bench-join-right "$topic" "$id" "$work/state") ;;
       esac ;;
     csv)
       "$CTL" create "$BROKER" "$topic" 1

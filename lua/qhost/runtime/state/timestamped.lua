@@ -182,6 +182,10 @@ local function last_at_or_before(items, ts)
   local n = #items
   local last = items[n]
   if not last or last.ts <= ts then return n end
+  -- the common cases without a loop (a loop here splits the JIT's trace of
+  -- the message): the one before the latest, or none before the first
+  if n == 1 or items[1].ts > ts then return 0 end
+  if items[n - 1].ts <= ts then return n - 1 end
   local lo, hi = 1, n
   while lo <= hi do
     local mid = math.floor((lo + hi) / 2)
@@ -195,8 +199,9 @@ end
 -- store's own (decoded once and kept): the caller must not change it
 -- (qhost.joins copies what it hands on).
 function Tx:get_latest(prefix, timestamp)
-  local rec = rec_of(self, prefix)
-  local lower = min_eligible(self, rec)
+  local rec = self.recs[prefix] or rec_of(self, prefix)
+  local lower = rec.min
+  if lower == nil then lower = min_eligible(self, rec) end
   if timestamp + 1 <= lower then return nil end
   local items = rec.items
   if timestamp >= rec.from then

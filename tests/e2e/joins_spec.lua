@@ -189,6 +189,47 @@ right:update(function(v) if v.r == %d then io.open(%q, "w"):close() end end)]], 
     assert.are.same(sorted_model(expected(NL, NR, KEYS, base)), printed({ r.stdout }))
   end)
 
+  it("a merge that fails goes to on_processing_error, and the messages after it are joined", function()
+    local dir, base = H.tmpdir(), base_time()
+    H.write(dir .. "/app.lua", string.format([[
+local qhost = require("qhost")
+local errors = 0
+local app = qhost.Application{ consumer_group = arg[3], auto_offset_reset = "earliest", commit_interval = 0.5,
+  on_processing_error = function(err)
+    errors = errors + 1
+    if errors == 1 then io.stderr:write("ERROR: ", tostring(err), "\n") end
+    return true
+  end }
+local config = qhost.TopicConfig{ num_partitions = 2 }
+local Feed = qhost.sources.Source:extend("Feed")
+function Feed:run()
+  if self.side == "left" then
+    while self.running and not io.open(self.seen, "r") do qhost.sleep(0.02) end
+  end
+  for i = 1, 40 do
+    local value = self.side == "right" and '{"x":0}' or (i %% 2 == 1 and '{"x":' .. i .. '}' or '{"y":' .. i .. '}')
+    self:produce{ key = "k" .. (i %% 4), value = value, timestamp = %d + i * (self.side == "right" and 1 or 1000) }
+  end
+end
+local left = app:dataframe{ topic = app:topic(arg[1], { config = config }),
+  source = Feed{ name = "left-feed", side = "left", seen = %q } }
+local right = app:dataframe{ topic = app:topic(arg[2], { config = config }),
+  source = Feed{ name = "right-feed", side = "right" } }
+right:update(function(v, key, ts) if ts == %d + 40 then io.open(%q, "w"):close() end end, { metadata = true })
+left:join_asof(right):update(function(v) io.stdout:write(v.y, " ", v.x, "\n") end)
+app:run{ timeout = 4 }
+io.stdout:write("errors ", errors, "\n")
+]], base, dir .. "/seen", base, dir .. "/seen"))
+    local r = H.run(dir, "app.lua", { args = { H.unique("jl4"), H.unique("jr4"), H.unique("g") }, timeout = 120 })
+    assert.are.equal(0, r.code, r.stderr)
+    -- odd lefts have "x" as the right does: "raise" refuses them; even ones come out
+    assert.truthy(r.stderr:find("overlapping columns: x", 1, true), r.stderr)
+    local lines = H.lines(r.stdout)
+    assert.are.equal("errors 20", lines[#lines])
+    assert.are.equal(21, #lines)
+    for i = 1, 20 do assert.truthy(lines[i]:match("^%d+ 0$"), lines[i]) end
+  end)
+
   it("join state survives a restart and a deleted state_dir (rebuilt from the changelogs)", function()
     if H.mode ~= "kafka" then pending("state across runs needs a broker that outlives the app: real Kafka") return end
     local dir = setup()

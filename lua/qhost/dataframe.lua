@@ -217,8 +217,10 @@ function SDF:set_headers(fn)
   return derive(self, new_node("set_headers", { fn = fn, where = argcheck.where() }))
 end
 
-local GROUP_BY_OPTIONS = argcheck.declare("sdf:group_by", { name = "string", key_serializer = "string|table", value_serializer = "string|table",
-                           key_deserializer = "string|table", value_deserializer = "string|table" })
+local GROUP_BY_OPTIONS = argcheck.declare("sdf:group_by", {
+  name = "string", key_serializer = "string|table", value_serializer = "string|table",
+  key_deserializer = "string|table", value_deserializer = "string|table",
+})
 
 -- sdf:group_by(column or fn(value), { name =, key_serializer = "json", ... }):
 -- re-keys the messages by the column's (or fn's) value, Quix's group_by.
@@ -276,9 +278,10 @@ function SDF:print(opts)
   return extend(self, new_node("print", { pretty = pretty, metadata = opts.metadata and true or false }))
 end
 
-local PRINT_TABLE_OPTIONS = argcheck.declare("sdf:print_table", { size = "integer", title = "string", metadata = "boolean", timeout = "number",
-                              live = "boolean", live_slowdown = "number", columns = "table",
-                              column_widths = "table" })
+local PRINT_TABLE_OPTIONS = argcheck.declare("sdf:print_table", {
+  size = "integer", title = "string", metadata = "boolean", timeout = "number", live = "boolean",
+  live_slowdown = "number", columns = "table", column_widths = "table",
+})
 
 -- sdf:print_table{ size = 5, title =, metadata = true, timeout = 5, live = true,
 -- live_slowdown = 0.5, columns =, column_widths = } (Quix's defaults; see

@@ -182,7 +182,8 @@ return function(app, opts)
   local consumer, manual = open_consumer(app, pipelines)
   local checkpoint = checkpoint_mod.new{ consumer = consumer,
     producer = function(create) return create and producer_of() or producer end,
-    sinks = rt.sinks, policy = policy, state = state, exactly_once = exactly_once, commit_interval = app.commit_interval, commit_every = app.commit_every,
+    sinks = rt.sinks, policy = policy, state = state, exactly_once = exactly_once,
+    commit_interval = app.commit_interval, commit_every = app.commit_every,
     now = host.monotonic, on_commit = metrics and function(seconds) metrics:checkpointed(seconds) end }
 
   -- Sources feeding a topic this app consumes on the embedded broker get a
@@ -215,9 +216,6 @@ return function(app, opts)
     checkpoint = checkpoint, policy = policy, outputs = outputs, on_processed = app.on_message_processed or nil,
     embedded = embedded, flow = flow, expected = expected, aligned = buffers }
 
-  -- An assignment starts where each partition's committed offset (or the
-  -- reset) says, looked up within RESOLVE_TIMEOUT; sources start with the
-  -- first one, so none of their messages can come before a "latest" start.
   -- run{ timeout = S } counts from the last message, or from the last
   -- assignment (and its state recovery), as Quix refreshes it; the first
   -- assignment of a group may take a while (a member that died is only
@@ -229,6 +227,9 @@ return function(app, opts)
   local resolve_timeout = exactly_once and math.max(RESOLVE_TIMEOUT,
     (tonumber(app.producer_extra_config["transaction.timeout.ms"]) or 60000) / 1000 + 30) or RESOLVE_TIMEOUT
 
+  -- An assignment starts where each partition's committed offset (or the
+  -- reset) says, looked up within resolve_timeout; sources start with the
+  -- first one, so none of their messages can come before a "latest" start.
   local function assign(partitions, manual_assign)
     if metrics then
       metrics:set_ready(false, string.format("assigning %d partitions and recovering their state", #partitions))

@@ -28,6 +28,10 @@ local function world(opts)
       self.failures = nil
       return f
     end,
+    produce = function(_, topic, _, key, partition)
+      note(string.format("changelog %s/%d %s", topic, partition, key))
+      return true
+    end,
   }
   local sink = {
     flush = function(_, topic, partition)
@@ -40,7 +44,7 @@ local function world(opts)
   local app = { on_producer_error = opts.suppress and function(err) suppressed[#suppressed + 1] = err return true end }
   local clock = 0
   local cp = checkpoint.new{ consumer = consumer, producer = function() return producer end, sinks = { sink },
-    policy = error_policy.new(app), commit_interval = 5, commit_every = opts.every or 0,
+    policy = error_policy.new(app), commit_interval = 5, commit_every = opts.every or 0, state = opts.state,
     now = function() return clock end }
   return cp, journal, { producer = producer, suppressed = suppressed, set_clock = function(t) clock = t end }
 end
@@ -140,5 +144,42 @@ describe("Checkpoint", function()
     assert.is_true(cp:due(0))
     cp:commit()
     assert.is_false(cp:due(0))
+  end)
+
+  -- The state manager over one store partition whose database cannot be
+  -- written (a full disk), with or without a changelog.
+  local function full_disk_state(changelog)
+    local manager = require("qhost.runtime.state.manager")
+    local transaction = require("qhost.runtime.state.transaction")
+    local m = manager.new{ app = { state_dir = "/nonexistent", consumer_group = "g",
+      use_changelog_topics = changelog }, watermarks = function() return 7 end }
+    local db = { get = function() return nil end,
+      write = function() error("state store write failed: IO error: No space left on device", 0) end }
+    local tx = transaction.new(db)
+    m.open = { ["in"] = { [0] = { default = { partition = db, tx = tx,
+      changelog = changelog and "changelog__g--in--default" or false } } } }
+    tx:set("k", "1")
+    return m
+  end
+
+  it("without a changelog, a store that cannot be written fails the checkpoint before any commit", function()
+    local cp, journal = world{ state = full_disk_state(false) }
+    cp:processed("in", 0, 4)
+    local ok, err = pcall(cp.commit, cp)
+    assert.is_false(ok)
+    assert.truthy(err:find("checkpoint aborted, nothing committed: state store write failed", 1, true), err)
+    for _, line in ipairs(journal) do assert.is_nil(line:find("^commit"), line) end
+  end)
+
+  it("with a changelog, a store that cannot be written fails after the commit, its changes in the changelog",
+    function()
+    local cp, journal = world{ state = full_disk_state(true) }
+    cp:processed("in", 0, 4)
+    local ok, err = pcall(cp.commit, cp)
+    assert.is_false(ok)
+    assert.truthy(err:find("offsets committed, but state store write failed", 1, true), err)
+    assert.truthy(err:find("changelog__g--in--default", 1, true), err)
+    assert.are.same({ "sink flush in/0", "changelog changelog__g--in--default/0 k", "producer flush", "commit in/0@5" },
+      journal)
   end)
 end)

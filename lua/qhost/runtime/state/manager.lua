@@ -156,8 +156,17 @@ end
 function Manager:prepare(producer, offsets, only)
   each_store(self, only, function(topic, p, s)
     if s.tx:empty() then return end
+    if not s.changelog then
+      -- use_changelog_topics = false: the store is the only copy, written
+      -- now, before the offsets are committed, so that none is committed
+      -- past what was stored (a full disk fails the checkpoint here). A
+      -- crash between the two counts this checkpoint's messages twice in
+      -- the state (at least once); it never loses them.
+      local ok, err = pcall(s.tx.flush, s.tx, nil)
+      if not ok then error("checkpoint aborted, nothing committed: " .. tostring(err), 0) end
+      return
+    end
     s.dirty = true
-    if not s.changelog then return end   -- use_changelog_topics = false
     local next_offset = offsets[topic] and offsets[topic][p]
     local processed = next_offset and string.format('{"%s":%d}', topic, next_offset - 1) or "null"
     local headers = { { "__column_family__", "default" }, { "__processed_tp_offsets__", processed } }
@@ -169,12 +178,17 @@ function Manager:prepare(producer, offsets, only)
 end
 
 -- Checkpoint, last step, after the offsets are committed: the changes go
--- to the databases with the changelog offset they now hold.
+-- to the databases with the changelog offset they now hold (the stores
+-- without a changelog were written in prepare).
 function Manager:flush(only)
   each_store(self, only, function(_, p, s)
     if not s.dirty then return end
-    local high = s.changelog and self.watermarks(s.changelog, p)
-    s.tx:flush(high and high - 1 or nil)
+    local high = self.watermarks(s.changelog, p)
+    local ok, err = pcall(s.tx.flush, s.tx, high and high - 1 or nil)
+    if not ok then
+      error(string.format("checkpoint: offsets committed, but %s; the changes are in changelog '%s', and the "
+        .. "next start recovers them", tostring(err), s.changelog), 0)
+    end
     s.dirty = false
   end)
 end

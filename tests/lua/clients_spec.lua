@@ -285,8 +285,13 @@ describe("Producer delivery failures", function()
     local p = producer({ ["bootstrap.servers"] = "127.0.0.1:1", ["log_level"] = 0 })
     assert(p:produce("nowhere", "v", "k", 0))
     assert(p:produce("nowhere", "v", "k", 0))
-    assert.are.equal(2, p:in_flight())
-    assert.are.same({ nil, "flush timed out: 2 messages not delivered" }, { p:flush(0.2) })
+    -- librdkafka's out-queue also counts its own requests and events (an
+    -- unreachable broker's errors): at least the two messages.
+    assert.is_true(p:in_flight() >= 2, tostring(p:in_flight()))
+    local ok, err = p:flush(0.2)
+    assert.is_nil(ok)
+    local n = tonumber(err:match("^flush timed out: (%d+) messages not delivered$"))
+    assert.is_true(n ~= nil and n >= 2, err)
     p:close()
   end)
 

@@ -37,6 +37,11 @@ function broker.producer_config(app)
     ["log_level"] = log.librdkafka_level(),
     -- The Java client's partitioner, as Quix uses: same key, same partition.
     ["partitioner"] = "murmur2_random",
+    -- As Quix's default: a request the broker fails and librdkafka retries
+    -- could otherwise land after the ones sent behind it (a partition's
+    -- messages out of order, e.g. the first batch to a topic whose leader
+    -- is not known yet), or twice.
+    ["enable.idempotence"] = true,
   }
   return merge(config, app.producer_extra_config)
 end

@@ -18,9 +18,14 @@ local function world(opts)
   }
   local producer = {
     failures = opts.failures,
-    flush = function(self)
+    flush = function(self, timeout)
       note("producer flush")
-      if opts.undelivered then return nil, "flush timed out: 3 messages not delivered" end
+      -- (undelivered: that many flushes time out, or all when true)
+      local undelivered = opts.undelivered
+      if undelivered == true or (type(undelivered) == "number" and #journal <= undelivered + 1) then
+        if opts.on_timeout then opts.on_timeout(timeout) end
+        return nil, "flush timed out: 3 messages not delivered"
+      end
       return true
     end,
     take_failures = function(self)
@@ -45,7 +50,7 @@ local function world(opts)
   local clock = 0
   local cp = checkpoint.new{ consumer = consumer, producer = function() return producer end, sinks = { sink },
     policy = error_policy.new(app), commit_interval = 5, commit_every = opts.every or 0, state = opts.state,
-    now = function() return clock end }
+    flush_timeout = opts.flush_timeout or 30, stopping = opts.stopping, now = function() return clock end }
   return cp, journal, { producer = producer, suppressed = suppressed, set_clock = function(t) clock = t end }
 end
 
@@ -84,6 +89,34 @@ describe("Checkpoint", function()
     assert.is_false(ok)
     assert.truthy(err:find("nothing committed: the producer flush timed out", 1, true), err)
     for _, line in ipairs(journal) do assert.falsy(line:find("^commit"), line) end
+  end)
+
+  it("waits for the producer through a broker outage, in slices, up to flush_timeout (was 30 s at once)", function()
+    -- Two slices time out (the broker is down), the third delivers.
+    local slices = {}
+    local cp, journal = world{ undelivered = 2, flush_timeout = 300, on_timeout = function(t) slices[#slices + 1] = t end }
+    cp:processed("in", 0, 1)
+    cp:commit()
+    assert.are.same({ 10, 10 }, slices)
+    assert.are.same({ "sink flush in/0", "producer flush", "producer flush", "producer flush", "commit in/0@2" },
+      journal)
+  end)
+
+  it("gives up waiting for the producer at flush_timeout, or when a stop is asked, committing nothing", function()
+    local cp, journal = world{ undelivered = true, flush_timeout = 25 }
+    cp:processed("in", 0, 1)
+    local ok, err = pcall(cp.commit, cp)
+    assert.is_false(ok)
+    assert.truthy(err:find("not delivered within 25 s", 1, true), err)
+    assert.are.equal(3, #journal - 1)                  -- slices of 10, 10 and 5 s
+    local stop = false
+    cp, journal = world{ undelivered = true, flush_timeout = 300, stopping = function() return stop end,
+      on_timeout = function() stop = true end }
+    cp:processed("in", 0, 1)
+    ok, err = pcall(cp.commit, cp)
+    assert.is_false(ok)
+    assert.truthy(err:find("stopped while waiting", 1, true), err)
+    assert.are.same({ "sink flush in/0", "producer flush" }, journal)
   end)
 
   it("a failed delivery stops the app and no later commit happens, even when asked again", function()

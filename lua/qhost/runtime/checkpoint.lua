@@ -25,16 +25,25 @@ local checkpoint = {}
 local Checkpoint = {}
 Checkpoint.__index = Checkpoint
 
+-- How often a checkpoint that waits for the producer says so (seconds).
+local WAIT_SLICE = 10
+
 -- checkpoint.new{ consumer =, producer = fn() -> producer | nil, sinks =,
 --   policy =, state = (the state manager, or nil), commit_interval =,
---   commit_every =, now = fn() -> seconds, flush_timeout = 30,
+--   commit_every =, now = fn() -> seconds, flush_timeout = 300,
+--   stopping = fn() -> true when a stop was asked (ends a wait early),
 --   on_commit = fn(seconds) (told each commit's duration: the metrics) }
+-- flush_timeout: how long a checkpoint waits for the producer to deliver
+-- (as Quix: the consumer's max.poll.interval.ms, 300 s by default), through
+-- a broker outage for instance; librdkafka retries meanwhile, and fails a
+-- message only at its message.timeout.ms.
 function checkpoint.new(opts)
   return setmetatable({
     consumer = opts.consumer, producer = opts.producer, sinks = opts.sinks or {}, policy = opts.policy,
     state = opts.state, exactly_once = opts.exactly_once,
     interval = opts.commit_interval or 5, every = opts.commit_every or 0, now = opts.now,
-    flush_timeout = opts.flush_timeout or 30,
+    flush_timeout = opts.flush_timeout or 300,
+    stopping = opts.stopping or function() return false end,
     on_commit = opts.on_commit,
     offsets = {},        -- topic -> { [partition] = next offset to commit }
     count = 0,           -- messages since the last commit
@@ -89,6 +98,28 @@ function Checkpoint:check_deliveries()
   end
 end
 
+-- Waits for the producer to deliver everything, up to flush_timeout, in
+-- slices: while the broker does not take the outputs (it is down), a
+-- warning every WAIT_SLICE seconds says so; a stop asked meanwhile ends
+-- the wait. Returns true, or nil and why.
+function Checkpoint:deliver(producer)
+  local waited, started = 0, self.now()
+  while true do
+    local slice = math.min(WAIT_SLICE, self.flush_timeout - waited)
+    local ok, err = producer:flush(slice)
+    waited = waited + slice
+    if ok then
+      if waited > WAIT_SLICE then log.info("checkpoint: the broker took the outputs after %.0f s", self.now() - started) end
+      return true
+    end
+    if not err:find("timed out", 1, true) then return nil, err end
+    if waited >= self.flush_timeout then return nil, string.format("%s within %g s", err, waited) end
+    if self.stopping() then return nil, string.format("%s: stopped while waiting", err) end
+    log.warning("checkpoint: %s messages not delivered after %d s: waiting for the broker (up to %g s, the "
+      .. "consumer's max.poll.interval.ms)", err:match("(%d+) messages") or "some", waited, self.flush_timeout)
+  end
+end
+
 -- The offsets to commit: all, or those of the partitions in `only`
 -- (topic -> { [partition] = true }).
 local function offsets_in(offsets, only)
@@ -125,7 +156,7 @@ function Checkpoint:commit(only)
   if self.state then self.state:prepare(self.producer(true), self.offsets, only) end
   local producer = self.producer()
   if producer then
-    local ok, err = producer:flush(self.flush_timeout)
+    local ok, err = self:deliver(producer)
     if not ok then error("checkpoint aborted, nothing committed: the producer " .. err, 0) end
     self:check_deliveries()
   end

@@ -184,6 +184,9 @@ return function(app, opts)
     producer = function(create) return create and producer_of() or producer end,
     sinks = rt.sinks, policy = policy, state = state, exactly_once = exactly_once,
     commit_interval = app.commit_interval, commit_every = app.commit_every,
+    -- (how long a checkpoint waits for the broker: as Quix, max.poll.interval.ms)
+    flush_timeout = (tonumber(app.consumer_extra_config["max.poll.interval.ms"]) or 300000) / 1000,
+    stopping = function() return C.qh_ffi_stop_requested() > 0 end,
     now = host.monotonic, on_commit = metrics and function(seconds) metrics:checkpointed(seconds) end }
 
   -- Sources feeding a topic this app consumes on the embedded broker get a

@@ -11,6 +11,7 @@ local function world(opts)
   local function note(text) journal[#journal + 1] = text end
   local consumer = {
     commit = function(_, list)
+      if opts.commit_error then return nil, opts.commit_error end
       table.sort(list, function(a, b) return a.topic .. a.partition < b.topic .. b.partition end)
       for _, tp in ipairs(list) do note(string.format("commit %s/%d@%d", tp.topic, tp.partition, tp.offset)) end
       return true
@@ -117,6 +118,15 @@ describe("Checkpoint", function()
     assert.is_false(ok)
     assert.truthy(err:find("stopped while waiting", 1, true), err)
     assert.are.same({ "sink flush in/0", "producer flush" }, journal)
+  end)
+
+  it("says why a commit fails when the group gave the partitions away (was: only \"Unknown member\")", function()
+    local cp = world{ commit_error = "Broker: Unknown member" }
+    cp:processed("in", 0, 1)
+    local ok, err = pcall(cp.commit, cp)
+    assert.is_false(ok)
+    assert.truthy(err:find("Broker: Unknown member (this instance lost its partitions to the group after "
+      .. "session.timeout.ms", 1, true), err)
   end)
 
   it("a failed delivery stops the app and no later commit happens, even when asked again", function()

@@ -166,7 +166,16 @@ function Checkpoint:commit(only)
     transaction.commit(self.producer(true), self.consumer, list)
   elseif #list > 0 and self.consumer then
     local ok, err = self.consumer:commit(list)
-    if not ok then error("checkpoint: cannot commit offsets: " .. tostring(err), 0) end
+    if not ok then
+      err = tostring(err)
+      -- The group gave this member's partitions away (no contact with the
+      -- broker for session.timeout.ms, as in a long outage).
+      if err:find("Unknown member", 1, true) or err:find("generation id is not valid", 1, true) then
+        err = err .. " (this instance lost its partitions to the group after session.timeout.ms without the "
+          .. "broker: their messages since the last commit are processed again after a restart)"
+      end
+      error("checkpoint: cannot commit offsets: " .. err, 0)
+    end
     log.debug("checkpoint: committed %d partition offsets", #list)
   end
   -- Last, as Quix: the stores take the changes (a crash before this point

@@ -5,6 +5,8 @@
 #                   embedded broker and real Kafka, conformance with Quix Streams;
 #                   also under ASan+UBSan; fuzzing 30 s per target)
 #   make bench      qhost against Quix Streams and raw librdkafka (bench/README.md)
+#   make faults     the fault scenarios on a real Kafka, in full (tests/faults/run.lua):
+#                   lost and duplicated messages, state counts, in build/faults/results.md
 #   make fuzz       the libFuzzer targets, FUZZ_SECONDS (600) each
 #   make install PREFIX=/usr/local   (luarocks make qhost-<version>.rockspec: the same, as a rock)
 #   make SAN=1      build with AddressSanitizer + UBSan into build/san/
@@ -94,6 +96,16 @@ FUZZ_NAMES   := json csv
 FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=undefined
 FUZZ_BIN     := $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%)
+
+# The fault scenarios in full (kills, a broker outage, damaged state, a full
+# disk, odd messages) on a Kafka of their own; the table goes to stdout
+# and build/faults/results.md. The tests run the short version (--short).
+.PHONY: faults
+faults:
+	@./tests/install-deps.sh test
+	$(MAKE) all
+	./tests/kafka/kafka.sh install
+	QHOST_BIN=$(abspath $(BUILD)/qhost) $(BUILD)/qhost lua tests/faults/run.lua
 
 .PHONY: fuzz
 fuzz: $(FUZZ_BIN)

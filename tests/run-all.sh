@@ -13,8 +13,11 @@
 #      a target counts as one test (make fuzz runs them longer)
 #   8. the rock and make install from a fresh clone, each running an example
 #      (tests/install.sh)
+#   9. the fault scenarios, short (tests/faults/run.lua --short, on a Kafka
+#      of their own): each scenario counts as one test (make faults runs the
+#      full version)
 # Expects `make all` and `make SAN=1 all ctest-bins` done (make test does).
-# QHOST_TEST_ONLY=c,lua,e2e,kafka,san,bench,fuzz,install limits the stages.
+# QHOST_TEST_ONLY=c,lua,e2e,kafka,san,bench,fuzz,install,faults limits the stages.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,7 +29,7 @@ unset QHOST_BROKER
 
 passed=0
 failed=0
-only=${QHOST_TEST_ONLY:-c,lua,e2e,kafka,san,bench,fuzz,install}
+only=${QHOST_TEST_ONLY:-c,lua,e2e,kafka,san,bench,fuzz,install,faults}
 want() { [[ ",$only," == *",$1,"* ]]; }
 
 # Adds the counts of a C test log ("N passed, N failed" last).
@@ -161,6 +164,14 @@ if want install; then
   tests/install.sh >"$LOGS/install.log" 2>&1
   add_c_log "$LOGS/install.log"
   grep -E '^(ok|FAIL) ' "$LOGS/install.log" | sed 's/^/  /' >&2
+fi
+
+if want faults; then
+  echo "== fault scenarios, short, real Kafka" >&2
+  "$ROOT/build/qhost" lua tests/faults/run.lua --short >"$LOGS/faults.log" 2>&1
+  add_c_log "$LOGS/faults.log"
+  grep -E '^\| [0-9]' "$LOGS/faults.log" | sed 's/^/  /' >&2
+  tail -n 1 "$LOGS/faults.log" | sed 's/^/  /' >&2
 fi
 
 echo "$passed passed, $failed failed"

@@ -16,7 +16,8 @@ function Fill:run()
 end
 
 local app = qhost.Application{}
-app:add_source(Fill{ name = a.topic, n = tonumber(a.n), from = tonumber(a.from or "1"), keys = tonumber(a.keys or "500") },
+app:add_source(Fill{ name = a.topic, n = tonumber(a.n), from = tonumber(a.from or "1"),
+    keys = tonumber(a.keys or "500") },
   app:topic(a.topic, { config = qhost.TopicConfig{ num_partitions = tonumber(a.partitions or "4"),
     extra_config = { ["retention.ms"] = "-1" } } }))
 app:run()

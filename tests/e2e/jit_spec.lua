@@ -8,13 +8,22 @@ describe("JIT #" .. H.mode, function()
     H.write(dir .. "/app.lua", [[
 local qhost = require("qhost")
 local jutil = require("jit.util")
-local roots = {}
-jit.attach(function(what, tr, func, pc)
-  if what == "stop" then
+-- Traces that start in process_batch.lua: which function they start in, and
+-- how they end (a "stop" event names the function a trace ends in, which
+-- for a trace through the pipeline may be another).
+local started, outcome = {}, {}
+jit.attach(function(what, tr, func, pc, otr, oex)
+  if what == "start" then
     local info = jutil.funcinfo(func, pc)
     if info.source and info.source:find("qhost/runtime/process_batch.lua", 1, true) then
-      roots[#roots + 1] = info.linedefined
+      started[tr] = info.linedefined
+    else
+      started[tr] = nil
     end
+  elseif started[tr] and (what == "stop" or what == "abort") then
+    outcome[#outcome + 1] = { line = started[tr], what = what, why = what == "abort" and
+      string.format(require("jit.vmdef").traceerr[otr] or tostring(otr), oex) or nil }
+    started[tr] = nil
   end
 end, "trace")
 local app = qhost.Application{ consumer_group = "]] .. H.unique("g") .. [[", auto_offset_reset = "earliest" }
@@ -23,6 +32,10 @@ function Counter:run()
   for i = 1, 20000 do self:produce{ key = "k", value = '{"n":' .. i .. '}' } end
 end
 local sdf = app:dataframe{ source = Counter{ name = "]] .. H.unique("jit") .. [[" } }
+-- The first message waits for the source to have produced everything, so the
+-- loop then sees full batches whatever the machine's timing (messages that
+-- trickle in one or two per batch leave each trace at the loop's end).
+sdf = sdf:update(function(v) if v.n == 1 then qhost.sleep(1) end end)
 sdf = sdf:filter(function(v) return v.n % 2 == 0 end):apply(function(v) v.m = v.n * 2; return v end)
 local out = app:run{ count = 10000 }
 jit.attach(function() end)
@@ -34,9 +47,15 @@ for l in src:gmatch("([^\n]*)\n") do
   line = line + 1
   if l:find("local function process_range", 1, true) then break end
 end
-local traced = 0
-for _, at in ipairs(roots) do if at == line then traced = traced + 1 end end
+local traced, seen = 0, {}
+for _, o in ipairs(outcome) do
+  if o.line == line then
+    if o.what == "stop" then traced = traced + 1 end
+    seen[#seen + 1] = o.what .. (o.why and (" " .. o.why) or "")
+  end
+end
 print("traces in process_range", traced)
+print("process_range trace events: " .. table.concat(seen, ", "))
 ]])
     local r = H.run(dir, "app.lua")
     assert.are.equal(0, r.code, r.stderr)

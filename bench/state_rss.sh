@@ -44,7 +44,8 @@ sdf = sdf:update(function(v, state)
   state:set("last", v)
   seen = seen + 1
 end, { stateful = true })
-app:run{ count = tonumber(arg[4]), timeout = 60 }
+-- collect = false: run{ count } would otherwise keep every output (as Quix).
+app:run{ count = tonumber(arg[4]), timeout = 60, collect = false }
 io.stderr:write("seen=", seen, "\n")
 LUA
 cd "$DIR"

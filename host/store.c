@@ -33,16 +33,30 @@ static int take_error(char *rerr, const char *what, char *err, size_t errlen)
     return -1;
 }
 
+/* One block cache for every store of the process: a state larger than
+ * memory stays on disk, and its hot blocks share one bounded budget
+ * however many stores (operations x partitions) there are. Made at the
+ * first open; lives as long as the process (RocksDB keeps references). */
+#define BLOCK_CACHE_BYTES (32u << 20)
+static rocksdb_cache_t *g_block_cache;
+static rocksdb_block_based_table_options_t *g_table_options;
+
 /* State stores are many (one per stateful operation and partition) and
- * mostly small: modest memtables, a block cache shared by nobody but
- * bounded, and few open files, so a large state stays on disk rather than
- * in this process's memory. */
+ * mostly small: small memtables, the shared block cache, and few open
+ * files, so a large state stays on disk rather than in this process's
+ * memory. */
 static rocksdb_options_t *store_options(void)
 {
     rocksdb_options_t *o = rocksdb_options_create();
+    if (!g_table_options) {
+        g_block_cache = rocksdb_cache_create_lru(BLOCK_CACHE_BYTES);
+        g_table_options = rocksdb_block_based_options_create();
+        rocksdb_block_based_options_set_block_cache(g_table_options, g_block_cache);
+    }
+    rocksdb_options_set_block_based_table_factory(o, g_table_options);
     rocksdb_options_set_create_if_missing(o, 1);
     rocksdb_options_set_create_missing_column_families(o, 1);
-    rocksdb_options_set_write_buffer_size(o, 16u << 20);
+    rocksdb_options_set_write_buffer_size(o, 4u << 20);
     rocksdb_options_set_max_write_buffer_number(o, 2);
     rocksdb_options_set_max_open_files(o, 256);
     rocksdb_options_set_keep_log_file_num(o, 2);

@@ -42,6 +42,11 @@ function broker.producer_config(app)
     -- messages out of order, e.g. the first batch to a topic whose leader
     -- is not known yet), or twice.
     ["enable.idempotence"] = true,
+    -- librdkafka queues up to 1 GB of messages by default: a checkpoint
+    -- interval of large state changes would sit in this process's memory.
+    -- 64 MB keeps every partition's batches full; a produce beyond it
+    -- waits for deliveries (QUEUE_FULL is retried after a poll).
+    ["queue.buffering.max.kbytes"] = 65536,
   }
   return merge(config, app.producer_extra_config)
 end
@@ -58,6 +63,9 @@ function broker.consumer_config(app)
     -- As Quix: partitions of the same number of every topic go to the same
     -- member, which joins need (librdkafka's default lists "range" first).
     ["partition.assignment.strategy"] = "range",
+    -- librdkafka prefetches up to 64 MB by default: half keeps a pipeline as
+    -- fast and the app's memory lower.
+    ["queued.max.messages.kbytes"] = 32768,
   }
   -- Exactly-once: only what committed transactions wrote is read, as Quix.
   if app.processing_guarantee == "exactly-once" then config["isolation.level"] = "read_committed" end

@@ -25,7 +25,7 @@ local C = require("qhost.kafka.ffi")
 local BATCH = 1000
 local POLL_MS = 100
 -- State held in memory before a checkpoint writes it out, at most (bytes).
-local STATE_PENDING_MAX = 64 * 1024 * 1024
+local STATE_PENDING_MAX = 16 * 1024 * 1024
 -- Start offsets of an assignment are looked up within this (seconds).
 local RESOLVE_TIMEOUT = 30
 -- The last checkpoint of a stop waits this long for the producer.

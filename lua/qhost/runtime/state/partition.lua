@@ -74,6 +74,10 @@ end
 -- not commit is processed again, and must not count twice. committed maps
 -- an input topic to its committed offset in this partition. Returns how
 -- many records were applied.
+-- Changelog records applied per database write during a recovery: a few
+-- MB of values, so a large state recovers in bounded memory.
+local RECOVERY_BATCH = 5000
+
 function Partition:recover(read, committed, decode_json)
   local from = self:changelog_offset() + 1
   -- The last record of each key wins: a batch holds each key once.
@@ -104,7 +108,7 @@ function Partition:recover(read, committed, decode_json)
     applied = applied + 1
     if latest[record.key] == nil then count = count + 1 end
     latest[record.key] = record.value == nil and DELETE or record.value
-    if count >= 20000 then flush_batch() end
+    if count >= RECOVERY_BATCH then flush_batch() end
   end)
   flush_batch()
   return applied

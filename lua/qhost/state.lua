@@ -21,14 +21,29 @@ function state.new(transaction)
   return setmetatable({ _tx = transaction, _prefix = "" }, State)
 end
 
+-- Per message: no string is made here, db_key joins prefix, "|" and the
+-- state key in one concatenation.
 function State:_scope(prefix)
-  self._prefix = prefix .. "|"
+  self._prefix = prefix
 end
 
+-- The JSON text of string state keys, which a function uses again for
+-- every message ("count", "sum"): bounded, emptied when full.
+local KEY_TEXT_MAX = 1024
+local key_text, key_text_count = {}, 0
+
 local function db_key(self, key, op)
-  local text, err = codec.json_encode(key)
-  if not text then argcheck.fail("state:%s: the key cannot be stored as JSON: %s", op, err) end
-  return self._prefix .. text
+  local text = key_text[key]
+  if text == nil then
+    local err
+    text, err = codec.json_encode(key)
+    if not text then argcheck.fail("state:%s: the key cannot be stored as JSON: %s", op, err) end
+    if type(key) == "string" then
+      if key_text_count >= KEY_TEXT_MAX then key_text, key_text_count = {}, 0 end
+      key_text[key], key_text_count = text, key_text_count + 1
+    end
+  end
+  return self._prefix .. "|" .. text
 end
 
 -- state:get(key, default) -> the value stored under key, or default.

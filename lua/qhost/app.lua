@@ -109,6 +109,7 @@ function app_mod.Application(opts)
     _sources = {},         -- { source =, topic = } in add order
     _outputs = {},         -- name -> Topic produced to by to_topic
     _stores = {},          -- topic name -> { [store name] = true, "windowed" for a window's, a table for a join's }
+    _store_feeds = {},     -- topic name -> { other topic names whose messages reach its stores (concat) }
     _joins = {},           -- { call =, left =, right =, where = } per join, checked at start (qhost.joins)
     _time_alignment = false,  -- joins or concatenated topics: consume in timestamp order (qhost.runtime.aligned)
     _mock = false,         -- the embedded broker, while the app runs on it
@@ -220,8 +221,16 @@ end
 -- "windowed" for a window's store, { kind = "timestamped", ... } for a
 -- join's: qhost.runtime.state.manager): its changelog topic (compacted, the
 -- topic's partition count, as Quix's) is created with the app's other
--- topics.
-function Application:_register_store(topic, store_name, kind)
+-- topics. feeds: the names of topics concatenated into the dataframe,
+-- whose messages use the store too.
+function Application:_register_store(topic, store_name, kind, feeds)
+  if feeds then
+    local known = self._store_feeds[topic.name] or {}
+    self._store_feeds[topic.name] = known
+    for _, name in ipairs(feeds) do
+      if not known[name] then known[name] = true; known[#known + 1] = name end
+    end
+  end
   self._stores[topic.name] = self._stores[topic.name] or {}
   if self._stores[topic.name][store_name] then return end
   self._stores[topic.name][store_name] = kind or true

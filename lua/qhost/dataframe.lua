@@ -38,9 +38,12 @@ function dataframe.is_dataframe(value)
 end
 
 -- A new branch: a new dataframe on `node`, a child of self's node.
+-- feeds: the names of the other topics whose messages reach this dataframe
+-- through a concat (or join_interval), or nil.
 local function derive(self, node)
   table.insert(self.node.children, node)
-  return setmetatable({ app = self.app, topic = self.topic, node = node, root = self.root }, SDF)
+  return setmetatable({ app = self.app, topic = self.topic, node = node, root = self.root,
+    feeds = rawget(self, "feeds") }, SDF)
 end
 
 -- In place (Quix's _add_update): `node` extends self's branch, and self
@@ -65,10 +68,12 @@ end
 
 -- A stateful function uses the dataframe's "default" store (as Quix's),
 -- registered with the app so its changelog topic is made with the others.
+-- The store belongs to the dataframe's topic; messages of topics
+-- concatenated into it use the store partition of the same number.
 local function stateful_store(self, opts)
   if not opts.stateful then return nil end
   local app = rawget(self, "app")
-  if app then app:_register_store(self.topic, "default") end
+  if app then app:_register_store(self.topic, "default", nil, rawget(self, "feeds")) end
   return "default"
 end
 
@@ -76,7 +81,7 @@ end
 function SDF:apply(fn, opts)
   opts = check_fn(fn, "apply", opts, APPLY_OPTIONS)
   return derive(self, new_node("apply", { fn = fn, expand = opts.expand, metadata = opts.metadata,
-    stateful = opts.stateful, store = stateful_store(self, opts), where = argcheck.where() }))
+    stateful = opts.stateful, store = stateful_store(self, opts), store_topic = self.topic.name, where = argcheck.where() }))
 end
 
 -- sdf:update(fn, { metadata = }): fn sees (and may mutate) the value; its
@@ -84,14 +89,14 @@ end
 function SDF:update(fn, opts)
   opts = check_fn(fn, "update", opts, UPDATE_OPTIONS)
   return extend(self, new_node("update", { fn = fn, metadata = opts.metadata, stateful = opts.stateful,
-    store = stateful_store(self, opts), where = argcheck.where() }))
+    store = stateful_store(self, opts), store_topic = self.topic.name, where = argcheck.where() }))
 end
 
 -- sdf:filter(fn, { metadata = }): only values for which fn is truthy go on.
 function SDF:filter(fn, opts)
   opts = check_fn(fn, "filter", opts, FILTER_OPTIONS)
   return derive(self, new_node("filter", { fn = fn, metadata = opts.metadata, stateful = opts.stateful,
-    store = stateful_store(self, opts), where = argcheck.where() }))
+    store = stateful_store(self, opts), store_topic = self.topic.name, where = argcheck.where() }))
 end
 
 -- Columns ------------------------------------------------------------------
@@ -327,7 +332,15 @@ function SDF:concat(other)
   if app and other.topic.name ~= self.topic.name then app._time_alignment = true end
   local node = new_node("root")
   table.insert(other.node.children, node)
-  return derive(self, node)
+  local joined = derive(self, node)
+  local feeds = {}
+  for _, list in ipairs({ rawget(self, "feeds") or {}, rawget(other, "feeds") or {}, { other.topic.name } }) do
+    for _, name in ipairs(list) do
+      if name ~= self.topic.name and not feeds[name] then feeds[name] = true; feeds[#feeds + 1] = name end
+    end
+  end
+  joined.feeds = #feeds > 0 and feeds or nil
+  return joined
 end
 
 -- sdf:sink(sink): hands every message to a sink (BaseSink and subclasses).

@@ -313,4 +313,73 @@ app:run{ timeout = tonumber(arg[6] or "600") }
     assert.are.equal(0, dups, "left messages in the output more than once")
     assert.are.same(want, got)
   end)
+  it("state after a concat or a join_interval is the key's, whichever topic its messages come from", function()
+    local dir = H.tmpdir()
+    -- Two sources, 12 messages each over keys k0..k2 (4 per key per topic);
+    -- a running count per key after a concat, and after an outer
+    -- join_interval (which lets the right messages through too).
+    H.write(dir .. "/app.lua", [[
+local qhost = require("qhost")
+local app = qhost.Application{ consumer_group = arg[3], auto_offset_reset = "earliest", state_dir = arg[4] }
+local config = qhost.TopicConfig{ num_partitions = 2 }
+local Feed = qhost.sources.Source:extend("Feed")
+function Feed:run()
+  for i = 1, 12 do self:produce{ key = "k" .. (i % 3), value = '{"' .. self.side .. '":' .. i .. '}',
+    timestamp = 1000000 + 10 * i + (self.side == "r" and 5 or 0) } end
+end
+local left = app:dataframe{ topic = app:topic(arg[1], { config = config }),
+  source = Feed{ name = arg[1] .. "-f", side = "l" } }
+local right = app:dataframe{ topic = app:topic(arg[2], { config = config }),
+  source = Feed{ name = arg[2] .. "-f", side = "r" } }
+local function counter(tag)
+  return function(v, key, _, _, state)
+    local n = state:get(tag, 0) + 1
+    state:set(tag, n)
+    io.stdout:write(tag, " ", key, " ", n, "\n")
+  end
+end
+left:concat(right):update(counter("C"), { stateful = true, metadata = true })
+left:join_interval(right, { how = "outer", backward_ms = 100, forward_ms = 100 })
+  :update(counter("J"), { stateful = true, metadata = true })
+app:run{ timeout = 4 }
+]])
+    local r = H.run(dir, "app.lua", { args = { H.unique("cl"), H.unique("cr"), H.unique("g"), dir .. "/state" },
+      timeout = 120 })
+    assert.are.equal(0, r.code, r.stderr)
+    local counts = { C = {}, J = {} }
+    for _, line in ipairs(H.lines(r.stdout)) do
+      local tag, key, n = line:match("^(%a) (k%d) (%d+)$")
+      if tag then
+        counts[tag][key] = counts[tag][key] or {}
+        table.insert(counts[tag][key], tonumber(n))
+      end
+    end
+    -- each key's counts are 1, 2, ... up to its number of messages: one
+    -- state per key across both topics (8 per key through the concat)
+    for _, key in ipairs({ "k0", "k1", "k2" }) do
+      table.sort(counts.C[key])
+      assert.are.same({ 1, 2, 3, 4, 5, 6, 7, 8 }, counts.C[key])
+      local j = counts.J[key]
+      assert.is_true(#j >= 8, key .. ": " .. #j .. " join outputs")
+      table.sort(j)
+      for i = 1, #j do assert.are.equal(i, j[i]) end
+    end
+  end)
+
+  it("refuses state after a concat of topics of different partition counts, naming them", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/app.lua", [[
+local qhost = require("qhost")
+local app = qhost.Application{ consumer_group = arg[3], auto_offset_reset = "earliest", state_dir = arg[4] }
+local a = app:dataframe(app:topic(arg[1], { config = qhost.TopicConfig{ num_partitions = 2 } }))
+local b = app:dataframe(app:topic(arg[2], { config = qhost.TopicConfig{ num_partitions = 3 } }))
+a:concat(b):update(function(_, state) state:set("n", 1) end, { stateful = true })
+app:run{ timeout = 1 }
+]])
+    local ta, tb = H.unique("pa"), H.unique("pb")
+    local r = H.run(dir, "app.lua", { args = { ta, tb, H.unique("g"), dir .. "/state" }, timeout = 60 })
+    assert.are_not.equal(0, r.code)
+    assert.truthy(r.stderr:find("state after a concat of topics '" .. ta .. "' (2 partitions) and '" .. tb
+      .. "' (3 partitions) cannot be kept", 1, true), r.stderr)
+  end)
 end)

@@ -90,6 +90,24 @@ local function open_consumer(app, pipelines)
   return consumer, all
 end
 
+-- A store that messages of concatenated topics reach is used by each of
+-- them in the partition of the same number: the topics must be
+-- co-partitioned (as joins check; the range assignor then gives partitions
+-- of the same number to the same member).
+local function check_store_feeds(app)
+  for topic, feeds in pairs(app._store_feeds) do
+    local n = app._topics[topic]:num_partitions()
+    for _, name in ipairs(feeds) do
+      local m = app._topics[name]:num_partitions()
+      if m ~= n then
+        error(string.format("the state after a concat of topics '%s' (%d partitions) and '%s' (%d partitions) "
+          .. "cannot be kept: state is per key within partitions of the same number, so both topics need the "
+          .. "same partition count", topic, n, name, m), 0)
+      end
+    end
+  end
+end
+
 -- The state stores of the app's stateful operations (nil when none), and
 -- rt.state_of for the pipelines. On the embedded broker the changelogs and
 -- committed offsets live only as long as the process: a state_dir left by
@@ -107,13 +125,22 @@ local function open_state(app, ctx, rt)
     state:clear_local()
   end
   for topic, stores in pairs(app._stores) do
-    for store_name, kind in pairs(stores) do state:register(topic, store_name, kind) end
+    for store_name, kind in pairs(stores) do state:register(topic, store_name, kind, app._store_feeds[topic]) end
   end
   local prefix = state_manager.prefix
-  function rt.state_of(store_name)
+  -- store_topic: the topic the store belongs to, when the messages of other
+  -- topics reach it through a concat (they use its partition of the same
+  -- number: the topics are co-partitioned, checked at start).
+  function rt.state_of(store_name, store_topic)
+    if store_topic then
+      return function(key) return state:state(store_topic, ctx.partition, store_name, prefix(key)) end
+    end
     return function(key) return state:state(ctx.topic, ctx.partition, store_name, prefix(key)) end
   end
-  function rt.window_tx(store_name)
+  function rt.window_tx(store_name, store_topic)
+    if store_topic then
+      return function() return state:transaction(store_topic, ctx.partition, store_name) end
+    end
     return function() return state:transaction(ctx.topic, ctx.partition, store_name) end
   end
   -- A join's store of a topic (either side's) in the message's partition
@@ -146,6 +173,7 @@ return function(app, opts)
   broker.prepare_topics(app)
   -- What joins need of their topics (same partition count), now known.
   if #app._joins > 0 then require("qhost.joins").check_topics(app) end
+  check_store_feeds(app)
   -- Under exactly-once the producer's transactions start before any output.
   if app.processing_guarantee == "exactly-once" then log.info("exactly-once: outputs, changelogs and offsets "
     .. "commit together in Kafka transactions") end

@@ -56,7 +56,7 @@ local builders = {}
 local function callable(node, rt)
   local fn = node.fn
   if not node.stateful then return fn, node.metadata end
-  local state_of = rt.state_of(node.store)
+  local state_of = rt.state_of(node.store, node.store_topic)
   if node.metadata then
     return function(value, key, timestamp, headers)
       return fn(value, key, timestamp, headers, state_of(key))

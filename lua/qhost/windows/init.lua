@@ -286,8 +286,9 @@ local function apply(self, mode, strategy)
       argcheck.fail("%s: this window range and type combination already exists on topic '%s' (store %q); "
         .. "to use this window, give it a unique { name = }", self.definition, sdf.topic.name, self.name)
     end
-    app:_register_store(sdf.topic, self.name, "windowed")
+    app:_register_store(sdf.topic, self.name, "windowed", rawget(sdf, "feeds"))
   end
+  self.store_topic = sdf.topic.name
   self.mode, self.closing, self.where = mode, strategy, argcheck.where()
   return require("qhost.dataframe")._window_node(sdf, self, self.where)
 end
@@ -316,7 +317,7 @@ end
 function Window:_compile(nxt, rt)
   local algorithm = require("qhost.windows." .. self.kind)
   local process = algorithm.compile(self, nxt, rt.ctx)
-  local tx_of = rt.window_tx(self.name)
+  local tx_of = rt.window_tx(self.name, self.store_topic)
   local prefix_of = require("qhost.runtime.state.manager").prefix
   local ctx = rt.ctx
   local timed, where = self.kind ~= "count", self.where or "?"

@@ -38,6 +38,7 @@ function manager.new(opts)
     dir = app.state_dir .. "/" .. app.consumer_group,
     stores = {},       -- topic -> { [store_name] = changelog topic name }
     kinds = {},        -- topic -> { [store_name] = kind } for window and join stores
+    feeds = {},        -- topic -> { other topic names } whose messages use its stores (a concat)
     open = {},         -- topic -> { [partition] = { [store_name] = { partition =, tx =, state = } } }
     committed = {},    -- topic -> { [partition] = where consuming started (the committed offset) }
   }, Manager)
@@ -47,7 +48,8 @@ end
 -- is created with the app's topics. kind "windowed": a window's store
 -- (qhost.runtime.state.windowed transactions); { kind = "timestamped",
 -- grace_ms =, keep_duplicates = }: a join's (qhost.runtime.state.timestamped).
-function Manager:register(topic, store_name, kind)
+function Manager:register(topic, store_name, kind, feeds)
+  if feeds then self.feeds[topic] = feeds end
   self.stores[topic] = self.stores[topic] or {}
   self.kinds[topic] = self.kinds[topic] or {}
   self.kinds[topic][store_name] = (kind == "windowed" or type(kind) == "table") and kind or nil
@@ -76,8 +78,8 @@ local function path_of(self, topic, store_name, p)
   return string.format("%s/%s--%s/%d", self.dir, topic, store_name, p)
 end
 
--- Brings one store partition up to its changelog's end. committed: where
--- the input partition's consuming starts, i.e. what was committed.
+-- Brings one store partition up to its changelog's end. committed: topic
+-- -> where consuming its partition p starts, i.e. what was committed.
 local function recover(self, part, changelog, p, topic, committed)
   local from = part:changelog_offset() + 1
   local applied = part:recover(function(start, on_record)
@@ -85,7 +87,7 @@ local function recover(self, part, changelog, p, topic, committed)
       partitions = { p }, from = { [p] = start }, timeout = 120, on_record = on_record })
     if not n then error(string.format("cannot recover state from changelog '%s' partition %d: %s", changelog, p,
       err), 0) end
-  end, { [topic] = committed }, codec.json_decode)
+  end, committed, codec.json_decode)
   if applied > 0 or from > 0 then
     log.info("state of '%s' partition %d recovered from changelog '%s' (from offset %d): %d changes applied",
       topic, p, changelog, from, applied)
@@ -96,14 +98,25 @@ end
 -- their messages is processed. partitions: { topic, partition, offset }
 -- with offset where consuming starts.
 function Manager:assign(partitions)
+  local starts = {}   -- topic -> { [partition] = offset }
+  for _, tp in ipairs(partitions) do
+    starts[tp.topic] = starts[tp.topic] or {}
+    starts[tp.topic][tp.partition] = tp.offset
+  end
   for _, tp in ipairs(partitions) do
     local stores = self.stores[tp.topic]
     if stores then
+      -- Changelog records name the offsets of every topic that feeds the
+      -- store: a record of a checkpoint not committed for any is skipped.
+      local committed = { [tp.topic] = tp.offset }
+      for _, name in ipairs(self.feeds[tp.topic] or {}) do
+        committed[name] = starts[name] and starts[name][tp.partition]
+      end
       self.open[tp.topic] = self.open[tp.topic] or {}
       local entry = {}
       for store_name, changelog in pairs(stores) do
         local part = store_partition.open(path_of(self, tp.topic, store_name, tp.partition))
-        if changelog then recover(self, part, changelog, tp.partition, tp.topic, tp.offset) end
+        if changelog then recover(self, part, changelog, tp.partition, tp.topic, committed) end
         local kind = self.kinds[tp.topic][store_name]
         if kind then
           local tx = kind == "windowed" and windowed.new(part) or timestamped.new(part, kind)
@@ -150,6 +163,18 @@ local function each_store(self, only, fn)
   end
 end
 
+-- The __processed_tp_offsets__ header of a store partition's changelog
+-- records (Quix's): the last offset processed of partition p of the
+-- store's topic and of the topics feeding it, as JSON, or "null".
+local function processed_offsets(offsets, topic, feeds, p)
+  local parts = {}
+  for _, name in ipairs({ topic, unpack(feeds or {}) }) do
+    local next_offset = offsets[name] and offsets[name][p]
+    if next_offset then parts[#parts + 1] = string.format("%s:%d", codec.json_encode(name), next_offset - 1) end
+  end
+  return #parts > 0 and "{" .. table.concat(parts, ",") .. "}" or "null"
+end
+
 -- Checkpoint, step 2: the changes go to the changelogs, each record with
 -- the input offsets it came from (Quix's __processed_tp_offsets__).
 -- offsets: topic -> { [partition] = next offset } of the checkpoint.
@@ -167,8 +192,7 @@ function Manager:prepare(producer, offsets, only)
       return
     end
     s.dirty = true
-    local next_offset = offsets[topic] and offsets[topic][p]
-    local processed = next_offset and string.format('{"%s":%d}', topic, next_offset - 1) or "null"
+    local processed = processed_offsets(offsets, topic, self.feeds[topic], p)
     local headers = { { "__column_family__", "default" }, { "__processed_tp_offsets__", processed } }
     for _, change in ipairs(s.tx:changes()) do
       local ok, err = producer:produce(s.changelog, change[2], change[1], p, nil, headers)

@@ -134,6 +134,8 @@ if want bench; then
   echo "== benchmark smoke run" >&2
   BENCH_OUT="$ROOT/build/bench-smoke" bench/run.sh --smoke --no-quix >"$LOGS/bench-smoke.log" 2>&1
   add_c_log "$LOGS/bench-smoke.log"
+  # what failed, with its run's last lines, so the CI log says why
+  grep -A5 -E "(VERIFY|RUN) FAILED" "$LOGS/bench-smoke.log" | sed 's/^/  /' >&2 || true
   tail -n 1 "$LOGS/bench-smoke.log" | sed 's/^/  /' >&2
 fi
 

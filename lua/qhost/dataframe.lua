@@ -81,7 +81,8 @@ end
 function SDF:apply(fn, opts)
   opts = check_fn(fn, "apply", opts, APPLY_OPTIONS)
   return derive(self, new_node("apply", { fn = fn, expand = opts.expand, metadata = opts.metadata,
-    stateful = opts.stateful, store = stateful_store(self, opts), store_topic = self.topic.name, where = argcheck.where() }))
+    stateful = opts.stateful, store = stateful_store(self, opts), store_topic = self.topic.name,
+    where = argcheck.where() }))
 end
 
 -- sdf:update(fn, { metadata = }): fn sees (and may mutate) the value; its

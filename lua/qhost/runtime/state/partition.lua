@@ -66,6 +66,10 @@ function Partition:sizes()
   return keys, bytes
 end
 
+-- Changelog records applied per database write during a recovery: a few
+-- MB of values, so a large state recovers in bounded memory.
+local RECOVERY_BATCH = 5000
+
 -- partition:recover(read, committed): brings the database up to the end of
 -- its changelog partition. read(from_offset, on_record) reads the changelog
 -- partition from that offset to its end. A record is applied only when the
@@ -74,10 +78,6 @@ end
 -- not commit is processed again, and must not count twice. committed maps
 -- an input topic to its committed offset in this partition. Returns how
 -- many records were applied.
--- Changelog records applied per database write during a recovery: a few
--- MB of values, so a large state recovers in bounded memory.
-local RECOVERY_BATCH = 5000
-
 function Partition:recover(read, committed, decode_json)
   local from = self:changelog_offset() + 1
   -- The last record of each key wins: a batch holds each key once.

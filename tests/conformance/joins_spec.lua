@@ -11,9 +11,7 @@
 -- quixstreams, tests/quix-venv.sh makes one).
 local ffi = require("ffi")
 local H = require("helper")
-local codec = require("qhost.codec")
-local json = require("qhost").json
-local topic_reader = require("qhost.kafka.topic_reader")
+local compare = dofile((os.getenv("QHOST_TEST_ROOT") or ".") .. "/tests/conformance/compare.lua")
 
 local HERE = (os.getenv("QHOST_TEST_ROOT") or ".") .. "/tests/conformance/apps/"
 local PYTHON = os.getenv("QHOST_QUIX_PYTHON")
@@ -75,32 +73,6 @@ local function make_db(path)
   assert(rc == 0, "the reference data's SQL failed")
 end
 
--- Output records per key, in order: key -> list of { value, timestamp }.
-local function per_key(topic)
-  local by_key = {}
-  assert(topic_reader.read_to_end({ ["bootstrap.servers"] = H.broker }, topic, { on_record = function(r)
-    by_key[r.key] = by_key[r.key] or {}
-    table.insert(by_key[r.key], { json.decode(r.value), r.timestamp })
-  end }))
-  return by_key
-end
-
--- Deep equality with key order (an empty object and an empty array alike).
-local function same(a, b)
-  if type(a) ~= "table" or type(b) ~= "table" then return a == b end
-  local ka, kb = codec.keys_of(a), codec.keys_of(b)
-  if ka and kb and #ka > 0 and #kb > 0 then
-    if #ka ~= #kb then return false end
-    for i = 1, #ka do
-      if ka[i] ~= kb[i] or not same(a[ka[i]], b[kb[i]]) then return false end
-    end
-    return true
-  end
-  for k, v in pairs(a) do if not same(v, b[k]) then return false end end
-  for k in pairs(b) do if a[k] == nil then return false end end
-  return true
-end
-
 describe("conformance with Quix Streams #" .. H.mode, function()
   it("joins: as-of, interval and lookup cases give the same records per key (key, value, timestamp)", function()
     if H.mode ~= "kafka" or not PYTHON then pending("needs a real Kafka and Quix Streams") return end
@@ -127,23 +99,9 @@ describe("conformance with Quix Streams #" .. H.mode, function()
     assert.are.equal(0, r.code, r.stderr)
 
     for _, case in ipairs(CASES) do
-      local quix, ours = per_key(quix_out .. "-" .. case), per_key(qhost_out .. "-" .. case)
-      local keys, records = 0, 0
-      for k, list in pairs(quix) do
-        keys = keys + 1
-        records = records + #list
-        local mine = ours[k] or {}
-        assert.are.equal(#list, #mine, case .. ": key " .. k .. ": record counts")
-        for i, rec in ipairs(list) do
-          assert.is_true(same(rec[1], mine[i][1]) and rec[2] == mine[i][2], string.format(
-            "%s: key %s, record %d: Quix %s at %d, qhost %s at %s", case, k, i, json.encode(rec[1]), rec[2],
-            json.encode(mine[i][1]), tostring(mine[i][2])))
-        end
-      end
-      for k in pairs(ours) do assert.truthy(quix[k], case .. ": qhost has key " .. k .. " that Quix has not") end
+      local keys, records = compare.topics(case, quix_out .. "-" .. case, qhost_out .. "-" .. case)
       assert.are.equal(6, keys, case .. ": keys")
       assert.is_true(records >= 30, case .. ": only " .. records .. " records")
-      if os.getenv("QHOST_VERBOSE") then io.stderr:write(case, ": ", records, " records\n") end
     end
   end)
 end)

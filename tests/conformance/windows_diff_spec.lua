@@ -9,6 +9,7 @@
 -- messages; a case that fails in Quix must fail in qhost. No Kafka needed:
 -- only QHOST_QUIX_PYTHON (a Python with quixstreams, tests/quix-venv.sh).
 local H = require("helper")
+local compare = dofile((os.getenv("QHOST_TEST_ROOT") or ".") .. "/tests/conformance/compare.lua")
 local json = require("qhost").json
 local codec = require("qhost.codec")
 
@@ -65,23 +66,6 @@ local function make_case()
   return case
 end
 
--- Deep equality with key order: JSON objects must list the same keys in
--- the same order (an empty object and an empty array are alike).
-local function same(a, b)
-  if type(a) ~= "table" or type(b) ~= "table" then return a == b end
-  local ka, kb = codec.keys_of(a), codec.keys_of(b)
-  if ka and kb and #ka > 0 and #kb > 0 then
-    if #ka ~= #kb then return false end
-    for i = 1, #ka do
-      if ka[i] ~= kb[i] or not same(a[ka[i]], b[kb[i]]) then return false end
-    end
-    return true
-  end
-  for k, v in pairs(a) do if not same(v, b[k]) then return false end end
-  for k in pairs(b) do if a[k] == nil then return false end end
-  return true
-end
-
 describe("conformance with Quix Streams: window algorithms", function()
   it("give the same results, message by message, on random cases", function()
     if not PYTHON then pending("needs QHOST_QUIX_PYTHON (a Python with quixstreams)") return end
@@ -112,7 +96,7 @@ describe("conformance with Quix Streams: window algorithms", function()
         assert.is_nil(o.error, where .. "\nqhost failed: " .. tostring(o.error))
         for m = 1, #q do
           results = results + #q[m].r
-          assert.is_true(same(q[m], o[m]), string.format("%s\nmessage %d: Quix %s\nqhost %s", where, m,
+          assert.is_true(compare.same(q[m], o[m]), string.format("%s\nmessage %d: Quix %s\nqhost %s", where, m,
             json.encode(q[m]), json.encode(o[m])))
         end
       end

@@ -14,6 +14,7 @@
 -- a table must be JSON (the store keeps it as JSON); the built-in classes
 -- never modify a state or a value they are given, they make new ones.
 local argcheck = require("qhost.runtime.argcheck")
+local class = require("qhost.runtime.class")
 local codec = require("qhost.codec")
 
 local null = codec.null
@@ -45,20 +46,8 @@ local function construct(cls, ...)
   return self
 end
 
-local function is_a(x, base)
-  local mt = getmetatable(x)
-  while type(mt) == "table" do
-    if mt == base then return true end
-    mt = rawget(mt, "__super")
-  end
-  return false
-end
-
 local function extend(base, name)
-  if type(name) ~= "string" or name == "" then argcheck.fail("%s:extend expects a class name string", base.__name) end
-  local cls = { __name = name, __super = base }
-  cls.__index = cls
-  return setmetatable(cls, { __index = base, __call = construct })
+  return class.subclass(base, name, construct)
 end
 
 -- qhost.agg.Aggregator: the base of aggregators (Quix's Aggregator).
@@ -117,8 +106,8 @@ function Collector:result(items) -- luacheck: ignore
   error(self.__name .. ": result(items) is not implemented", 2)
 end
 
-function agg.is_aggregator(x) return is_a(x, Aggregator) end
-function agg.is_collector(x) return is_a(x, Collector) end
+function agg.is_aggregator(x) return class.is_a(x, Aggregator) end
+function agg.is_collector(x) return class.is_a(x, Collector) end
 
 -- Built in ------------------------------------------------------------------
 -- Each is marked builtin: its states need no copy (see qhost.windows).

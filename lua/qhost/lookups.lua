@@ -16,7 +16,7 @@
 -- A Lua table has no order: the fields are set in the order of their names.
 local argcheck = require("qhost.runtime.argcheck")
 local codec = require("qhost.codec")
-local construct = require("qhost.runtime.class").construct
+local class = require("qhost.runtime.class")
 local host = require("qhost.host")
 local merge = require("qhost.joins.merge")
 
@@ -24,20 +24,10 @@ local null, array_mt, copy = codec.null, codec.array_mt, merge.copy
 
 local lookups = {}
 
-local function is_a(x, base)
-  local mt = getmetatable(x)
-  while type(mt) == "table" do
-    if mt == base then return true end
-    mt = rawget(mt, "__super")
-  end
-  return false
-end
+local construct, is_a = class.construct, class.is_a
 
 local function extend(base, name)
-  if type(name) ~= "string" or name == "" then argcheck.fail("%s:extend expects a class name string", base.__name) end
-  local cls = { __name = name, __super = base }
-  cls.__index = cls
-  return setmetatable(cls, { __index = base, __call = construct })
+  return class.subclass(base, name, construct)
 end
 
 -- BaseLookup ------------------------------------------------------------------

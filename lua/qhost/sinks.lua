@@ -9,7 +9,8 @@ local codec = require("qhost.codec")
 
 local sinks = {}
 
-local construct = require("qhost.runtime.class").construct
+local class = require("qhost.runtime.class")
+local construct = class.construct
 
 local BaseSink = { __name = "BaseSink" }
 BaseSink.__index = BaseSink
@@ -42,12 +43,7 @@ function BaseSink:flush(topic, partition) end -- luacheck: ignore
 function BaseSink:discard(topic, partition) end -- luacheck: ignore
 
 function sinks.is_sink(x)
-  local mt = getmetatable(x)
-  while type(mt) == "table" do
-    if mt == BaseSink then return true end
-    mt = rawget(mt, "__super")
-  end
-  return false
+  return class.is_a(x, BaseSink)
 end
 
 -- BatchingSink: collects per topic partition; write(batch) gets them at

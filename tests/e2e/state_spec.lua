@@ -127,9 +127,10 @@ local sdf = app:dataframe{ topic = topic, source = Fill{ name = arg[1] } }]]))
     local dir = setup()
     local topic, group = H.unique("st3"), H.unique("g")
     local N, KEYS = 3000, 30
-    fill(dir, topic, 1, N, KEYS, 3)
     -- Each instance is slow enough to be killed mid-way; each has its own
-    -- state_dir, as on three machines.
+    -- state_dir, as on three machines. The input comes once all three have
+    -- partitions, so each has a third of it to do (filled before, the first
+    -- one could do most of it alone before the others joined).
     H.write(dir .. "/slow.lua", COUNTER:gsub("local sdf = app:dataframe%(topic%)",
       "local sdf = app:dataframe(topic)\nsdf:update(function() qhost.sleep(0.003) end)"))
     local workers = {}
@@ -143,6 +144,7 @@ local sdf = app:dataframe{ topic = topic, source = Fill{ name = arg[1] } }]]))
       for i = 1, 3 do if not workers[i]:stderr():find("assigned [1-9]") then return false end end
       return true
     end, 90), workers[1]:stderr())
+    fill(dir, topic, 1, N, KEYS, 3)
     assert.is_true(H.eventually(function() return #H.lines(workers[2]:stdout()) >= 100 end, 60), workers[2]:stderr())
     workers[2]:signal("KILL")
     local outputs = {}

@@ -5,8 +5,9 @@
  * flush the producer, then commit the consumed offsets. Runs until SIGINT
  * or SIGTERM.
  *   raw_pipe BROKER IN OUT GROUP
- * Client settings mirror qhost's (lua/qhost/app.lua): murmur2_random
- * partitioner, fetch.wait.max.ms=100, librdkafka defaults otherwise. */
+ * Client settings mirror qhost's (lua/qhost/runtime/broker.lua):
+ * murmur2_random partitioner, an idempotent producer, fetch.wait.max.ms=100,
+ * the same prefetch thresholds, librdkafka defaults otherwise. */
 #include "bench_util.h"
 
 #include <signal.h>
@@ -49,7 +50,8 @@ int main(int argc, char **argv)
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
 
-    const char *pconf[] = { "bootstrap.servers", broker, "partitioner", "murmur2_random", NULL };
+    const char *pconf[] = { "bootstrap.servers", broker, "partitioner", "murmur2_random",
+                            "enable.idempotence", "true", NULL };
     rd_kafka_conf_t *conf = conf_new(pconf);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_t *producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
@@ -60,7 +62,9 @@ int main(int argc, char **argv)
      * after a flush: what is committed has its output in Kafka. */
     const char *cconf[] = { "bootstrap.servers", broker, "group.id", group,
                             "auto.offset.reset", "earliest", "enable.auto.commit", "false",
-                            "enable.auto.offset.store", "true", "fetch.wait.max.ms", "100", NULL };
+                            "enable.auto.offset.store", "true", "fetch.wait.max.ms", "100",
+                            "queued.min.messages", "1000000", "queued.max.messages.kbytes", "32768",
+                            NULL };
     rd_kafka_t *consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf_new(cconf), err, sizeof err);
     if (!consumer) { fprintf(stderr, "raw_pipe: %s\n", err); return 1; }
     rd_kafka_poll_set_consumer(consumer);

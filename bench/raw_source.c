@@ -1,5 +1,6 @@
 /* raw_source: the C baselines of the source workloads, one producer each,
- * configured as qhost's sources are (murmur2_random, librdkafka defaults).
+ * configured as qhost's sources are (murmur2_random, idempotent, librdkafka
+ * defaults otherwise).
  *   raw_source BROKER TOPIC csv FILE     workload 2: every row of FILE as the
  *                                        JSON object of strings in header order
  *                                        that qhost's and Quix's CSVSource make
@@ -134,7 +135,8 @@ int main(int argc, char **argv)
     signal(SIGTERM, on_signal);
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (rd_kafka_conf_set(conf, "bootstrap.servers", argv[1], err, sizeof err) ||
-        rd_kafka_conf_set(conf, "partitioner", "murmur2_random", err, sizeof err)) {
+        rd_kafka_conf_set(conf, "partitioner", "murmur2_random", err, sizeof err) ||
+        rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof err)) {
         fprintf(stderr, "raw_source: %s\n", err);
         return 2;
     }

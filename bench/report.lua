@@ -4,9 +4,15 @@
 -- workload, implementation, repetition and verification); META: key=value
 -- lines about the machine and versions. Writes OUTDIR/results.json (meta,
 -- every run, and per workload and implementation the median, min and max of
--- each metric, plus the ratios), results.csv (one row per run) and
--- results.md (the tables).
+-- each metric, plus the ratios), results.csv (one row per run),
+-- results.md (the tables) and results.svg (a chart of the CPU per message,
+-- drawn by bench/chart.lua).
 local runs_path, meta_path, outdir = arg[1], arg[2], arg[3]
+
+-- qhost lua runs this file by path, not through require: chart.lua is found
+-- next to it.
+local script_dir = arg[0]:match("^(.*)[/\\]") or "."
+local chart = dofile(script_dir .. "/chart.lua")
 
 local WORKLOADS = { "pipeline", "csv", "source", "startup", "stateful", "window", "join" }
 local IMPLS = { "qhost", "qhost2", "quix", "raw" }
@@ -258,4 +264,10 @@ out("Pipeline raw copies every message unchanged (no JSON, no filter); qhost and
 out("N, keep about half and encode those. Start-up raw is the producer alone (no app).")
 f = assert(io.open(outdir .. "/results.md", "w"))
 f:write(table.concat(md, "\n"), "\n")
+f:close()
+
+-- Chart -----------------------------------------------------------------------
+
+f = assert(io.open(outdir .. "/results.svg", "w"))
+f:write(chart.svg(summary, meta))
 f:close()

@@ -63,7 +63,7 @@ int main(int argc, char **argv)
     const char *cconf[] = { "bootstrap.servers", broker, "group.id", group,
                             "auto.offset.reset", "earliest", "enable.auto.commit", "false",
                             "enable.auto.offset.store", "true", "fetch.wait.max.ms", "100",
-                            "queued.min.messages", "1000000", "queued.max.messages.kbytes", "32768",
+                            "queued.min.messages", "250000", "queued.max.messages.kbytes", "32768",
                             NULL };
     rd_kafka_t *consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf_new(cconf), err, sizeof err);
     if (!consumer) { fprintf(stderr, "raw_pipe: %s\n", err); return 1; }

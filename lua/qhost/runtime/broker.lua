@@ -63,15 +63,15 @@ function broker.consumer_config(app)
     -- As Quix: partitions of the same number of every topic go to the same
     -- member, which joins need (librdkafka's default lists "range" first).
     ["partition.assignment.strategy"] = "range",
-    -- Prefetching. librdkafka 2.0.2 stops fetching a partition once either
-    -- threshold is reached and looks again only when its broker thread next
-    -- wakes, up to 1 s later: an app that empties the queue faster than
-    -- that sits idle. 100,000 messages (the default) is a third of a second
-    -- of a simple pipeline, which then spent half its wall time waiting;
-    -- the byte bound alone decides. 32 MB of values (librdkafka's default
-    -- is 64) is about a second of that pipeline; each queued message also
-    -- costs about 250 bytes of librdkafka's own.
-    ["queued.min.messages"] = 1000000,
+    -- Prefetching. librdkafka 2.0.2 stops fetching once either threshold
+    -- is reached and looks again only when its broker thread next wakes,
+    -- up to 1 s later: an app that empties the queue faster than that sits
+    -- idle. 100,000 messages (the default) is a third of a second of a
+    -- simple pipeline, which then spent half its wall time waiting; 250,000
+    -- is about a second of it, and as many 150-byte messages as the 32 MB
+    -- byte bound (librdkafka's default is 64 MB). The count still bounds
+    -- tiny messages: each also costs about 250 bytes of librdkafka's own.
+    ["queued.min.messages"] = 250000,
     ["queued.max.messages.kbytes"] = 32768,
   }
   -- Exactly-once: only what committed transactions wrote is read, as Quix.

@@ -49,6 +49,7 @@ void qh_json_dec_scratch_free(qh_json_dec_scratch *s)
     if (!s) return;
     qh_buf_free(&s->str);
     qh_buf_free(&s->keyseq);
+    for (size_t i = 0; i < sizeof s->shape / sizeof s->shape[0]; i++) qh_buf_free(&s->shape[i]);
 }
 
 static int dec_fail_at(dec *d, const unsigned char *at, const char *what)
@@ -244,6 +245,20 @@ static int keyseq_add(qh_buf *b, const char *k, size_t n)
     return 0;
 }
 
+/* Reads one key of a key sequence at q: its length in *n; returns the bytes
+ * the length took. */
+static size_t keyseq_read(const unsigned char *q, size_t *n)
+{
+    size_t len = 0, used = 0;
+    int shift = 0;
+    do {
+        len |= (size_t)(q[used] & 0x7F) << shift;
+        shift += 7;
+    } while (q[used++] & 0x80);
+    *n = len;
+    return used;
+}
+
 /* Gives the object at tidx the metatable for its key sequence
  * st->keyseq[kstart..] holding nkeys keys: the cached one, or a new one
  * (cached while the cache has room). */
@@ -266,12 +281,7 @@ static void dec_set_keys_mt(dec *d, int tidx, size_t kstart, int nkeys)
         size_t off = 0;
         for (int i = 1; off < seqlen; i++) {
             const unsigned char *q = (const unsigned char *)st->keyseq.data + kstart + off;
-            size_t n = 0, used = 0;
-            int shift = 0;
-            do {
-                n |= (size_t)(q[used] & 0x7F) << shift;
-                shift += 7;
-            } while (q[used++] & 0x80);
+            size_t n, used = keyseq_read(q, &n);
             lua_pushlstring(L, (const char *)q + used, n);
             lua_rawseti(L, -2, i);
             off += used + n;
@@ -292,12 +302,48 @@ static void dec_set_keys_mt(dec *d, int tidx, size_t kstart, int nkeys)
     lua_pop(L, 1);
 }
 
+/* Remembers the key sequence keyseq[kstart..] and the metatable at mt_idx
+ * as the shape of depth's next object. The metatable goes in the key cache
+ * under the address of the sequence's buffer: each scratch state (a nested
+ * call gets its own) keeps its own shapes. */
+static void shape_remember(dec *d, int depth, size_t kstart, int mt_idx)
+{
+    qh_json_dec_scratch *st = d->st;
+    qh_buf *shape = &st->shape[depth];
+    size_t n = st->keyseq.len - kstart;
+    shape->len = 0;
+    if (n == 0 || qh_buf_reserve(shape, n) != 0) return;   /* no shape: the slow path */
+    memcpy(shape->data, st->keyseq.data + kstart, n);
+    shape->len = n;
+    lua_pushlightuserdata(d->L, shape);
+    lua_pushvalue(d->L, mt_idx);
+    lua_rawset(d->L, d->cache);
+}
+
+/* Pushes the metatable of depth's remembered shape and its key list;
+ * returns 0, or -1 with nothing pushed when there is none. */
+static int shape_push(dec *d, int depth)
+{
+    lua_State *L = d->L;
+    if (d->st->shape[depth].len == 0) return -1;
+    lua_pushlightuserdata(L, &d->st->shape[depth]);
+    lua_rawget(L, d->cache);
+    if (lua_type(L, -1) == LUA_TTABLE) {
+        lua_pushvalue(L, d->keys_field);
+        lua_rawget(L, -2);
+        if (lua_type(L, -1) == LUA_TTABLE) return 0;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return -1;
+}
+
 static int dec_object(dec *d, int depth)
 {
     lua_State *L = d->L;
     qh_json_dec_scratch *st = d->st;
     if (depth >= QH_JSON_DECODE_MAX_DEPTH) return dec_fail(d, "nesting deeper than 1000");
-    if (!lua_checkstack(L, 8)) return dec_fail(d, "Lua stack exhausted");
+    if (!lua_checkstack(L, 10)) return dec_fail(d, "Lua stack exhausted");
     d->p++;
     unsigned char *hint = depth < 8 ? &st->size_hint[depth] : NULL;
     lua_createtable(L, 0, hint && *hint ? *hint : 4);
@@ -311,23 +357,49 @@ static int dec_object(dec *d, int depth)
         dec_set_keys_mt(d, tidx, kstart, 0);
         return 0;
     }
+    /* The shape of the last object at this depth, while the keys match it
+     * (its metatable at tidx + 1, its key list at tidx + 2). */
+    int shallow = depth < (int)(sizeof st->shape / sizeof st->shape[0]);
+    int matching = shallow && shape_push(d, depth) == 0;
+    const int shape_mt = tidx + 1, shape_keys = tidx + 2;
+    size_t shape_off = 0;
     for (;;) {
         if (d->p >= d->end || *d->p != '"')
             return dec_fail(d, nkeys ? "expected a string key" : "expected a string key or '}'");
         const char *k;
         size_t klen;
         if (dec_string(d, &k, &klen) != 0) return -1;
-        lua_pushlstring(L, k, klen);
-        /* Duplicate keys: the last value wins, the first position stays. */
-        lua_pushvalue(L, -1);
-        lua_rawget(L, tidx);
-        int fresh = lua_isnil(L, -1);
-        lua_pop(L, 1);
-        if (fresh) {
-            size_t n;
-            const char *ks = lua_tolstring(L, -1, &n);
-            if (keyseq_add(&st->keyseq, ks, n) != 0) return dec_fail(d, "out of memory");
-            nkeys++;
+        if (matching) {
+            const qh_buf *shape = &st->shape[depth];
+            size_t n = 0, used = shape_off < shape->len
+                ? keyseq_read((const unsigned char *)shape->data + shape_off, &n) : 0;
+            matching = used && n == klen && memcmp(shape->data + shape_off + used, k, klen) == 0;
+            if (matching) {
+                /* The shape's keys are distinct and all before matched: not
+                 * a duplicate. */
+                lua_rawgeti(L, shape_keys, nkeys + 1);
+                matching = lua_type(L, -1) == LUA_TSTRING;
+                if (!matching) lua_pop(L, 1);
+            }
+            if (matching) {
+                shape_off += used + n;
+                if (keyseq_add(&st->keyseq, k, klen) != 0) return dec_fail(d, "out of memory");
+                nkeys++;
+            }
+        }
+        if (!matching) {
+            lua_pushlstring(L, k, klen);
+            /* Duplicate keys: the last value wins, the first position stays. */
+            lua_pushvalue(L, -1);
+            lua_rawget(L, tidx);
+            int fresh = lua_isnil(L, -1);
+            lua_pop(L, 1);
+            if (fresh) {
+                size_t n;
+                const char *ks = lua_tolstring(L, -1, &n);
+                if (keyseq_add(&st->keyseq, ks, n) != 0) return dec_fail(d, "out of memory");
+                nkeys++;
+            }
         }
         skip_ws(d);
         if (d->p >= d->end || *d->p != ':') return dec_fail(d, "expected ':'");
@@ -346,7 +418,18 @@ static int dec_object(dec *d, int depth)
         }
         return dec_fail(d, "expected ',' or '}'");
     }
-    dec_set_keys_mt(d, tidx, kstart, nkeys);
+    if (matching && shape_off == st->shape[depth].len) {
+        lua_pushvalue(L, shape_mt);
+        lua_setmetatable(L, tidx);
+    } else {
+        lua_settop(L, tidx);
+        dec_set_keys_mt(d, tidx, kstart, nkeys);
+        if (shallow) {
+            lua_getmetatable(L, tidx);
+            shape_remember(d, depth, kstart, lua_gettop(L));
+        }
+    }
+    lua_settop(L, tidx);
     st->keyseq.len = kstart;
     if (hint) *hint = (unsigned char)(nkeys < 64 ? nkeys : 64);
     return 0;

@@ -35,6 +35,14 @@ typedef struct qh_json_dec_scratch {
      * hint of the next one's table (a stream of like objects then never
      * grows a table key by key). */
     unsigned char size_hint[8];
+    /* The key sequence (keyseq's format) of the last object seen at each
+     * shallow depth; its metatable is in the key cache, under the address of
+     * this buffer (a light userdata). The
+     * next object there takes each key that matches from that metatable's
+     * key list (no string made, no duplicate check) and, when all match,
+     * the metatable itself (no sequence lookup): a stream of like messages
+     * interns no key. */
+    qh_buf shape[8];
 } qh_json_dec_scratch;
 
 void qh_json_dec_scratch_free(qh_json_dec_scratch *s);

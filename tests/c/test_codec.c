@@ -788,14 +788,45 @@ TEST(decode_key_order)
                         "t.c = nil t.a = nil return r, same, added, codec.exact_keys(t), "
                         "codec.exact_keys({ a = 1 }), #codec.exact_keys(codec.json_decode('{}'))"),
                  "b,a|true|nil|nil|nil|0");
-    /* beyond the cache's 4096 sequences objects still keep their order */
+    /* beyond the cache's 4096 sequences objects still keep their order;
+     * only like objects in a row share (the last shape at their depth) */
     CHECK_EQ_STR(th_run(L,
         "for i = 1, 5000 do\n"
         "  local j = '{\"k' .. i .. '\":1,\"a\":2}'\n"
         "  if codec.json_encode(codec.json_decode(j)) ~= j then return j end\n"
         "end\n"
-        "local a, b = codec.json_decode('{\"k4999\":1,\"a\":2}'), codec.json_decode('{\"k4999\":1,\"a\":2}')\n"
-        "return 'ok', getmetatable(a) ~= getmetatable(b)"), "ok|true");
+        "local j = '{\"k4999\":1,\"a\":2}'\n"
+        "local a, b = codec.json_decode(j), codec.json_decode(j)\n"
+        "codec.json_decode('{\"k4998\":1,\"a\":2}')\n"
+        "local c = codec.json_decode(j)\n"
+        "return 'ok', getmetatable(a) == getmetatable(b), getmetatable(b) ~= getmetatable(c)"), "ok|true|true");
+    /* the last shape at a depth: its keys are taken while they match, from
+     * the first key that differs on as any object (duplicates, escapes,
+     * more or fewer keys, nested objects of their own shapes) */
+    CHECK_EQ_STR(th_run(L,
+        "local cases = {\n"
+        "  '{\"a\":1,\"b\":2,\"c\":3}', '{\"a\":1,\"b\":2,\"c\":3}', '{\"a\":1,\"b\":2}',\n"
+        "  '{\"a\":1,\"b\":2,\"c\":3,\"d\":4}', '{\"a\":1,\"a\":5,\"b\":2}', '{\"a\":1,\"b\":2,\"b\":7}',\n"
+        "  '{\"\\\\u0061\":1,\"b\":{\"x\":1,\"y\":[{\"p\":1},{\"p\":2,\"q\":3}]},\"c\":3}',\n"
+        "  '{\"a\":1,\"b\":{\"x\":1,\"y\":[{\"q\":1},{\"p\":2,\"q\":3}]},\"c\":3}',\n"
+        "  '{\"b\":1,\"a\":2,\"c\":3}', '{}', '{\"a\":1,\"b\":2,\"c\":3}', '{\"c\":3,\"b\":2,\"a\":1}',\n"
+        "}\n"
+        "local want = {\n"
+        "  '{\"a\":1,\"b\":2,\"c\":3}', '{\"a\":1,\"b\":2,\"c\":3}', '{\"a\":1,\"b\":2}',\n"
+        "  '{\"a\":1,\"b\":2,\"c\":3,\"d\":4}', '{\"a\":5,\"b\":2}', '{\"a\":1,\"b\":7}',\n"
+        "  '{\"a\":1,\"b\":{\"x\":1,\"y\":[{\"p\":1},{\"p\":2,\"q\":3}]},\"c\":3}',\n"
+        "  '{\"a\":1,\"b\":{\"x\":1,\"y\":[{\"q\":1},{\"p\":2,\"q\":3}]},\"c\":3}',\n"
+        "  '{\"b\":1,\"a\":2,\"c\":3}', '{}', '{\"a\":1,\"b\":2,\"c\":3}', '{\"c\":3,\"b\":2,\"a\":1}',\n"
+        "}\n"
+        "for round = 1, 2 do\n"
+        "  for i, j in ipairs(cases) do\n"
+        "    local got = codec.json_encode(codec.json_decode(j))\n"
+        "    if got ~= want[i] then return round .. ': ' .. j .. ' -> ' .. got end\n"
+        "  end\n"
+        "end\n"
+        "local t = codec.json_decode('{\"a\":1,\"b\":2}')\n"
+        "local n = 0 for _ in pairs(t) do n = n + 1 end\n"
+        "return 'ok', n, table.concat(codec.exact_keys(t), ',')"), "ok|2|a,b");
     lua_close(L);
 }
 

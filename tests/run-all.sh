@@ -8,7 +8,8 @@
 #      Streams (a venv made by tests/quix-venv.sh) and qhost, same input
 #   5. the end-to-end runs on the embedded broker with the ASan+UBSan binary
 #   6. the benchmark's smoke run (10,000 messages per workload, outputs verified;
-#      qhost and raw C only)
+#      qhost and raw C only), then bench/guard.sh: the pipeline workload at
+#      200,000 messages fails when qhost's CPU per message passes 4.5x raw C's
 #   7. each libFuzzer target (tests/fuzz) for 30 s, built here with clang;
 #      a target counts as one test (make fuzz runs them longer)
 #   8. the rock and make install from a fresh clone, each running an example
@@ -137,6 +138,10 @@ if want bench; then
   # what failed, with its run's last lines, so the CI log says why
   grep -A5 -E "(VERIFY|RUN) FAILED" "$LOGS/bench-smoke.log" | sed 's/^/  /' >&2 || true
   tail -n 1 "$LOGS/bench-smoke.log" | sed 's/^/  /' >&2
+  echo "== benchmark guard: pipeline CPU per message, qhost against raw C" >&2
+  BENCH_OUT="$ROOT/build/bench-guard" bench/guard.sh >"$LOGS/bench-guard.log" 2>&1
+  add_c_log "$LOGS/bench-guard.log"
+  tail -n 2 "$LOGS/bench-guard.log" | sed 's/^/  /' >&2
 fi
 
 if want fuzz; then

@@ -4,6 +4,7 @@
 -- A Kafka null (nil) passes through both ways untouched.
 local argcheck = require("qhost.runtime.argcheck")
 local codec = require("qhost.codec")
+local json_numbers = require("qhost.runtime.json_numbers")
 
 local serializers = {}
 
@@ -20,8 +21,21 @@ end
 
 local function identity(bytes) return bytes end
 
+local json_encode, number_text = codec.json_encode, json_numbers.text
+
 local NAMED = {
-  json = { encode = codec.json_encode, decode = codec.json_decode },
+  -- A number (a count, a sum: what many pipelines produce) is written
+  -- without a call into C when Lua prints it exactly as the codec does.
+  json = {
+    encode = function(value)
+      if type(value) == "number" then
+        local text = number_text(value)
+        if text then return text end
+      end
+      return json_encode(value)
+    end,
+    decode = codec.json_decode,
+  },
   string = { encode = expect_string("string"), decode = identity },
   bytes = { encode = expect_string("bytes"), decode = identity },
   int = {

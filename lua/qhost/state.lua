@@ -8,29 +8,9 @@
 -- the state key; the value is its JSON text.
 local argcheck = require("qhost.runtime.argcheck")
 local codec = require("qhost.codec")
-
-local byte, floor, tonumber, tostring, type = string.byte, math.floor, tonumber, tostring, type
+local json_numbers = require("qhost.runtime.json_numbers")
 
 local state = {}
-
--- Numbers, the commonest state values (counts, sums), without a call into
--- C each way. An integral number below 1e14 in size prints with tostring
--- exactly as the JSON encoder writes it (0 aside: -0 prints "-0"); a stored
--- number of at most 15 characters reads back with tonumber as the decoder
--- reads it (never past 2^53, where the decoder keeps an int64; 0 aside,
--- as "-0" would read as -0).
-local function number_text(v)
-  if v == floor(v) and v > -1e14 and v < 1e14 and v ~= 0 then return tostring(v) end
-  return nil
-end
-
-local function stored_number(bytes)
-  local c = byte(bytes, 1)
-  if #bytes > 15 or not (c == 45 or (c >= 48 and c <= 57)) then return nil end
-  local n = tonumber(bytes)
-  if n == 0 then return nil end
-  return n
-end
 
 local State = {}
 State.__index = State
@@ -71,7 +51,8 @@ end
 function State:get(key, default)
   local bytes = self._tx:get(db_key(self, key, "get"))
   if bytes == nil then return default end
-  local n = stored_number(bytes)
+  -- numbers, the commonest state values, without a call into C
+  local n = json_numbers.value(bytes)
   if n ~= nil then return n end
   local value, err = codec.json_decode(bytes)
   if err then error(string.format("state:get(%s): the stored value is not JSON: %s", tostring(key), err), 2) end
@@ -86,7 +67,7 @@ function State:set(key, value)
     argcheck.fail("state:set(%s, nil): use state:delete(key) to remove a key (or qhost.json.null to store null)",
       tostring(key))
   end
-  local text = type(value) == "number" and number_text(value) or nil
+  local text = type(value) == "number" and json_numbers.text(value) or nil
   if text == nil then
     local err
     text, err = codec.json_encode(value)

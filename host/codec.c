@@ -124,6 +124,8 @@ static void state_release(lua_State *L, codec_state *st, int idx)
     if (st->enc.out.cap > keep) qh_buf_free(&st->enc.out);
     if (st->dec.str.cap > keep) qh_buf_free(&st->dec.str);
     if (st->dec.keyseq.cap > keep) qh_buf_free(&st->dec.keyseq);
+    for (size_t i = 0; i < sizeof st->dec.shape / sizeof st->dec.shape[0]; i++)
+        if (st->dec.shape[i].cap > keep) qh_buf_free(&st->dec.shape[i]);   /* the shape is forgotten */
     st->busy = 0;
     if (st->fresh) {
         st->fresh = 0;

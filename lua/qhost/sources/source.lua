@@ -46,7 +46,8 @@ local function make_index(cls)
   end
 end
 
-local construct = require("qhost.runtime.class").construct
+local class = require("qhost.runtime.class")
+local construct = class.construct
 
 -- Source:extend("Name") -> a new class. `Name` is for messages; the file
 -- that calls extend is recorded so a spawned process can load it again.
@@ -91,14 +92,8 @@ end
 
 -- The class of an instance made by Source or extend, or nil.
 function source.class_of(value)
-  if type(value) ~= "table" then return nil end
-  local cls = getmetatable(value)
-  local walk = cls
-  while type(walk) == "table" do
-    if walk == Source then return cls end
-    walk = rawget(walk, "__super")
-  end
-  return nil
+  if type(value) ~= "table" or not class.is_a(value, Source) then return nil end
+  return getmetatable(value)
 end
 
 -- "CSVSource 'orders'": how messages name a source.

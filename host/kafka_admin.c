@@ -1,8 +1,12 @@
 /* kafka_admin.c: the admin client of `qhost.kafka` (kafka_internal.h):
  * kafka.admin(config) and its methods partitions (a topic's partition count
  * from metadata), create_topics (entries checked before anything is sent)
- * and watermarks (asked of the broker), over a producer-type handle of its
- * own, so its requests never wait behind a consumer's fetch.
+ * and watermarks (asked of the broker), over a handle of its own, so its
+ * requests never wait behind a consumer's fetch. The handle is of the
+ * consumer type, never assigned (it fetches nothing), because the
+ * isolation.level it is given decides what watermarks answers for the end
+ * of a partition with transactions: read_committed (librdkafka's default)
+ * the last stable offset, read_uncommitted the high watermark.
  * Uses: librdkafka's admin API, luaclass.h, kafka_config.c. */
 #include "kafka_internal.h"
 
@@ -31,7 +35,7 @@ int qh_kafka_admin_new(lua_State *L)
     qh_admin *a = qh_luaclass_new(L, QH_ADMIN_MT, sizeof *a);
     rd_kafka_conf_t *conf = qh_kafka_conf_from_table(L, 1, NULL, err, sizeof err);
     if (!conf) goto fail;
-    a->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);   /* takes conf on success */
+    a->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);   /* takes conf on success */
     if (!a->rk) goto fail;
     return 1;
 fail:
@@ -206,7 +210,8 @@ fail:
 
 /* admin:watermarks(topic, partition, timeout_s) -> low, high, asked of the
  * broker now, or nil, err. On this handle of its own the request never waits
- * behind a consumer's long-polling fetch. */
+ * behind a consumer's long-polling fetch. high is the last stable offset or
+ * the high watermark, as the handle's isolation.level says (above). */
 static int l_admin_watermarks(lua_State *L)
 {
     qh_admin *a = check_admin(L);

@@ -83,7 +83,7 @@ app:run()
     r = H.run(dir, "worker.lua", { args = { input, group, output, dir .. "/state", "15" }, timeout = 600 })
     assert.are.equal(0, r.code, r.stderr)
 
-    local seen, dups, counts, bad = {}, 0, {}, 0
+    local seen, dups, counts, bad, first_bad = {}, 0, {}, 0, {}
     assert(topic_reader.read_to_end({ ["bootstrap.servers"] = H.broker, ["isolation.level"] = "read_committed" },
       output, { timeout = 120, on_record = function(rec)
         local v = json.decode(rec.value)
@@ -91,13 +91,19 @@ app:run()
         seen[v.v] = true
         -- per key, the counts come 1, 2, 3, ... in order: state and output agree
         local want = (counts[v.k] or 0) + 1
-        if v.n ~= want then bad = bad + 1 end
+        if v.n ~= want then
+          bad = bad + 1
+          if #first_bad < 10 then
+            first_bad[#first_bad + 1] = string.format("key %s input %d: count %d, expected %d (partition %d offset %d)",
+              v.k, v.v, v.n, want, rec.partition, rec.offset)
+          end
+        end
         counts[v.k] = v.n
       end }))
     local missing = 0
     for i = 1, N do if not seen[i] then missing = missing + 1 end end
     assert.are.equal(0, missing, "inputs missing from the output")
     assert.are.equal(0, dups, "inputs in the output more than once")
-    assert.are.equal(0, bad, "counts out of step")
+    assert.are.equal(0, bad, "counts out of step: " .. table.concat(first_bad, "; "))
   end)
 end)

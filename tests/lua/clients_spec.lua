@@ -633,6 +633,44 @@ describe("Producer transactions", function()
     assert.are.same({ "a1", "a2", "c1", "c2", "a3", "c3" }, values(consume(ru, 6)))
   end)
 
+  -- A state recovery under exactly-once: a killed instance left its
+  -- transaction open, and its successor committed changelog records after
+  -- it. A read_committed read to the end must wait for the open transaction
+  -- and then see them; ending at the last stable offset lost them silently.
+  it("hold topic_reader.read_to_end back while open, and it reads what was committed after them", function()
+    if not needs_kafka() then return end
+    local topic_reader = require("qhost.kafka.topic_reader")
+    local topic = unique("tx-behind-open")
+    create_topic(topic, 1)
+    local keep = closing()
+    local killed = keep(txn_producer())
+    local successor = keep(txn_producer())
+    assert.is_true(killed:init_transactions(30))
+    assert.is_true(successor:init_transactions(30))
+    assert.is_true(killed:begin_transaction())
+    assert(killed:produce(topic, "open", "k", 0))
+    assert(killed:flush(30))
+    assert.is_true(successor:begin_transaction())
+    assert(successor:produce(topic, "committed after it", "k", 0))
+    assert.is_true(successor:commit_transaction(30))
+
+    local config = { ["bootstrap.servers"] = boot, ["isolation.level"] = "read_committed" }
+    local seen, waits = {}, {}
+    local n, err = topic_reader.read_to_end(config, topic, { timeout = 12,
+      on_record = function(r) seen[#seen + 1] = r.value end,
+      on_wait = function(text) waits[#waits + 1] = text end })
+    assert.is_nil(n)
+    assert.truthy(err:find("partitions 0 (at offset 0 of ", 1, true), err)
+    assert.truthy(err:find(": behind a transaction still open", 1, true), err)
+    assert.are.same({}, seen)
+    assert.truthy(#waits >= 1 and waits[1]:find("still reading partitions 0 (at offset 0 of ", 1, true), waits[1])
+
+    assert.is_true(killed:abort_transaction(30))
+    assert.are.equal(1, assert(topic_reader.read_to_end(config, topic, {
+      on_record = function(r) seen[#seen + 1] = r.value end })))
+    assert.are.same({ "committed after it" }, seen)
+  end)
+
   it("commit the offsets sent to them only when they commit", function()
     if not needs_kafka() then return end
     local input, output = unique("tx-in"), unique("tx-out")

@@ -14,6 +14,7 @@ local topic_reader = {}
 
 local PARTITION_EOF = -191    -- RD_KAFKA_RESP_ERR__PARTITION_EOF
 local BATCH = 1000
+local WAIT_NOTICE = 10   -- seconds without a record before on_wait hears of it
 
 local function copy(t)
   local out = {}
@@ -37,8 +38,9 @@ local function reader_config(config)
   return c
 end
 
--- librdkafka's consumer-only properties (CONFIGURATION.md, scope C): an
--- admin handle (a producer) warns about each one it is given.
+-- librdkafka's consumer-only properties (CONFIGURATION.md, scope C): the
+-- reader's settings, which its admin handle (never a group member, never
+-- fetching) does not take.
 local CONSUMER_ONLY = {}
 for name in ([[group.id group.instance.id partition.assignment.strategy session.timeout.ms
   heartbeat.interval.ms group.protocol.type group.protocol group.remote.assignor
@@ -63,9 +65,16 @@ end
 
 -- An admin handle on the cluster `config` points at: metadata and
 -- watermarks asked of the broker, as a consumer only knows them after a
--- fetch.
+-- fetch. Its watermarks are the high watermarks (read_uncommitted): the end
+-- of a partition includes the transactions still open. The last stable
+-- offset (read_committed) would end the read before an open transaction,
+-- and so before the committed records written after it: a recovery that
+-- meets the open transaction of an instance that was killed would miss the
+-- checkpoints its successor committed after it.
 local function admin_for(config)
-  return clients.admin(topic_reader.admin_config(config))
+  local c = topic_reader.admin_config(config)
+  c["isolation.level"] = "read_uncommitted"
+  return clients.admin(c)
 end
 
 -- topic_reader.read_to_end(config, topic, opts) -> count | nil, err
@@ -73,10 +82,16 @@ end
 -- beginning of each partition to the end it had when the read started, in
 -- offset order within a partition. `config` holds librdkafka consumer
 -- properties (at least bootstrap.servers; group.id is only a label here).
+-- Read as read_committed (librdkafka's default isolation.level), a
+-- partition with an open transaction is read to its end once that
+-- transaction is committed or aborted: a killed producer's, when the
+-- broker aborts it after its transaction.timeout.ms.
 -- opts: partitions = { 0, 1, ... } (default: all of the topic's),
 --       from = { [partition] = offset } (where to start; default: the
 --       beginning), timeout = 30 (seconds for the whole read),
---       on_record = fn(record).
+--       on_record = fn(record),
+--       on_wait = fn(text) (told every 10 s without a record: which
+--       partitions, at which offset, short of which end).
 -- err says which partition did not reach its end, or why it could not start.
 function topic_reader.read_to_end(config, topic, opts)
   opts = opts or {}
@@ -120,14 +135,33 @@ function topic_reader.read_to_end(config, topic, opts)
     if not sok then return nil, string.format("topic '%s': %s", topic, serr) end
     consumer:take_events()
     local count = 0
-    local deadline = host.monotonic() + timeout
+    local at = {}       -- partition -> the offset the read has reached
+    local held = {}     -- partition -> true: at the broker's stable end, short of its end
+    for _, a in ipairs(assignment) do at[a.partition] = a.offset end
+    -- Which partitions are short of their end, where they are, and why
+    -- when it is known.
+    local function short()
+      local left = {}
+      for p in pairs(want) do left[#left + 1] = p end
+      table.sort(left)
+      for i, p in ipairs(left) do
+        left[i] = string.format("%d (at offset %d of %d%s)", p, at[p], want[p],
+          held[p] and ": behind a transaction still open, which a read_committed reader waits for" or "")
+      end
+      return table.concat(left, ", ")
+    end
+    local now = host.monotonic()
+    local deadline, next_notice = now + timeout, now + WAIT_NOTICE
     while remaining > 0 do
-      if host.monotonic() > deadline then
-        local left = {}
-        for p in pairs(want) do left[#left + 1] = tostring(p) end
-        table.sort(left)
-        return nil, string.format("topic '%s': partitions %s not read to their end within %gs",
-          topic, table.concat(left, ", "), timeout)
+      now = host.monotonic()
+      if now > deadline then
+        return nil, string.format("topic '%s': partitions %s not read to their end within %gs", topic, short(),
+          timeout)
+      end
+      if now > next_notice then
+        if opts.on_wait then opts.on_wait(string.format("topic '%s': still reading partitions %s", topic,
+          short())) end
+        next_notice = now + WAIT_NOTICE
       end
       local n, msgs = consumer:poll(BATCH, 100)
       for i = 0, n - 1 do
@@ -136,11 +170,13 @@ function topic_reader.read_to_end(config, topic, opts)
         if m.err == PARTITION_EOF then
           -- The broker's end: for a compacted or transactional topic the
           -- last offsets may hold no record we could see.
+          if want[p] then at[p], held[p] = offset, offset < want[p] end
           if want[p] and offset >= want[p] then want[p] = nil; remaining = remaining - 1 end
         elseif m.err ~= 0 then
           return nil, string.format("topic '%s' partition %d: %s", topic, p, consumer:errstr(i))
         elseif want[p] then
           count = count + 1
+          at[p], held[p], next_notice = offset + 1, false, now + WAIT_NOTICE
           on_record({
             key = m.key ~= nil and ffi.string(m.key, m.key_len) or nil,
             value = m.value ~= nil and ffi.string(m.value, m.value_len) or nil,

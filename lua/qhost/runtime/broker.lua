@@ -134,7 +134,12 @@ function broker.prepare_topics(app)
   end
   table.sort(own)
   table.sort(derived)
-  local admin, err = clients.admin({ ["bootstrap.servers"] = app._broker, ["log_level"] = log.librdkafka_level() })
+  -- Its watermarks are high watermarks (read_uncommitted), not the last
+  -- stable offset: a store records the changelog offset it holds as the
+  -- changelog's end after its checkpoint committed, and the end of a
+  -- changelog with an open transaction is past it.
+  local admin, err = clients.admin({ ["bootstrap.servers"] = app._broker, ["log_level"] = log.librdkafka_level(),
+    ["isolation.level"] = "read_uncommitted" })
   if not admin then error("cannot create an admin client: " .. err, 0) end
   app._admin = admin
   if app._mock then

@@ -28,6 +28,7 @@ local POLL_MS = 100
 local STATE_PENDING_MAX = 16 * 1024 * 1024
 -- Start offsets of an assignment are looked up within this (seconds).
 local RESOLVE_TIMEOUT = 30
+local RECOVERY_TIMEOUT = 120   -- seconds for one changelog partition's read
 -- The last checkpoint of a stop waits this long for the producer.
 local FINAL_FLUSH_TIMEOUT = 10
 
@@ -112,11 +113,19 @@ end
 -- rt.state_of for the pipelines. On the embedded broker the changelogs and
 -- committed offsets live only as long as the process: a state_dir left by
 -- an earlier run no longer matches them, and is cleared.
-local function open_state(app, ctx, rt)
+local function open_state(app, ctx, rt, recovery_timeout)
   if next(app._stores) == nil then return nil end
   local state = state_manager.new{ app = app, reader_config = broker.consumer_config(app),
+    read_timeout = recovery_timeout,
     watermarks = function(topic, p)
-      local _, high = app._admin:watermarks(topic, p, 10)
+      local low, high = app._admin:watermarks(topic, p, 10)
+      if not low then
+        -- The store keeps the changelog offset it had: the next recovery
+        -- reads a little more of the changelog, nothing is lost.
+        log.warning("changelog '%s' partition %d: its end offset is unknown (%s): the store keeps its older "
+          .. "changelog offset", topic, p, tostring(high))
+        return nil
+      end
       return high
     end }
   if app._mock then
@@ -199,7 +208,15 @@ return function(app, opts)
   end
   local rt = make_runtime(ctx, outputs, producer_of, policy)
   if metrics then rt.timed = function(node) return metrics:timed(node) end end
-  local state = open_state(app, ctx, rt)
+  -- Under exactly-once, the committed offsets of a partition and the end of
+  -- its changelogs wait behind the open transaction of an instance that
+  -- died, until the broker aborts it (transaction.timeout.ms, then its next
+  -- check): the start-up and each recovery read wait that long.
+  local open_transaction_wait = exactly_once
+    and (tonumber(app.producer_extra_config["transaction.timeout.ms"]) or 60000) / 1000 + 30 or 0
+  local resolve_timeout = math.max(RESOLVE_TIMEOUT, open_transaction_wait)
+  local recovery_timeout = math.max(RECOVERY_TIMEOUT, open_transaction_wait + 30)
+  local state = open_state(app, ctx, rt, recovery_timeout)
   local pipelines = {}
   for _, sdf in ipairs(app._dataframes) do
     pipelines[sdf.topic.name] = { topic = sdf.topic, process = pipeline.compile(sdf, rt) }
@@ -253,10 +270,6 @@ return function(app, opts)
   -- evicted after its session timeout): as Quix, it gets 60 s more.
   local last_message = host.monotonic() + 60
 
-  -- Under exactly-once, committed offsets of a partition wait behind the open
-  -- transaction of an instance that died, until transaction.timeout.ms.
-  local resolve_timeout = exactly_once and math.max(RESOLVE_TIMEOUT,
-    (tonumber(app.producer_extra_config["transaction.timeout.ms"]) or 60000) / 1000 + 30) or RESOLVE_TIMEOUT
 
   -- An assignment starts where each partition's committed offset (or the
   -- reset) says, looked up within resolve_timeout; sources start with the
@@ -265,12 +278,12 @@ return function(app, opts)
     if metrics then
       metrics:set_ready(false, string.format("assigning %d partitions and recovering their state", #partitions))
       -- Looking up the starts and reading each store's changelog have their
-      -- own bounds (resolve_timeout, 120 s a read): /health holds that long.
+      -- own bounds (resolve_timeout, recovery_timeout a read): /health holds that long.
       local reads = 0
       for _, tp in ipairs(partitions) do
         for _ in pairs(app._stores[tp.topic] or {}) do reads = reads + 1 end
       end
-      metrics:beat(metrics.health_timeout + resolve_timeout + 130 * reads)
+      metrics:beat(metrics.health_timeout + resolve_timeout + (recovery_timeout + 10) * reads)
     end
     local resolved, err = consumer:resolve_start(partitions, resolve_timeout)
     if not resolved then error("cannot start consuming the assigned partitions: " .. err, 0) end

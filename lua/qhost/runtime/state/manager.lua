@@ -29,12 +29,16 @@ function manager.changelog_name(group, topic, store_name)
   return string.format("changelog__%s--%s--%s", group, topic, store_name)
 end
 
--- manager.new{ app =, reader_config =, watermarks = fn(topic, p) -> high }
--- reader_config: the consumer config a recovery reads changelogs with.
+-- manager.new{ app =, reader_config =, watermarks = fn(topic, p) -> high,
+--   read_timeout = 120 }
+-- reader_config: the consumer config a recovery reads changelogs with;
+-- read_timeout: how long one changelog partition's read may take (under
+-- exactly-once it may wait for a killed instance's open transaction).
 function manager.new(opts)
   local app = opts.app
   return setmetatable({
     app = app, reader_config = opts.reader_config, watermarks = opts.watermarks,
+    read_timeout = opts.read_timeout or 120,
     dir = app.state_dir .. "/" .. app.consumer_group,
     stores = {},       -- topic -> { [store_name] = changelog topic name }
     kinds = {},        -- topic -> { [store_name] = kind } for window and join stores
@@ -84,7 +88,8 @@ local function recover(self, part, changelog, p, topic, committed)
   local from = part:changelog_offset() + 1
   local applied = part:recover(function(start, on_record)
     local n, err = topic_reader.read_to_end(self.reader_config, changelog, {
-      partitions = { p }, from = { [p] = start }, timeout = 120, on_record = on_record })
+      partitions = { p }, from = { [p] = start }, timeout = self.read_timeout, on_record = on_record,
+      on_wait = function(text) log.info("recovering the state of '%s' partition %d: %s", topic, p, text) end })
     if not n then error(string.format("cannot recover state from changelog '%s' partition %d: %s", changelog, p,
       err), 0) end
   end, committed, codec.json_decode)

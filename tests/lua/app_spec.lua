@@ -62,6 +62,25 @@ describe("Application", function()
     assert.are.equal("127.0.0.1:9", p["bootstrap.servers"])
     assert.are.equal(1, p["linger.ms"])
   end)
+  it("gives its admin client the connection and security settings of producer_extra_config, as Quix", function()
+    -- (a secured cluster refused the admin before: it had the address only)
+    local app = qhost.Application{ producer_extra_config = { ["security.protocol"] = "sasl_plaintext",
+      ["sasl.mechanisms"] = "PLAIN", ["sasl.username"] = "u", ["sasl.password"] = "p", ["client.id"] = "me",
+      ["linger.ms"] = 1, ["transactional.id"] = "t", ["acks"] = "all", ["qhost.queue.full.timeout.ms"] = 5 } }
+    app._broker = "127.0.0.1:9"
+    local config = require("qhost.runtime.broker").admin_config(app)
+    config.log_level = nil
+    assert.are.same({ ["bootstrap.servers"] = "127.0.0.1:9", ["security.protocol"] = "sasl_plaintext",
+      ["sasl.mechanisms"] = "PLAIN", ["sasl.username"] = "u", ["sasl.password"] = "p", ["client.id"] = "me",
+      -- the changelogs' ends include open transactions (state recovery)
+      ["isolation.level"] = "read_uncommitted" }, config)
+    -- librdkafka takes every one of them for an admin handle
+    config["security.protocol"], config["sasl.mechanisms"] = nil, nil
+    config["sasl.username"], config["sasl.password"] = nil, nil
+    local admin, err = require("qhost.kafka.clients").admin(config)
+    assert.is_truthy(admin, err)
+    admin:close()
+  end)
   it("gives its producers (the app's, the sources') a partition's order and no duplicates across retries", function()
     -- The embedded broker fails two Produce requests (NOT_LEADER_OR_FOLLOWER):
     -- librdkafka retries them; without idempotence (before: qhost's default)

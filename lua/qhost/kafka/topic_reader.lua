@@ -8,6 +8,7 @@
 -- list of { name, value } pairs, as qhost.clients reads and writes them.
 local ffi = require("ffi")
 local clients = require("qhost.kafka.clients")
+local config_scope = require("qhost.kafka.config_scope")
 local host = require("qhost.host")
 
 local topic_reader = {}
@@ -38,29 +39,10 @@ local function reader_config(config)
   return c
 end
 
--- librdkafka's consumer-only properties (CONFIGURATION.md, scope C): the
--- reader's settings, which its admin handle (never a group member, never
--- fetching) does not take.
-local CONSUMER_ONLY = {}
-for name in ([[group.id group.instance.id partition.assignment.strategy session.timeout.ms
-  heartbeat.interval.ms group.protocol.type group.protocol group.remote.assignor
-  coordinator.query.interval.ms max.poll.interval.ms enable.auto.commit auto.commit.enable
-  auto.commit.interval.ms enable.auto.offset.store queued.min.messages queued.max.messages.kbytes
-  fetch.wait.max.ms fetch.queue.backoff.ms fetch.message.max.bytes max.partition.fetch.bytes
-  fetch.max.bytes fetch.min.bytes fetch.error.backoff.ms isolation.level enable.partition.eof
-  check.crcs allow.auto.create.topics auto.offset.reset offset.store.path
-  offset.store.sync.interval.ms offset.store.method consume.callback.max.messages]]):gmatch("%S+") do
-  CONSUMER_ONLY[name] = true
-end
-
 -- topic_reader.admin_config(consumer_config) -> the properties of an admin
 -- handle on the same cluster: the connection and security settings.
 function topic_reader.admin_config(config)
-  local out = {}
-  for k, v in pairs(config) do
-    if not CONSUMER_ONLY[k] then out[k] = v end
-  end
-  return out
+  return config_scope.common(config)
 end
 
 -- An admin handle on the cluster `config` points at: metadata and

@@ -5,6 +5,7 @@
 -- librdkafka configs of the app's producer and consumer (its source
 -- processes get the same).
 local clients = require("qhost.kafka.clients")
+local config_scope = require("qhost.kafka.config_scope")
 local host = require("qhost.host")
 local log = require("qhost.log")
 
@@ -49,6 +50,19 @@ function broker.producer_config(app)
     ["queue.buffering.max.kbytes"] = 65536,
   }
   return merge(config, app.producer_extra_config)
+end
+
+-- The admin client's properties: as Quix's TopicAdmin, the connection and
+-- security settings of producer_extra_config (not its producer-only ones,
+-- which the admin does not take). Its watermarks are high watermarks
+-- (read_uncommitted), not the last stable offset: a store records the
+-- changelog offset it holds as the changelog's end after its checkpoint
+-- committed, and the end of a changelog with an open transaction is past it.
+function broker.admin_config(app)
+  local config = merge({ ["bootstrap.servers"] = app._broker, ["log_level"] = log.librdkafka_level() },
+    config_scope.common(app.producer_extra_config))
+  config["isolation.level"] = "read_uncommitted"
+  return config
 end
 
 function broker.consumer_config(app)
@@ -134,12 +148,7 @@ function broker.prepare_topics(app)
   end
   table.sort(own)
   table.sort(derived)
-  -- Its watermarks are high watermarks (read_uncommitted), not the last
-  -- stable offset: a store records the changelog offset it holds as the
-  -- changelog's end after its checkpoint committed, and the end of a
-  -- changelog with an open transaction is past it.
-  local admin, err = clients.admin({ ["bootstrap.servers"] = app._broker, ["log_level"] = log.librdkafka_level(),
-    ["isolation.level"] = "read_uncommitted" })
+  local admin, err = clients.admin(broker.admin_config(app))
   if not admin then error("cannot create an admin client: " .. err, 0) end
   app._admin = admin
   if app._mock then

@@ -44,8 +44,12 @@ function clients.producer(config, opts)
   if not handle then return nil, err end
   local ptr = ffi.cast("qh_producer *", handle:ptr())
   local fold = not (opts and opts.flush_reports_failures == false)
-  return setmetatable({ handle = handle, ptr = ptr, flush_reports_failures = fold }, Producer)
+  return setmetatable({ handle = handle, ptr = ptr, flush_reports_failures = fold, unserved = 0 }, Producer)
 end
+
+-- Delivery reports are served every this many produces: a report covers a
+-- whole batch of messages, and each poll costs a lock and a clock read.
+local SERVE_EVERY = 64
 
 -- Headers are a list of { name, value } pairs (Kafka allows repeats) or a
 -- map name -> value. Values are strings (others are converted with
@@ -86,7 +90,12 @@ end
 function Producer:produce(topic, value, key, partition, timestamp, headers)
   local ptr = self.ptr
   -- Serve delivery reports as we go (librdkafka only runs them in poll).
-  C.qh_ffi_producer_poll(ptr, 0)
+  local unserved = self.unserved + 1
+  if unserved >= SERVE_EVERY then
+    C.qh_ffi_producer_poll(ptr, 0)
+    unserved = 0
+  end
+  self.unserved = unserved
   local nh = 0
   if headers ~= nil then
     local herr

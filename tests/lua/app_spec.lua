@@ -66,7 +66,8 @@ describe("Application", function()
     -- (a secured cluster refused the admin before: it had the address only)
     local app = qhost.Application{ producer_extra_config = { ["security.protocol"] = "sasl_plaintext",
       ["sasl.mechanisms"] = "PLAIN", ["sasl.username"] = "u", ["sasl.password"] = "p", ["client.id"] = "me",
-      ["linger.ms"] = 1, ["transactional.id"] = "t", ["acks"] = "all", ["qhost.queue.full.timeout.ms"] = 5 } }
+      ["linger.ms"] = 1, ["transactional.id"] = "t", ["acks"] = "all", ["qhost.queue.full.timeout.ms"] = 5,
+      ["bootstrap.servers"] = "127.0.0.1:1" } }
     app._broker = "127.0.0.1:9"
     local config = require("qhost.runtime.broker").admin_config(app)
     config.log_level = nil

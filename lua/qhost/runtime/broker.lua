@@ -59,10 +59,9 @@ end
 -- changelog offset it holds as the changelog's end after its checkpoint
 -- committed, and the end of a changelog with an open transaction is past it.
 function broker.admin_config(app)
-  local config = merge({ ["bootstrap.servers"] = app._broker, ["log_level"] = log.librdkafka_level() },
-    config_scope.common(app.producer_extra_config))
-  config["isolation.level"] = "read_uncommitted"
-  return config
+  -- (the app's broker address wins over one in the extra config, as in Quix)
+  return merge(config_scope.common(app.producer_extra_config), { ["bootstrap.servers"] = app._broker,
+    ["log_level"] = log.librdkafka_level(), ["isolation.level"] = "read_uncommitted" })
 end
 
 function broker.consumer_config(app)

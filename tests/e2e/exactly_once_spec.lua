@@ -11,12 +11,12 @@ local qhost = require("qhost")
 local app = qhost.Application{}
 local Fill = qhost.sources.Source:extend("Fill")
 function Fill:run()
-  for i = 1, self.n do
+  for i = self.first, self.first + self.n - 1 do
     local k = "key" .. (i % 17)
     self:produce{ key = k, value = '{"k":"' .. k .. '","v":' .. i .. '}' }
   end
 end
-app:add_source(Fill{ name = arg[1], n = tonumber(arg[2]) },
+app:add_source(Fill{ name = arg[1], n = tonumber(arg[2]), first = tonumber(arg[3] or "1") },
   app:topic(arg[1], { config = qhost.TopicConfig{ num_partitions = 2 } }))
 app:run()
 ]]
@@ -44,6 +44,32 @@ end, { stateful = true })
 sdf:to_topic(app:topic(arg[3], { config = qhost.TopicConfig{ num_partitions = 2 } }))
 app:run{ timeout = tonumber(arg[5] or "600") }
 ]]
+
+-- The output, read read_committed, holds inputs 1..n each exactly once, and
+-- per key the counts come 1, 2, 3, ... in order: state and output agree.
+local function check_output(output, n)
+  local seen, dups, counts, bad, first_bad = {}, 0, {}, 0, {}
+  assert(topic_reader.read_to_end({ ["bootstrap.servers"] = H.broker, ["isolation.level"] = "read_committed" },
+    output, { timeout = 120, on_record = function(rec)
+      local v = json.decode(rec.value)
+      if seen[v.v] then dups = dups + 1 end
+      seen[v.v] = true
+      local want = (counts[v.k] or 0) + 1
+      if v.n ~= want then
+        bad = bad + 1
+        if #first_bad < 10 then
+          first_bad[#first_bad + 1] = string.format("key %s input %d: count %d, expected %d (partition %d offset %d)",
+            v.k, v.v, v.n, want, rec.partition, rec.offset)
+        end
+      end
+      counts[v.k] = v.n
+    end }))
+  local missing = 0
+  for i = 1, n do if not seen[i] then missing = missing + 1 end end
+  assert.are.equal(0, missing, "inputs missing from the output")
+  assert.are.equal(0, dups, "inputs in the output more than once")
+  assert.are.equal(0, bad, "counts out of step: " .. table.concat(first_bad, "; "))
+end
 
 describe("exactly-once #" .. H.mode, function()
   it("refuses the embedded broker at start, saying why", function()
@@ -83,27 +109,51 @@ app:run()
     r = H.run(dir, "worker.lua", { args = { input, group, output, dir .. "/state", "15" }, timeout = 600 })
     assert.are.equal(0, r.code, r.stderr)
 
-    local seen, dups, counts, bad, first_bad = {}, 0, {}, 0, {}
-    assert(topic_reader.read_to_end({ ["bootstrap.servers"] = H.broker, ["isolation.level"] = "read_committed" },
-      output, { timeout = 120, on_record = function(rec)
-        local v = json.decode(rec.value)
-        if seen[v.v] then dups = dups + 1 end
-        seen[v.v] = true
-        -- per key, the counts come 1, 2, 3, ... in order: state and output agree
-        local want = (counts[v.k] or 0) + 1
-        if v.n ~= want then
-          bad = bad + 1
-          if #first_bad < 10 then
-            first_bad[#first_bad + 1] = string.format("key %s input %d: count %d, expected %d (partition %d offset %d)",
-              v.k, v.v, v.n, want, rec.partition, rec.offset)
-          end
-        end
-        counts[v.k] = v.n
-      end }))
-    local missing = 0
-    for i = 1, N do if not seen[i] then missing = missing + 1 end end
-    assert.are.equal(0, missing, "inputs missing from the output")
-    assert.are.equal(0, dups, "inputs in the output more than once")
-    assert.are.equal(0, bad, "counts out of step: " .. table.concat(first_bad, "; "))
+    check_output(output, N)
+  end)
+
+  -- An instance killed mid-checkpoint leaves its transaction open on the
+  -- changelog until the broker aborts it (after its transaction.timeout.ms).
+  -- A recovery that meets it waits for it, says so, and then has every
+  -- change committed before and after it. (Before: the read ended at the
+  -- open transaction, and lost what a successor had committed after it.)
+  it("a recovery that meets an open transaction on its changelog waits for it, then has every committed change",
+    function()
+    if H.mode ~= "kafka" then pending("transactions that isolate: real Kafka") return end
+    local clients = require("qhost.kafka.clients")
+    local dir = H.tmpdir()
+    local input, output, group = H.unique("eos-open-in"), H.unique("eos-open-out"), H.unique("eos-open")
+    H.write(dir .. "/fill.lua", FILL)
+    H.write(dir .. "/worker.lua", WORKER)
+    local args = { input, group, output, dir .. "/state", "5" }
+    local r = H.run(dir, "fill.lua", { args = { input, "300", "1" }, timeout = 180 })
+    assert.are.equal(0, r.code, r.stderr)
+    r = H.run(dir, "worker.lua", { args = args, timeout = 180 })
+    assert.are.equal(0, r.code, r.stderr)
+
+    -- The killed instance's open transaction, on both changelog partitions.
+    local killed = assert(clients.producer({ ["bootstrap.servers"] = H.broker,
+      ["transactional.id"] = H.unique("killed"), ["transaction.timeout.ms"] = 300000 },
+      { flush_reports_failures = false }))
+    finally(function() killed:close() end)
+    assert.is_true(killed:init_transactions(30))
+    assert.is_true(killed:begin_transaction())
+    local changelog = string.format("changelog__%s--%s--default", group, input)
+    for p = 0, 1 do assert(killed:produce(changelog, "1000000", 'key0|"n"', p)) end
+    assert(killed:flush(30))
+
+    -- More input, and an instance whose state must come back from the
+    -- changelog in full (its local store is gone).
+    r = H.run(dir, "fill.lua", { args = { input, "300", "301" }, timeout = 180 })
+    assert.are.equal(0, r.code, r.stderr)
+    os.execute("rm -rf " .. H.quote(dir .. "/state"))
+    local p = H.start_guarded(finally, dir, "worker.lua", { args = args })
+    assert.is_true(H.eventually(function()
+      return p:stderr():find("behind a transaction still open", 1, true) ~= nil end, 90), p:stderr())
+    assert.is_true(killed:abort_transaction(30))
+    r = p:wait(180)
+    assert.truthy(r, "the worker did not end")
+    assert.are.equal(0, r.code, r.stderr)
+    check_output(output, 600)
   end)
 end)

@@ -16,8 +16,11 @@
 local argcheck = require("qhost.runtime.argcheck")
 local class = require("qhost.runtime.class")
 local codec = require("qhost.codec")
+local pynum = require("qhost.runtime.pynum")
 
 local null = codec.null
+-- Numbers as Python adds and compares them (an int64 with a float too).
+local add, lt = pynum.add, pynum.lt
 
 local agg = {}
 
@@ -133,7 +136,7 @@ function Sum:initialize() return 0 end
 function Sum:agg(old, new)
   new = column_of(self, new)
   if new == nil then return old end
-  return old + new
+  return add(old, new)
 end
 
 -- Mean(column): the state is { sum, count } (Quix's tuple); no value -> null.
@@ -142,11 +145,11 @@ function Mean:initialize() return { 0, 0 } end
 function Mean:agg(old, new)
   new = column_of(self, new)
   if new == nil then return old end
-  return { old[1] + new, old[2] + 1 }
+  return { add(old[1], new), old[2] + 1 }
 end
 function Mean:result(state)
   if state[2] == 0 then return nil end
-  return state[1] / state[2]
+  return tonumber(state[1]) / state[2]   -- a float, also of an int64 sum (Python's /)
 end
 
 -- Max(column), Min(column): Python's max/min keep the first of equals.
@@ -155,7 +158,7 @@ function Max:agg(old, new)
   new = column_of(self, new)
   if new == nil then return old end
   if old == nil then return new end
-  if new > old then return new end
+  if lt(old, new) then return new end
   return old
 end
 
@@ -164,7 +167,7 @@ function Min:agg(old, new)
   new = column_of(self, new)
   if new == nil then return old end
   if old == nil then return new end
-  if new < old then return new end
+  if lt(new, old) then return new end
   return old
 end
 

@@ -5,6 +5,8 @@
 -- stand wherever a function of the value can (filter, apply, set).
 local argcheck = require("qhost.runtime.argcheck")
 local codec = require("qhost.codec")
+local pynum = require("qhost.runtime.pynum")
+local truthy = require("qhost.runtime.pytruth")
 
 local series = {}
 
@@ -70,6 +72,7 @@ end
 
 -- Arithmetic: either side may be a constant.
 local function binary(symbol, op, check, need)
+  local divides = symbol == "/" or symbol == "%"
   return function(a, b)
     local fa, fb = getter(a), getter(b)
     local name = "(" .. describe(a) .. " " .. symbol .. " " .. describe(b) .. ")"
@@ -78,6 +81,7 @@ local function binary(symbol, op, check, need)
       local x, y = fa(value), fb(value)
       if not check(x) then bad_operand(name, where, a, x, need) end
       if not check(y) then bad_operand(name, where, b, y, need) end
+      if divides and y == 0 then error(string.format("%s (%s): division by zero", name, where), 0) end
       return op(x, y)
     end, name, where)
   end
@@ -85,11 +89,13 @@ end
 
 local function is_text(x) return type(x) == "string" or type(x) == "number" end
 
-Series.__add = binary("+", function(x, y) return x + y end, is_number, "a number")
-Series.__sub = binary("-", function(x, y) return x - y end, is_number, "a number")
-Series.__mul = binary("*", function(x, y) return x * y end, is_number, "a number")
-Series.__div = binary("/", function(x, y) return x / y end, is_number, "a number")
-Series.__mod = binary("%", function(x, y) return x % y end, is_number, "a number")
+-- Numbers as Python computes them (qhost.runtime.pynum): an int64 with a
+-- fraction gives a float, `/` is true division, a division by zero raises.
+Series.__add = binary("+", pynum.add, is_number, "a number")
+Series.__sub = binary("-", pynum.sub, is_number, "a number")
+Series.__mul = binary("*", pynum.mul, is_number, "a number")
+Series.__div = binary("/", pynum.div, is_number, "a number")
+Series.__mod = binary("%", pynum.mod, is_number, "a number")
 Series.__concat = binary("..", function(x, y) return x .. y end, is_text, "a string or number")
 Series.__unm = function(a)
   local fa = a.fn
@@ -130,16 +136,49 @@ local function comparable(x, y)
   return (is_number(x) and is_number(y)) or (type(x) == "string" and type(y) == "string")
 end
 
-method("eq", function(x, y) return x == y end)
-method("ne", function(x, y) return x ~= y end)
+-- Equality as Python's ==: numbers by value (an int64 and a double too),
+-- lists and objects by their contents.
+local function equal(x, y)
+  if x == y then return true end
+  local tx, ty = type(x), type(y)
+  if tx == "cdata" or ty == "cdata" then return pynum.eq(x, y) end
+  if tx ~= "table" or ty ~= "table" then return false end
+  for k, v in pairs(x) do
+    if not equal(v, y[k]) then return false end
+  end
+  for k in pairs(y) do
+    if x[k] == nil then return false end
+  end
+  return true
+end
+series.equal = equal
+
+method("eq", function(x, y) return equal(x, y) end)
+method("ne", function(x, y) return not equal(x, y) end)
 local ORDERED = "comparable (two numbers or two strings)"
-method("lt", function(x, y) return x < y end, comparable, ORDERED)
-method("le", function(x, y) return x <= y end, comparable, ORDERED)
-method("gt", function(x, y) return x > y end, comparable, ORDERED)
-method("ge", function(x, y) return x >= y end, comparable, ORDERED)
--- Logical and/or on truthiness (Quix's & and |).
-method("and_", function(x, y) return (x and y) and true or false end)
-method("or_", function(x, y) return (x or y) and true or false end)
+method("lt", pynum.lt, comparable, ORDERED)
+method("le", pynum.le, comparable, ORDERED)
+method("gt", function(x, y) return pynum.lt(y, x) end, comparable, ORDERED)
+method("ge", function(x, y) return pynum.le(y, x) end, comparable, ORDERED)
+
+-- Logical and/or (Quix's & and |) as Python's `and`/`or`: lazy (the other
+-- side is evaluated only when needed, so `a:notnull():and_(a:gt(5))` never
+-- compares a null) and giving an operand, not a boolean.
+local function logical(name, is_and)
+  Series[name] = function(self, other)
+    if not series.is_series(self) then
+      argcheck.fail("StreamingSeries:%s: call it with a colon (series:%s(x))", name, name)
+    end
+    local fs, fo = self.fn, getter(other)
+    return wrap(function(value)
+      local x = fs(value)
+      if truthy(x) ~= is_and then return x end
+      return fo(value)
+    end, self.name .. ":" .. name .. "(" .. describe(other) .. ")", argcheck.where())
+  end
+end
+logical("and_", true)
+logical("or_", false)
 
 -- contains: a substring of a string, an element of a list, or a key of an
 -- object (Python's `in`).
@@ -155,13 +194,32 @@ function series.contains(container, item)
 end
 method("contains", series.contains)
 
--- isin(list): the value is one of the list's items.
+-- isin(list or Series of a list): the value is one of the list's items
+-- (Python's `in`, with ==).
 function Series:isin(list)
-  if type(list) ~= "table" then argcheck.fail("StreamingSeries:isin expects a list, got %s", type(list)) end
-  local set = {}
-  for _, v in ipairs(list) do set[v] = true end
   local fs = self.fn
-  return wrap(function(value) return set[fs(value)] == true end, self.name .. ":isin(...)")
+  if series.is_series(list) then
+    local fl = list.fn
+    return wrap(function(value)
+      local x, l = fs(value), fl(value)
+      if type(l) ~= "table" then return false end
+      for i = 1, #l do if equal(x, l[i]) then return true end end
+      return false
+    end, self.name .. ":isin(" .. list.name .. ")")
+  end
+  if type(list) ~= "table" then argcheck.fail("StreamingSeries:isin expects a list, got %s", type(list)) end
+  -- Strings and plain numbers are looked up; int64 and tables compared.
+  local set, others = {}, {}
+  for _, v in ipairs(list) do
+    if type(v) == "string" or type(v) == "number" then set[v] = true else others[#others + 1] = v end
+  end
+  return wrap(function(value)
+    local x = fs(value)
+    if set[x] then return true end
+    if type(x) == "cdata" and set[tonumber(x)] and pynum.eq(x, tonumber(x)) then return true end
+    for i = 1, #others do if equal(x, others[i]) then return true end end
+    return false
+  end, self.name .. ":isin(...)")
 end
 
 function Series:isnull()
@@ -174,9 +232,10 @@ function Series:notnull()
   return wrap(function(value) return not is_null(fs(value)) end, self.name .. ":notnull()")
 end
 
+-- not_(): Python's `not` (Quix's ~): null, 0, "" and empty tables are false.
 function Series:not_()
   local fs = self.fn
-  return wrap(function(value) return not fs(value) end, self.name .. ":not_()")
+  return wrap(function(value) return not truthy(fs(value)) end, self.name .. ":not_()")
 end
 
 function Series:abs()

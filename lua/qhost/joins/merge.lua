@@ -35,21 +35,7 @@ end
 merge.copy = copy
 
 -- Python's bool(v): what Quix's `if right_value := ...` tests.
-function merge.truthy(v)
-  if v == nil or v == null or v == false then return false end
-  local t = type(v)
-  if t == "number" or t == "cdata" then return v ~= 0 end
-  if t == "string" then return v ~= "" end
-  if t == "table" then
-    -- a decoded object as decoded: its remembered keys say (no next(), which
-    -- would split the JIT's trace)
-    local mt = getmetatable(v)
-    local known = mt and rawget(mt, "__qhost_keys")
-    if known and #known > 0 and v[known[1]] ~= nil then return true end
-    return next(v) ~= nil
-  end
-  return true
-end
+merge.truthy = require("qhost.runtime.pytruth")
 
 -- The keys of object t in the order JSON writes them: its remembered order
 -- (qhost.codec), then keys added since, sorted (as the encoder does).

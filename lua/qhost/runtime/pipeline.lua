@@ -19,8 +19,12 @@
 --   rt.join_tx(topic, store) -> fn() -> a join store's transaction of that
 --                         topic in the message's partition
 --                         (qhost.runtime.state.timestamped)
+local codec = require("qhost.codec")
 local printing = require("qhost.runtime.printing")
+local truthy = require("qhost.runtime.pytruth")
 local topic_mod = require("qhost.topic")
+
+local null = codec.null
 
 local pipeline = {}
 
@@ -104,15 +108,21 @@ function builders.update(node, nxt, rt)
   end
 end
 
+-- A Series keeps the messages whose result Python finds true (Quix's
+-- sdf[sdf["x"]]: null, 0 and "" are not); a function's result is Lua's
+-- truth, except that JSON null (a truthy userdata in Lua) is false too.
+local function lua_or_null(v) return v ~= nil and v ~= false and v ~= null end
+
 function builders.filter(node, nxt, rt)
   local fn, metadata = callable(node, rt)
+  local keep = node.series and truthy or lua_or_null
   if metadata then
     return function(value, key, timestamp, headers)
-      if fn(value, key, timestamp, headers) then return nxt(value, key, timestamp, headers) end
+      if keep(fn(value, key, timestamp, headers)) then return nxt(value, key, timestamp, headers) end
     end
   end
   return function(value, key, timestamp, headers)
-    if fn(value) then return nxt(value, key, timestamp, headers) end
+    if keep(fn(value)) then return nxt(value, key, timestamp, headers) end
   end
 end
 
@@ -188,10 +198,22 @@ function builders.set_timestamp(node, nxt)
   end
 end
 
+-- The headers a set_headers function gets: a list of its own (empty when
+-- the message has none), as Quix's `list(headers) if headers else []`, so
+-- appending to it changes no other branch's message.
+local function headers_copy(headers)
+  local out = {}
+  if headers == nil then return out end
+  for k, h in pairs(headers) do
+    if type(h) == "table" then out[k] = { h[1], h[2] } else out[k] = h end
+  end
+  return out
+end
+
 function builders.set_headers(node, nxt)
   local fn = node.fn
   return function(value, key, timestamp, headers)
-    return nxt(value, key, timestamp, fn(value, key, timestamp, headers))
+    return nxt(value, key, timestamp, fn(value, key, timestamp, headers_copy(headers)))
   end
 end
 

@@ -93,11 +93,14 @@ function SDF:update(fn, opts)
     store = stateful_store(self, opts), store_topic = self.topic.name, where = argcheck.where() }))
 end
 
--- sdf:filter(fn, { metadata = }): only values for which fn is truthy go on.
+-- sdf:filter(fn, { metadata = }): only values for which fn is true go on: a
+-- function's result as Lua sees it, but JSON null is false too; a Series'
+-- result as Python does (null, 0, "", empty tables are false), as Quix.
 function SDF:filter(fn, opts)
   opts = check_fn(fn, "filter", opts, FILTER_OPTIONS)
-  return derive(self, new_node("filter", { fn = fn, metadata = opts.metadata, stateful = opts.stateful,
-    store = stateful_store(self, opts), store_topic = self.topic.name, where = argcheck.where() }))
+  return derive(self, new_node("filter", { fn = fn, series = series.is_series(fn), metadata = opts.metadata,
+    stateful = opts.stateful, store = stateful_store(self, opts), store_topic = self.topic.name,
+    where = argcheck.where() }))
 end
 
 -- Columns ------------------------------------------------------------------
@@ -107,11 +110,29 @@ function SDF:col(name)
   return series.col(name)
 end
 
--- sdf:contains("k") -> StreamingSeries: the value has the key k
+-- sdf:contains("k") or sdf:contains{ "k1", "k2" } -> StreamingSeries: the
+-- value has the key (all of the keys), as Quix's contains(key or keys).
 function SDF:contains(key)
-  return setmetatable({ fn = function(value)
-    return type(value) == "table" and value[key] ~= nil
-  end, name = "contains(" .. tostring(key) .. ")", where = argcheck.where() }, series.Series)
+  local name
+  if type(key) == "table" then
+    local keys = {}
+    for i, k in ipairs(key) do keys[i] = tostring(k) end
+    name = "contains{" .. table.concat(keys, ", ") .. "}"
+  else
+    name = "contains(" .. tostring(key) .. ")"
+  end
+  local has
+  if type(key) == "table" then
+    local keys = key
+    has = function(value)
+      if type(value) ~= "table" then return false end
+      for i = 1, #keys do if value[keys[i]] == nil then return false end end
+      return true
+    end
+  else
+    has = function(value) return type(value) == "table" and value[key] ~= nil end
+  end
+  return setmetatable({ fn = has, name = name, where = argcheck.where() }, series.Series)
 end
 
 local function need_table(value, op, where)
@@ -121,7 +142,8 @@ local function need_table(value, op, where)
 end
 
 -- sdf:set("new", constant | Series | fn(value)): sets a field of the value
--- (Quix's sdf["new"] = ...). In place.
+-- (Quix's sdf["new"] = ...). A result of nil sets JSON null, as Quix sets
+-- None (a Lua table cannot hold nil: the field would vanish). In place.
 function SDF:set(name, what)
   if type(name) ~= "string" then
     argcheck.fail("StreamingDataFrame:set expects a column name, got %s", type(name))
@@ -132,7 +154,9 @@ function SDF:set(name, what)
   local where = argcheck.where()
   return extend(self, new_node("update", { where = where, fn = function(value)
     need_table(value, "set", where)
-    value[name] = get(value)
+    local v = get(value)
+    if v == nil then v = codec.null end
+    value[name] = v
   end }))
 end
 
@@ -174,6 +198,11 @@ local DROP_OPTIONS = argcheck.declare("sdf:drop", { errors = "string" })
 
 -- sdf:drop(cols, { errors = "raise" | "ignore" }): removes fields. In place.
 function SDF:drop(cols, opts)
+  -- (an empty list drops nothing, as Quix's drop([]))
+  if type(cols) == "table" and next(cols) == nil then
+    argcheck.options("StreamingDataFrame:drop", opts, DROP_OPTIONS)
+    return self
+  end
   cols = column_list("drop", cols)
   opts = argcheck.options("StreamingDataFrame:drop", opts, DROP_OPTIONS)
   local errors = argcheck.one_of("StreamingDataFrame:drop", "errors", opts.errors or "raise", { "raise", "ignore" })
@@ -192,7 +221,7 @@ end
 
 -- sdf:fill{ x = 0 } or sdf:fill("a", "b"): missing or null fields get the
 -- default (null for names given alone), as Quix's fill(*columns, **mapping).
--- In place.
+-- A value that is not a table goes on unchanged (as Quix's). In place.
 function SDF:fill(...)
   local defaults = {}
   for i = 1, select("#", ...) do
@@ -203,7 +232,7 @@ function SDF:fill(...)
   end
   local where = argcheck.where()
   return extend(self, new_node("update", { where = where, fn = function(value)
-    need_table(value, "fill", where)
+    if type(value) ~= "table" then return end
     for k, v in pairs(defaults) do
       local cur = value[k]
       if cur == nil or cur == codec.null then value[k] = v end
@@ -240,9 +269,13 @@ function SDF:group_by(by, opts)
   local where = argcheck.where()
   if type(by) == "string" then
     name = name or by
+    -- A missing column is an error of the message, as Quix's KeyError (a
+    -- message re-keyed to no key would be lost to its key's windows).
     key_of = function(value)
       need_table(value, "group_by", where)
-      return value[by]
+      local k = value[by]
+      if k == nil then error(string.format("group_by (%s): the value has no field %q", where, by), 0) end
+      return k
     end
   elseif type(by) == "function" then
     if type(name) ~= "string" then argcheck.fail("StreamingDataFrame:group_by with a function needs { name = }") end

@@ -27,6 +27,10 @@ local NAMED = {
   -- A number (a count, a sum: what many pipelines produce) is written
   -- without a call into C when Lua prints it exactly as the codec does.
   json = {
+    -- A value of nil is written as JSON null, as Quix's JSONSerializer
+    -- writes None (never a Kafka null, which deletes the key of a compacted
+    -- topic); the other serializers pass it on as a Kafka null, as Quix's.
+    encodes_nil = true,
     encode = function(value)
       if type(value) == "number" then
         local text = number_text(value)
@@ -106,7 +110,7 @@ end
 -- serializer that raises, returns nothing, or returns a non-string is
 -- reported as such (custom ones run protected, see serializers.get).
 function serializers.encode(s, value)
-  if value == nil then return nil end
+  if value == nil and not s.encodes_nil then return nil end
   local bytes, err = s.encode(value)
   if bytes == nil then return nil, tostring(err or "the serializer returned nothing") end
   if type(bytes) ~= "string" then

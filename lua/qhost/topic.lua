@@ -107,8 +107,10 @@ end
 
 -- Serializes a message for this topic: returns key bytes, value bytes, or
 -- nil, nil, err naming the topic and which half failed.
+-- A nil key is no key, whatever the serializer (as Quix).
 function Topic:serialize(key, value)
-  local kb, kerr = serializers.encode(self.key_serializer, key)
+  local kb, kerr
+  if key ~= nil then kb, kerr = serializers.encode(self.key_serializer, key) end
   if kerr then return nil, nil, string.format("topic '%s': cannot serialize key: %s", self.name, kerr) end
   local vb, verr = serializers.encode(self.value_serializer, value)
   if verr then return nil, nil, string.format("topic '%s': cannot serialize value: %s", self.name, verr) end

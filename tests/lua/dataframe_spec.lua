@@ -122,4 +122,54 @@ describe("StreamingDataFrame:concat", function()
     assert.has_error(function() app:dataframe(app:topic("a")):concat({}) end,
       "StreamingDataFrame:concat expects a StreamingDataFrame, got table")
   end)
+
+end)
+
+-- What Quix does with the same dataframe (its filter, Series truth,
+-- contains, set, fill, drop, set_headers and group_by).
+describe("StreamingDataFrame, as Quix", function()
+  local null = qhost.json.null
+  it("filter: a Series' null, 0 and \"\" are false, a function's null is false", function()
+    local function through(build, v) return #(build(new_sdf()):test(v)) end
+    local by_series = function(sdf) return sdf:filter(sdf:col("f")) end
+    local by_fn = function(sdf) return sdf:filter(function(v) return v.f end) end
+    for _, falsy in ipairs({ null, 0, "", false }) do
+      assert.are.equal(0, through(by_series, { f = falsy }), tostring(falsy))
+    end
+    assert.are.equal(1, through(by_series, { f = "yes" }))
+    assert.are.equal(0, through(by_fn, { f = null }))
+    assert.are.equal(1, through(by_fn, { f = 0 }))   -- a Lua function: 0 is true in Lua
+  end)
+  it("contains takes a list of keys: all of them", function()
+    local sdf = new_sdf()
+    assert.is_true(sdf:contains({ "x", "y" })({ x = 1, y = null }))
+    assert.is_false(sdf:contains({ "x", "y" })({ x = 1 }))
+  end)
+  it("set of a nil result sets null", function()
+    local sdf = new_sdf()
+    sdf = sdf:set("y", function() return nil end)
+    assert.are.same({ { x = 1, y = null } }, (sdf:test({ x = 1 })))
+  end)
+  it("fill leaves a value that is not a table alone; drop of no columns drops nothing", function()
+    assert.are.same({ 5 }, (new_sdf():fill{ x = 0 }:test(5)))
+    local sdf = new_sdf()
+    assert.are.equal(sdf, sdf:drop({}))
+  end)
+  it("set_headers gets a list of its own, empty for a message without headers", function()
+    local sdf = new_sdf()
+    local add = sdf:set_headers(function(_, _, _, h) h[#h + 1] = { "id", "1" }; return h end)
+    add:apply(function(_, _, _, h) return h end, { metadata = true })
+    local other = sdf:apply(function(_, _, _, h) return h and #h or 0 end, { metadata = true })
+    assert.are.same({ { { "id", "1" } }, 0 }, (add:test({ x = 1 })))
+    local outputs = sdf:test({ x = 1 }, { headers = { { "a", "1" } } })
+    assert.are.same({ { { "a", "1" }, { "id", "1" } }, 1 }, outputs)   -- the other branch still has 1 header
+    assert.truthy(other)
+  end)
+  it("group_by a column the value lacks is an error of the message", function()
+    local sdf = new_sdf():group_by("c")
+    local ok, err = pcall(sdf.test, sdf, { d = "x" })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find('group_by (', 1, true) and tostring(err):find('has no field "c"', 1, true),
+      tostring(err))
+  end)
 end)

@@ -45,10 +45,19 @@ void qh_hostlib_untrack_child(int pid)
         if (g_children[i] == pid) g_children[i] = 0;
 }
 
+/* A source process's parent (the app), which stops it with SIGTERM; 0 in
+ * the app itself. */
+static pid_t g_parent;
+
 /* Async-signal-safe: the first signal only counts; the second is the user
- * insisting, so no child may survive us and we leave at once. */
-static void on_stop_signal(int sig)
+ * insisting, so no child may survive us and we leave at once. In a source
+ * process the parent's SIGTERM is never that second signal: a stop sent to
+ * the whole process group (timeout(1), kill -- -PGID, systemd) reaches the
+ * source directly and then again through the app, and is one stop. */
+static void on_stop_signal(int sig, siginfo_t *info, void *context)
 {
+    (void)context;
+    if (g_parent && info && info->si_pid == g_parent && g_stop_count > 0) return;
     g_stop_signal = sig;
     if (++g_stop_count < 2) return;
     for (int i = 0; i < MAX_TRACKED_CHILDREN; i++)
@@ -63,7 +72,9 @@ void qh_hostlib_install_signals(int is_child)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
+    g_parent = is_child ? getppid() : 0;
+    sa.sa_sigaction = on_stop_signal;
+    sa.sa_flags = SA_SIGINFO;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     if (is_child) {

@@ -176,6 +176,38 @@ app:run()
     end
   end)
 
+  -- timeout(1), `kill -- -PGID` and systemd stop the whole process group:
+  -- the source gets that SIGTERM and then the app's own. That is one stop,
+  -- not a second signal that ends the source at once mid-cleanup.
+  it("stops gracefully on a SIGTERM sent to the app and its source together (a process group)", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/counter.lua", COUNTER)
+    H.write(dir .. "/app.lua", app_script([[
+package.path = "./?.lua;" .. package.path
+local Counter = require("counter")
+local Slow = Counter:extend("SlowCleanup")
+function Slow:cleanup(failed)
+  local until_t = os.clock() + 0.5   -- busy: the app's SIGTERM arrives meanwhile
+  while os.clock() < until_t do end
+  Counter.cleanup(self, failed)
+  io.stderr:write("CLEANUP DONE\n")
+end
+local sdf = app:dataframe{ source = Slow{ name = "]] .. H.unique("group") .. [[", limit = 1e9, pause = 0.01 } }
+sdf:print{ pretty = false }
+app:run()
+]]))
+    local p = H.start(dir, "app.lua")
+    assert.is_true(H.eventually(function() return select(2, p:stdout():gsub("\n", "")) >= 10 end, 60), p:stderr())
+    local children = H.children(p.pid)
+    assert.are.equal(1, #children)
+    os.execute(string.format("kill -TERM %d %d", p.pid, children[1]))
+    local r = assert(p:wait(60))
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stderr:find("CLEANUP DONE", 1, true), r.stderr)
+    assert.falsy(r.stderr:find("second stop signal", 1, true), r.stderr)
+    assert.is_false(H.alive(children[1]))
+  end)
+
   it("kills a source that ignores running after shutdown_timeout", function()
     local dir = H.tmpdir()
     H.write(dir .. "/app.lua", app_script([[

@@ -6,6 +6,7 @@
 local argcheck = require("qhost.runtime.argcheck")
 local clients = require("qhost.kafka.clients")
 local dataframe = require("qhost.dataframe")
+local error_text = require("qhost.runtime.error_text")
 local host = require("qhost.host")
 local log = require("qhost.log")
 local source_mod = require("qhost.sources.source")
@@ -261,8 +262,15 @@ local RUN_OPTIONS = argcheck.declare("app:run",
 function Application:run(opts)
   if app_mod.child_spec then
     -- We are a spawned source process that re-ran the app script: hand over.
+    -- It never comes back to the script: what follows app:run() is the
+    -- app's alone, even when the script wraps app:run in pcall.
     io.stdout:flush()
-    host.exit(source_process.run(app_mod.child_spec))
+    local ok, code = xpcall(source_process.run, error_text.traceback, app_mod.child_spec)
+    if not ok then
+      require("qhost.spawn").child_report(code)
+      code = 1
+    end
+    host.exit(code)
   end
   opts = argcheck.options("app:run", opts, RUN_OPTIONS)
   if opts.count and opts.count < 1 then argcheck.fail("app:run: count must be >= 1, got %d", opts.count) end

@@ -133,6 +133,27 @@ app:run()
     assert.truthy(r.stderr:find("in function 'run'", 1, true), r.stderr)
   end)
 
+  -- error({ code = 5 }) made the report itself fail ("bad argument to
+  -- child_report"), and that internal error came back out of app:run in the
+  -- source process, which then ran the script's lines below app:run().
+  it("reports a source's table error as its JSON, and never runs the script past app:run() in the source", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/app.lua", app_script([[
+local Raiser = qhost.sources.Source:extend("Raiser")
+function Raiser:run() error({ code = 5 }) end
+app:dataframe{ source = Raiser{ name = "raiser" } }:print{ pretty = false }
+local ok, err = pcall(app.run, app)
+io.stderr:write("AFTER RUN\n")
+print(ok, err)
+]]))
+    local r = H.run(dir, "app.lua", { timeout = 60 })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stdout:find("^false\tRaiser 'raiser' %(pid %d+%) failed with exit code 1: error object "
+      .. '{"code":5}'), r.stdout)
+    local _, after = r.stderr:gsub("AFTER RUN", "")
+    assert.are.equal(1, after, r.stderr)
+  end)
+
   it("refuses a source whose field cannot travel, before starting anything", function()
     local dir = H.tmpdir()
     H.write(dir .. "/app.lua", app_script([[

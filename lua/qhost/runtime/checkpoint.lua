@@ -17,6 +17,7 @@
 -- Uses: a consumer (commit), a producer (flush, take_failures), sinks
 -- (flush, discard), the state manager (prepare, flush), an error policy
 -- (qhost.runtime.error_policy): the specs run it on fakes of each.
+local error_text = require("qhost.runtime.error_text")
 local log = require("qhost.log")
 local transaction = require("qhost.runtime.kafka_transaction")
 
@@ -145,7 +146,7 @@ function Checkpoint:commit(only)
   local list = offsets_in(self.offsets, only)
   for _, sink in ipairs(self.sinks) do
     for _, tp in ipairs(list) do
-      local ok, err = xpcall(sink.flush, debug.traceback, sink, tp.topic, tp.partition)
+      local ok, err = xpcall(sink.flush, error_text.traceback, sink, tp.topic, tp.partition)
       if not ok then
         error(string.format("checkpoint aborted, nothing committed: %s failed to flush topic '%s' "
           .. "partition %d: %s", sink.__name or "sink", tp.topic, tp.partition, tostring(err)), 0)

@@ -4,6 +4,7 @@
 -- is loaded and run directly; a class defined in the app script needs the
 -- script re-run, and its app:run() hands over to the source.
 local app_mod = require("qhost.app")
+local error_text = require("qhost.runtime.error_text")
 local source_process = require("qhost.runtime.source_process")
 local spawn = require("qhost.spawn")
 
@@ -40,9 +41,9 @@ end
 -- error also goes to the report pipe, so the app can say why it failed.
 function main.main(argv)
   if not spawn.is_child() then return run_script(argv) end
-  local ok, result = xpcall(run_script, debug.traceback, argv)
+  local ok, result = xpcall(run_script, error_text.traceback, argv)
   if ok then return result end
-  spawn.child_report(tostring(result))
+  spawn.child_report(error_text.text(result))
   error(result, 0)
 end
 

@@ -6,6 +6,7 @@
 -- report pipe before exiting non-zero.
 local broker = require("qhost.runtime.broker")
 local clients = require("qhost.kafka.clients")
+local error_text = require("qhost.runtime.error_text")
 local flow_control = require("qhost.runtime.flow_control")
 local host = require("qhost.host")
 local log = require("qhost.log")
@@ -108,7 +109,7 @@ end
 -- Runs the user's callback chain. Returns nil or the error with traceback.
 local function run_source(src)
   local function body()
-    local ok, err = xpcall(function() src:setup() end, debug.traceback)
+    local ok, err = xpcall(function() src:setup() end, error_text.traceback)
     if ok then
       if src.on_client_connect_success then src.on_client_connect_success() end
     else
@@ -118,8 +119,8 @@ local function run_source(src)
     end
     src:run()
   end
-  local ok, err = xpcall(body, debug.traceback)
-  local cleanup_ok, cleanup_err = xpcall(function() src:cleanup(not ok) end, debug.traceback)
+  local ok, err = xpcall(body, error_text.traceback)
+  local cleanup_ok, cleanup_err = xpcall(function() src:cleanup(not ok) end, error_text.traceback)
   if not ok then return err end
   if not cleanup_ok then return cleanup_err end
   return nil
@@ -154,7 +155,7 @@ function M.run(spec)
   if src._restore_state then
     -- A StatefulSource: its state comes back from the changelog before
     -- setup() and run(), as in Quix's SourceProcess.
-    local ok, rerr = xpcall(function() src:_restore_state(spec.app) end, debug.traceback)
+    local ok, rerr = xpcall(function() src:_restore_state(spec.app) end, error_text.traceback)
     if not ok then
       producer:close()
       spawn.child_report(rerr)

@@ -102,13 +102,25 @@ describe("recovery #" .. H.mode, function()
       for i = 1, 3 do if not workers[i]:stderr():find("assigned [1-9]") then return false end end
       return true
     end, 90), workers[1]:stderr())
-    assert.is_true(H.eventually(function() return workers[2]:stderr():find("PROGRESS 100\n", 1, true) ~= nil end,
-      60), workers[2]:stderr())
-    workers[2]:signal("KILL")
+    -- The first to get 100 messages into its work (which one depends on
+    -- how the group formed: a member that joined late may find its
+    -- partitions done already).
+    local victim
+    assert.is_true(H.eventually(function()
+      for i = 1, 3 do
+        if workers[i]:stderr():find("PROGRESS 100\n", 1, true) then victim = i; return true end
+      end
+      return false
+    end, 60), workers[1]:stderr())
+    workers[victim]:signal("KILL")
     for i = 1, 3 do workers[i]:wait(180) end
     local distinct = distinct_in(dir, output)
     assert.are.equal(3000, distinct)
-    assert.truthy(workers[1]:stderr():find("revoked", 1, true) or workers[3]:stderr():find("revoked", 1, true))
+    local revoked = false
+    for i = 1, 3 do
+      if i ~= victim and workers[i]:stderr():find("revoked", 1, true) then revoked = true end
+    end
+    assert.is_true(revoked, "no other instance saw a rebalance")
   end)
 
   it("on a rebalance, the revoked partitions are checkpointed first: sink batches written once, offsets committed",

@@ -136,13 +136,20 @@ function CSVSource:run()
       local key, timestamp
       if key_of then
         key = key_of(fields)
-        if key ~= nil then key = tostring(key) end
+        if type(key) == "number" then key = tostring(key)
+        elseif key ~= nil and type(key) ~= "string" then
+          fail(string.format("%s:%d: key_extractor returned a %s, not a string", self.path, line, type(key)))
+        end
       end
       if timestamp_of then
+        -- Whole milliseconds, written in decimal (as Python's int() reads
+        -- them): "0x10", "1.5", "-5" or NaN would become another time.
         local raw = timestamp_of(fields)
-        timestamp = tonumber(raw)
-        if not timestamp then
-          fail(string.format("%s:%d: timestamp %q is not a number of milliseconds", self.path, line, tostring(raw)))
+        timestamp = raw
+        if type(raw) == "string" then timestamp = raw:match("^%s*%d+%s*$") and tonumber(raw) or nil end
+        if timestamp == nil or source.timestamp_problem(timestamp) then
+          fail(string.format("%s:%d: timestamp %q is not a whole number of milliseconds", self.path, line,
+            tostring(raw)))
         end
       end
       return value, key, timestamp

@@ -88,6 +88,23 @@ describe("CSVSource #" .. H.mode, function()
     assert.truthy(r.stderr:find("data.csv:3:", 1, true), r.stderr)
   end)
 
+  -- librdkafka took a timestamp of 0 or less as "now" and cut fractions;
+  -- a table key was written as "table: 0x...".
+  it("ends with an error naming file and line of a timestamp or key the extractors cannot give", function()
+    for _, case in ipairs({
+      { "id,ts\nk1,5\nk2,-5\n", 'timestamp_extractor = "ts"', 'data.csv:3: timestamp "-5" is not a whole number' },
+      { "id,ts\nk1,0x10\n", 'timestamp_extractor = "ts"', 'data.csv:2: timestamp "0x10" is not a whole number' },
+      { "id,ts\nk1,1.5\n", 'timestamp_extractor = "ts"', 'data.csv:2: timestamp "1.5" is not a whole number' },
+      { "id,ts\nk1,1\n", "timestamp_extractor = function() return 0/0 end", "data.csv:2: timestamp " },
+      { "id,ts\nk1,1\n", "key_extractor = function(row) return { row.id } end",
+        "data.csv:2: key_extractor returned a table, not a string" },
+    }) do
+      local _, r = run_csv(case[1], case[2], 5)
+      assert.are_not.equal(0, r.code, case[2])
+      assert.truthy(r.stderr:find(case[3], 1, true), r.stderr)
+    end
+  end)
+
   it("ends with an error naming a missing file", function()
     local dir = H.tmpdir()
     H.write(dir .. "/app.lua", [[

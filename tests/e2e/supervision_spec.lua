@@ -49,6 +49,35 @@ app:run()
     end)
   end
 
+  -- Each was sent anyway: a timestamp of -5 as "now", a table header as
+  -- "table: 0x...", named headers beside a list dropped; or failed inside
+  -- qhost with an internal error.
+  it("fails the app at the user's line when produce gets a bad timestamp, partition or headers", function()
+    for _, case in ipairs({
+      { "timestamp = -5", "produce: timestamp -5 is not a whole number of milliseconds" },
+      { 'timestamp = "1700000000000"', "produce: timestamp is a string, not a number of milliseconds" },
+      { "partition = 0.5", "produce: partition must be a partition number (0 or more), got 0.5" },
+      { "headers = { a = { 1 } }", 'produce: headers header "a": the value must be a string, got table' },
+      { 'headers = { { "a", "b" }, trace = "t1" }', "produce: headers mix a list of pairs with named headers" },
+    }) do
+      local dir = H.tmpdir()
+      H.write(dir .. "/app.lua", [[
+local qhost = require("qhost")
+local app = qhost.Application{ consumer_group = "]] .. H.unique("g") .. [[" }
+local Bad = qhost.sources.Source:extend("Bad")
+function Bad:run()
+  self:produce{ value = "v", ]] .. case[1] .. [[ }
+end
+app:add_source(Bad{ name = "]] .. H.unique("bad") .. [[" })
+app:run()
+]])
+      local r = H.run(dir, "app.lua", { timeout = 60 })
+      assert.are.equal(1, r.code, r.stderr)
+      assert.truthy(r.stderr:find("failed with exit code 1: app.lua:5: Bad '[^']+': " .. case[2]:gsub("%p", "%%%0")),
+        r.stderr)
+    end
+  end)
+
   it("calls on_client_connect_failure instead of failing when setup raises", function()
     local dir = H.tmpdir()
     H.write(dir .. "/app.lua", script([[

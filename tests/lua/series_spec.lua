@@ -151,6 +151,12 @@ describe("StreamingDataFrame columns", function()
     assert.has_error(function()
       new_sdf():set_timestamp(function() return "x" end):test({})
     end)
+    -- librdkafka would send 0 or less as "now" and cut a fraction off
+    for _, bad in ipairs({ -5, 1.5, 0 / 0 }) do
+      local ok, err = pcall(function() new_sdf():set_timestamp(function() return bad end):test({}) end)
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find("must return a whole number of milliseconds", 1, true), tostring(err))
+    end
   end)
   it("to_topic can choose the topic per message", function()
     local sdf, app = new_sdf()

@@ -189,10 +189,13 @@ end
 
 function builders.set_timestamp(node, nxt)
   local fn = node.fn
+  local problem_of = require("qhost.sources.source").timestamp_problem
   return function(value, key, timestamp, headers)
     local ts = fn(value, key, timestamp, headers)
-    if type(ts) ~= "number" then
-      error(string.format("set_timestamp (%s) must return a number of milliseconds, got %s", node.where, type(ts)), 0)
+    local problem = problem_of(ts)
+    if problem then
+      error(string.format("set_timestamp (%s) must return a whole number of milliseconds: the result %s",
+        node.where, problem), 0)
     end
     return nxt(value, key, ts, headers)
   end

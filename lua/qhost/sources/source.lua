@@ -177,15 +177,60 @@ end
 -- are bytes (strings). Raises on a bad message, or when this message cannot
 -- be queued; and, this message queued, on an earlier message's failed
 -- delivery (Quix raises it at the next produce).
+-- Why a message timestamp is not one (Kafka's: whole milliseconds since
+-- the epoch, not negative), or nil when it is. librdkafka would take 0 or
+-- less as "now", and cut a fraction off, silently.
+function source.timestamp_problem(ts)
+  if type(ts) ~= "number" then return "is a " .. type(ts) .. ", not a number of milliseconds" end
+  if ts ~= ts or ts < 0 or ts >= 2 ^ 63 or ts ~= math.floor(ts) then
+    return string.format("%s is not a whole number of milliseconds since the epoch (0 or more)", tostring(ts))
+  end
+  return nil
+end
+
+-- Why headers are not a list of { name, value } pairs or a table of
+-- name = value (names strings, values strings, numbers or nil), or nil.
+local function headers_problem(headers)
+  if type(headers) ~= "table" then return "must be a table, got " .. type(headers) end
+  local listed = #headers
+  for k, v in pairs(headers) do
+    local name, value = k, v
+    if type(k) == "number" and k >= 1 and k <= listed and k == math.floor(k) then
+      if type(v) ~= "table" then return string.format("item %d must be a { name, value } pair, got %s", k, type(v)) end
+      name, value = v[1], v[2]
+    elseif listed > 0 then
+      return string.format("mix a list of pairs with named headers (%s)", tostring(k))
+    end
+    if type(name) ~= "string" then return "a header name must be a string, got " .. type(name) end
+    if value ~= nil and type(value) ~= "string" and type(value) ~= "number" then
+      return string.format("header %q: the value must be a string, got %s", name, type(value))
+    end
+  end
+  return nil
+end
+
 function Source:produce(msg)
   local producer = producer_of(self)
+  local function bad(what, ...)
+    error(string.format("%s: produce: " .. what, source.describe(self), ...), 3)
+  end
   if msg.value ~= nil and type(msg.value) ~= "string" then
-    error(string.format("%s: produce: value must be bytes (a string), got %s; use self:serialize{}",
-      source.describe(self), type(msg.value)), 2)
+    bad("value must be bytes (a string), got %s; use self:serialize{}", type(msg.value))
   end
   if msg.key ~= nil and type(msg.key) ~= "string" then
-    error(string.format("%s: produce: key must be bytes (a string), got %s; use self:serialize{}",
-      source.describe(self), type(msg.key)), 2)
+    bad("key must be bytes (a string), got %s; use self:serialize{}", type(msg.key))
+  end
+  if msg.timestamp ~= nil then
+    local problem = source.timestamp_problem(msg.timestamp)
+    if problem then bad("timestamp %s", problem) end
+  end
+  local partition = msg.partition
+  if partition ~= nil and (type(partition) ~= "number" or partition < 0 or partition ~= math.floor(partition)) then
+    bad("partition must be a partition number (0 or more), got %s", tostring(partition))
+  end
+  if msg.headers ~= nil then
+    local problem = headers_problem(msg.headers)
+    if problem then bad("headers %s", problem) end
   end
   local unsent = rawget(self, "_unsent")
   if unsent then rawset(self, "_unsent", unsent + 1); return end

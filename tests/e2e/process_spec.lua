@@ -154,6 +154,24 @@ print(ok, err)
     assert.are.equal(1, after, r.stderr)
   end)
 
+  it("runs the instance's own class when two source classes share a name", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/app.lua", app_script([[
+local function reader(text)   -- a factory: every class it makes is "Reader"
+  local R = qhost.sources.Source:extend("Reader")
+  function R:run() self:produce{ value = self:serialize{ value = text .. self.n }.value } end
+  return R
+end
+local A = reader("from A ")
+reader("from B ")
+app:dataframe{ source = A{ name = "]] .. H.unique("a") .. [[", n = 1 } }:print{ pretty = false }
+app:run{ count = 1, timeout = 20 }
+]]))
+    local r = H.run(dir, "app.lua", { timeout = 60 })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal('{"value":"from A 1"}\n', r.stdout)
+  end)
+
   it("refuses a source whose field cannot travel, before starting anything", function()
     local dir = H.tmpdir()
     H.write(dir .. "/app.lua", app_script([[

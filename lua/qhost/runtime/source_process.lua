@@ -54,8 +54,16 @@ function M.spec(app, src, topic, script, flow_budget)
       .. "spec file. Define the class in a module (a file that returns it, e.g. my_source.lua) and "
       .. "require it from the spec", source_mod.describe(src), cls.__name, where.file), 0)
   end
+  -- Several classes may share a name (a factory, two modules): which of
+  -- them, in the order they were defined, which the new process repeats.
+  local class_index
+  for i, c in ipairs(source_mod.classes[cls.__name] or {}) do
+    if c == cls then class_index = i end
+  end
   local spec = {
     class = cls.__name,
+    class_index = class_index,
+    class_source = cls.__source,
     where = where,
     fields = fields,
     topic = { name = topic.name, opts = topic.serializer_names },
@@ -103,7 +111,10 @@ local function find_class(spec)
     dofile(where.file)
   end
   local candidates = source_mod.classes[spec.class] or {}
-  return candidates[#candidates]
+  local cls = candidates[spec.class_index or #candidates]
+  -- (defined again by the same file: the script did not take another path)
+  if cls and spec.class_source and cls.__source ~= spec.class_source then return nil end
+  return cls
 end
 
 -- Runs the user's callback chain. Returns nil or the error with traceback.

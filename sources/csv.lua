@@ -31,8 +31,8 @@ end
 
 local function check_char(self, field)
   local value = self[field]
-  if value ~= nil and (type(value) ~= "string" or #value ~= 1) then
-    argcheck.fail("CSVSource '%s': %s must be a single character", self.name, field)
+  if value ~= nil and (type(value) ~= "string" or #value ~= 1 or value == "\n" or value == "\r") then
+    argcheck.fail("CSVSource '%s': %s must be a single character other than a line break", self.name, field)
   end
 end
 
@@ -65,6 +65,10 @@ function CSVSource:init(opts)
   check_extractor(self, "timestamp_extractor")
   check_char(self, "delimiter")
   check_char(self, "quotechar")
+  local dialect = DIALECTS[self.dialect]
+  if (self.delimiter or dialect.delimiter) == (self.quotechar or dialect.quotechar) then
+    argcheck.fail("CSVSource '%s': delimiter and quotechar must differ", self.name)
+  end
 end
 
 -- Quix: string keys, JSON values.
@@ -113,6 +117,17 @@ function CSVSource:run()
   local timestamp_of = compile_extractor(self, "timestamp_extractor", header)
   local delay = self.delay
   local function fail(err) error(string.format("CSVSource '%s': %s", self.name, err), 0) end
+  -- A column named twice would give a JSON object with the key twice;
+  -- which value is meant is the file's to say.
+  local column_of = {}
+  for i, name in ipairs(header) do
+    if column_of[name] then
+      reader:close()
+      fail(string.format("%s:1: the header names column %q twice (columns %d and %d)", self.path, name,
+        column_of[name], i))
+    end
+    column_of[name] = i
+  end
 
   -- The next row as a message: value, key, timestamp, or nil at the end.
   local next_message

@@ -127,8 +127,8 @@ function CSVSink:_serialize_value(value)
 end
 
 function CSVSink:write(batch)
-  local f = io.open(self.path, "ab")
-  if not f then error("CSVSink: cannot open " .. self.path, 0) end
+  local f, err = io.open(self.path, "ab")
+  if not f then error("CSVSink: cannot open " .. tostring(err), 0) end
   local d = self.delimiter
   local lines = {}
   if f:seek("end") == 0 then

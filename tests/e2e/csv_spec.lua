@@ -105,6 +105,16 @@ describe("CSVSource #" .. H.mode, function()
     end
   end)
 
+  it("ends with an error for a header that names a column twice; refuses delimiter = quotechar at once", function()
+    local _, r = run_csv("a,a,b\n1,2,3\n", nil, 5)
+    assert.are_not.equal(0, r.code)
+    assert.truthy(r.stderr:find('data.csv:1: the header names column "a" twice (columns 1 and 2)', 1, true), r.stderr)
+    _, r = run_csv("a\n1\n", "delimiter = '\"'", 5)
+    assert.are_not.equal(0, r.code)
+    assert.truthy(r.stderr:find("app.lua:3: CSVSource '[^']+': delimiter and quotechar must differ"), r.stderr)
+    assert.falsy(r.stderr:find("started", 1, true), r.stderr)
+  end)
+
   it("ends with an error naming a missing file", function()
     local dir = H.tmpdir()
     H.write(dir .. "/app.lua", [[

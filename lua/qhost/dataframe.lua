@@ -40,10 +40,19 @@ end
 -- A new branch: a new dataframe on `node`, a child of self's node.
 -- feeds: the names of the other topics whose messages reach this dataframe
 -- through a concat (or join_interval), or nil.
+-- stream: after a group_by of a one-partition topic (re-keyed in process),
+-- the prefix of the stores made from here on, so that they are not the
+-- stores of the same names before the group_by (Quix's stream_id).
 local function derive(self, node)
   table.insert(self.node.children, node)
   return setmetatable({ app = self.app, topic = self.topic, node = node, root = self.root,
-    feeds = rawget(self, "feeds") }, SDF)
+    feeds = rawget(self, "feeds"), stream = rawget(self, "stream") }, SDF)
+end
+
+-- The name of a store made at this point of the dataframe.
+function dataframe.store_name(sdf, name)
+  local stream = rawget(sdf, "stream")
+  return stream and (stream .. "--" .. name) or name
 end
 
 -- In place (Quix's _add_update): `node` extends self's branch, and self
@@ -72,9 +81,10 @@ end
 -- concatenated into it use the store partition of the same number.
 local function stateful_store(self, opts)
   if not opts.stateful then return nil end
+  local store = dataframe.store_name(self, "default")
   local app = rawget(self, "app")
-  if app then app:_register_store(self.topic, "default", nil, rawget(self, "feeds")) end
-  return "default"
+  if app then app:_register_store(self.topic, store, nil, rawget(self, "feeds")) end
+  return store
 end
 
 -- sdf:apply(fn, { expand =, metadata = }) -> the values fn returns.
@@ -285,7 +295,9 @@ function SDF:group_by(by, opts)
   end
   local app = rawget(self, "app")
   if not app or self.topic:num_partitions() == 1 then
-    return derive(self, new_node("rekey", { fn = key_of }))
+    local rekeyed = derive(self, new_node("rekey", { fn = key_of }))
+    rekeyed.stream = dataframe.store_name(self, "groupby--" .. name)
+    return rekeyed
   end
   local repartition_name = string.format("repartition__%s--%s--%s", app.consumer_group, self.topic.name, name)
   for _, other in ipairs(app._dataframes) do

@@ -165,6 +165,25 @@ describe("StreamingDataFrame, as Quix", function()
     assert.are.same({ { { "a", "1" }, { "id", "1" } }, 1 }, outputs)   -- the other branch still has 1 header
     assert.truthy(other)
   end)
+  it("after a group_by of a one-partition topic, state and windows have stores of their own", function()
+    local app = qhost.Application{}
+    local sdf = app:dataframe(app:topic("one"))
+    local function counter(label)
+      return function(_, state)
+        local n = state:get("n", 0) + 1
+        state:set("n", n)
+        return { [label] = n }
+      end
+    end
+    sdf:apply(counter("before"), { stateful = true })
+    sdf:group_by("c"):apply(counter("after"), { stateful = true })
+    -- the message key and the new key are the same: one store would count both
+    assert.are.same({ { before = 1 }, { after = 1 } }, (sdf:test({ c = "k" }, { key = "k" })))
+    assert.are.same({ { before = 2 }, { after = 2 } }, (sdf:test({ c = "k" }, { key = "k" })))
+    sdf:tumbling_window{ duration_ms = 10 }:count():final()
+    sdf:group_by("c", { name = "again" }):tumbling_window{ duration_ms = 10 }:count():final()   -- no "already exists"
+    assert.truthy(app._stores.one["groupby--c--default"] and app._stores.one["default"])
+  end)
   it("group_by a column the value lacks is an error of the message", function()
     local sdf = new_sdf():group_by("c")
     local ok, err = pcall(sdf.test, sdf, { d = "x" })

@@ -367,7 +367,8 @@ local function make_window(self, func_name, aggregators, collectors)
   -- What user code made or may change goes through JSON when stored.
   ops.copy = not ops.builtin or self.before_update ~= false or self.after_update ~= false
   local w = setmetatable({
-    sdf = self.sdf, definition = self.definition, kind = self.kind, name = store_name(self, func_name),
+    sdf = self.sdf, definition = self.definition, kind = self.kind,
+    name = require("qhost.dataframe").store_name(self.sdf, store_name(self, func_name)),
     duration = self.duration, grace = self.grace, step = self.step, max_count = self.max_count, on_late = self.on_late,
     before_update = self.before_update, after_update = self.after_update, ops = ops, mode = false, closing = false,
     where = false,

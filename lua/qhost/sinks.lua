@@ -93,58 +93,118 @@ function BatchingSink:write(batch) -- luacheck: ignore
   error(self.__name .. ": write(batch) is not implemented", 2)
 end
 
--- CSVSink{ path, delimiter = ",", key_serializer = fn, value_serializer = fn }:
--- appends rows key,value,timestamp,topic,partition,offset; the header only
--- when the file is new or empty.
+-- CSVSink{ path, dialect = "excel", delimiter, key_serializer = fn,
+-- value_serializer = fn }: appends rows key,value,timestamp,topic,partition,
+-- offset; the header only when the file is new or empty. As Quix's (Python's
+-- csv.DictWriter with json.dumps and str): the dialect's line ends and
+-- quoting, values as json.dumps writes them, a missing key as "None".
 local CSVSink = BatchingSink:extend("CSVSink")
 
-local CSV_SINK_OPTIONS = argcheck.declare("CSVSink", { path = "string", delimiter = "string",
+local CSV_SINK_OPTIONS = argcheck.declare("CSVSink", { path = "string", dialect = "string", delimiter = "string",
   key_serializer = "function", value_serializer = "function" })
+
+-- Python's csv dialects: delimiter, line end, and whether every field is
+-- quoted (QUOTE_ALL) or only those that need it (QUOTE_MINIMAL).
+local SINK_DIALECTS = {
+  excel = { delimiter = ",", line_end = "\r\n", quote_all = false },
+  ["excel-tab"] = { delimiter = "\t", line_end = "\r\n", quote_all = false },
+  unix = { delimiter = ",", line_end = "\n", quote_all = true },
+}
 
 function CSVSink:init(opts)
   if getmetatable(self) == CSVSink then argcheck.options("CSVSink", opts, CSV_SINK_OPTIONS) end
   BatchingSink.init(self, opts)
   if type(opts.path) ~= "string" or opts.path == "" then argcheck.fail("CSVSink: path must be a file path") end
-  self.delimiter = opts.delimiter or ","
-  if type(self.delimiter) ~= "string" or #self.delimiter ~= 1 then
-    argcheck.fail("CSVSink: delimiter must be a single character")
+  self.dialect = opts.dialect or "excel"
+  local dialect = SINK_DIALECTS[self.dialect]
+  if not dialect then
+    argcheck.fail("CSVSink: unknown dialect %q (excel, excel-tab, unix)", tostring(self.dialect))
+  end
+  self._format = dialect
+  self.delimiter = opts.delimiter or dialect.delimiter
+  if type(self.delimiter) ~= "string" or #self.delimiter ~= 1 or self.delimiter == '"' then
+    argcheck.fail("CSVSink: delimiter must be a single character other than the quote")
   end
 end
 
-local function csv_field(s, delimiter)
+local function csv_field(s, delimiter, quote_all)
   s = tostring(s)
-  if s:find('[' .. delimiter:gsub("%p", "%%%0") .. '"\r\n]') then
+  if quote_all or s:find('[' .. delimiter:gsub("%p", "%%%0") .. '"\r\n]') then
     return '"' .. s:gsub('"', '""') .. '"'
   end
   return s
+end
+
+-- The text Python's json.dumps gives (Quix's CSVSink writes values with it),
+-- from the compact JSON text: ", " and ": " between items, and every
+-- character past ASCII as \uXXXX (ensure_ascii; beyond U+FFFF as a
+-- surrogate pair). Outside strings JSON has no other bytes to change.
+local byte, char, format = string.byte, string.char, string.format
+
+local function python_json(compact)
+  local out, n, i, len, in_string = {}, 0, 1, #compact, false
+  local function put(s) n = n + 1; out[n] = s end
+  while i <= len do
+    local c = byte(compact, i)
+    if in_string then
+      if c == 92 then                         -- backslash: the escape goes as it is
+        put(compact:sub(i, i + 1)); i = i + 2
+      else
+        if c == 34 then in_string = false end
+        if c < 128 then
+          put(char(c)); i = i + 1
+        else                                  -- one UTF-8 sequence (the encoder made it valid)
+          local size = c >= 0xF0 and 4 or c >= 0xE0 and 3 or 2
+          local cp = c % (size == 2 and 0x20 or size == 3 and 0x10 or 0x08)
+          for k = 1, size - 1 do cp = cp * 64 + byte(compact, i + k) % 64 end
+          if cp >= 0x10000 then
+            cp = cp - 0x10000
+            put(format("\\u%04x\\u%04x", 0xD800 + math.floor(cp / 1024), 0xDC00 + cp % 1024))
+          else
+            put(format("\\u%04x", cp))
+          end
+          i = i + size
+        end
+      end
+    else
+      if c == 34 then in_string = true end
+      put(char(c))
+      if c == 44 or c == 58 then put(" ") end   -- , and :
+      i = i + 1
+    end
+  end
+  return table.concat(out)
 end
 
 function CSVSink:_serialize_value(value)
   if self.value_serializer then return self.value_serializer(value) end
   local text, err = codec.json_encode(value)
   if not text then error("CSVSink: cannot serialize a value as JSON: " .. err, 0) end
-  return text
+  return python_json(text)
 end
 
 function CSVSink:write(batch)
   local f, err = io.open(self.path, "ab")
   if not f then error("CSVSink: cannot open " .. tostring(err), 0) end
-  local d = self.delimiter
+  local d, all, line_end = self.delimiter, self._format.quote_all, self._format.line_end
+  local function field(v) return csv_field(v, d, all) end
   local lines = {}
   if f:seek("end") == 0 then
-    lines[1] = table.concat({ "key", "value", "timestamp", "topic", "partition", "offset" }, d)
+    lines[1] = table.concat({ field("key"), field("value"), field("timestamp"), field("topic"), field("partition"),
+      field("offset") }, d)
   end
   for _, item in ipairs(batch) do
     local key = item.key
-    if self.key_serializer then key = self.key_serializer(key) end
+    if self.key_serializer then key = self.key_serializer(key)
+    elseif key == nil then key = "None" end   -- Python's str(None)
     lines[#lines + 1] = table.concat({
-      key == nil and "" or csv_field(key, d),
-      csv_field(self:_serialize_value(item.value), d),
-      item.timestamp == nil and "" or csv_field(string.format("%d", item.timestamp), d),
-      csv_field(batch.topic, d), tostring(batch.partition), string.format("%d", item.offset),
+      key == nil and "" or field(key),
+      field(self:_serialize_value(item.value)),
+      item.timestamp == nil and "" or field(string.format("%d", item.timestamp)),
+      field(batch.topic), field(tostring(batch.partition)), field(string.format("%d", item.offset)),
     }, d)
   end
-  local ok, err = f:write(table.concat(lines, "\n"), "\n")
+  local ok, err = f:write(table.concat(lines, line_end), line_end)
   if ok then ok, err = f:close() else f:close() end
   if not ok then error("CSVSink: cannot write " .. self.path .. ": " .. tostring(err), 0) end
 end

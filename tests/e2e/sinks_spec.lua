@@ -27,14 +27,15 @@ describe("sinks #" .. H.mode, function()
     local r = H.run(dir, "app.lua", { env = { WITH_SOURCE = "1" } })
     assert.are.equal(0, r.code, r.stderr)
     local text = H.read(dir .. "/out.csv")
+    -- Lines end with \r\n and values are json.dumps's text, as Quix's CSVSink writes them.
     local lines = {}
-    for line in text:gmatch("[^\n]+") do lines[#lines + 1] = line end
+    for line in text:gmatch("([^\r\n]*)\r\n") do lines[#lines + 1] = line end
     assert.are.equal(11, #lines)
     assert.are.equal("key,value,timestamp,topic,partition,offset", lines[1])
     for i = 0, 9 do
       local key, value, ts, t, p, off = lines[i + 2]:match('^([^,]*),"(.*)",(%d+),([^,]+),(%d+),(%d+)$')
       assert.are.equal("k" .. i, key)
-      assert.are.equal('{""n"":' .. i .. '}', value)
+      assert.are.equal('{""n"": ' .. i .. '}', value)
       assert.is_true(tonumber(ts) > 1.6e12)
       assert.are.equal(topic, t)
       assert.are.equal("0", p)

@@ -61,9 +61,26 @@ describe("CSVSink", function()
     local text = f:read("*a")
     f:close()
     os.remove(path)
-    assert.are.equal('key,value,timestamp,topic,partition,offset\n'
-      .. 'k1,"{""a"":1,""b"":""x,y""}",1700000000000,orders,2,7\n'
-      .. ',"""plain""",5,orders,0,8\n', text)
+    -- What Quix's CSVSink (Python's csv.DictWriter, json.dumps, str) writes
+    -- for the same two messages, byte for byte.
+    assert.are.equal('key,value,timestamp,topic,partition,offset\r\n'
+      .. 'k1,"{""a"": 1, ""b"": ""x,y""}",1700000000000,orders,2,7\r\n'
+      .. 'None,"""plain""",5,orders,0,8\r\n', text)
+  end)
+  it("writes the unix dialect as Python does: every field quoted, \\n; values ASCII as json.dumps", function()
+    local path = os.tmpname()
+    os.remove(path)
+    local s = sinks.CSVSink{ path = path, dialect = "unix" }
+    s:add({ a = "é😀" }, "k1", 1, nil, "orders", 2, 7)
+    s:flush("orders", 2)
+    local f = assert(io.open(path))
+    local text = f:read("*a")
+    f:close()
+    os.remove(path)
+    assert.are.equal('"key","value","timestamp","topic","partition","offset"\n'
+      .. '"k1","{""a"": ""\\u00e9\\ud83d\\ude00""}","1","orders","2","7"\n', text)
+    assert.has_error(function() sinks.CSVSink{ path = path, dialect = "tsv" } end,
+      'CSVSink: unknown dialect "tsv" (excel, excel-tab, unix)')
   end)
   it("needs a path", function()
     assert.has_error(function() sinks.CSVSink{} end, "CSVSink: path must be a file path")

@@ -48,19 +48,28 @@ describe("BatchingSink", function()
 end)
 
 describe("CSVSink", function()
-  it("writes Quix's columns, a header only for a new file, and quotes fields", function()
+  -- A path for a new file, and a function that reads it once and removes it.
+  local function new_file()
     local path = os.tmpname()
     os.remove(path)
+    return path, function()
+      local f = assert(io.open(path))
+      local text = f:read("*a")
+      f:close()
+      os.remove(path)
+      return text
+    end
+  end
+
+  it("writes Quix's columns, a header only for a new file, and quotes fields", function()
+    local path, contents = new_file()
     local s = sinks.CSVSink{ path = path }
     s:add({ a = 1, b = "x,y" }, "k1", 1700000000000, nil, "orders", 2, 7)
     s:flush("orders", 2)
     local s2 = sinks.CSVSink{ path = path }
     s2:add("plain", nil, 5, nil, "orders", 0, 8)
     s2:flush("orders", 0)
-    local f = assert(io.open(path))
-    local text = f:read("*a")
-    f:close()
-    os.remove(path)
+    local text = contents()
     -- What Quix's CSVSink (Python's csv.DictWriter, json.dumps, str) writes
     -- for the same two messages, byte for byte.
     assert.are.equal('key,value,timestamp,topic,partition,offset\r\n'
@@ -68,15 +77,11 @@ describe("CSVSink", function()
       .. 'None,"""plain""",5,orders,0,8\r\n', text)
   end)
   it("writes the unix dialect as Python does: every field quoted, \\n; values ASCII as json.dumps", function()
-    local path = os.tmpname()
-    os.remove(path)
+    local path, contents = new_file()
     local s = sinks.CSVSink{ path = path, dialect = "unix" }
     s:add({ a = "é😀" }, "k1", 1, nil, "orders", 2, 7)
     s:flush("orders", 2)
-    local f = assert(io.open(path))
-    local text = f:read("*a")
-    f:close()
-    os.remove(path)
+    local text = contents()
     assert.are.equal('"key","value","timestamp","topic","partition","offset"\n'
       .. '"k1","{""a"": ""\\u00e9\\ud83d\\ude00""}","1","orders","2","7"\n', text)
     assert.has_error(function() sinks.CSVSink{ path = path, dialect = "tsv" } end,

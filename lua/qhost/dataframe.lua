@@ -123,23 +123,18 @@ end
 -- sdf:contains("k") or sdf:contains{ "k1", "k2" } -> StreamingSeries: the
 -- value has the key (all of the keys), as Quix's contains(key or keys).
 function SDF:contains(key)
-  local name
+  local name, has
   if type(key) == "table" then
-    local keys = {}
-    for i, k in ipairs(key) do keys[i] = tostring(k) end
-    name = "contains{" .. table.concat(keys, ", ") .. "}"
-  else
-    name = "contains(" .. tostring(key) .. ")"
-  end
-  local has
-  if type(key) == "table" then
-    local keys = key
+    local keys, names = key, {}
+    for i, k in ipairs(keys) do names[i] = tostring(k) end
+    name = "contains{" .. table.concat(names, ", ") .. "}"
     has = function(value)
       if type(value) ~= "table" then return false end
       for i = 1, #keys do if value[keys[i]] == nil then return false end end
       return true
     end
   else
+    name = "contains(" .. tostring(key) .. ")"
     has = function(value) return type(value) == "table" and value[key] ~= nil end
   end
   return setmetatable({ fn = has, name = name, where = argcheck.where() }, series.Series)

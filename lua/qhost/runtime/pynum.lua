@@ -38,7 +38,6 @@ local function common(x, y)
   if integral(x) then return int64(x), y end
   return x, tonumber(y)
 end
-M.common = common
 
 function M.add(x, y)
   if type(x) == "number" and type(y) == "number" then return x + y end

@@ -270,7 +270,6 @@ return function(app, opts)
   -- evicted after its session timeout): as Quix, it gets 60 s more.
   local last_message = host.monotonic() + 60
 
-
   -- An assignment starts where each partition's committed offset (or the
   -- reset) says, looked up within resolve_timeout; sources start with the
   -- first one, so none of their messages can come before a "latest" start.

@@ -78,8 +78,10 @@ function builders.apply(node, nxt, rt)
     return function(value, key, timestamp, headers)
       local result
       if metadata then result = fn(value, key, timestamp, headers) else result = fn(value) end
-      if type(result) ~= "table" then
-        error(string.format("apply (expand=true, %s) must return a list, got %s", node.where, type(result)), 0)
+      -- (an object, not a list: nothing would come out, silently)
+      if type(result) ~= "table" or (result[1] == nil and next(result) ~= nil) then
+        error(string.format("apply (expand=true, %s) must return a list, got %s", node.where,
+          type(result) == "table" and "an object" or type(result)), 0)
       end
       for i = 1, #result do nxt(result[i], key, timestamp, headers) end
     end

@@ -188,13 +188,18 @@ app:run()
     assert.falsy(r.stderr:find("started", 1, true))
   end)
 
-  it("stops sources and exits 0 on SIGTERM, leaving no process behind", function()
+  -- Starts an app printing what a never-ending Counter source produces
+  -- (`define` may make a subclass of it, named `class`); returns the app's
+  -- process once it printed 10 lines, and the pid of the source's process.
+  local function start_counting(name, define, class)
     local dir = H.tmpdir()
     H.write(dir .. "/counter.lua", COUNTER)
     H.write(dir .. "/app.lua", app_script([[
 package.path = "./?.lua;" .. package.path
 local Counter = require("counter")
-local sdf = app:dataframe{ source = Counter{ name = "]] .. H.unique("slow") .. [[", limit = 1e9, pause = 0.01 } }
+]] .. (define or "") .. [[
+local sdf = app:dataframe{ source = ]] .. (class or "Counter") .. [[{ name = "]] .. H.unique(name)
+      .. [[", limit = 1e9, pause = 0.01 } }
 sdf:print{ pretty = false }
 app:run()
 ]]))
@@ -202,11 +207,16 @@ app:run()
     assert.is_true(H.eventually(function() return select(2, p:stdout():gsub("\n", "")) >= 10 end, 60), p:stderr())
     local children = H.children(p.pid)
     assert.are.equal(1, #children)
+    return p, children[1]
+  end
+
+  it("stops sources and exits 0 on SIGTERM, leaving no process behind", function()
+    local p, child = start_counting("slow")
     p:signal("TERM")
     local r = assert(p:wait(60))
     assert.are.equal(0, r.code, r.stderr)
     assert.truthy(r.stderr:find("stopped by signal 15", 1, true), r.stderr)
-    assert.is_false(H.alive(children[1]))
+    assert.is_false(H.alive(child))
     -- Every line printed is a whole message, in order.
     local n = 0
     for line in r.stdout:gmatch("[^\n]+") do
@@ -219,11 +229,7 @@ app:run()
   -- the source gets that SIGTERM and then the app's own. That is one stop,
   -- not a second signal that ends the source at once mid-cleanup.
   it("stops gracefully on a SIGTERM sent to the app and its source together (a process group)", function()
-    local dir = H.tmpdir()
-    H.write(dir .. "/counter.lua", COUNTER)
-    H.write(dir .. "/app.lua", app_script([[
-package.path = "./?.lua;" .. package.path
-local Counter = require("counter")
+    local p, child = start_counting("group", [[
 local Slow = Counter:extend("SlowCleanup")
 function Slow:cleanup(failed)
   local until_t = os.clock() + 0.5   -- busy: the app's SIGTERM arrives meanwhile
@@ -231,20 +237,13 @@ function Slow:cleanup(failed)
   Counter.cleanup(self, failed)
   io.stderr:write("CLEANUP DONE\n")
 end
-local sdf = app:dataframe{ source = Slow{ name = "]] .. H.unique("group") .. [[", limit = 1e9, pause = 0.01 } }
-sdf:print{ pretty = false }
-app:run()
-]]))
-    local p = H.start(dir, "app.lua")
-    assert.is_true(H.eventually(function() return select(2, p:stdout():gsub("\n", "")) >= 10 end, 60), p:stderr())
-    local children = H.children(p.pid)
-    assert.are.equal(1, #children)
-    os.execute(string.format("kill -TERM %d %d", p.pid, children[1]))
+]], "Slow")
+    os.execute(string.format("kill -TERM %d %d", p.pid, child))
     local r = assert(p:wait(60))
     assert.are.equal(0, r.code, r.stderr)
     assert.truthy(r.stderr:find("CLEANUP DONE", 1, true), r.stderr)
     assert.falsy(r.stderr:find("second stop signal", 1, true), r.stderr)
-    assert.is_false(H.alive(children[1]))
+    assert.is_false(H.alive(child))
   end)
 
   it("kills a source that ignores running after shutdown_timeout", function()

@@ -33,8 +33,8 @@
 local argcheck = require("qhost.runtime.argcheck")
 local ffi = require("ffi")
 local C = require("qhost.kafka.ffi")
-local topic_reader = require("qhost.kafka.topic_reader")
 local clients = require("qhost.kafka.clients")
+local config_scope = require("qhost.kafka.config_scope")
 local flow_control = require("qhost.runtime.flow_control")
 local host = require("qhost.host")
 local log = require("qhost.log")
@@ -122,7 +122,7 @@ end
 -- properties: its connection and security settings serve the admin handle
 -- too); nil, err ("unknown topic" when it does not exist).
 local function partitions_of(config, topic)
-  local admin, err = clients.admin(topic_reader.admin_config(config))
+  local admin, err = clients.admin(config_scope.common(config))
   if not admin then return nil, err end
   local count, perr = admin:partitions(topic, REQUEST_TIMEOUT)
   admin:close()

@@ -39,12 +39,6 @@ local function reader_config(config)
   return c
 end
 
--- topic_reader.admin_config(consumer_config) -> the properties of an admin
--- handle on the same cluster: the connection and security settings.
-function topic_reader.admin_config(config)
-  return config_scope.common(config)
-end
-
 -- An admin handle on the cluster `config` points at: metadata and
 -- watermarks asked of the broker, as a consumer only knows them after a
 -- fetch. Its watermarks are the high watermarks (read_uncommitted): the end
@@ -53,8 +47,9 @@ end
 -- and so before the committed records written after it: a recovery that
 -- meets the open transaction of an instance that was killed would miss the
 -- checkpoints its successor committed after it.
+-- (Of `config`, the connection and security settings: config_scope.common.)
 local function admin_for(config)
-  local c = topic_reader.admin_config(config)
+  local c = config_scope.common(config)
   c["isolation.level"] = "read_uncommitted"
   return clients.admin(c)
 end

@@ -24,8 +24,9 @@
  * - Error positions are 1-based byte offsets (string.sub positions).
  *
  * The internal module `qhost.runtime.json_at` (qh_codec_open_json_at) has
- * the run loop's decoder of JSON text at a raw address, which must not be
- * reachable through this public one. */
+ * the run loop's decoder of JSON text at a raw address and its encoder into
+ * a buffer it reads by address, which must not be reachable through this
+ * public one. */
 #include "codec.h"
 
 #include <math.h>
@@ -58,6 +59,7 @@
 #define UV_INT64_DIGITS lua_upvalueindex(6)
 #define N_UPVALUES      6
 #define SCRATCH_STATE   1
+#define SCRATCH_OUT     2   /* json_encode_out's own state (see there) */
 
 /* ------------------------------------------------------------------------ */
 /* Per-state scratch                                                         */
@@ -216,6 +218,48 @@ static int l_json_encode_pretty(lua_State *L)
     return encode(L, 2, indent, indent_len);
 }
 
+/* json_at.json_encode_out(value) -> address, len | nil, err: the compact
+ * JSON text of value left in a buffer of this module's own (address a
+ * number, which the JIT casts to a pointer where a light userdata would
+ * leave the trace), not made into a Lua string: the run loop hands it straight to
+ * the producer, which copies it. Interning every output as a Lua string
+ * cost more than encoding it (the string table's cache misses, then the
+ * GC's sweep). The text is valid until the next json_encode_out call,
+ * which nothing else makes: its state is not the one json_encode and
+ * json_decode share (a __gc finalizer that encodes, run by an allocation
+ * between this call and the produce, cannot overwrite it). Internal: the
+ * caller must use the text before calling again. */
+static int l_json_encode_out(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_settop(L, 1);
+    lua_rawgeti(L, UV_SCRATCH, SCRATCH_OUT);
+    codec_state *st = lua_touserdata(L, -1);
+    /* The last text is dead now: a big one's buffer need not stay. */
+    if (st->enc.out.cap > (1 << 20)) qh_buf_free(&st->enc.out);
+    st->enc.out.len = 0;
+    st->err[0] = '\0';
+    qh_json_enc e = {
+        .L = L,
+        .s = &st->enc,
+        .array_mt = UV_ARRAYMT,
+        .keys_field = UV_KEYSFLD,
+        .int64_digits = UV_INT64_DIGITS,
+        .err = st->err,
+        .errlen = sizeof st->err,
+    };
+    if (qh_json_encode(&e, 1) != 0) {
+        lua_settop(L, 1);
+        lua_pushnil(L);
+        lua_pushstring(L, st->err);
+        return 2;
+    }
+    lua_settop(L, 1);  /* the state stays referenced by the scratch table */
+    lua_pushnumber(L, (lua_Number)(uintptr_t)st->enc.out.data);
+    lua_pushinteger(L, (lua_Integer)st->enc.out.len);
+    return 2;
+}
+
 /* Decodes s[0..len) for a function with one argument (lua_settop(L, 1)). */
 static int decode(lua_State *L, const char *s, size_t len)
 {
@@ -351,6 +395,7 @@ static const luaL_Reg binary_funcs[] = {
 
 static const luaL_Reg json_at_funcs[] = {
     { "json_decode_at", l_json_decode_at },
+    { "json_encode_out", l_json_encode_out },
     { NULL, NULL },
 };
 
@@ -371,10 +416,12 @@ static void make_scratch(lua_State *L)
     lua_pushcfunction(L, state_gc);
     lua_setfield(L, -2, "__gc");
     lua_setfield(L, LUA_REGISTRYINDEX, REG_STATE_MT);
-    /* The slot in the array part, so that state_release cannot allocate. */
-    lua_createtable(L, 1, 0);
+    /* The slots in the array part, so that state_release cannot allocate. */
+    lua_createtable(L, 2, 0);
     state_new(L);
     lua_rawseti(L, -2, SCRATCH_STATE);
+    state_new(L);
+    lua_rawseti(L, -2, SCRATCH_OUT);
 }
 
 static void make_table(lua_State *L)

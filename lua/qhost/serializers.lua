@@ -22,6 +22,7 @@ end
 local function identity(bytes) return bytes end
 
 local json_encode, number_text = codec.json_encode, json_numbers.text
+local json_encode_out = require("qhost.runtime.json_at").json_encode_out
 
 local NAMED = {
   -- A number (a count, a sum: what many pipelines produce) is written
@@ -38,6 +39,8 @@ local NAMED = {
       end
       return json_encode(value)
     end,
+    -- An object or array for the producer: see serializers.encode_out.
+    encode_table_out = json_encode_out,
     decode = codec.json_decode,
   },
   string = { encode = expect_string("string"), decode = identity },
@@ -117,6 +120,24 @@ function serializers.encode(s, value)
     return nil, "the serializer returned a " .. type(bytes) .. ", not bytes (a string)"
   end
   return bytes
+end
+
+-- serializers.encode_out(s, value) -> bytes, len | nil, nil, err: as
+-- serializers.encode, for a value that goes straight to the producer, which
+-- copies it: a table through the json serializer comes back as the address
+-- of its text in the codec's buffer (a number), valid only until
+-- the next encode_out, and not as a Lua string (making one per output
+-- costs more than the encoding). len is the text's length (0 for nil).
+function serializers.encode_out(s, value)
+  local table_out = s.encode_table_out
+  if table_out and type(value) == "table" then
+    local address, len = table_out(value)
+    if address == nil then return nil, nil, tostring(len) end
+    return address, len
+  end
+  local bytes, err = serializers.encode(s, value)
+  if err then return nil, nil, err end
+  return bytes, bytes and #bytes or 0
 end
 
 function serializers.decode(s, bytes)

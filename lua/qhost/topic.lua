@@ -117,6 +117,19 @@ function Topic:serialize(key, value)
   return kb, vb
 end
 
+-- Topic:serialize_out(key, value) -> key bytes, value bytes, value length
+-- | nil, nil, nil, err: as serialize, for the run loop's produce: the value
+-- may be an address in the codec's buffer (serializers.encode_out), to be
+-- produced before anything else is serialized.
+function Topic:serialize_out(key, value)
+  local kb, kerr
+  if key ~= nil then kb, kerr = serializers.encode(self.key_serializer, key) end
+  if kerr then return nil, nil, nil, string.format("topic '%s': cannot serialize key: %s", self.name, kerr) end
+  local vb, vlen, verr = serializers.encode_out(self.value_serializer, value)
+  if verr then return nil, nil, nil, string.format("topic '%s': cannot serialize value: %s", self.name, verr) end
+  return kb, vb, vlen
+end
+
 function Topic:__tostring()
   return "Topic('" .. self.name .. "')"
 end

@@ -1178,6 +1178,42 @@ TEST(decode_at)
     lua_close(L);
 }
 
+/* The run loop's json_encode_out (internal qhost.runtime.json_at) leaves
+ * the text in a buffer of its own, read by address: the same text as
+ * json_encode, the same errors, untouched by the public encoder (a __gc
+ * finalizer may encode between it and the produce), and a big text's
+ * buffer given back at the next call. */
+TEST(encode_out)
+{
+    lua_State *L = th_lua_new("codec", qh_codec_open);
+    th_lua_global(L, "json_at", qh_codec_open_json_at);
+    CHECK_EQ_STR(th_run(L,
+        "local ffi = require('ffi')\n"
+        "local function text(a, n) return ffi.string(ffi.cast('const char *', a), n) end\n"
+        "local v = codec.json_decode('{\"z\":1,\"a\":[true,null,\"\\\\u00e9\"],\"m\":{\"k\":2.5}}')\n"
+        "v.b = 'new'\n"
+        "local a, n = json_at.json_encode_out(v)\n"
+        "assert(type(a) == 'number' and n == #codec.json_encode(v))\n"
+        "local before = text(a, n)\n"
+        "codec.json_encode({ other = string.rep('x', 5000) })\n"
+        "return before == codec.json_encode(v), text(a, n) == before, before"),
+        "true|true|{\"z\":1,\"a\":[true,null,\"\xc3\xa9\"],\"m\":{\"k\":2.5},\"b\":\"new\"}");
+    CHECK_EQ_STR(th_run(L,
+        "local ffi = require('ffi')\n"
+        "local big = { s = string.rep('y', 3 * 1024 * 1024) }\n"
+        "local a, n = json_at.json_encode_out(big)\n"
+        "local ok1 = ffi.string(ffi.cast('const char *', a), n) == codec.json_encode(big)\n"
+        "a, n = json_at.json_encode_out({ 1, 2 })\n"
+        "return ok1, ffi.string(ffi.cast('const char *', a), n)"),
+        "true|[1,2]");
+    CHECK_EQ_STR(th_run(L, "return json_at.json_encode_out({ f = print })"),
+                 "nil|cannot encode function at value.f");
+    CHECK_EQ_STR(th_run(L, "return pcall(json_at.json_encode_out)"),
+                 "false|bad argument #1 to '?' (value expected)");
+    CHECK_EQ_STR(th_run(L, "return codec.json_encode_out"), "nil");
+    lua_close(L);
+}
+
 int main(void)
 {
     RUN(encode_scalars);
@@ -1204,5 +1240,6 @@ int main(void)
     RUN(number_unit);
     RUN(decoder_and_encoder_units_alone);
     RUN(decode_at);
+    RUN(encode_out);
     return check_summary();
 }

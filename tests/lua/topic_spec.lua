@@ -59,6 +59,38 @@ describe("app:topic", function()
     local b = app:topic("nil-bytes", { value_serializer = "bytes" })
     assert.are.same({ n = 2, "k", nil }, table.pack(b:serialize("k", nil)))
   end)
+  it("serializes for the run loop's produce as serialize does, a JSON table's text left in a buffer by address", function()
+    local ffi = require("ffi")
+    local function bytes(vb, vlen)
+      if type(vb) == "number" then return ffi.string(ffi.cast("const char *", vb), vlen) end
+      assert.are.equal(vb and #vb or 0, vlen)
+      return vb
+    end
+    local j = app:topic("out-json", { key_serializer = "string", value_serializer = "json" })
+    local s = app:topic("out-str", { value_serializer = "string" })
+    local ordered = require("qhost.codec").json_decode('{"z":1,"a":[2,{"m":null}]}')
+    local cases = { { j, "k", ordered }, { j, nil, { 1, 2 } }, { j, "k", 5 }, { j, "k", "text" }, { j, nil, nil },
+      { s, nil, "plain" }, { s, nil, nil } }
+    for _, c in ipairs(cases) do
+      local kb, vb, err = c[1]:serialize(c[2], c[3])
+      assert.is_nil(err)
+      local kb2, vb2, vlen2, err2 = c[1]:serialize_out(c[2], c[3])
+      assert.is_nil(err2)
+      assert.are.equal(kb, kb2)
+      assert.are.equal(vb, bytes(vb2, vlen2))
+    end
+    assert.are.equal("number", type(select(2, j:serialize_out(nil, ordered))))
+    -- errors as serialize's
+    for _, v in ipairs({ { f = print }, { [1] = 1, x = 2 } }) do
+      local _, _, err = j:serialize(nil, v)
+      local kb, vb, vlen, err2 = j:serialize_out(nil, v)
+      assert.is_nil(kb); assert.is_nil(vb); assert.is_nil(vlen)
+      assert.truthy(err:find("^topic 'out%-json': cannot serialize value: "), err)
+      assert.are.equal(err, err2)
+    end
+    local _, _, _, kerr = s:serialize_out(5, "v")
+    assert.are.equal("topic 'out-str': cannot serialize key: bytes serializer expects a string, got number", kerr)
+  end)
 end)
 
 describe("serializers", function()

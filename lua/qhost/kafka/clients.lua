@@ -16,6 +16,7 @@ clients.ERR_QUEUE_FULL = -184
 local Producer = {}
 Producer.__index = Producer
 
+local cast, CHAR_PTR = ffi.cast, ffi.typeof("const char *")
 local MAX_HEADERS = 64
 local header_names = ffi.new("const char *[?]", MAX_HEADERS)
 local header_values = ffi.new("const char *[?]", MAX_HEADERS)
@@ -81,13 +82,15 @@ local function fill_headers(headers)
   return n
 end
 
--- producer:produce(topic, value, key, partition, timestamp_ms, headers)
--- -> true | nil, err, code. value and key are strings (or nil). The result
+-- producer:produce(topic, value, key, partition, timestamp_ms, headers,
+-- value_len) -> true | nil, err, code. value and key are strings (or nil);
+-- value may also be the address of value_len bytes (a number), copied
+-- before this returns. The result
 -- is about this message only: it is queued, or it is not (err, and the
 -- rd_kafka_resp_err_t code). Delivery reports are served as it goes, but
 -- an earlier message's failed delivery is never returned here (nor does it
 -- keep this message from being sent): it is recorded, for take_failures.
-function Producer:produce(topic, value, key, partition, timestamp, headers)
+function Producer:produce(topic, value, key, partition, timestamp, headers, value_len)
   local ptr = self.ptr
   -- Serve delivery reports as we go (librdkafka only runs them in poll).
   local unserved = self.unserved + 1
@@ -102,8 +105,9 @@ function Producer:produce(topic, value, key, partition, timestamp, headers)
     nh, herr = fill_headers(headers)
     if not nh then return nil, "produce to " .. topic .. ": " .. herr end
   end
+  if value_len and type(value) == "number" then value = cast(CHAR_PTR, value) end
   local rc = C.qh_ffi_produce(ptr, topic, partition or -1,
-    key, key and #key or 0, value, value and #value or 0,
+    key, key and #key or 0, value, value_len or value and #value or 0,
     timestamp or 0, nh, header_names, header_values, header_lens)
   if nh > 0 then release_headers(nh) end
   if rc ~= 0 then return nil, ffi.string(C.qh_ffi_producer_errstr(ptr)), rc end

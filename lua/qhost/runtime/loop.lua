@@ -54,9 +54,11 @@ local function make_runtime(ctx, outputs, producer_of, policy)
   -- one the producer refuses goes to on_producer_error; a stop during the
   -- wait for queue room ends the batch with the message not done.
   function rt.produce(topic, value, key, timestamp, headers)
-    local kb, vb, err = topic:serialize(key, value)
+    -- The value may be an address in the codec's buffer: produced (copied)
+    -- before the next output is encoded.
+    local kb, vb, vlen, err = topic:serialize_out(key, value)
     if err then error(err, 0) end
-    local ok, perr, code = producer_of():produce(topic.name, vb, kb, nil, timestamp, headers)
+    local ok, perr, code = producer_of():produce(topic.name, vb, kb, nil, timestamp, headers, vlen)
     if ok then return end
     if code == clients.ERR_QUEUE_FULL and C.qh_ffi_stop_requested() > 0 then error(process_batch.STOPPING, 0) end
     policy:handle("producer", perr, { value = value, key = key, timestamp = timestamp, headers = headers,

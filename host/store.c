@@ -244,46 +244,91 @@ static int get_in(lua_State *L, int cf)
 static int l_get(lua_State *L) { return get_in(L, QH_STORE_STATE); }
 static int l_get_meta(lua_State *L) { return get_in(L, QH_STORE_META); }
 
-/* Adds the pairs (or, with pairs = 0, the keys) of the array at idx to b. */
-static void add_to_batch(lua_State *L, qh_store *s, qh_store_batch *b, int idx, int cf, int pairs)
+/* One change of a write: a put of k (v set) or a delete (v NULL). The
+ * strings belong to the argument tables, alive for the call. */
+typedef struct write_change {
+    const char *k, *v;
+    size_t klen, vlen;
+    size_t seq;   /* its place in the write: deletes, then puts */
+} write_change;
+
+/* The length of the array argument at idx (0 for none). */
+static size_t array_len(lua_State *L, int idx)
 {
-    if (lua_isnoneornil(L, idx)) return;
+    if (lua_isnoneornil(L, idx)) return 0;
     luaL_checktype(L, idx, LUA_TTABLE);
-    int n = (int)lua_objlen(L, idx);
-    for (int i = 1; i <= n; i += pairs ? 2 : 1) {
-        size_t klen, vlen;
-        lua_rawgeti(L, idx, i);
-        const char *k = lua_tolstring(L, -1, &klen);
-        if (lua_type(L, -1) != LUA_TSTRING) {
-            qh_store_batch_free(b);
-            luaL_error(L, "state store write: item %d is a %s, not a key (bytes)", i, luaL_typename(L, -1));
-        }
+    return lua_objlen(L, idx);
+}
+
+/* Appends the items of the array at idx to c (at c[*n]): key, value pairs
+ * (puts) or, with pairs = 0, keys (deletes). Raises on an item that is not
+ * a string (c is a userdata: nothing leaks). */
+static void collect_changes(lua_State *L, int idx, int pairs, write_change *c, size_t *n)
+{
+    size_t len = array_len(L, idx);
+    for (size_t i = 1; i <= len; i += pairs ? 2 : 1) {
+        write_change *w = &c[*n];
+        lua_rawgeti(L, idx, (int)i);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "state store write: item %d is a %s, not a key (bytes)", (int)i, luaL_typename(L, -1));
+        w->k = lua_tolstring(L, -1, &w->klen);
+        w->v = NULL;
+        w->vlen = 0;
         if (pairs) {
-            lua_rawgeti(L, idx, i + 1);
-            if (lua_type(L, -1) != LUA_TSTRING) {
-                qh_store_batch_free(b);
-                luaL_error(L, "state store write: item %d is a %s, not a value (bytes)", i + 1,
+            lua_rawgeti(L, idx, (int)i + 1);
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L, "state store write: item %d is a %s, not a value (bytes)", (int)i + 1,
                            luaL_typename(L, -1));
-            }
-            const char *v = lua_tolstring(L, -1, &vlen);
-            qh_store_batch_put(s, b, cf, k, klen, v, vlen);
-            lua_pop(L, 2);
-        } else {
-            qh_store_batch_delete(s, b, cf, k, klen);
+            w->v = lua_tolstring(L, -1, &w->vlen);
             lua_pop(L, 1);
         }
+        lua_pop(L, 1);
+        w->seq = *n;
+        (*n)++;
     }
 }
 
+/* RocksDB's key order (bytewise), then the place in the write, so that two
+ * changes of one key keep their order (a delete, then a put, wins the put). */
+static int change_cmp(const void *a, const void *b)
+{
+    const write_change *x = a, *y = b;
+    int c = memcmp(x->k, y->k, x->klen < y->klen ? x->klen : y->klen);
+    if (c != 0) return c;
+    if (x->klen != y->klen) return x->klen < y->klen ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static void add_change(qh_store *s, qh_store_batch *b, int cf, const write_change *w)
+{
+    if (w->v)
+        qh_store_batch_put(s, b, cf, w->k, w->klen, w->v, w->vlen);
+    else
+        qh_store_batch_delete(s, b, cf, w->k, w->klen);
+}
+
+/* db:write(puts, deletes, meta_puts). The state's changes go to RocksDB in
+ * key order: its memtable (a skip list) then inserts each next to the last
+ * (RocksDB keeps the place of the last insert), where a checkpoint's
+ * changes in the order they were made (many keys, at random) each searched
+ * the list from the top: most of a join or window checkpoint's CPU. */
 static int l_write(lua_State *L)
 {
     qh_store *s = check_store(L);
     lua_settop(L, 4);
+    size_t most = array_len(L, 3) + (array_len(L, 2) + 1) / 2 + (array_len(L, 4) + 1) / 2;
+    write_change *c = lua_newuserdata(L, (most ? most : 1) * sizeof *c);
+    size_t n = 0;
+    collect_changes(L, 3, 0, c, &n);
+    collect_changes(L, 2, 1, c, &n);
+    size_t nstate = n;
+    collect_changes(L, 4, 1, c, &n);
+    qsort(c, nstate, sizeof *c, change_cmp);
+
     qh_store_batch *b = qh_store_batch_new();
     if (!b) return luaL_error(L, "state store write: out of memory");
-    add_to_batch(L, s, b, 3, QH_STORE_STATE, 0);   /* deletes before puts: a key set again wins */
-    add_to_batch(L, s, b, 2, QH_STORE_STATE, 1);
-    add_to_batch(L, s, b, 4, QH_STORE_META, 1);
+    for (size_t i = 0; i < nstate; i++) add_change(s, b, QH_STORE_STATE, &c[i]);
+    for (size_t i = nstate; i < n; i++) add_change(s, b, QH_STORE_META, &c[i]);
     char err[512];
     int rc = qh_store_write(s, b, err, sizeof err);
     qh_store_batch_free(b);

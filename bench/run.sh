@@ -320,12 +320,17 @@ run_one() {  # WORKLOAD IMPL REP
 }
 
 # Repetitions outermost and implementations interleaved within each, so any
-# drift of the machine (or the broker's background work) hits all alike.
+# drift of the machine (or the broker's background work) hits all alike; the
+# order turns by one each repetition, so that no implementation is always the
+# first run after the data was written or after another's heavy run (the
+# first of a repetition measured slower start-ups, whichever it was).
 IFS=, read -ra WL <<<"$WORKLOADS"
 IFS=, read -ra IM <<<"$IMPLS"
 for w in "${WL[@]}"; do
   for rep in $(seq "$REPS"); do
-    for impl in "${IM[@]}"; do run_one "$w" "$impl" "$rep"; done
+    for k in $(seq 0 $(( ${#IM[@]} - 1 ))); do
+      run_one "$w" "${IM[$(( (k + rep - 1) % ${#IM[@]} ))]}" "$rep"
+    done
   done
 done
 

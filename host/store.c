@@ -308,10 +308,10 @@ static void add_change(qh_store *s, qh_store_batch *b, int cf, const write_chang
 }
 
 /* db:write(puts, deletes, meta_puts). The state's changes go to RocksDB in
- * key order: its memtable (a skip list) then inserts each next to the last
- * (RocksDB keeps the place of the last insert), where a checkpoint's
- * changes in the order they were made (many keys, at random) each searched
- * the list from the top: most of a join or window checkpoint's CPU. */
+ * key order: its memtable (a skip list) starts each insert from the place
+ * of the last, which in the order the changes were made (many keys, at
+ * random) was anywhere; sorted, the next place is near (the window
+ * workload's RocksDB instructions fell from 917M to 500M). */
 static int l_write(lua_State *L)
 {
     qh_store *s = check_store(L);

@@ -53,6 +53,37 @@ print(table.concat(out, ","))
     end
   end)
 
+  it("headers an output cannot have go through on_producer_error, never sent with some dropped or made text", function()
+    -- (a list with named headers beside it lost the named ones; a table
+    -- value went out as "table: 0x...")
+    local dir = H.tmpdir()
+    local topic, out_topic = H.unique("hdr"), H.unique("hdr-out")
+    H.write(dir .. "/app.lua", script(H.unique("g"), topic, [[, on_producer_error = function(err)
+      io.stderr:write("SKIP ", err:match("[^\n]*"), "\n")
+      return true
+    end]], "{ { value = '{\"n\":1}' }, { value = '{\"n\":2}' }, { value = '{\"n\":3}' } }", string.format([[
+local out = app:topic(%q)
+sdf = sdf:set_headers(function(v)
+  if v.n == 1 then return { { "a", "b" }, trace = "t1" } end
+  if v.n == 2 then return { a = { 1 } } end
+  return { { "a", "b" }, { "n", v.n } }
+end)
+sdf:to_topic(out)
+app:dataframe(out):print{ pretty = false, metadata = true }
+app:run{ count = 4, timeout = 20 }   -- 3 through to_topic (2 skipped), 1 printed
+]], out_topic)))
+    local r = H.run(dir, "app.lua", { timeout = 90 })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stderr:find("SKIP produce to " .. out_topic .. ": mix a list of pairs with named headers (trace)",
+      1, true), r.stderr)
+    assert.truthy(r.stderr:find("SKIP produce to " .. out_topic .. ': header "a": the value must be a string, got table',
+      1, true), r.stderr)
+    local printed = H.json_lines(r.stdout)
+    assert.are.equal(1, #printed)
+    assert.are.same({ n = 3 }, printed[1].value)
+    assert.are.same({ { "a", "b" }, { "n", "3" } }, printed[1].headers)
+  end)
+
   it("a value the output topic's serializer refuses goes through on_processing_error, never as a null", function()
     local dir = H.tmpdir()
     local topic, out_topic = H.unique("ser"), H.unique("ints")

@@ -148,6 +148,43 @@ describe("Producer headers", function()
     end
     assert.are.same({}, bad)
   end)
+
+  -- App outputs (set_headers' tables) were converted with tostring ("table:
+  -- 0x...") and named headers beside a list were dropped, silently; a
+  -- source's were refused. One set of checks now, for both.
+  it("refuses what is no headers, with what is wrong, and sends nothing of it", function()
+    local many = {}
+    for i = 1, 65 do many[i] = { "h" .. i, "v" } end
+    for _, case in ipairs({
+      { "x", "must be a table, got string" },
+      { { "a", "b" }, "item 1 must be a { name, value } pair, got string" },
+      { { { "a", { 1 } } }, 'header "a": the value must be a string, got table' },
+      { { a = true }, 'header "a": the value must be a string, got boolean' },
+      { { { 5, "v" } }, "a header name must be a string, got number" },
+      { { { "a", "b" }, trace = "t1" }, "mix a list of pairs with named headers (trace)" },
+      { many, "more than 64 headers" },
+    }) do
+      assert.are.equal(case[2], clients.headers_problem(case[1]))
+    end
+    for _, good in ipairs({ {}, { { "a", "b" }, { "a", nil }, { "n", 1.5 } }, { a = "b", n = 7 } }) do
+      assert.is_nil(clients.headers_problem(good))
+    end
+    local topic = unique("hdr-bad")
+    create_topic(topic, 1)
+    local p = producer()
+    local ok, err = p:produce(topic, "v", "k", 0, nil, { { "a", "b" }, trace = "t1" })
+    assert.is_nil(ok)
+    assert.are.equal("produce to " .. topic .. ": mix a list of pairs with named headers (trace)", err)
+    assert(p:produce(topic, "v2", "k", 0, nil, { { "a", 1 }, { "b", "x" } }))
+    assert(p:flush(30))
+    p:close()
+    local c = consumer(unique("g-hdr-bad"))
+    assert(c:assign({ { topic = topic, partition = 0, offset = 0 } }))
+    local got = consume(c, 1)
+    c:close()
+    assert.are.equal("v2", got[1].value)
+    assert.are.same({ { "a", "1" }, { "b", "x" } }, got[1].headers)
+  end)
 end)
 
 -- A message whose delivery fails: the embedded broker is told to refuse

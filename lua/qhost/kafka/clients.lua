@@ -52,34 +52,68 @@ end
 -- whole batch of messages, and each poll costs a lock and a clock read.
 local SERVE_EVERY = 64
 
+-- One header for the produce: name, value; nil, err when it cannot be one
+-- (the text of clients.headers_problem).
+local function hold_header(n, name, value)
+  if n >= MAX_HEADERS then return nil, "more than " .. MAX_HEADERS .. " headers" end
+  if type(name) ~= "string" then return nil, "a header name must be a string, got " .. type(name) end
+  if value ~= nil and type(value) ~= "string" then
+    -- numbers as their text; anything else would be a text of no use
+    -- ("table: 0x...", "true"): an error, as Quix's producer raises it
+    if type(value) ~= "number" then
+      return nil, string.format("header %q: the value must be a string, got %s", name, type(value))
+    end
+    value = tostring(value)
+  end
+  header_anchor[2 * n + 1], header_anchor[2 * n + 2] = name, value
+  header_names[n], header_values[n], header_lens[n] = name, value, value and #value or 0
+  return true
+end
+
 -- Headers are a list of { name, value } pairs (Kafka allows repeats) or a
--- map name -> value. Values are strings (others are converted with
--- tostring; nil in a pair is a null header). Returns the count, the strings
--- held in header_anchor (release_headers), or nil, err (nothing held).
+-- map name -> value. Values are strings or numbers (as their text); nil in
+-- a pair is a null header. Returns the count, the strings held in
+-- header_anchor (release_headers), or nil, err (nothing held): a table that
+-- is no headers is an error, never headers with something dropped.
 local function fill_headers(headers)
-  local n = 0
-  if headers[1] ~= nil or next(headers) == nil then
-    for i = 1, #headers do
+  if type(headers) ~= "table" then return nil, "must be a table, got " .. type(headers) end
+  local n, ok, err = 0, true, nil
+  local listed = #headers
+  if listed > 0 or next(headers) == nil then
+    for i = 1, listed do
       local pair = headers[i]
-      if n >= MAX_HEADERS then release_headers(n); return nil, "more than " .. MAX_HEADERS .. " headers" end
-      local name, value = pair[1], pair[2]
-      if type(name) ~= "string" then release_headers(n); return nil, "header name must be a string" end
-      if value ~= nil and type(value) ~= "string" then value = tostring(value) end
-      header_anchor[2 * n + 1], header_anchor[2 * n + 2] = name, value
-      header_names[n], header_values[n], header_lens[n] = name, value, value and #value or 0
+      if type(pair) ~= "table" then
+        ok, err = nil, string.format("item %d must be a { name, value } pair, got %s", i, type(pair))
+      else
+        ok, err = hold_header(n, pair[1], pair[2])
+      end
+      if not ok then release_headers(n); return nil, err end
       n = n + 1
+    end
+    -- past the list (array part first, then the rest): named headers
+    local extra = nil
+    if listed > 0 then extra = next(headers, listed) end
+    if extra ~= nil then
+      release_headers(n)
+      return nil, string.format("mix a list of pairs with named headers (%s)", tostring(extra))
     end
   else
     for name, value in pairs(headers) do
-      if n >= MAX_HEADERS then release_headers(n); return nil, "more than " .. MAX_HEADERS .. " headers" end
-      if type(name) ~= "string" then release_headers(n); return nil, "header name must be a string" end
-      if type(value) ~= "string" then value = tostring(value) end
-      header_anchor[2 * n + 1], header_anchor[2 * n + 2] = name, value
-      header_names[n], header_values[n], header_lens[n] = name, value, #value
+      ok, err = hold_header(n, name, value)
+      if not ok then release_headers(n); return nil, err end
       n = n + 1
     end
   end
   return n
+end
+
+-- clients.headers_problem(headers) -> nil, or what makes them no headers
+-- (fill_headers' checks, for a caller that refuses them before producing).
+function clients.headers_problem(headers)
+  local n, err = fill_headers(headers)
+  if not n then return err end
+  release_headers(n)
+  return nil
 end
 
 -- producer:produce(topic, value, key, partition, timestamp_ms, headers,

@@ -188,27 +188,6 @@ function source.timestamp_problem(ts)
   return nil
 end
 
--- Why headers are not a list of { name, value } pairs or a table of
--- name = value (names strings, values strings, numbers or nil), or nil.
-local function headers_problem(headers)
-  if type(headers) ~= "table" then return "must be a table, got " .. type(headers) end
-  local listed = #headers
-  for k, v in pairs(headers) do
-    local name, value = k, v
-    if type(k) == "number" and k >= 1 and k <= listed and k == math.floor(k) then
-      if type(v) ~= "table" then return string.format("item %d must be a { name, value } pair, got %s", k, type(v)) end
-      name, value = v[1], v[2]
-    elseif listed > 0 then
-      return string.format("mix a list of pairs with named headers (%s)", tostring(k))
-    end
-    if type(name) ~= "string" then return "a header name must be a string, got " .. type(name) end
-    if value ~= nil and type(value) ~= "string" and type(value) ~= "number" then
-      return string.format("header %q: the value must be a string, got %s", name, type(value))
-    end
-  end
-  return nil
-end
-
 -- Raises a produce error at the line of the source's code that called
 -- produce (level 3: here, produce, its caller). A function of its own, not
 -- a closure made per message.
@@ -233,7 +212,7 @@ function Source:produce(msg)
     bad_message(self, "partition must be a partition number (0 or more), got %s", tostring(partition))
   end
   if msg.headers ~= nil then
-    local problem = headers_problem(msg.headers)
+    local problem = clients.headers_problem(msg.headers)
     if problem then bad_message(self, "headers %s", problem) end
   end
   local unsent = rawget(self, "_unsent")

@@ -162,6 +162,7 @@ describe("Producer headers", function()
       { { a = true }, 'header "a": the value must be a string, got boolean' },
       { { { 5, "v" } }, "a header name must be a string, got number" },
       { { { "a", "b" }, trace = "t1" }, "mix a list of pairs with named headers (trace)" },
+      { { [1] = { "a", "b" }, [2] = { "c", "d" }, trace = "t1" }, "mix a list of pairs with named headers (trace)" },
       { many, "more than 64 headers" },
     }) do
       assert.are.equal(case[2], clients.headers_problem(case[1]))

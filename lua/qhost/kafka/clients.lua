@@ -58,8 +58,9 @@ local function hold_header(n, name, value)
   if n >= MAX_HEADERS then return nil, "more than " .. MAX_HEADERS .. " headers" end
   if type(name) ~= "string" then return nil, "a header name must be a string, got " .. type(name) end
   if value ~= nil and type(value) ~= "string" then
-    -- numbers as their text; anything else would be a text of no use
-    -- ("table: 0x...", "true"): an error, as Quix's producer raises it
+    -- numbers as their text (Quix's producer takes text only; a source's
+    -- numbers always went as text here); anything else would be a text of
+    -- no use ("table: 0x...", "true"): an error
     if type(value) ~= "number" then
       return nil, string.format("header %q: the value must be a string, got %s", name, type(value))
     end
@@ -90,12 +91,19 @@ local function fill_headers(headers)
       if not ok then release_headers(n); return nil, err end
       n = n + 1
     end
-    -- past the list (array part first, then the rest): named headers
-    local extra = nil
-    if listed > 0 then extra = next(headers, listed) end
-    if extra ~= nil then
-      release_headers(n)
-      return nil, string.format("mix a list of pairs with named headers (%s)", tostring(extra))
+    -- Named headers beside the list: more keys than 1..listed (counted:
+    -- next(headers, listed) alone misses keys stored before it).
+    if listed > 0 then
+      local count = 0
+      for _ in pairs(headers) do count = count + 1 end
+      if count > listed then
+        release_headers(n)
+        for k in pairs(headers) do
+          if type(k) ~= "number" or k < 1 or k > listed or k ~= math.floor(k) then
+            return nil, string.format("mix a list of pairs with named headers (%s)", tostring(k))
+          end
+        end
+      end
     end
   else
     for name, value in pairs(headers) do

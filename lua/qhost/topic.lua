@@ -120,7 +120,7 @@ end
 -- Topic:serialize_out(key, value) -> key bytes, value bytes, value length
 -- | nil, nil, nil, err: as serialize, for the run loop's produce: the value
 -- may be an address in the codec's buffer (serializers.encode_out), to be
--- produced before anything else is serialized.
+-- produced before the next serialize_out.
 function Topic:serialize_out(key, value)
   local kb, kerr
   if key ~= nil then kb, kerr = serializers.encode(self.key_serializer, key) end

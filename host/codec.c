@@ -165,11 +165,10 @@ static int push_fail(lua_State *L, codec_state *st, int base)
 /* ------------------------------------------------------------------------ */
 /* JSON                                                                      */
 
-/* Encodes the value at index 1, the arguments being 1..base; indent NULL
- * for compact text. */
-static int encode(lua_State *L, int base, const char *indent, size_t indent_len)
+/* Appends the JSON text of the value at index 1 to st->enc.out (indent
+ * NULL for compact text): 0, or -1 with the reason in st->err. */
+static int encode_into(lua_State *L, codec_state *st, const char *indent, size_t indent_len)
 {
-    codec_state *st = state_acquire(L);
     qh_json_enc e = {
         .L = L,
         .s = &st->enc,
@@ -181,7 +180,15 @@ static int encode(lua_State *L, int base, const char *indent, size_t indent_len)
         .err = st->err,
         .errlen = sizeof st->err,
     };
-    if (qh_json_encode(&e, 1) != 0) return push_fail(L, st, base);
+    return qh_json_encode(&e, 1);
+}
+
+/* Encodes the value at index 1, the arguments being 1..base; indent NULL
+ * for compact text. */
+static int encode(lua_State *L, int base, const char *indent, size_t indent_len)
+{
+    codec_state *st = state_acquire(L);
+    if (encode_into(L, st, indent, indent_len) != 0) return push_fail(L, st, base);
     qh_buf *out = &st->enc.out;
     lua_pushlstring(L, out->data ? out->data : "", out->len);
     state_release(L, st, base + 1);
@@ -239,16 +246,7 @@ static int l_json_encode_out(lua_State *L)
     if (st->enc.out.cap > (1 << 20)) qh_buf_free(&st->enc.out);
     st->enc.out.len = 0;
     st->err[0] = '\0';
-    qh_json_enc e = {
-        .L = L,
-        .s = &st->enc,
-        .array_mt = UV_ARRAYMT,
-        .keys_field = UV_KEYSFLD,
-        .int64_digits = UV_INT64_DIGITS,
-        .err = st->err,
-        .errlen = sizeof st->err,
-    };
-    if (qh_json_encode(&e, 1) != 0) {
+    if (encode_into(L, st, NULL, 0) != 0) {
         lua_settop(L, 1);
         lua_pushnil(L);
         lua_pushstring(L, st->err);

@@ -105,15 +105,26 @@ function Topic:num_partitions()
   return self.actual_partitions or self.config and self.config.num_partitions or 1
 end
 
+-- The key's bytes, or nil, err naming the topic. A nil key is no key,
+-- whatever the serializer (as Quix).
+local function key_bytes(self, key)
+  if key == nil then return nil end
+  local kb, err = serializers.encode(self.key_serializer, key)
+  if err then return nil, string.format("topic '%s': cannot serialize key: %s", self.name, err) end
+  return kb
+end
+
+local function value_failure(self, err)
+  return string.format("topic '%s': cannot serialize value: %s", self.name, err)
+end
+
 -- Serializes a message for this topic: returns key bytes, value bytes, or
 -- nil, nil, err naming the topic and which half failed.
--- A nil key is no key, whatever the serializer (as Quix).
 function Topic:serialize(key, value)
-  local kb, kerr
-  if key ~= nil then kb, kerr = serializers.encode(self.key_serializer, key) end
-  if kerr then return nil, nil, string.format("topic '%s': cannot serialize key: %s", self.name, kerr) end
+  local kb, kerr = key_bytes(self, key)
+  if kerr then return nil, nil, kerr end
   local vb, verr = serializers.encode(self.value_serializer, value)
-  if verr then return nil, nil, string.format("topic '%s': cannot serialize value: %s", self.name, verr) end
+  if verr then return nil, nil, value_failure(self, verr) end
   return kb, vb
 end
 
@@ -122,11 +133,10 @@ end
 -- may be an address in the codec's buffer (serializers.encode_out), to be
 -- produced before the next serialize_out.
 function Topic:serialize_out(key, value)
-  local kb, kerr
-  if key ~= nil then kb, kerr = serializers.encode(self.key_serializer, key) end
-  if kerr then return nil, nil, nil, string.format("topic '%s': cannot serialize key: %s", self.name, kerr) end
+  local kb, kerr = key_bytes(self, key)
+  if kerr then return nil, nil, nil, kerr end
   local vb, vlen, verr = serializers.encode_out(self.value_serializer, value)
-  if verr then return nil, nil, nil, string.format("topic '%s': cannot serialize value: %s", self.name, verr) end
+  if verr then return nil, nil, nil, value_failure(self, verr) end
   return kb, vb, vlen
 end
 

@@ -97,12 +97,12 @@ local function fill_headers(headers)
       local count = 0
       for _ in pairs(headers) do count = count + 1 end
       if count > listed then
-        release_headers(n)
+        local extra
         for k in pairs(headers) do
-          if type(k) ~= "number" or k < 1 or k > listed or k ~= math.floor(k) then
-            return nil, string.format("mix a list of pairs with named headers (%s)", tostring(k))
-          end
+          if type(k) ~= "number" or k < 1 or k > listed or k ~= math.floor(k) then extra = k; break end
         end
+        release_headers(n)
+        return nil, string.format("mix a list of pairs with named headers (%s)", tostring(extra))
       end
     end
   else

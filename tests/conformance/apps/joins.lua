@@ -44,7 +44,14 @@ local fields = {
   device = L.SQLiteLookupField{ table = "devices", columns = { "name", "model", "rev" }, on = "id" },
   history = L.SQLiteLookupField{ table = "devices_history", columns = { "rev", "note" }, on = "id", order_by = "rev",
     order_by_direction = "DESC", first_match_only = false },
-  site = L.SQLiteLookupQueryField{ query = "SELECT site, rack FROM sites WHERE device = :dev AND rack >= :l % 3" },
+  -- Its parameters change with each message while the cache is per `on`
+  -- value: cached, the first message of a device read would decide for all
+  -- (and which is first depends on how the two partitions interleave), so
+  -- ttl = 0 queries every time.
+  site = L.SQLiteLookupQueryField{ query = "SELECT site, rack FROM sites WHERE device = :dev AND rack >= :l % 3",
+    ttl = 0 },
+  -- Cached: its parameter is the `on` column.
+  site_top = L.SQLiteLookupQueryField{ query = "SELECT site, rack FROM sites WHERE device = :dev ORDER BY rack DESC" },
 }
 local looked = left:apply(function(v) return v end)
 looked = looked:join_lookup(lookup, fields, { on = "dev" })

@@ -50,7 +50,9 @@ fields = {
     "device": SQLiteLookupField(table="devices", columns=["name", "model", "rev"], on="id"),
     "history": SQLiteLookupField(table="devices_history", columns=["rev", "note"], on="id", order_by="rev",
                                  order_by_direction="DESC", first_match_only=False),
-    "site": SQLiteLookupQueryField(query="SELECT site, rack FROM sites WHERE device = :dev AND rack >= :l % 3"),
+    "site": SQLiteLookupQueryField(query="SELECT site, rack FROM sites WHERE device = :dev AND rack >= :l % 3",
+                                   ttl=0),
+    "site_top": SQLiteLookupQueryField(query="SELECT site, rack FROM sites WHERE device = :dev ORDER BY rack DESC"),
 }
 looked = left.apply(lambda v: v)
 looked = looked.join_lookup(lookup, fields, on="dev")

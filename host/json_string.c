@@ -99,3 +99,13 @@ fail:
     b->len = start_len;
     return rc;
 }
+
+ptrdiff_t qh_ffi_json_string(char *out, const char *s, size_t len)
+{
+    /* A buffer over out that never grows: its worst case fits (each byte
+     * escapes to at most 6, and every reservation asks for at most the
+     * rest of the worst case plus 7). */
+    qh_buf b = { .data = out, .len = 0, .cap = QH_JSON_STRING_ROOM(len) };
+    if (qh_json_append_string(&b, s, len) != QH_JSON_OK) return -1;
+    return (ptrdiff_t)b.len;
+}

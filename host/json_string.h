@@ -28,6 +28,14 @@ enum { QH_JSON_OK = 0, QH_JSON_ENOMEM = -1, QH_JSON_EUTF8 = -2 };
  * on error). */
 int qh_json_append_string(qh_buf *b, const char *s, size_t len);
 
+/* The same for LuaJIT's FFI (qhost.runtime.json_out), into memory the
+ * caller owns: writes s quoted into out, which has room for
+ * QH_JSON_STRING_ROOM(len) bytes (the longest escaping of len bytes, plus
+ * the slack qh_json_append_string's reservations ask for). Returns the
+ * bytes written, or -1 when s is not UTF-8 with lone surrogates. */
+#define QH_JSON_STRING_ROOM(len) (6 * (size_t)(len) + 8)
+ptrdiff_t qh_ffi_json_string(char *out, const char *s, size_t len);
+
 /* Byte classes: 0 plain ASCII, 1 needs an escape in a JSON string ('"',
  * '\\', control), 2/3/4 lead byte of a UTF-8 sequence of that length,
  * 5 never valid (continuation byte as lead, C0, C1, F5..FF). */

@@ -22,7 +22,7 @@ end
 local function identity(bytes) return bytes end
 
 local json_encode, number_text = codec.json_encode, json_numbers.text
-local json_encode_out = require("qhost.runtime.json_at").json_encode_out
+local json_encode_out = require("qhost.runtime.json_out").encode
 
 local NAMED = {
   -- A number (a count, a sum: what many pipelines produce) is written

@@ -1052,6 +1052,39 @@ TEST(escape_function_for_c)
     qh_buf_free(NULL);
 }
 
+/* qh_ffi_json_string into memory of exactly QH_JSON_STRING_ROOM bytes
+ * (malloc'd, so that AddressSanitizer sees a write past it): the worst
+ * cases of escaping fit, and the text is qh_json_append_string's. */
+TEST(escape_function_for_ffi)
+{
+    static const struct { const char *s; size_t len; } cases[] = {
+        { "", 0 },
+        { "plain", 5 },
+        { "\x01\x01\x01\x01\x01\x01\x01\x01", 8 },   /* each byte 6 */
+        { "\x1f", 1 },
+        { "a\"\\\n\x01\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 15 },
+        { "\xed\xa0\x80\xed\xa0\x80", 6 },                   /* lone surrogates: 3 bytes to 6 */
+        { "x\x01\xed\xbf\xbf", 5 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t room = QH_JSON_STRING_ROOM(cases[i].len);
+        char *out = malloc(room);
+        CHECK(out != NULL);
+        ptrdiff_t n = qh_ffi_json_string(out, cases[i].s, cases[i].len);
+        qh_buf want = { 0 };
+        CHECK_EQ_INT(qh_json_append_string(&want, cases[i].s, cases[i].len), QH_JSON_OK);
+        CHECK_EQ_INT((long long)n, (long long)want.len);
+        CHECK(n >= 0 && memcmp(out, want.data, (size_t)n) == 0);
+        qh_buf_free(&want);
+        free(out);
+    }
+    char *out = malloc(QH_JSON_STRING_ROOM(3));
+    CHECK(out != NULL);
+    CHECK_EQ_INT((long long)qh_ffi_json_string(out, "a\xff", 2), -1);
+    CHECK_EQ_INT((long long)qh_ffi_json_string(out, "\xed\xa0\x80", 2), -1);
+    free(out);
+}
+
 /* json_number.h alone: where a token ends, what it is, where it is wrong. */
 TEST(number_unit)
 {
@@ -1237,6 +1270,7 @@ int main(void)
     RUN(reentrant_from_gc);
     RUN(scratch_state_after_error);
     RUN(escape_function_for_c);
+    RUN(escape_function_for_ffi);
     RUN(number_unit);
     RUN(decoder_and_encoder_units_alone);
     RUN(decode_at);

@@ -17,6 +17,7 @@
 local codec = require("qhost.codec")
 
 local null, array_mt, keys_of, c_exact_keys = codec.null, codec.array_mt, codec.keys_of, codec.exact_keys
+local exact_check = require("qhost.runtime.key_shape").exact_check
 local sort = table.sort
 local new_table = require("table.new")
 
@@ -94,8 +95,15 @@ local function exact_keys(t, trusted)
   local mt = getmetatable(t)
   local known = mt and rawget(mt, "__qhost_keys")
   if not known then return nil end
-  -- (in C: a loop over the keys here would split the JIT's trace)
-  if not trusted and c_exact_keys(t) == nil then return nil end
+  if not trusted then
+    -- (no loop over the keys here: it would split the JIT's trace)
+    local exact = exact_check(known)
+    if exact then
+      if not exact(t) then return nil end
+    elseif c_exact_keys(t) == nil then
+      return nil
+    end
+  end
   return known, mt
 end
 

@@ -1,0 +1,302 @@
+-- qhost.runtime.json_out: the compact JSON text of an app's output value,
+-- for the producer (serializers.encode_out). Internal.
+--
+--   json_out.encode(value) -> address, len | nil, err
+--   json_out.handed_to_c: how many values went to the C encoder
+--
+-- The same text as codec.json_encode (json_encode.h says what that is),
+-- written by Lua code the JIT compiles into the message's trace, where the
+-- C encoder is a call through the Lua C API that ends the trace and pays
+-- for every table read it makes (7 API calls per member; a 5-member object
+-- cost 5,600 instructions). Strings and numbers are written by the host's C
+-- escaper and number formatter, called through the FFI, so both encoders
+-- write them the same way.
+--
+-- The common values take this path: strings, numbers, booleans, codec.null,
+-- arrays, objects with string keys (in their remembered key order, then
+-- keys added since, sorted; or all sorted), up to MAX_DEPTH deep. Anything
+-- else (int64 cdata, a value that cannot be encoded, invalid UTF-8, deeper
+-- nesting or a cycle) is handed whole to the C encoder, which writes it
+-- or reports the error with its path: this path never writes what the C
+-- encoder would not.
+--
+-- As the C encoder's json_encode_out, the text stays in a buffer of this
+-- module, read by address (a number, which the JIT casts to a pointer):
+-- valid until the next encode, which nothing but the producer's path makes.
+local ffi = require("ffi")
+local buffer = require("string.buffer")
+local codec = require("qhost.codec")
+
+local c_encode_out = require("qhost.runtime.json_at").json_encode_out
+local exact_check = require("qhost.runtime.key_shape").exact_check
+
+ffi.cdef[[
+size_t qh_json_number_format(char *out, double d);
+ptrdiff_t qh_ffi_json_string(char *out, const char *s, size_t len);
+]]
+local C = ffi.C
+
+local type, next, rawget, getmetatable, floor = type, next, rawget, getmetatable, math.floor
+local null, array_mt = codec.null, codec.array_mt
+
+local json_out = {}
+
+-- How many values went to the C encoder (for the tests).
+json_out.handed_to_c = 0
+
+local NUMBER_ROOM = 32     -- QH_JSON_NUMBER_MAX
+local MAX_DEPTH = 64       -- deeper values (and cycles) go to the C encoder
+local MAX_INDEX = 9007199254740992  -- 2^53: the largest array index the C encoder takes
+local BIG_BUFFER = 1048576 -- a buffer grown past this is let go after use
+local KEY_CACHE_MAX = 8192
+
+local out = buffer.new(1024)
+
+-- A key's JSON text with its colon ('"key":'), made once per key: keys repeat
+-- from message to message. false: the key is not valid UTF-8.
+local key_texts, key_count = {}, 0
+local scratch = buffer.new(64)
+
+local function key_text(k)
+  local text = key_texts[k]
+  if text ~= nil then return text end
+  scratch:reset()
+  local n = #k
+  local w = C.qh_ffi_json_string(scratch:reserve(6 * n + 8), k, n)
+  if w < 0 then
+    text = false
+  else
+    scratch:commit(w)
+    scratch:put(":")
+    text = scratch:tostring()
+  end
+  if key_count >= KEY_CACHE_MAX then key_texts, key_count = {}, 0 end
+  key_texts[k] = text
+  key_count = key_count + 1
+  return text
+end
+
+local function put_string(s)
+  local n = #s
+  local w = C.qh_ffi_json_string(out:reserve(6 * n + 8), s, n)
+  if w < 0 then return false end
+  out:commit(w)
+  return true
+end
+
+local function put_number(x)
+  out:commit(C.qh_json_number_format(out:reserve(NUMBER_ROOM), x))
+end
+
+-- For each remembered key order (the decoder's, shared by the objects of one
+-- shape): a set of its string keys, or false when a key repeats (the C
+-- encoder writes such a key once; this path leaves those to it).
+local order_sets = setmetatable({}, { __mode = "k" })
+
+local function order_set(order)
+  local set = order_sets[order]
+  if set ~= nil then return set end
+  set = {}
+  for i = 1, #order do
+    local k = order[i]
+    if type(k) == "string" then
+      if set[k] then set = false break end
+      set[k] = true
+    end
+  end
+  order_sets[order] = set
+  return set
+end
+
+local put_value
+
+-- keys[1..n] sorted bytewise (LuaJIT compares strings by their bytes, as
+-- the C encoder's memcmp); objects are small, so an insertion sort.
+local function sort_keys(keys, n)
+  for i = 2, n do
+    local k = keys[i]
+    local j = i - 1
+    while j >= 1 and keys[j] > k do
+      keys[j + 1] = keys[j]
+      j = j - 1
+    end
+    keys[j + 1] = k
+  end
+end
+
+-- The members of t named keys[1..n], in that order, after `first` (whether
+-- none was written yet).
+local function put_members(t, keys, n, first, depth)
+  for i = 1, n do
+    local k = keys[i]
+    local text = key_text(k)
+    if not text then return false end
+    if not first then out:put(",") end
+    first = false
+    out:put(text)
+    if not put_value(rawget(t, k), depth) then return false end
+  end
+  return true
+end
+
+-- An object whose metatable remembers its key order.
+local function put_ordered(t, order, depth)
+  local set = order_set(order)
+  if not set then return false end
+  local count = 0
+  for k in next, t do
+    if type(k) ~= "string" then return false end
+    count = count + 1
+  end
+  out:put("{")
+  local written = 0
+  for i = 1, #order do
+    local k = order[i]
+    if type(k) == "string" then
+      local v = rawget(t, k)
+      if v ~= nil then
+        local text = key_text(k)
+        if not text then return false end
+        if written > 0 then out:put(",") end
+        out:put(text)
+        if not put_value(v, depth) then return false end
+        written = written + 1
+      end
+    end
+  end
+  if written < count then
+    -- keys added after decoding: after the remembered ones, sorted
+    local extra, n = {}, 0
+    for k in next, t do
+      if not set[k] then n = n + 1; extra[n] = k end
+    end
+    sort_keys(extra, n)
+    if not put_members(t, extra, n, written == 0, depth) then return false end
+  end
+  out:put("}")
+  return true
+end
+
+-- An array of n elements, holes as null.
+local function put_array(t, n, depth)
+  out:put("[")
+  for i = 1, n do
+    if i > 1 then out:put(",") end
+    local v = rawget(t, i)
+    if v == nil then
+      out:put("null")
+    elseif not put_value(v, depth) then
+      return false
+    end
+  end
+  out:put("]")
+  return true
+end
+
+-- The keys of a table: how many, how many are strings, the largest array
+-- index; nil when a key is neither (the C encoder's error).
+local function key_counts(t)
+  local count, nstr, maxi = 0, 0, 0
+  for k in next, t do
+    count = count + 1
+    local kt = type(k)
+    if kt == "string" then
+      nstr = nstr + 1
+    elseif kt == "number" and k >= 1 and k <= MAX_INDEX and k == floor(k) then
+      if k > maxi then maxi = k end
+    else
+      return nil
+    end
+  end
+  return count, nstr, maxi
+end
+
+-- A table without a remembered order: an array when its keys are exactly
+-- 1..n, else an object with its keys sorted.
+local function put_plain(t, depth)
+  local count, nstr, maxi = key_counts(t)
+  if count == nil then return false end
+  if count == 0 then out:put("{}") return true end
+  if nstr == 0 then
+    if maxi ~= count then return false end
+    return put_array(t, count, depth)
+  end
+  if nstr ~= count then return false end
+  local keys, n = {}, 0
+  for k in next, t do n = n + 1; keys[n] = k end
+  sort_keys(keys, n)
+  out:put("{")
+  if not put_members(t, keys, n, true, depth) then return false end
+  out:put("}")
+  return true
+end
+
+-- For each remembered key order that key_shape can check: a writer of the
+-- objects holding exactly its keys, straight-line code written for it
+-- (loadstring) that the JIT compiles into the caller's trace (put_ordered's
+-- loops end the trace: "inner loop in root trace"). writer(t, depth) ->
+-- true, or false when a value cannot be encoded here. false for an order
+-- with a key that is not UTF-8.
+local writers = setmetatable({}, { __mode = "k" })
+
+local function make_writer(order)
+  local src = { "local rawget, put_value, out = ...", "return function(t, depth)" }
+  for i = 1, #order do
+    local text = key_text(order[i])
+    if not text then return false end
+    src[#src + 1] = string.format("  out:put(%q) if not put_value(rawget(t, %q), depth) then return false end",
+      (i == 1 and "{" or ",") .. text, order[i])
+  end
+  src[#src + 1] = "  out:put(\"}\")\n  return true\nend"
+  return assert(loadstring(table.concat(src, "\n"), "=json writer"))(rawget, put_value, out)
+end
+
+-- An object whose metatable remembers its key order.
+local function put_object(t, order, depth)
+  local exact = exact_check(order)
+  if exact and exact(t) then
+    local writer = writers[order]
+    if writer == nil then writer = make_writer(order); writers[order] = writer end
+    if writer then return writer(t, depth) end
+  end
+  return put_ordered(t, order, depth)
+end
+
+local function put_table(t, depth)
+  if depth >= MAX_DEPTH then return false end
+  depth = depth + 1
+  local mt = getmetatable(t)
+  if mt == nil then return put_plain(t, depth) end
+  if mt == array_mt then
+    local count, nstr, maxi = key_counts(t)
+    if count == nil or nstr > 0 or maxi > 2 * count + 16 then return false end
+    return put_array(t, maxi, depth)
+  end
+  if type(mt) ~= "table" then return false end   -- a __metatable field hides it
+  local order = rawget(mt, "__qhost_keys")
+  if type(order) == "table" then return put_object(t, order, depth) end
+  return put_plain(t, depth)
+end
+
+put_value = function(v, depth)
+  local t = type(v)
+  if t == "string" then return put_string(v) end
+  if t == "number" then put_number(v) return true end
+  if t == "table" then return put_table(v, depth) end
+  if t == "boolean" then out:put(v and "true" or "false") return true end
+  if v == null then out:put("null") return true end
+  return false
+end
+
+function json_out.encode(value)
+  if #out > BIG_BUFFER then out:free() else out:reset() end
+  if put_value(value, 0) then
+    local ptr, len = out:ref()
+    return tonumber(ffi.cast("uintptr_t", ptr)), len
+  end
+  out:reset()
+  json_out.handed_to_c = json_out.handed_to_c + 1
+  return c_encode_out(value)
+end
+
+return json_out

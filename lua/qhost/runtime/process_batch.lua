@@ -100,29 +100,35 @@ function process_batch.new(env)
     end
   end
 
+  -- Whether the value at vptr is JSON for the topic's json deserializer,
+  -- which decodes it straight from librdkafka's buffer (valid until the
+  -- next poll): its bytes become a Lua string only when an error callback
+  -- needs them.
+  local function json_direct(tname, vptr)
+    return vptr ~= nil and pipelines[tname].topic.value_deserializer == JSON
+  end
+
   -- One message, from its fields (the batch's path below and the aligned
   -- path share it): deserialize, run its topic's pipeline, mark it done.
-  -- vptr/vlen: a JSON value still in librdkafka's buffer (else vbytes).
-  local function process_one(tname, partition, offset, kbytes, vptr, vlen, vbytes, headers, timestamp, ts_type)
+  -- vptr/vlen: the value still in librdkafka's buffer (else vbytes).
+  -- decoded: the caller decoded a json_direct value already (value, verr).
+  local function process_one(tname, partition, offset, kbytes, vptr, vlen, vbytes, headers, timestamp, ts_type,
+                             decoded, value, verr)
     local entry = pipelines[tname]
     local t = entry.topic
-    -- A JSON value is decoded straight from librdkafka's buffer (valid
-    -- until the next poll): its bytes become a Lua string only when an
-    -- error callback needs them.
-    local json_direct = vptr ~= nil and t.value_deserializer == JSON
-    if vptr ~= nil and not json_direct then vbytes = ffi.string(vptr, vlen) end
+    local direct = json_direct(tname, vptr)
+    if vptr ~= nil and not direct then vbytes = ffi.string(vptr, vlen) end
     ctx.stage, ctx.key, ctx.value, ctx.headers, ctx.timestamp = "deserialize", kbytes, vbytes, headers, timestamp
     local key, kerr = serializers.decode(t.key_deserializer, kbytes)
-    local value, verr
-    if not kerr then
-      if json_direct then
+    if not kerr and not decoded then
+      if direct then
         value, verr = json_decode_at(tonumber(ffi.cast("uintptr_t", vptr)), tonumber(vlen))
       else
         value, verr = serializers.decode(t.value_deserializer, vbytes)
       end
     end
     if kerr or verr then
-      if json_direct then ctx.value = ffi.string(vptr, vlen) end
+      if direct then ctx.value = ffi.string(vptr, vlen) end
       consumer_error(string.format("cannot deserialize the %s of the message at %s: %s",
         kerr and "key" or "value", where(ctx), kerr or verr), true)
     else
@@ -157,8 +163,19 @@ function process_batch.new(env)
         local kbytes = m.key ~= nil and ffi.string(m.key, m.key_len) or nil
         local headers = m.header_count > 0 and consumer:headers(i, m.header_count) or nil
         if regions[tname] then count_taken(tname, m, headers) end
-        process_one(tname, partition, offset, kbytes, m.value, m.value_len, nil, headers, tonumber(m.timestamp),
-          m.timestamp_type)
+        -- Decoded here, by a call in the loop's own frame: the JIT's trace
+        -- after a call into C cannot return below the frame it began in
+        -- ("NYI: return to lower frame"), which left the rest of
+        -- process_one to the interpreter when the call was made there.
+        local vptr, vlen = m.value, m.value_len
+        if json_direct(tname, vptr) then
+          local value, verr = json_decode_at(tonumber(ffi.cast("uintptr_t", vptr)), tonumber(vlen))
+          process_one(tname, partition, offset, kbytes, vptr, vlen, nil, headers, tonumber(m.timestamp),
+            m.timestamp_type, true, value, verr)
+        else
+          process_one(tname, partition, offset, kbytes, vptr, vlen, nil, headers, tonumber(m.timestamp),
+            m.timestamp_type)
+        end
       end
     end
   end

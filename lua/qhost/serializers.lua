@@ -140,6 +140,12 @@ function serializers.encode_out(s, value)
   return bytes, bytes and #bytes or 0
 end
 
+-- Whether s hands the bytes on as they are (string, bytes): its decode
+-- never fails.
+function serializers.passes_bytes(s)
+  return s.decode == identity
+end
+
 function serializers.decode(s, bytes)
   if bytes == nil then return nil end
   return s.decode(bytes)

@@ -53,6 +53,20 @@ describe("json_out", function()
     assert.are.equal(0, n)
   end)
 
+  it("writes objects whose decoded order gained or lost keys, as they change from message to message", function()
+    local n = handed_to_c(function()
+      for i = 1, 40 do
+        local v = codec.json_decode(string.format('{"id":%d,"kind":"buy","qty":%d}', i, i % 7))
+        v.total = i * 3                               -- the same added key, message after message
+        if i > 10 then v.b, v.a = i, "x" end          -- then others
+        if i > 20 then v.kind = nil end               -- then one gone
+        if i > 30 then v["k" .. i] = i end            -- then a new one each time
+        assert_same(v, "message " .. i)
+      end
+    end)
+    assert.are.equal(0, n)
+  end)
+
   it("hands the C encoder what it does not take, which writes it or reports the error with its path", function()
     local cycle = { a = 1 }
     cycle.self = cycle

@@ -139,7 +139,24 @@ local function put_members(t, keys, n, first, depth)
   return true
 end
 
--- An object whose metatable remembers its key order.
+-- For each remembered key order whose objects had keys added since they
+-- were decoded (a pipeline setting the same new columns on every message):
+-- the keys written the last time, in the order written, which put_object
+-- tries as a shape of its own. An order whose objects keep changing stops
+-- being widened after MAX_WIDENINGS (each makes a check and a writer).
+local widened = setmetatable({}, { __mode = "k" })
+local widenings = setmetatable({}, { __mode = "k" })
+local MAX_WIDENINGS = 8
+
+local function widen(order, keys)
+  local times = widenings[order] or 0
+  if times >= MAX_WIDENINGS then return end
+  widenings[order] = times + 1
+  widened[order] = keys
+end
+
+-- An object whose metatable remembers its key order: the keys it still
+-- has in that order, then any others sorted. By loops: the general case.
 local function put_ordered(t, order, depth)
   local set = order_set(order)
   if not set then return false end
@@ -149,7 +166,7 @@ local function put_ordered(t, order, depth)
     count = count + 1
   end
   out:put("{")
-  local written = 0
+  local written = {}
   for i = 1, #order do
     local k = order[i]
     if type(k) == "string" then
@@ -157,21 +174,24 @@ local function put_ordered(t, order, depth)
       if v ~= nil then
         local text = key_text(k)
         if not text then return false end
-        if written > 0 then out:put(",") end
+        if #written > 0 then out:put(",") end
         out:put(text)
         if not put_value(v, depth) then return false end
-        written = written + 1
+        written[#written + 1] = k
       end
     end
   end
-  if written < count then
+  local n = #written
+  if n < count then
     -- keys added after decoding: after the remembered ones, sorted
-    local extra, n = {}, 0
+    local extra, e = {}, 0
     for k in next, t do
-      if not set[k] then n = n + 1; extra[n] = k end
+      if not set[k] then e = e + 1; extra[e] = k end
     end
-    sort_keys(extra, n)
-    if not put_members(t, extra, n, written == 0, depth) then return false end
+    sort_keys(extra, e)
+    if not put_members(t, extra, e, n == 0, depth) then return false end
+    for i = 1, e do written[n + i] = extra[i] end
+    widen(order, written)
   end
   out:put("}")
   return true
@@ -231,8 +251,8 @@ local function put_plain(t, depth)
   return true
 end
 
--- For each remembered key order that key_shape can check: a writer of the
--- objects holding exactly its keys, straight-line code written for it
+-- For each key list key_shape can check (a remembered order, or one
+-- widened): a writer of the objects holding exactly its keys, straight-line code written for it
 -- (loadstring) that the JIT compiles into the caller's trace (put_ordered's
 -- loops end the trace: "inner loop in root trace"). writer(t, depth) ->
 -- true, or false when a value cannot be encoded here. false for an order
@@ -252,12 +272,24 @@ local function make_writer(order)
 end
 
 -- An object whose metatable remembers its key order.
-local function put_object(t, order, depth)
-  local exact = exact_check(order)
+-- t by the writer of keys when t holds exactly those keys; nil otherwise.
+local function put_shape(t, keys, depth)
+  local exact = exact_check(keys)
   if exact and exact(t) then
-    local writer = writers[order]
-    if writer == nil then writer = make_writer(order); writers[order] = writer end
+    local writer = writers[keys]
+    if writer == nil then writer = make_writer(keys); writers[keys] = writer end
     if writer then return writer(t, depth) end
+  end
+  return nil
+end
+
+local function put_object(t, order, depth)
+  local done = put_shape(t, order, depth)
+  if done ~= nil then return done end
+  local wide = widened[order]
+  if wide then
+    done = put_shape(t, wide, depth)
+    if done ~= nil then return done end
   end
   return put_ordered(t, order, depth)
 end

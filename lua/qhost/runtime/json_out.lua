@@ -139,10 +139,10 @@ local function put_members(t, keys, n, first, depth)
   return true
 end
 
--- For each remembered key order whose objects had keys added since they
--- were decoded (a pipeline setting the same new columns on every message):
--- the keys written the last time, in the order written, which put_object
--- tries as a shape of its own. An order whose objects keep changing stops
+-- For each remembered key order whose objects had keys added or removed
+-- since they were decoded (a pipeline setting the same new columns on every
+-- message): the keys written the last time, in the order written, which
+-- put_object tries as a shape of its own. An order whose objects keep changing stops
 -- being widened after MAX_WIDENINGS (each makes a check and a writer).
 local widened = setmetatable({}, { __mode = "k" })
 local widenings = setmetatable({}, { __mode = "k" })
@@ -191,8 +191,8 @@ local function put_ordered(t, order, depth)
     sort_keys(extra, e)
     if not put_members(t, extra, e, n == 0, depth) then return false end
     for i = 1, e do written[n + i] = extra[i] end
-    widen(order, written)
   end
+  widen(order, written)
   out:put("}")
   return true
 end
@@ -252,11 +252,11 @@ local function put_plain(t, depth)
 end
 
 -- For each key list key_shape can check (a remembered order, or one
--- widened): a writer of the objects holding exactly its keys, straight-line code written for it
--- (loadstring) that the JIT compiles into the caller's trace (put_ordered's
--- loops end the trace: "inner loop in root trace"). writer(t, depth) ->
--- true, or false when a value cannot be encoded here. false for an order
--- with a key that is not UTF-8.
+-- widened): a writer of the objects holding exactly its keys, straight-line
+-- code written for it (loadstring) that the JIT compiles into the caller's
+-- trace (put_ordered's loops end the trace: "inner loop in root trace").
+-- writer(t, depth) -> true, or false when a value cannot be encoded here.
+-- false for a list with a key that is not UTF-8.
 local writers = setmetatable({}, { __mode = "k" })
 
 local function make_writer(order)
@@ -271,7 +271,6 @@ local function make_writer(order)
   return assert(loadstring(table.concat(src, "\n"), "=json writer"))(rawget, put_value, out)
 end
 
--- An object whose metatable remembers its key order.
 -- t by the writer of keys when t holds exactly those keys; nil otherwise.
 local function put_shape(t, keys, depth)
   local exact = exact_check(keys)
@@ -283,6 +282,8 @@ local function put_shape(t, keys, depth)
   return nil
 end
 
+-- An object whose metatable remembers its key order: by the writer of its
+-- shape, or of the order widened, else by put_ordered.
 local function put_object(t, order, depth)
   local done = put_shape(t, order, depth)
   if done ~= nil then return done end

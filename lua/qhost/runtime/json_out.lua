@@ -282,16 +282,17 @@ local function put_shape(t, keys, depth)
   return nil
 end
 
--- An object whose metatable remembers its key order: by the writer of its
--- shape, or of the order widened, else by put_ordered.
+-- An object whose metatable remembers its key order: by the writer of the
+-- order widened (tried first: an order gets widened when its objects are
+-- changed), or of the order, else by put_ordered.
 local function put_object(t, order, depth)
-  local done = put_shape(t, order, depth)
-  if done ~= nil then return done end
   local wide = widened[order]
   if wide then
-    done = put_shape(t, wide, depth)
+    local done = put_shape(t, wide, depth)
     if done ~= nil then return done end
   end
+  local done = put_shape(t, order, depth)
+  if done ~= nil then return done end
   return put_ordered(t, order, depth)
 end
 

@@ -102,9 +102,10 @@ fail:
 
 ptrdiff_t qh_ffi_json_string(char *out, const char *s, size_t len)
 {
-    /* A buffer over out that never grows: its worst case fits (each byte
-     * escapes to at most 6, and every reservation asks for at most the
-     * rest of the worst case plus 7). */
+    /* A buffer over out that never grows: each byte escapes to at most 6,
+     * and an escape's reservation (6, the bytes left, the closing quote)
+     * after c bytes read asks for at most 6c + 1 + 6 + (len - c) + 1 with
+     * c < len: at most 6 * len + 3, within QH_JSON_STRING_ROOM. */
     qh_buf b = { .data = out, .len = 0, .cap = QH_JSON_STRING_ROOM(len) };
     if (qh_json_append_string(&b, s, len) != QH_JSON_OK) return -1;
     return (ptrdiff_t)b.len;

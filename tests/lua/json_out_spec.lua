@@ -86,7 +86,7 @@ describe("json_out", function()
     assert.are.equal(#values, n)
   end)
 
-  it("keeps its text until the next encode, and lets a big buffer go", function()
+  it("writes a 2 MB value, then a small one after it", function()
     local big = { s = string.rep("x", 2 * 1048576) }
     assert.are.equal(2 * 1048576 + 8, #out_text(big))
     local address, len = json_out.encode({ a = 1 })

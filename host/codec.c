@@ -229,13 +229,15 @@ static int l_json_encode_pretty(lua_State *L)
  * JSON text of value left in a buffer of this module's own (the address a
  * number, which the JIT casts to a pointer where a light userdata would
  * leave the trace), not made into a Lua string: the run loop hands it
- * straight to the producer, which copies it. Interning every output as a
- * Lua string cost more than encoding it (the string table's cache misses,
- * then the GC's sweep). The text is valid until the next json_encode_out call,
- * which nothing else makes: its state is not the one json_encode and
- * json_decode share (a __gc finalizer that encodes, run by an allocation
- * between this call and the produce, cannot overwrite it). Internal: the
- * caller must use the text before calling again. */
+ * straight to the producer, which copies it (qhost.runtime.json_out, which
+ * writes most outputs in Lua, hands it the values it does not take).
+ * Interning every output as a Lua string cost more than encoding it (the
+ * string table's cache misses, then the GC's sweep). The text is valid
+ * until the next json_encode_out call, which nothing else makes: its
+ * state is not the one json_encode and json_decode share (a __gc finalizer
+ * that encodes, run by an allocation between this call and the produce,
+ * cannot overwrite it). Internal: the caller must use the text before
+ * calling again. */
 static int l_json_encode_out(lua_State *L)
 {
     luaL_checkany(L, 1);

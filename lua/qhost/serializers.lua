@@ -125,8 +125,8 @@ end
 -- serializers.encode_out(s, value) -> bytes, len | nil, nil, err: as
 -- serializers.encode, for a value that goes straight to the producer, which
 -- copies it: a table through the json serializer comes back as the address
--- of its text in the codec's buffer (a number), valid only until
--- the next encode_out, and not as a Lua string (making one per output
+-- of its text in an encoder's buffer (qhost.runtime.json_out; a number),
+-- valid only until the next encode_out, and not as a Lua string (making one per output
 -- costs more than the encoding). len is the text's length (0 for nil).
 function serializers.encode_out(s, value)
   local table_out = s.encode_table_out

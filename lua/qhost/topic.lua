@@ -130,7 +130,7 @@ end
 
 -- Topic:serialize_out(key, value) -> key bytes, value bytes, value length
 -- | nil, nil, nil, err: as serialize, for the run loop's produce: the value
--- may be an address in the codec's buffer (serializers.encode_out), to be
+-- may be an address in an encoder's buffer (serializers.encode_out), to be
 -- produced before the next serialize_out.
 function Topic:serialize_out(key, value)
   local kb, kerr = key_bytes(self, key)

@@ -54,8 +54,9 @@ local function make_runtime(ctx, outputs, producer_of, policy)
   -- one the producer refuses goes to on_producer_error; a stop during the
   -- wait for queue room ends the batch with the message not done.
   function rt.produce(topic, value, key, timestamp, headers)
-    -- The value may be an address in the codec's buffer: produced (copied)
-    -- before the next output is encoded.
+    -- The value may be an address in an encoder's buffer
+    -- (qhost.runtime.json_out): produced (copied) before the next output
+    -- is encoded.
     local kb, vb, vlen, err = topic:serialize_out(key, value)
     if err then error(err, 0) end
     local ok, perr, code = producer_of():produce(topic.name, vb, kb, nil, timestamp, headers, vlen)

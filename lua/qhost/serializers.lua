@@ -128,10 +128,12 @@ end
 -- of its text in an encoder's buffer (qhost.runtime.json_out; a number),
 -- valid only until the next encode_out, and not as a Lua string (making one per output
 -- costs more than the encoding). len is the text's length (0 for nil).
-function serializers.encode_out(s, value)
+-- fresh: the table holds exactly the keys its order lists
+-- (qhost.runtime.pipeline), which the encoder then need not check.
+function serializers.encode_out(s, value, fresh)
   local table_out = s.encode_table_out
   if table_out and type(value) == "table" then
-    local address, len = table_out(value)
+    local address, len = table_out(value, fresh)
     if address == nil then return nil, nil, tostring(len) end
     return address, len
   end

@@ -128,14 +128,15 @@ function Topic:serialize(key, value)
   return kb, vb
 end
 
--- Topic:serialize_out(key, value) -> key bytes, value bytes, value length
--- | nil, nil, nil, err: as serialize, for the run loop's produce: the value
--- may be an address in an encoder's buffer (serializers.encode_out), to be
--- produced before the next serialize_out.
-function Topic:serialize_out(key, value)
+-- Topic:serialize_out(key, value, fresh) -> key bytes, value bytes, value
+-- length | nil, nil, nil, err: as serialize, for the run loop's produce:
+-- the value may be an address in an encoder's buffer
+-- (serializers.encode_out), to be produced before the next serialize_out.
+-- fresh: value is fresh (qhost.runtime.pipeline).
+function Topic:serialize_out(key, value, fresh)
   local kb, kerr = key_bytes(self, key)
   if kerr then return nil, nil, nil, kerr end
-  local vb, vlen, verr = serializers.encode_out(self.value_serializer, value)
+  local vb, vlen, verr = serializers.encode_out(self.value_serializer, value, fresh)
   if verr then return nil, nil, nil, value_failure(self, verr) end
   return kb, vb, vlen
 end

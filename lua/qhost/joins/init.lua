@@ -100,6 +100,7 @@ function joins.join_asof(left, right, opts)
   local grace = opts.grace_ms or joins.DEFAULT_GRACE_MS
   local store = opts.name or STORE
   local j = new_join{ kind = "asof", how = how, merge = merge.new(opts.on_merge or "raise", "join_asof", where),
+    merge_spec = opts.on_merge or "raise",
     grace = grace, store = store, left_topic = left.topic.name, right_topic = right.topic.name, where = where }
   register_store(call, right, store, grace, false)
   note_join("join_asof", left, right, where)
@@ -127,7 +128,8 @@ function joins.join_interval(left, right, opts)
   local where = argcheck.where()
   local store = opts.name or STORE
   local j = new_join{ kind = "interval", how = how,
-    merge = merge.new(opts.on_merge or "raise", "join_interval", where), grace = grace, store = store,
+    merge = merge.new(opts.on_merge or "raise", "join_interval", where), merge_spec = opts.on_merge or "raise",
+    grace = grace, store = store,
     backward = backward, forward = forward, left_topic = left.topic.name, right_topic = right.topic.name,
     where = where }
   register_store(call, left, store, grace, true)
@@ -158,10 +160,21 @@ local prefix_of = require("qhost.runtime.state.manager").prefix
 local truthy = merge.truthy
 local array_mt = codec.array_mt
 
--- Join:compile(side, nxt, rt): the node's function (qhost.runtime.pipeline's
--- builder for "join"). rt.join_tx(topic, store) -> fn() -> the store's
--- transaction for the message's partition.
-function Join:compile(side, nxt, rt)
+-- Whether what the join's node of side hands on is fresh
+-- (qhost.runtime.pipeline), its input being fresh or not: join_asof's right
+-- side hands on its input; the merges' results are fresh when the merge
+-- is a built-in one (a merge function is user code).
+function Join:fresh_output(side, fresh_in)
+  if self.kind == "asof" and side == "right" then return fresh_in end
+  return type(self.merge_spec) ~= "function"
+end
+
+-- Join:compile(side, nxt, rt, fresh): the node's function
+-- (qhost.runtime.pipeline's builder for "join"); fresh: the side's values
+-- are fresh. rt.join_tx(topic, store) -> fn() -> the store's transaction
+-- for the message's partition.
+function Join:compile(side, nxt, rt, fresh)
+  fresh = fresh and true or false
   if self.kind == "asof" then
     local tx_of = rt.join_tx(self.right_topic, self.store,
       { kind = "timestamped", grace_ms = self.grace, keep_duplicates = false })
@@ -174,8 +187,8 @@ function Join:compile(side, nxt, rt)
     local merge_fn, inner = self.merge, self.how == "inner"
     return function(value, key, timestamp, headers)
       local right = tx_of():get_latest(prefix_of(key), timestamp)
-      if truthy(right) then return nxt(merge_fn(value, right, false, true), key, timestamp, headers) end
-      if not inner then return nxt(merge_fn(value, nil, false, false), key, timestamp, headers) end
+      if truthy(right) then return nxt(merge_fn(value, right, false, true, fresh), key, timestamp, headers) end
+      if not inner then return nxt(merge_fn(value, nil, false, false, fresh), key, timestamp, headers) end
     end
   end
   local opts = { kind = "timestamped", grace_ms = self.grace, keep_duplicates = true }
@@ -192,9 +205,9 @@ function Join:compile(side, nxt, rt)
       local rights = right_tx():get_interval(prefix, timestamp - backward, timestamp + 1)
       local outs = {}
       if #rights > 0 then
-        for i = 1, #rights do outs[i] = merge_fn(value, rights[i], false, true) end
+        for i = 1, #rights do outs[i] = merge_fn(value, rights[i], false, true, fresh) end
       elseif unmatched then
-        outs[1] = merge_fn(value, nil, false, false)
+        outs[1] = merge_fn(value, nil, false, false, fresh)
       end
       return emit(outs, key, timestamp)
     end
@@ -206,9 +219,9 @@ function Join:compile(side, nxt, rt)
     local lefts = left_tx():get_interval(prefix, timestamp - forward, timestamp + 1)
     local outs = {}
     if #lefts > 0 then
-      for i = 1, #lefts do outs[i] = merge_fn(lefts[i], value, true, false) end
+      for i = 1, #lefts do outs[i] = merge_fn(lefts[i], value, true, false, false, fresh) end
     elseif unmatched then
-      outs[1] = merge_fn(nil, value, false, false)
+      outs[1] = merge_fn(nil, value, false, false, false, fresh)
     end
     return emit(outs, key, timestamp)
   end

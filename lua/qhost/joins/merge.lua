@@ -90,7 +90,8 @@ end
 
 -- The remembered key list of t when t holds exactly those keys (a decoded
 -- object nobody changed: the common case), and its metatable; else nil.
--- trusted: t is a store's own decoded value, which nobody changes.
+-- trusted: t is known to hold them (a store's own decoded value, which
+-- nobody changes, or a fresh value: qhost.runtime.pipeline).
 local function exact_keys(t, trusted)
   local mt = getmetatable(t)
   local known = mt and rawget(mt, "__qhost_keys")
@@ -161,15 +162,16 @@ end
 
 -- { **a, **b } (b's values winning) when each side is nil or a decoded
 -- object as decoded (copy_a/copy_b: a store's side, whose tables are
--- copied); nil otherwise. raise_how/where: an overlap is an error.
-local function combine_fast(a, b, copy_a, copy_b, raise_how, where)
+-- copied; fresh_a/fresh_b: a fresh value); nil otherwise. raise_how/where:
+-- an overlap is an error.
+local function combine_fast(a, b, copy_a, copy_b, fresh_a, fresh_b, raise_how, where)
   local ka, mta, kb, mtb
   if a then
-    ka, mta = exact_keys(a, copy_a)
+    ka, mta = exact_keys(a, copy_a or fresh_a)
     if not ka then return nil end
   end
   if b then
-    kb, mtb = exact_keys(b, copy_b)
+    kb, mtb = exact_keys(b, copy_b or fresh_b)
     if not kb then return nil end
   elseif not a then
     return nil
@@ -206,10 +208,12 @@ local function combine(a, b, copy_a, copy_b)
   return setmetatable(out, { __qhost_keys = keys })
 end
 
--- merge.new(on_merge, how, where) -> fn(left, right, copy_left, copy_right)
--- -> the merged value. how names the join ("join_asof"), where the user's
--- line, for the errors. copy_left/copy_right: that side is a store's own
--- value (copied where it goes downstream).
+-- merge.new(on_merge, how, where) -> fn(left, right, copy_left, copy_right,
+-- fresh_left, fresh_right) -> the merged value. how names the join
+-- ("join_asof"), where the user's line, for the errors. copy_left/
+-- copy_right: that side is a store's own value (copied where it goes
+-- downstream); fresh_left/fresh_right: that side is a fresh value
+-- (qhost.runtime.pipeline). The built-in merges make a fresh value.
 function merge.new(on_merge, how, where)
   if type(on_merge) == "function" then
     return function(left, right, copy_left, copy_right)
@@ -222,29 +226,29 @@ function merge.new(on_merge, how, where)
     return object_of(left, "left", on_merge, how, where), object_of(right, "right", on_merge, how, where)
   end
   if on_merge == "keep-left" then
-    return function(left, right, copy_left, copy_right)
+    return function(left, right, copy_left, copy_right, fresh_left, fresh_right)
       if left == null then left = nil end
       if right == null then right = nil end
-      local out = combine_fast(right, left, copy_right, copy_left)
+      local out = combine_fast(right, left, copy_right, copy_left, fresh_right, fresh_left)
       if out then return out end
       local l, r = objects(left, right)
       return combine(r, l, copy_right, copy_left)
     end
   elseif on_merge == "keep-right" then
-    return function(left, right, copy_left, copy_right)
+    return function(left, right, copy_left, copy_right, fresh_left, fresh_right)
       if left == null then left = nil end
       if right == null then right = nil end
-      local out = combine_fast(left, right, copy_left, copy_right)
+      local out = combine_fast(left, right, copy_left, copy_right, fresh_left, fresh_right)
       if out then return out end
       local l, r = objects(left, right)
       return combine(l, r, copy_left, copy_right)
     end
   end
   -- "raise"
-  return function(left, right, copy_left, copy_right)
+  return function(left, right, copy_left, copy_right, fresh_left, fresh_right)
     if left == null then left = nil end
     if right == null then right = nil end
-    local out = combine_fast(left, right, copy_left, copy_right, how, where)
+    local out = combine_fast(left, right, copy_left, copy_right, fresh_left, fresh_right, how, where)
     if out then return out end
     local l, r = objects(left, right)
     if l and r then

@@ -1,7 +1,9 @@
 -- qhost.runtime.json_out: the compact JSON text of an app's output value,
 -- for the producer (serializers.encode_out). Internal.
 --
---   json_out.encode(value) -> address, len | nil, err
+--   json_out.encode(value, fresh) -> address, len | nil, err
+--     fresh: value is a table that holds exactly the keys its remembered
+--     order lists (qhost.runtime.pipeline's fresh values): not checked
 --   json_out.handed_to_c: how many values went to the C encoder
 --
 -- The same text as codec.json_encode (json_encode.h says what that is),
@@ -322,9 +324,26 @@ put_value = function(v, depth)
   return false
 end
 
-function json_out.encode(value)
+-- A fresh table: an object by the writer of its order, its keys unchecked
+-- (a key the order lists but the table lacks still fails the writer:
+-- put_value of nil); anything else, or an order key_shape cannot check
+-- (empty, a repeated key, too long), as any value.
+local function put_fresh(t)
+  local mt = getmetatable(t)
+  local order = type(mt) == "table" and rawget(mt, "__qhost_keys")
+  if type(order) == "table" and exact_check(order) then
+    local writer = writers[order]
+    if writer == nil then writer = make_writer(order); writers[order] = writer end
+    if writer then return writer(t, 1) end
+  end
+  return put_value(t, 0)
+end
+
+function json_out.encode(value, fresh)
   if #out > BIG_BUFFER then out:free() else out:reset() end
-  if put_value(value, 0) then
+  local done
+  if fresh then done = put_fresh(value) else done = put_value(value, 0) end
+  if done then
     local ptr, len = out:ref()
     return tonumber(ffi.cast("uintptr_t", ptr)), len
   end

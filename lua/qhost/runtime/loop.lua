@@ -19,6 +19,7 @@ local outputs_mod = require("qhost.runtime.outputs")
 local pipeline = require("qhost.runtime.pipeline")
 local state_manager = require("qhost.runtime.state.manager")
 local process_batch = require("qhost.runtime.process_batch")
+local serializers = require("qhost.serializers")
 local supervisor = require("qhost.runtime.supervisor")
 local C = require("qhost.kafka.ffi")
 
@@ -31,6 +32,8 @@ local RESOLVE_TIMEOUT = 30
 local RECOVERY_TIMEOUT = 120   -- seconds for one changelog partition's read
 -- The last checkpoint of a stop waits this long for the producer.
 local FINAL_FLUSH_TIMEOUT = 10
+
+local JSON = serializers.get("json", "json")
 
 -- What the compiled pipelines need from the running app (see
 -- qhost.runtime.pipeline): outputs, print, to_topic, sinks, print_table.
@@ -53,11 +56,11 @@ local function make_runtime(ctx, outputs, producer_of, policy)
   -- An output that cannot be sent fails its message (on_processing_error);
   -- one the producer refuses goes to on_producer_error; a stop during the
   -- wait for queue room ends the batch with the message not done.
-  function rt.produce(topic, value, key, timestamp, headers)
+  function rt.produce(topic, value, key, timestamp, headers, fresh)
     -- The value may be an address in an encoder's buffer
     -- (qhost.runtime.json_out): produced (copied) before the next output
     -- is encoded.
-    local kb, vb, vlen, err = topic:serialize_out(key, value)
+    local kb, vb, vlen, err = topic:serialize_out(key, value, fresh)
     if err then error(err, 0) end
     local ok, perr, code = producer_of():produce(topic.name, vb, kb, nil, timestamp, headers, vlen)
     if ok then return end
@@ -222,7 +225,11 @@ return function(app, opts)
   local state = open_state(app, ctx, rt, recovery_timeout)
   local pipelines = {}
   for _, sdf in ipairs(app._dataframes) do
-    pipelines[sdf.topic.name] = { topic = sdf.topic, process = pipeline.compile(sdf, rt) }
+    -- Values decoded by the JSON deserializer are fresh (qhost.runtime.pipeline)
+    -- unless a timestamp extractor (user code) gets them first.
+    local t = sdf.topic
+    local fresh = t.value_deserializer == JSON and not t.timestamp_extractor
+    pipelines[t.name] = { topic = t, process = pipeline.compile(sdf, rt, fresh) }
   end
   for _, sink in ipairs(rt.sinks) do sink:setup() end
   for name in pairs(app._outputs) do producer_of():prepare(name) end

@@ -7,7 +7,7 @@
 -- What the closures need from the running app comes in `rt`:
 --   rt.leaf(value, key, timestamp, headers)   every output (end of a branch)
 --   rt.write(text)                           print's output
---   rt.produce(topic, value, key, timestamp, headers)
+--   rt.produce(topic, value, key, timestamp, headers, fresh)
 --   rt.add_sink(sink), rt.ctx (topic, partition, offset of the message)
 --   rt.printer() -> the run's table printer, rt.now() -> seconds
 --   rt.timed(node) -> node (only with metrics on): a stand-in whose user
@@ -39,9 +39,28 @@ end
 
 local compile_node
 
-local function compile_children(node, rt)
+-- Fresh values. A table the runtime made (a message's value decoded by the
+-- JSON deserializer, a join's built-in merge, a window's result) holds
+-- exactly the keys its metatable's order lists (qhost.codec's decoded
+-- objects) until user code gets it and may add one. While a value is
+-- fresh, the join's merge and the JSON writer (qhost.runtime.json_out)
+-- need not check that, which costs them a `next` per key and message.
+-- Each builder is told whether its input is fresh (its last argument);
+-- fresh_output says whether what a node hands on is. Only the table
+-- itself counts: tables inside it may be user code's.
+local function fresh_output(node, fresh_in)
+  local kind = node.kind
+  if kind == "root" then return fresh_in end
+  -- (a copy for a branch is as exact as the value)
+  if kind == "to_topic" then return fresh_in and not node.key and not node.choose end
+  if kind == "join" then return node.join:fresh_output(node.side, fresh_in) end
+  if kind == "window" then return true end
+  return false
+end
+
+local function compile_children(node, rt, fresh)
   local nexts = {}
-  for i, child in ipairs(node.children) do nexts[i] = compile_node(child, rt) end
+  for i, child in ipairs(node.children) do nexts[i] = compile_node(child, rt, fresh) end
   if #nexts == 0 then return rt.leaf end
   if #nexts == 1 then return nexts[1] end
   local n = #nexts
@@ -136,8 +155,10 @@ function builders.print(node, nxt, rt)
   end
 end
 
-function builders.to_topic(node, nxt, rt)
+function builders.to_topic(node, nxt, rt, fresh)
   local topic, choose, key_fn, produce, internal = node.topic, node.choose, node.key, rt.produce, node.internal
+  -- (key and topic functions are user code that gets the value first)
+  fresh = fresh and not key_fn and not choose
   return function(value, key, timestamp, headers)
     local out_key = key
     if key_fn then out_key = key_fn(value) end
@@ -148,7 +169,7 @@ function builders.to_topic(node, nxt, rt)
         error(string.format("to_topic (%s): the topic function returned a %s, not a Topic", node.where, type(t)), 0)
       end
     end
-    produce(t, value, out_key, timestamp, headers)
+    produce(t, value, out_key, timestamp, headers, fresh)
     if internal then return end
     return nxt(value, key, timestamp, headers)
   end
@@ -228,21 +249,23 @@ function builders.window(node, nxt, rt)
 end
 
 -- A join's node (qhost.joins): the join compiles it.
-function builders.join(node, nxt, rt)
-  return node.join:compile(node.side, nxt, rt)
+function builders.join(node, nxt, rt, fresh)
+  return node.join:compile(node.side, nxt, rt, fresh)
 end
 
-compile_node = function(node, rt)
-  local nxt = compile_children(node, rt)
+compile_node = function(node, rt, fresh)
+  local nxt = compile_children(node, rt, fresh_output(node, fresh))
   if rt.timed and node.fn then node = rt.timed(node) end
-  return builders[node.kind](node, nxt, rt)
+  return builders[node.kind](node, nxt, rt, fresh)
 end
 
--- pipeline.compile(sdf, rt) -> process(value, key, timestamp, headers).
--- rt provides leaf(value, key, timestamp, headers) called for every output,
--- write(text) for print, produce(topic, value, key, timestamp, headers).
-function pipeline.compile(sdf, rt)
-  return compile_node(sdf.root, rt)
+-- pipeline.compile(sdf, rt, fresh) -> process(value, key, timestamp,
+-- headers). rt provides leaf(value, key, timestamp, headers) called for
+-- every output, write(text) for print, produce(topic, value, key,
+-- timestamp, headers, fresh). fresh: the values process gets are fresh
+-- (decoded by the JSON deserializer, no user code called on them since).
+function pipeline.compile(sdf, rt, fresh)
+  return compile_node(sdf.root, rt, fresh and true or false)
 end
 
 return pipeline

@@ -12,6 +12,7 @@ local transaction_mod = require("qhost.runtime.kafka_transaction")
 local clients = require("qhost.kafka.clients")
 local error_policy = require("qhost.runtime.error_policy")
 local flow_control = require("qhost.runtime.flow_control")
+local gc_pause = require("qhost.runtime.gc_pause")
 local host = require("qhost.host")
 local log = require("qhost.log")
 local metrics_mod = require("qhost.runtime.metrics")
@@ -385,7 +386,9 @@ return function(app, opts)
     end
   end
 
+  local pacing = gc_pause.start()
   local ok, stop_reason = xpcall(loop, debug.traceback)
+  pacing:stop()
   if metrics then
     metrics:set_ready(false, "stopping")
     -- Stopping the sources (their shutdown_timeout) and the last checkpoint

@@ -1,0 +1,63 @@
+-- qhost.runtime.gc_pause: how long LuaJIT's collector waits between cycles,
+-- while an app runs.
+--
+--   local pacing = gc_pause.start()   ...   pacing:stop()
+--
+-- With the default pause (200) a cycle starts once the heap has doubled
+-- since the last one ended. An app whose stores keep tens of MB of tables
+-- alive (a join's or a window's cache) then marks and sweeps all of them
+-- every time the messages have made that much garbage again: a fifth of the
+-- join workload's CPU. A longer pause means fewer cycles, and a heap that
+-- grows to live * pause / 100 before the next one. So after each cycle the
+-- pause is set from what survived it: up to MAX_PAUSE for a small heap, and
+-- never more growth than HEADROOM_KB above the default's (a big heap keeps
+-- pause 200).
+--
+-- The end of a cycle is seen by a sentinel's finalizer: LuaJIT runs
+-- finalizers at the end of a cycle, before it sets the next cycle's start
+-- from the pause, and the heap's size at that point is what survived.
+local gc_pause = {}
+
+local DEFAULT_PAUSE = 200
+local MAX_PAUSE = 400
+local HEADROOM_KB = 64 * 1024
+
+-- The pause for a heap of live_kb after a cycle: the heap may grow by
+-- max(live, min(3 * live, HEADROOM)) before the next one.
+function gc_pause.for_heap(live_kb)
+  if live_kb <= 0 then return MAX_PAUSE end
+  local growth = math.min(3 * live_kb, HEADROOM_KB)
+  if growth < live_kb then growth = live_kb end
+  return math.floor(100 + 100 * growth / live_kb)
+end
+
+local Pacing = {}
+Pacing.__index = Pacing
+
+local function arm(self)
+  local sentinel = newproxy(true)
+  getmetatable(sentinel).__gc = function()
+    if not self.running then return end
+    local pause = gc_pause.for_heap(collectgarbage("count"))
+    collectgarbage("setpause", pause)
+    self.pause, self.cycles = pause, self.cycles + 1
+    arm(self)
+  end
+end
+
+-- gc_pause.start() -> a pacing that sets the pause after every cycle until
+-- its stop(), which puts the pause it found back.
+function gc_pause.start()
+  local self = setmetatable({ running = true, cycles = 0, previous = collectgarbage("setpause", MAX_PAUSE),
+    pause = MAX_PAUSE }, Pacing)
+  arm(self)
+  return self
+end
+
+function Pacing:stop()
+  if not self.running then return end
+  self.running = false
+  collectgarbage("setpause", self.previous or DEFAULT_PAUSE)
+end
+
+return gc_pause

@@ -1,0 +1,38 @@
+-- The collector's pause while an app runs (qhost.runtime.gc_pause): longer
+-- for a small heap, never more growth than its headroom, set after every
+-- cycle from what survived it, and put back when the run ends.
+local gc_pause = require("qhost.runtime.gc_pause")
+
+describe("gc_pause", function()
+  it("lets a heap grow by 3 times its size up to 64 MB more than the default pause would", function()
+    assert.are.equal(400, gc_pause.for_heap(0))
+    assert.are.equal(400, gc_pause.for_heap(1024))
+    assert.are.equal(400, gc_pause.for_heap(16 * 1024))
+    assert.are.equal(300, gc_pause.for_heap(32 * 1024))
+    assert.are.equal(200, gc_pause.for_heap(64 * 1024))
+    assert.are.equal(200, gc_pause.for_heap(1024 * 1024))
+    -- growth above the live heap never more than max(live, 64 MB)
+    for _, kb in ipairs({ 5000, 20000, 40000, 70000, 300000 }) do
+      local growth = kb * (gc_pause.for_heap(kb) - 100) / 100
+      assert.is_true(growth <= math.max(kb, 64 * 1024) + 1, tostring(kb))
+    end
+  end)
+
+  it("sets the pause after each cycle until stopped, then puts the earlier pause back", function()
+    local before = collectgarbage("setpause", 150)
+    local pacing = gc_pause.start()
+    collectgarbage("collect")
+    collectgarbage("collect")
+    assert.is_true(pacing.cycles >= 2, tostring(pacing.cycles))
+    local want = gc_pause.for_heap(collectgarbage("count"))
+    -- what the last cycle set is the collector's pause now
+    assert.are.equal(pacing.pause, collectgarbage("setpause", pacing.pause))
+    assert.is_true(math.abs(pacing.pause - want) <= 5, pacing.pause .. " vs " .. want)
+    pacing:stop()
+    assert.are.equal(150, collectgarbage("setpause", before))
+    local cycles = pacing.cycles
+    collectgarbage("collect")
+    collectgarbage("collect")
+    assert.are.equal(cycles, pacing.cycles)
+  end)
+end)

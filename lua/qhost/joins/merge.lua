@@ -19,7 +19,6 @@ local codec = require("qhost.codec")
 local null, array_mt, keys_of, c_exact_keys = codec.null, codec.array_mt, codec.keys_of, codec.exact_keys
 local exact_check = require("qhost.runtime.key_shape").exact_check
 local sort = table.sort
-local new_table = require("table.new")
 
 local merge = {}
 
@@ -125,16 +124,19 @@ local function make_shape(ka, kb)
     from[k] = "b"
   end
   sort(overlap)
-  local src = { "local new_table, copy, type, setmetatable, mt = ...",
-    "return function(a, b, copy_a, copy_b)", string.format("  local out = new_table(0, %d)", #keys), "  local v" }
+  -- One table constructor with the keys as constants: LuaJIT copies a
+  -- template that has them all, where storing each key into a new table
+  -- would insert it (a hash of the key and a search for a free slot).
+  local src = { "local copy, type, setmetatable, mt = ...",
+    "local function own(v) if type(v) == \"table\" then return copy(v) end return v end",
+    "return function(a, b, copy_a, copy_b)", "  return setmetatable({" }
   for _, k in ipairs(keys) do
     local side = from[k]
-    src[#src + 1] = string.format("  v = %s[%q]\n  if copy_%s and type(v) == \"table\" then v = copy(v) end\n"
-      .. "  out[%q] = v", side, k, side, k)
+    src[#src + 1] = string.format("    [%q] = copy_%s and own(%s[%q]) or %s[%q],", k, side, side, k, side, k)
   end
-  src[#src + 1] = "  return setmetatable(out, mt)\nend"
+  src[#src + 1] = "  }, mt)\nend"
   local mt = { __qhost_keys = keys }
-  local fn = assert(loadstring(table.concat(src, "\n"), "=join merge"))(new_table, copy, type, setmetatable, mt)
+  local fn = assert(loadstring(table.concat(src, "\n"), "=join merge"))(copy, type, setmetatable, mt)
   return { fn = fn, overlap = overlap }
 end
 

@@ -13,10 +13,11 @@ return function(v)
   if t == "string" then return v ~= "" end
   if t == "table" then
     -- a decoded object as decoded: its remembered keys say (no next(), which
-    -- would split the JIT's trace)
+    -- would split the JIT's trace, nor #, a call per message)
     local mt = getmetatable(v)
     local known = mt and rawget(mt, "__qhost_keys")
-    if known and #known > 0 and v[known[1]] ~= nil then return true end
+    local first = known and known[1]
+    if first ~= nil and v[first] ~= nil then return true end
     return next(v) ~= nil
   end
   return true

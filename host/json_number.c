@@ -280,3 +280,15 @@ int qh_json_number_strtod(const unsigned char *start, size_t n, double *out)
     if (tok != small) free(tok);
     return 0;
 }
+
+int32_t qh_ffi_json_number_read(const char *p, const char *end, double *out)
+{
+    qh_json_number num;
+    const unsigned char *at;
+    const char *what;
+    const unsigned char *q = qh_json_number_read((const unsigned char *)p, (const unsigned char *)end, &num, &at,
+                                                 &what);
+    if (!q || num.is_int64 || q - (const unsigned char *)p > INT32_MAX) return 0;
+    *out = num.d;
+    return (int32_t)(q - (const unsigned char *)p);
+}

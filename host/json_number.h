@@ -25,6 +25,13 @@
  * Streams meet them in their topics. */
 size_t qh_json_number_format(char *out, double d);
 
+/* For LuaJIT's FFI (qhost.runtime.json_in): reads the number token at p
+ * (before end) as the decoder does, into *out; returns the token's length,
+ * or 0 when the decoder is to read it: not a number, an integer it makes
+ * an int64, a token longer than INT32_MAX. (An int: LuaJIT boxes 64-bit
+ * results.) */
+int32_t qh_ffi_json_number_read(const char *p, const char *end, double *out);
+
 /* A number read by qh_json_number_read. */
 typedef struct qh_json_number {
     double d;      /* the value, unless is_int64 */

@@ -110,3 +110,18 @@ ptrdiff_t qh_ffi_json_string(char *out, const char *s, size_t len)
     if (qh_json_append_string(&b, s, len) != QH_JSON_OK) return -1;
     return (ptrdiff_t)b.len;
 }
+
+int32_t qh_ffi_json_plain_string(const char *s, const char *e)
+{
+    const unsigned char *start = (const unsigned char *)s, *p = start, *end = (const unsigned char *)e;
+    for (;;) {
+        p = qh_json_string_skip_plain(p, end);
+        if (p >= end) return -1;
+        unsigned c = *p;
+        if (c == '"') return p - start <= INT32_MAX ? (int32_t)(p - start) : -1;
+        if (c == '\\' || c < 0x20) return -1;
+        size_t n = qh_json_string_utf8_len(p, end, 0);
+        if (!n) return -1;
+        p += n;
+    }
+}

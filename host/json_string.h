@@ -36,6 +36,15 @@ int qh_json_append_string(qh_buf *b, const char *s, size_t len);
 #define QH_JSON_STRING_ROOM(len) (6 * (size_t)(len) + 8)
 ptrdiff_t qh_ffi_json_string(char *out, const char *s, size_t len);
 
+/* For LuaJIT's FFI (qhost.runtime.json_in): the JSON string whose content
+ * starts at p (just past its opening quote), before end, when its bytes
+ * are its value: returns the content's length (the closing quote is at
+ * p + length), or -1 when it has an escape, or is something the decoder
+ * rejects (a control character, invalid UTF-8, no closing quote), or is
+ * longer than INT32_MAX: then the decoder reads it. The same checks as
+ * the decoder's string reader. (An int: LuaJIT boxes 64-bit results.) */
+int32_t qh_ffi_json_plain_string(const char *p, const char *end);
+
 /* Byte classes: 0 plain ASCII, 1 needs an escape in a JSON string ('"',
  * '\\', control), 2/3/4 lead byte of a UTF-8 sequence of that length,
  * 5 never valid (continuation byte as lead, C0, C1, F5..FF). */

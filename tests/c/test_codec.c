@@ -1085,6 +1085,47 @@ TEST(escape_function_for_ffi)
     free(out);
 }
 
+/* A copy of the n bytes of s in memory of exactly n bytes (ASan sees a
+ * read past them). */
+static char *exact_copy(const char *s, size_t n)
+{
+    char *p = malloc(n ? n : 1);
+    if (p) memcpy(p, s, n);
+    return p;
+}
+
+/* The readers qhost.runtime.json_in calls through the FFI: what they take,
+ * where they stop, and nothing past the end they are given. */
+TEST(readers_for_ffi)
+{
+    static const struct { const char *s; int want; } strings[] = {
+        { "abc\"", 3 }, { "\"", 0 }, { "a b/c\",", 5 }, { "\xc3\xa9\"", 2 }, { "\xf0\x9f\x98\x80\"x", 4 },
+        { "a\\nb\"", -1 }, { "a\x01\"", -1 }, { "a\xff\"", -1 }, { "\xed\xa0\x80\"", -1 }, { "abc", -1 },
+        { "\xc3", -1 }, { "", -1 },
+    };
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
+        size_t n = strlen(strings[i].s);
+        char *p = exact_copy(strings[i].s, n);
+        CHECK(p != NULL);
+        CHECK_EQ_INT(qh_ffi_json_plain_string(p, p + n), strings[i].want);
+        free(p);
+    }
+    static const struct { const char *s; int want; double d; } numbers[] = {
+        { "12", 2, 12 }, { "-1.5e3,", 6, -1500 }, { "0.1}", 3, 0.1 }, { "-0", 2, 0 }, { "1e400", 5, HUGE_VAL },
+        { "12345678901234567890", 20, 12345678901234567890.0 }, { "9007199254740993", 0, 0 }, { "01", 0, 0 },
+        { "-", 0, 0 }, { "1.", 0, 0 }, { "x", 0, 0 }, { "", 0, 0 },
+    };
+    for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {
+        size_t n = strlen(numbers[i].s);
+        char *p = exact_copy(numbers[i].s, n);
+        CHECK(p != NULL);
+        double d = -42;
+        CHECK_EQ_INT(qh_ffi_json_number_read(p, p + n, &d), numbers[i].want);
+        if (numbers[i].want > 0) CHECK(d == numbers[i].d);
+        free(p);
+    }
+}
+
 /* json_number.h alone: where a token ends, what it is, where it is wrong. */
 TEST(number_unit)
 {
@@ -1271,6 +1312,7 @@ int main(void)
     RUN(scratch_state_after_error);
     RUN(escape_function_for_c);
     RUN(escape_function_for_ffi);
+    RUN(readers_for_ffi);
     RUN(number_unit);
     RUN(decoder_and_encoder_units_alone);
     RUN(decode_at);

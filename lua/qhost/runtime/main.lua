@@ -10,6 +10,14 @@ local spawn = require("qhost.spawn")
 
 local main = {}
 
+-- The JIT's limits. An app's per-message loop compiles into one trace that
+-- holds the JSON decoder of the message's shape, the user's functions, the
+-- JSON writer and the producer's call: for an 8-member message more than
+-- LuaJIT's defaults allow (4,000 IR instructions, 500 snapshots, 500 IR
+-- constants), which abort it ("trace too long") and after a few tries leave
+-- the loop to the interpreter. The machine code they need gets room too.
+local JIT_LIMITS = { "maxrecord=16000", "maxsnap=2000", "maxirconst=2000", "sizemcode=64", "maxmcode=4096" }
+
 local function run_script(argv)
   local script = argv[1]
   local args = {}
@@ -40,6 +48,7 @@ end
 -- main.main({ script, args... }) -> exit code. In a source process any
 -- error also goes to the report pipe, so the app can say why it failed.
 function main.main(argv)
+  jit.opt.start(unpack(JIT_LIMITS))
   if not spawn.is_child() then return run_script(argv) end
   local ok, result = xpcall(run_script, error_text.traceback, argv)
   if ok then return result end

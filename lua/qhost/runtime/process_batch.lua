@@ -17,6 +17,8 @@ local serializers = require("qhost.serializers")
 
 local JSON = serializers.get("json", "json")
 local json_decode_at = require("qhost.runtime.json_at").json_decode_at
+local json_in = require("qhost.runtime.json_in")
+local json_try, json_learn = json_in.try, json_in.learn
 
 local process_batch = {}
 
@@ -49,6 +51,12 @@ function process_batch.new(env)
   local checkpoint, policy, outputs = env.checkpoint, env.policy, env.outputs
   local on_processed, embedded, expected = env.on_processed, env.embedded, env.expected
   local regions, taken_messages, taken_bytes = env.flow.regions, env.flow.taken_messages, env.flow.taken_bytes
+
+  -- Per topic, the shape its JSON values are tried with first
+  -- (qhost.runtime.json_in); then the C decoder, whose call is written out
+  -- at each place (see process_range) and whose result teaches the shape.
+  local shapes = {}
+  for name in pairs(pipelines) do shapes[name] = json_in.slot() end
 
   local topic_by_ptr = {}
   local function topic_name(ptr)
@@ -127,7 +135,12 @@ function process_batch.new(env)
     local key, kerr = serializers.decode(t.key_deserializer, kbytes)
     if not kerr and not decoded then
       if direct then
-        value, verr = json_decode_at(tonumber(ffi.cast("uintptr_t", vptr)), tonumber(vlen))
+        local shape = shapes[tname]
+        value = json_try(shape, vptr, vlen)
+        if value == nil then
+          value, verr = json_decode_at(tonumber(ffi.cast("uintptr_t", vptr)), tonumber(vlen))
+          json_learn(shape, value)
+        end
       else
         value, verr = serializers.decode(t.value_deserializer, vbytes)
       end
@@ -174,7 +187,12 @@ function process_batch.new(env)
         -- process_one to the interpreter when the call was made there.
         local vptr, vlen = m.value, m.value_len
         if json_direct(tname, vptr) then
-          local value, verr = json_decode_at(tonumber(ffi.cast("uintptr_t", vptr)), tonumber(vlen))
+          local shape = shapes[tname]
+          local value, verr = json_try(shape, vptr, vlen)
+          if value == nil then
+            value, verr = json_decode_at(tonumber(ffi.cast("uintptr_t", vptr)), tonumber(vlen))
+            json_learn(shape, value)
+          end
           process_one(tname, partition, offset, kbytes, vptr, vlen, nil, headers, tonumber(m.timestamp),
             m.timestamp_type, true, value, verr)
         else
@@ -200,7 +218,8 @@ function process_batch.new(env)
 
   if env.aligned then return process_batch.aligned(env, {
     topic_name = topic_name, error_event = error_event, check_gap = check_gap, count_taken = count_taken,
-    json_direct = json_direct, key_passes_bytes = key_passes_bytes, process_one = process_one, failed = failed })
+    json_direct = json_direct, key_passes_bytes = key_passes_bytes, process_one = process_one, failed = failed,
+    shapes = shapes })
   end
 
   -- The whole batch.
@@ -247,7 +266,12 @@ function process_batch.aligned(env, f)
       headers = m.header_count > 0 and consumer:headers(i, m.header_count) or nil }
     if f.json_direct(tname, vptr) then
       item.decoded = true
-      item.value, item.verr = json_decode_at(tonumber(ffi.cast("uintptr_t", vptr)), tonumber(vlen))
+      local shape = f.shapes[tname]
+      item.value = json_try(shape, vptr, vlen)
+      if item.value == nil then
+        item.value, item.verr = json_decode_at(tonumber(ffi.cast("uintptr_t", vptr)), tonumber(vlen))
+        json_learn(shape, item.value)
+      end
       -- the text, for an error callback: the value's error, or the key's
       if item.verr or not f.key_passes_bytes(tname) then item.raw = ffi.string(vptr, vlen) end
     elseif vptr ~= nil then

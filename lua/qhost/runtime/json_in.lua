@@ -1,0 +1,171 @@
+-- qhost.runtime.json_in: a message's JSON object decoded by Lua code the
+-- JIT compiles into the message's trace, for objects of a shape the C
+-- decoder (host/json_decode.c) decoded before. Internal.
+--
+--   local slot = json_in.slot()              one per topic
+--   local v = json_in.try(slot, ptr, len)    the object, or nil: not taken
+--   (nil: v, err = the C decoder's; then json_in.learn(slot, v))
+--
+-- The C decoder is a call through the Lua C API that ends the trace and
+-- builds the table a key at a time (500 ns for the pipeline benchmark's
+-- 8-member message). Messages of a topic mostly share one shape: the same
+-- keys in the same order. For the shape of the last object the C decoder
+-- made, a decoder is written as straight-line Lua (loadstring): it matches
+-- the keys' bytes, reads each value (numbers and escape-free strings by
+-- the C decoder's own readers, through the FFI; true, false, null) and
+-- makes the object with one table constructor, with the C decoder's
+-- metatable for that shape (so the object is the one the C decoder would
+-- have made). It takes only the text it is sure of: an object of exactly
+-- those keys, compact or with one space after ':' and ','; values that are
+-- not nested objects or arrays; nothing around it. Anything else (another
+-- shape, nesting, escapes, NaN, int64 integers, whitespace elsewhere,
+-- invalid JSON) is left to the C decoder, which reads it or reports the
+-- error: this path never takes what the C decoder would not, nor reads it
+-- differently. A shape whose messages it keeps leaving to the C decoder
+-- (MISSES_TO_GIVE_UP in a row) is not tried again.
+local ffi = require("ffi")
+local codec = require("qhost.codec")
+
+ffi.cdef[[
+int32_t qh_ffi_json_plain_string(const char *p, const char *end);
+int32_t qh_ffi_json_number_read(const char *p, const char *end, double *out);
+]]
+local C = ffi.C
+
+local null = codec.null
+local byte, format, concat = string.byte, string.format, table.concat
+
+local json_in = {}
+
+local MAX_KEYS = 32
+local MISSES_TO_GIVE_UP = 16
+
+local BYTES = ffi.typeof("const uint8_t *")
+local number_out = ffi.new("double[1]")
+
+-- The value at p[i] (i < n) and the index after it; nil when it is not a
+-- number, an escape-free string, true, false or null.
+local function value_at(p, i, n)
+  local c = p[i]
+  if c == 34 then      -- "
+    local len = C.qh_ffi_json_plain_string(ffi.cast("const char *", p + i + 1), ffi.cast("const char *", p + n))
+    if len < 0 then return nil end
+    return ffi.string(p + i + 1, len), i + 2 + len
+  end
+  if c == 45 or (c >= 48 and c <= 57) then   -- - or a digit
+    local len = C.qh_ffi_json_number_read(ffi.cast("const char *", p + i), ffi.cast("const char *", p + n),
+      number_out)
+    if len == 0 then return nil end
+    return number_out[0], i + len
+  end
+  if c == 116 then     -- true
+    if i + 4 <= n and p[i + 1] == 114 and p[i + 2] == 117 and p[i + 3] == 101 then return true, i + 4 end
+  elseif c == 102 then -- false
+    if i + 5 <= n and p[i + 1] == 97 and p[i + 2] == 108 and p[i + 3] == 115 and p[i + 4] == 101 then
+      return false, i + 5
+    end
+  elseif c == 110 then -- null
+    if i + 4 <= n and p[i + 1] == 117 and p[i + 2] == 108 and p[i + 3] == 108 then return null, i + 4 end
+  end
+  return nil
+end
+
+-- A key the decoder can match by its bytes: printable ASCII without " and
+-- \ (its JSON text is its bytes).
+local function plain_key(k)
+  return type(k) == "string" and #k > 0 and not k:find('[^\32-\126]') and not k:find('["\\]')
+end
+
+-- The source of the decoder of order (its keys), or nil when it takes no
+-- such decoder.
+local function decoder_source(order)
+  local n = #order
+  if n == 0 or n > MAX_KEYS then return nil end
+  local seen = {}
+  for i = 1, n do
+    local k = order[i]
+    if not plain_key(k) or seen[k] then return nil end
+    seen[k] = true
+  end
+  local src = { "local value_at, setmetatable, mt = ...", "return function(p, n)",
+    "  if n < 2 or p[0] ~= 123 then return nil end", "  local i = 1" }
+  local fields = {}
+  for j = 1, n do
+    local k = order[j]
+    local text = '"' .. k .. '":'
+    local checks = {}
+    for b = 1, #text do checks[b] = format("p[i + %d] ~= %d", b - 1, byte(text, b)) end
+    src[#src + 1] = format("  if i + %d > n or %s then return nil end", #text, concat(checks, " or "))
+    src[#src + 1] = format("  i = i + %d", #text)
+    src[#src + 1] = "  if i < n and p[i] == 32 then i = i + 1 end"
+    src[#src + 1] = "  if i >= n then return nil end"
+    src[#src + 1] = format("  local v%d\n  v%d, i = value_at(p, i, n)\n  if not i or i >= n then return nil end", j, j)
+    if j < n then
+      src[#src + 1] = "  if p[i] ~= 44 then return nil end\n  i = i + 1"
+      src[#src + 1] = "  if i < n and p[i] == 32 then i = i + 1 end"
+    else
+      src[#src + 1] = "  if p[i] ~= 125 or i + 1 ~= n then return nil end"
+    end
+    fields[j] = format("[%q] = v%d", k, j)
+  end
+  -- one constructor with the keys as constants: a copy of a template
+  -- holding them, not an insert per key
+  src[#src + 1] = "  return setmetatable({ " .. concat(fields, ", ") .. " }, mt)\nend"
+  return concat(src, "\n")
+end
+
+-- The decoder of the objects with metatable mt (the C decoder's, for a
+-- shape), made once; false when there is none.
+local decoders = setmetatable({}, { __mode = "k" })
+
+local function decoder_for(mt)
+  local decode = decoders[mt]
+  if decode ~= nil then return decode end
+  decode = false
+  local order = type(mt) == "table" and rawget(mt, "__qhost_keys")
+  local src = type(order) == "table" and decoder_source(order)
+  if src then decode = assert(loadstring(src, "=json shape"))(value_at, setmetatable, mt) end
+  decoders[mt] = decode
+  return decode
+end
+
+function json_in.slot()
+  return { decode = nil, mt = nil, misses = 0 }
+end
+
+-- The object at ptr (a pointer to len bytes) by the slot's decoder, or nil.
+function json_in.try(slot, ptr, len)
+  local decode = slot.decode
+  if not decode then return nil end
+  local v = decode(ffi.cast(BYTES, ptr), tonumber(len))
+  if v ~= nil then slot.misses = 0 end
+  return v
+end
+
+-- After the C decoder read a message of the slot's topic (value v): the
+-- shape of two such objects in a row is the one tried next (the C decoder
+-- keeps one metatable per shape, for the first QH_JSON_KEY_CACHE_MAX
+-- shapes; beyond those each object has its own, and no decoder is made);
+-- a shape tried and left to the C decoder MISSES_TO_GIVE_UP times in a
+-- row is given up.
+function json_in.learn(slot, v)
+  if type(v) ~= "table" then return end
+  local mt = getmetatable(v)
+  if mt == nil then return end
+  if mt ~= slot.mt then
+    slot.mt, slot.decode, slot.misses = mt, nil, 0
+  elseif slot.decode then
+    slot.misses = slot.misses + 1
+    if slot.misses >= MISSES_TO_GIVE_UP then
+      decoders[mt] = false
+      slot.decode = nil
+    end
+  else
+    slot.decode = decoder_for(mt) or nil
+  end
+end
+
+-- For the specs: the source of the decoder of an order.
+json_in._source = decoder_source
+
+return json_in

@@ -58,6 +58,18 @@ function process_batch.new(env)
   local shapes = {}
   for name in pairs(pipelines) do shapes[name] = json_in.slot() end
 
+  -- The JSON value at vptr (vlen bytes) of topic tname -> value | nil, err:
+  -- by the topic's shape, else by the C decoder.
+  local function decode_json(tname, vptr, vlen)
+    local shape = shapes[tname]
+    local value = json_try(shape, vptr, vlen)
+    if value ~= nil then return value end
+    local verr
+    value, verr = json_decode_at(tonumber(ffi.cast("uintptr_t", vptr)), tonumber(vlen))
+    json_learn(shape, value)
+    return value, verr
+  end
+
   local topic_by_ptr = {}
   local function topic_name(ptr)
     local id = tonumber(ffi.cast("intptr_t", ptr))
@@ -135,12 +147,7 @@ function process_batch.new(env)
     local key, kerr = serializers.decode(t.key_deserializer, kbytes)
     if not kerr and not decoded then
       if direct then
-        local shape = shapes[tname]
-        value = json_try(shape, vptr, vlen)
-        if value == nil then
-          value, verr = json_decode_at(tonumber(ffi.cast("uintptr_t", vptr)), tonumber(vlen))
-          json_learn(shape, value)
-        end
+        value, verr = decode_json(tname, vptr, vlen)
       else
         value, verr = serializers.decode(t.value_deserializer, vbytes)
       end
@@ -181,10 +188,11 @@ function process_batch.new(env)
         local kbytes = m.key ~= nil and ffi.string(m.key, m.key_len) or nil
         local headers = m.header_count > 0 and consumer:headers(i, m.header_count) or nil
         if regions[tname] then count_taken(tname, m, headers) end
-        -- Decoded here, by a call in the loop's own frame: the JIT's trace
-        -- after a call into C cannot return below the frame it began in
-        -- ("NYI: return to lower frame"), which left the rest of
-        -- process_one to the interpreter when the call was made there.
+        -- Decoded here, with the C decoder's call in the loop's own frame
+        -- (decode_json written out): the JIT's trace after a call into C
+        -- cannot return below the frame it began in ("NYI: return to lower
+        -- frame"), which left the rest of process_one to the interpreter
+        -- when the call was made there.
         local vptr, vlen = m.value, m.value_len
         if json_direct(tname, vptr) then
           local shape = shapes[tname]
@@ -219,7 +227,7 @@ function process_batch.new(env)
   if env.aligned then return process_batch.aligned(env, {
     topic_name = topic_name, error_event = error_event, check_gap = check_gap, count_taken = count_taken,
     json_direct = json_direct, key_passes_bytes = key_passes_bytes, process_one = process_one, failed = failed,
-    shapes = shapes })
+    decode_json = decode_json })
   end
 
   -- The whole batch.
@@ -266,12 +274,7 @@ function process_batch.aligned(env, f)
       headers = m.header_count > 0 and consumer:headers(i, m.header_count) or nil }
     if f.json_direct(tname, vptr) then
       item.decoded = true
-      local shape = f.shapes[tname]
-      item.value = json_try(shape, vptr, vlen)
-      if item.value == nil then
-        item.value, item.verr = json_decode_at(tonumber(ffi.cast("uintptr_t", vptr)), tonumber(vlen))
-        json_learn(shape, item.value)
-      end
+      item.value, item.verr = f.decode_json(tname, vptr, vlen)
       -- the text, for an error callback: the value's error, or the key's
       if item.verr or not f.key_passes_bytes(tname) then item.raw = ffi.string(vptr, vlen) end
     elseif vptr ~= nil then

@@ -99,9 +99,10 @@ function joins.join_asof(left, right, opts)
   local where = argcheck.where()
   local grace = opts.grace_ms or joins.DEFAULT_GRACE_MS
   local store = opts.name or STORE
-  local j = new_join{ kind = "asof", how = how, merge = merge.new(opts.on_merge or "raise", "join_asof", where),
-    merge_spec = opts.on_merge or "raise",
-    grace = grace, store = store, left_topic = left.topic.name, right_topic = right.topic.name, where = where }
+  local on_merge = opts.on_merge or "raise"
+  local j = new_join{ kind = "asof", how = how, merge = merge.new(on_merge, "join_asof", where),
+    merge_spec = on_merge, grace = grace, store = store, left_topic = left.topic.name,
+    right_topic = right.topic.name, where = where }
   register_store(call, right, store, grace, false)
   note_join("join_asof", left, right, where)
   local d = dataframe_mod()
@@ -127,9 +128,9 @@ function joins.join_interval(left, right, opts)
   check_sides(call, left, right)
   local where = argcheck.where()
   local store = opts.name or STORE
-  local j = new_join{ kind = "interval", how = how,
-    merge = merge.new(opts.on_merge or "raise", "join_interval", where), merge_spec = opts.on_merge or "raise",
-    grace = grace, store = store,
+  local on_merge = opts.on_merge or "raise"
+  local j = new_join{ kind = "interval", how = how, merge = merge.new(on_merge, "join_interval", where),
+    merge_spec = on_merge, grace = grace, store = store,
     backward = backward, forward = forward, left_topic = left.topic.name, right_topic = right.topic.name,
     where = where }
   register_store(call, left, store, grace, true)

@@ -25,6 +25,7 @@
 -- (MISSES_TO_GIVE_UP in a row) is not tried again.
 local ffi = require("ffi")
 local codec = require("qhost.codec")
+local checkable = require("qhost.runtime.key_shape").checkable
 
 ffi.cdef[[
 int32_t qh_ffi_json_plain_string(const char *p, const char *end);
@@ -37,7 +38,6 @@ local byte, format, concat = string.byte, string.format, table.concat
 
 local json_in = {}
 
-local MAX_KEYS = 32
 local MISSES_TO_GIVE_UP = 16
 
 local BYTES = ffi.typeof("const uint8_t *")
@@ -73,19 +73,16 @@ end
 -- A key the decoder can match by its bytes: printable ASCII without " and
 -- \ (its JSON text is its bytes).
 local function plain_key(k)
-  return type(k) == "string" and #k > 0 and not k:find('[^\32-\126]') and not k:find('["\\]')
+  return #k > 0 and not k:find('[^\32-\126]') and not k:find('["\\]')
 end
 
 -- The source of the decoder of order (its keys), or nil when it takes no
--- such decoder.
+-- such decoder: an order key_shape takes, of keys matched by their bytes.
 local function decoder_source(order)
+  if not checkable(order) then return nil end
   local n = #order
-  if n == 0 or n > MAX_KEYS then return nil end
-  local seen = {}
   for i = 1, n do
-    local k = order[i]
-    if not plain_key(k) or seen[k] then return nil end
-    seen[k] = true
+    if not plain_key(order[i]) then return nil end
   end
   local src = { "local value_at, setmetatable, mt = ...", "return function(p, n)",
     "  if n < 2 or p[0] ~= 123 then return nil end", "  local i = 1" }

@@ -18,14 +18,26 @@ local MAX_KEYS = 32
 
 local checks = setmetatable({}, { __mode = "k" })
 
--- The source of check for the n keys of order.
-local function check_source(order, n)
-  local src, seen = { "local rawget, next = ...", "return function(t)" }, {}
+-- Whether an order can have code written for it, here and in the other
+-- generated per-order functions (qhost.runtime.json_in): 1 to MAX_KEYS
+-- keys, all strings, none repeated.
+function key_shape.checkable(order)
+  local n = #order
+  if n == 0 or n > MAX_KEYS then return false end
+  local seen = {}
   for i = 1, n do
     local k = order[i]
-    if type(k) ~= "string" or seen[k] then return nil end
+    if type(k) ~= "string" or seen[k] then return false end
     seen[k] = true
-    src[#src + 1] = string.format("  if rawget(t, %q) == nil then return false end", k)
+  end
+  return true
+end
+
+-- The source of check for the n keys of a checkable order.
+local function check_source(order, n)
+  local src = { "local rawget, next = ...", "return function(t)" }
+  for i = 1, n do
+    src[#src + 1] = string.format("  if rawget(t, %q) == nil then return false end", order[i])
   end
   -- The n keys are there: t has no others when next finds no (n+1)th.
   src[#src + 1] = "  local k = next(t)"
@@ -35,11 +47,8 @@ local function check_source(order, n)
 end
 
 local function make_check(order)
-  local n = #order
-  if n == 0 or n > MAX_KEYS then return false end
-  local src = check_source(order, n)
-  if not src then return false end
-  return assert(loadstring(src, "=key shape"))(rawget, next)
+  if not key_shape.checkable(order) then return false end
+  return assert(loadstring(check_source(order, #order), "=key shape"))(rawget, next)
 end
 
 function key_shape.exact_check(order)

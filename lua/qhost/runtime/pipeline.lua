@@ -157,8 +157,8 @@ end
 
 function builders.to_topic(node, nxt, rt, fresh)
   local topic, choose, key_fn, produce, internal = node.topic, node.choose, node.key, rt.produce, node.internal
-  -- (key and topic functions are user code that gets the value first)
-  fresh = fresh and not key_fn and not choose
+  -- (what produce gets: a key or topic function, user code, has had it)
+  fresh = fresh_output(node, fresh)
   return function(value, key, timestamp, headers)
     local out_key = key
     if key_fn then out_key = key_fn(value) end

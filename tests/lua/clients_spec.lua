@@ -235,8 +235,18 @@ describe("What the metrics read", function()
     assert.are.equal(5, #consume(c, 5))
     local at = {}
     for _, tp in ipairs(c:positions()) do at[tp.partition] = { tp.offset, tp.high } end
+    -- Given a list, the same is written into the caller's tables (a stale
+    -- high goes: partition 2 of another topic was never fetched).
+    local other = unique("metrics-counts-other")
+    create_topic(other, 3)
+    local list = { { topic = topic, partition = 1 }, { topic = topic, partition = 0 },
+                   { topic = other, partition = 2, offset = 77, high = 99 } }
+    assert.are.equal(list, c:positions(list))
     c:close()
     assert.are.same({ [0] = { 2, 2 }, [1] = { 3, 3 } }, at)
+    assert.are.same({ { topic = topic, partition = 1, offset = 3, high = 3 },
+                      { topic = topic, partition = 0, offset = 2, high = 2 },
+                      { topic = other, partition = 2, offset = -1001 } }, list)
   end)
 end)
 

@@ -57,6 +57,7 @@ end
 -- offset (when >= 0) is where consuming starts, so a partition already at
 -- its end is known idle at the first watermark.
 function Buffers:assign(partitions)
+  self.tp_list = nil
   local list = {}
   for _, tp in ipairs(partitions) do list[#list + 1] = tp end
   table.sort(list, function(a, b)
@@ -85,11 +86,27 @@ function Buffers:assign(partitions)
   end
 end
 
+-- buffers:partitions() -> { { topic =, partition = }, ... }: every buffer's
+-- partition, for the consumer to write its position and watermark into
+-- (consumer:positions(list)); the list and its tables are the buffers'
+-- own, made again after an assign or a revoke.
+function Buffers:partitions()
+  local list = self.tp_list
+  if list then return list end
+  list = {}
+  for _, number in ipairs(self.numbers) do
+    for _, b in ipairs(self.groups[number]) do list[#list + 1] = { topic = b.topic, partition = b.partition } end
+  end
+  self.tp_list = list
+  return list
+end
+
 -- buffers:revoke(partitions) -> the ones of them that were paused (to
 -- resume before they go: the consumer would keep them paused). Their
 -- buffers go, with the messages they held (not processed, so not
 -- committed: their new owner processes them).
 function Buffers:revoke(partitions)
+  self.tp_list = nil
   local paused = {}
   for _, tp in ipairs(partitions) do
     local parts = self.by_tp[tp.topic]

@@ -304,7 +304,7 @@ function process_batch.aligned(env, f)
     -- What the last fetches said: the end of each partition, and where the
     -- consumer is (past any transaction markers, which a watermark counts).
     if consumer.positions then
-      for _, tp in ipairs(consumer:positions() or {}) do
+      for _, tp in ipairs(consumer:positions(buffers:partitions()) or {}) do
         buffers:set_position(tp.topic, tp.partition, tp.offset)
         buffers:set_watermark(tp.topic, tp.partition, tp.high)
       end

@@ -114,6 +114,50 @@ describe("aligned consuming", function()
     assert.are.same({ "l101", "r101", "l100", "z100" }, drain(c))
   end)
 
+  it("replace swaps only what was pushed since the last replace, across a ring restart and a compaction", function()
+    local b = with_msgs(aligned.new())
+    b:assign({ { topic = "l", partition = 0, offset = 0 }, { topic = "r", partition = 0, offset = 0 } })
+    local calls = 0
+    -- a copy says how many times it was made (a copy of a copy: twice)
+    local function copy(m)
+      calls = calls + 1
+      return { topic = m.topic, offset = m.offset, timestamp = m.timestamp, copies = (m.copies or 0) + 1 }
+    end
+    for i = 1, 6000 do b:push(msg("l", 0, i - 1, i)) end
+    b:push(msg("r", 0, 0, 4500.5))
+    b:replace(copy)
+    assert.are.equal(6001, calls)
+    b:replace(copy)
+    assert.are.equal(6001, calls)   -- nothing new
+    for i = 6001, 6010 do b:push(msg("l", 0, i - 1, i)) end
+    -- l goes up to r's timestamp, then r; r is then empty with its end
+    -- unknown: l waits. Past 4096 popped, l's ring moves its rest to the start.
+    local seen = {}
+    assert.is_false(b:drain(function(m) seen[#seen + 1] = m; return false end))
+    assert.are.equal(4501, #seen)
+    b:replace(copy)
+    assert.are.equal(6011, calls)   -- the 10 pushed since
+    b:set_watermark("r", 0, 1)
+    assert.is_false(b:drain(function(m) seen[#seen + 1] = m; return false end))
+    assert.are.equal(6011, #seen)
+    for i, m in ipairs(seen) do
+      assert.are.equal(1, m.copies, "copies of " .. m.topic .. m.offset)
+      if i > 1 and m.topic == "l" and seen[i - 1].topic == "l" then assert.are.equal(seen[i - 1].offset + 1, m.offset) end
+    end
+    -- emptied: the ring restarts at 1; what is pushed then is replaced
+    for i = 1, 3 do b:push(msg("r", 0, i, 10000 + i)) end
+    b:replace(copy)
+    assert.are.equal(6014, calls)
+    -- one more (the 4th place) not replaced before the buffer empties: the
+    -- next one, in the 1st place again, still is
+    b:push(msg("r", 0, 4, 10004))
+    b:set_watermark("l", 0, 6010)
+    assert.is_false(b:drain(function() return false end))
+    b:push(msg("r", 0, 5, 10005))
+    b:replace(copy)
+    assert.are.equal(6015, calls)
+  end)
+
   it("pauses a full buffer with more to fetch, resumes it when it drains, and forgets revoked partitions", function()
     local b = with_msgs(aligned.new{ max_size = 2 })
     b:assign({ { topic = "l", partition = 0, offset = 0 }, { topic = "r", partition = 0, offset = 0 } })

@@ -37,9 +37,13 @@ function aligned.new(opts)
   }, Buffers)
 end
 
+-- b.unreplaced: the index of the first item pushed since the last
+-- replace (nil: none), so that replace visits only those: a buffer can
+-- hold thousands of messages for hundreds of batches (a topic ahead in
+-- time), and every batch walking them all cost more than the batch.
 local function new_buffer(topic, partition)
   return { topic = topic, partition = partition, head = 1, tail = 0, items = {}, ts = {}, next_ts = INF,
-           max_offset = -1, high = UNKNOWN, paused = false }
+           max_offset = -1, high = UNKNOWN, paused = false, unreplaced = nil }
 end
 
 local function size(b) return b.tail - b.head + 1 end
@@ -145,15 +149,22 @@ function Buffers:push(topic, partition, offset, timestamp, item)
   b.ts[t] = timestamp
   b.tail = t
   if t == b.head then b.next_ts = timestamp end
+  if not b.unreplaced then b.unreplaced = t end
 end
 
--- buffers:replace(fn): each item still held becomes fn(item) (the caller
--- copies what must outlive the consumer's batch).
+-- buffers:replace(fn): each item pushed since the last replace and still
+-- held becomes fn(item) (the caller copies what must outlive the
+-- consumer's batch; what was replaced before is a copy already).
 function Buffers:replace(fn)
   for _, number in ipairs(self.numbers) do
     for _, b in ipairs(self.groups[number]) do
-      local items = b.items
-      for t = b.head, b.tail do items[t] = fn(items[t]) end
+      local from = b.unreplaced
+      if from then
+        local items = b.items
+        if from < b.head then from = b.head end
+        for t = from, b.tail do items[t] = fn(items[t]) end
+        b.unreplaced = nil
+      end
     end
   end
 end
@@ -191,7 +202,7 @@ local function popleft(b)
   b.head = h
   if h > b.tail then
     -- empty: restart the ring, forget the watermark (more may have come)
-    b.head, b.tail, b.next_ts, b.high = 1, 0, INF, UNKNOWN
+    b.head, b.tail, b.next_ts, b.high, b.unreplaced = 1, 0, INF, UNKNOWN, nil
   else
     b.next_ts = b.ts[h]
     if h > 4096 and h > 2 * (b.tail - h) then
@@ -202,6 +213,7 @@ local function popleft(b)
         items[h + i - 1] = nil
       end
       b.head, b.tail = 1, n
+      if b.unreplaced then b.unreplaced = math.max(1, b.unreplaced - (h - 1)) end
     end
   end
   return item

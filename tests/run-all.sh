@@ -9,7 +9,7 @@
 #   5. the end-to-end runs on the embedded broker with the ASan+UBSan binary
 #   6. the benchmark's smoke run (10,000 messages per workload, outputs verified;
 #      qhost and raw C only), then bench/guard.sh: the pipeline workload at
-#      200,000 messages fails when qhost's CPU per message passes 5x raw C's
+#      200,000 messages fails when qhost's CPU per message passes 2.5x raw C's
 #   7. each libFuzzer target (tests/fuzz) for 30 s, built here with clang;
 #      a target counts as one test (make fuzz runs them longer)
 #   8. the rock and make install from a fresh clone, each running an example

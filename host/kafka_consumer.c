@@ -30,6 +30,9 @@ struct qh_consumer {
     /* The consumer queue (owned; NULL without a group): what is fetched
      * already is taken from it in one call (see qh_ffi_consumer_poll). */
     rd_kafka_queue_t *queue;
+    int64_t last_wake_ms;        /* when wake_stalled_fetch last ran */
+    int wake_next;               /* where its next search for a lagging partition starts */
+    int64_t wakes;               /* requests it sent (consumer:fetch_wakes()) */
     rd_kafka_message_t **batch;  /* owned; destroyed at the next poll */
     qh_msg *msgs;
     int batch_cap;
@@ -332,6 +335,45 @@ static void fill_msg(qh_msg *m, const rd_kafka_message_t *rkm)
         m->header_count = (int32_t)rd_kafka_header_cnt(hdrs);
 }
 
+/* librdkafka 2.0.2 stops fetching while the consumer queue holds
+ * queued.min.messages or queued.max.messages.kbytes, and its broker thread
+ * looks again only when something wakes it (a response, an op) or after
+ * its 1 s timer. An app that empties the queue sooner waits with data at
+ * the broker: a pipeline's run spent a third of its wall time so, and the
+ * smaller the queue bounds, the more. So, when the queue is empty but the
+ * last fetch of an assigned partition said that more is there, a request
+ * to that partition's leader (the watermark query) wakes its broker
+ * thread, which then decides to fetch again. At most every WAKE_MS, one
+ * partition each time (round robin: with several brokers, each in turn). */
+enum { WAKE_MS = 50, WAKE_TIMEOUT_MS = 1000 };
+
+static void wake_stalled_fetch(qh_consumer *c)
+{
+    int64_t now = qh_kafka_monotonic_ms();
+    if (now - c->last_wake_ms < WAKE_MS) return;
+    c->last_wake_ms = now;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(c->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR || !parts) return;
+    if (parts->cnt > 0 && rd_kafka_position(c->rk, parts) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int k = 0; k < parts->cnt; k++) {
+            int i = (c->wake_next + k) % parts->cnt;
+            const rd_kafka_topic_partition_t *tp = &parts->elems[i];
+            int64_t low = 0, high = 0;
+            /* (before the first message the first fetch is under way) */
+            if (tp->offset < 0 ||
+                rd_kafka_get_watermark_offsets(c->rk, tp->topic, tp->partition, &low, &high) !=
+                    RD_KAFKA_RESP_ERR_NO_ERROR ||
+                high <= tp->offset)
+                continue;
+            rd_kafka_query_watermark_offsets(c->rk, tp->topic, tp->partition, &low, &high, WAKE_TIMEOUT_MS);
+            c->wakes++;
+            c->wake_next = i + 1;
+            break;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
 int qh_ffi_consumer_poll(qh_consumer *c, int max, int timeout_ms, qh_msg **out)
 {
     release_batch(c);
@@ -347,6 +389,7 @@ int qh_ffi_consumer_poll(qh_consumer *c, int max, int timeout_ms, qh_msg **out)
     }
     int wait = timeout_ms;
     int events = c->events_len;
+    if (wait > 0 && c->queue && rd_kafka_queue_length(c->queue) == 0) wake_stalled_fetch(c);
     /* A rebalance event ends the batch (the callback yields, so the poll
      * returns NULL): what was fetched before it is processed first. */
     while (c->batch_len < max && c->events_len == events) {
@@ -774,6 +817,14 @@ static int pause_or_resume(lua_State *L, int pause)
 static int l_consumer_pause(lua_State *L) { return pause_or_resume(L, 1); }
 static int l_consumer_resume(lua_State *L) { return pause_or_resume(L, 0); }
 
+/* consumer:fetch_wakes() -> how many times a poll found the queue empty
+ * with data at the broker and woke a stalled fetch (wake_stalled_fetch). */
+static int l_consumer_fetch_wakes(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)check_consumer(L)->wakes);
+    return 1;
+}
+
 static int l_consumer_take_errors(lua_State *L)
 {
     return qh_kafka_push_take_errors(L, &check_consumer(L)->errors);
@@ -824,7 +875,8 @@ void qh_kafka_consumer_register(lua_State *L)
         { "store_offsets", l_consumer_store_offsets }, { "commit", l_consumer_commit },
         { "committed", l_consumer_committed }, { "watermarks", l_consumer_watermarks },
         { "positions", l_consumer_positions }, { "pause", l_consumer_pause }, { "resume", l_consumer_resume },
-        { "take_errors", l_consumer_take_errors }, { "close", l_consumer_close },
+        { "take_errors", l_consumer_take_errors }, { "fetch_wakes", l_consumer_fetch_wakes },
+        { "close", l_consumer_close },
         { NULL, NULL },
     };
     qh_luaclass_register(L, QH_CONSUMER_MT, methods, l_consumer_close);

@@ -250,6 +250,39 @@ describe("What the metrics read", function()
   end)
 end)
 
+describe("Consumer fetching past the queue bounds", function()
+  it("wakes a fetch that stopped at the bounds when the queue runs empty, and loses nothing", function()
+    local topic = unique("fetch-wakes")
+    create_topic(topic, 4)
+    local p = producer({ ["batch.num.messages"] = 10 })
+    local value = string.rep("v", 200)
+    for i = 1, 4000 do assert(p:produce(topic, value .. i, "k" .. i, i % 4)) end
+    assert.is_true(p:flush(30))
+    p:close()
+    -- bounds of a few messages: librdkafka 2.0.2 stops fetching at them
+    -- and, unwoken, looks again a second later; fetches of one batch (10
+    -- messages) per partition, so that each stops it
+    local c = consumer(unique("g-fetch-wakes"), { ["queued.min.messages"] = 10, ["queued.max.messages.kbytes"] = 1,
+      ["max.partition.fetch.bytes"] = 1024 })
+    local parts = {}
+    for part = 0, 3 do parts[#parts + 1] = { topic = topic, partition = part, offset = 0 } end
+    assert(c:assign(parts))
+    local got = consume(c, 4000, 120)
+    local wakes = c:fetch_wakes()
+    c:close()
+    assert.are.equal(4000, #got)
+    local next_offset = { [0] = 0, 0, 0, 0 }
+    for _, m in ipairs(got) do
+      assert.are.equal(next_offset[m.partition], m.offset)
+      next_offset[m.partition] = m.offset + 1
+      local i = tonumber(m.key:sub(2))
+      assert.are.equal(i % 4, m.partition)
+      assert.are.equal(value .. i, m.value)
+    end
+    assert.is_true(wakes > 0, "no fetch was woken")
+  end)
+end)
+
 describe("Consumer pause and resume", function()
   it("a paused partition is not fetched until resumed, then from where it stopped", function()
     local topic = unique("pause")

@@ -305,10 +305,12 @@ end
 -- The rest is the C module's (host/kafka_consumer.c documents each): subscribe,
 -- assign, take_events, assignment, resolve_start(partitions, timeout_s),
 -- finish_assign(partitions), finish_revoke(partitions), store_offsets,
--- commit, committed, watermarks, positions, pause, resume, take_errors, close.
+-- commit, committed, watermarks, positions, pause, resume, take_errors,
+-- fetch_wakes, close.
 for _, name in ipairs({ "subscribe", "assign", "take_events", "assignment", "resolve_start",
                         "finish_assign", "finish_revoke", "store_offsets", "commit",
-                        "committed", "watermarks", "positions", "pause", "resume", "take_errors", "close" }) do
+                        "committed", "watermarks", "positions", "pause", "resume", "take_errors",
+                        "fetch_wakes", "close" }) do
   Consumer[name] = function(self, ...) return self.handle[name](self.handle, ...) end
 end
 

@@ -344,8 +344,10 @@ static void fill_msg(qh_msg *m, const rd_kafka_message_t *rkm)
  * last fetch of an assigned partition said that more is there, a request
  * to that partition's leader (the watermark query) wakes its broker
  * thread, which then decides to fetch again. At most every WAKE_MS, one
- * partition each time (round robin: with several brokers, each in turn). */
-enum { WAKE_MS = 50, WAKE_TIMEOUT_MS = 1000 };
+ * partition each time (round robin: with several brokers, each in turn);
+ * the query waits at most WAKE_TIMEOUT_MS (a broker that does not answer
+ * delays the poll that long, not a stop). */
+enum { WAKE_MS = 50, WAKE_TIMEOUT_MS = 200 };
 
 static void wake_stalled_fetch(qh_consumer *c)
 {
@@ -353,8 +355,9 @@ static void wake_stalled_fetch(qh_consumer *c)
     if (now - c->last_wake_ms < WAKE_MS) return;
     c->last_wake_ms = now;
     rd_kafka_topic_partition_list_t *parts = NULL;
-    if (rd_kafka_assignment(c->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR || !parts) return;
-    if (parts->cnt > 0 && rd_kafka_position(c->rk, parts) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    rd_kafka_resp_err_t err = rd_kafka_assignment(c->rk, &parts);
+    if (!parts) return;
+    if (!err && parts->cnt > 0 && rd_kafka_position(c->rk, parts) == RD_KAFKA_RESP_ERR_NO_ERROR) {
         for (int k = 0; k < parts->cnt; k++) {
             int i = (c->wake_next + k) % parts->cnt;
             const rd_kafka_topic_partition_t *tp = &parts->elems[i];

@@ -142,7 +142,8 @@ describe("aligned consuming", function()
     assert.are.equal(6011, #seen)
     for i, m in ipairs(seen) do
       assert.are.equal(1, m.copies, "copies of " .. m.topic .. m.offset)
-      if i > 1 and m.topic == "l" and seen[i - 1].topic == "l" then assert.are.equal(seen[i - 1].offset + 1, m.offset) end
+      local before = seen[i - 1]
+      if before and m.topic == "l" and before.topic == "l" then assert.are.equal(before.offset + 1, m.offset) end
     end
     -- emptied: the ring restarts at 1; what is pushed then is replaced
     for i = 1, 3 do b:push(msg("r", 0, i, 10000 + i)) end

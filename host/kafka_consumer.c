@@ -335,6 +335,32 @@ static void fill_msg(qh_msg *m, const rd_kafka_message_t *rkm)
         m->header_count = (int32_t)rd_kafka_header_cnt(hdrs);
 }
 
+/* The end offset the broker gave in its last fetch response of a
+ * partition, or -1 when none came yet. Asks no broker. */
+static int64_t last_high(rd_kafka_t *rk, const rd_kafka_topic_partition_t *tp)
+{
+    int64_t low = 0, high = 0;
+    if (rd_kafka_get_watermark_offsets(rk, tp->topic, tp->partition, &low, &high) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return -1;
+    return high < 0 ? -1 : high;
+}
+
+/* Sets each partition's offset in *parts to the app's position there (one
+ * past the last message polled; -1001 before the first). *parts NULL: the
+ * assigned partitions, in a new list (rd_kafka_assignment: a round trip to
+ * librdkafka's main thread). On an error *parts is destroyed and NULL. */
+static rd_kafka_resp_err_t fill_positions(rd_kafka_t *rk, rd_kafka_topic_partition_list_t **parts)
+{
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (!*parts) err = rd_kafka_assignment(rk, parts);
+    if (!err) err = rd_kafka_position(rk, *parts);
+    if (err && *parts) {
+        rd_kafka_topic_partition_list_destroy(*parts);
+        *parts = NULL;
+    }
+    return err;
+}
+
 /* librdkafka 2.0.2 stops fetching while the consumer queue holds
  * queued.min.messages or queued.max.messages.kbytes, and its broker thread
  * looks again only when something wakes it (a response, an op) or after
@@ -355,24 +381,17 @@ static void wake_stalled_fetch(qh_consumer *c)
     if (now - c->last_wake_ms < WAKE_MS) return;
     c->last_wake_ms = now;
     rd_kafka_topic_partition_list_t *parts = NULL;
-    rd_kafka_resp_err_t err = rd_kafka_assignment(c->rk, &parts);
-    if (!parts) return;
-    if (!err && parts->cnt > 0 && rd_kafka_position(c->rk, parts) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        for (int k = 0; k < parts->cnt; k++) {
-            int i = (c->wake_next + k) % parts->cnt;
-            const rd_kafka_topic_partition_t *tp = &parts->elems[i];
-            int64_t low = 0, high = 0;
-            /* (before the first message the first fetch is under way) */
-            if (tp->offset < 0 ||
-                rd_kafka_get_watermark_offsets(c->rk, tp->topic, tp->partition, &low, &high) !=
-                    RD_KAFKA_RESP_ERR_NO_ERROR ||
-                high <= tp->offset)
-                continue;
-            rd_kafka_query_watermark_offsets(c->rk, tp->topic, tp->partition, &low, &high, WAKE_TIMEOUT_MS);
-            c->wakes++;
-            c->wake_next = i + 1;
-            break;
-        }
+    if (fill_positions(c->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+    for (int k = 0; k < parts->cnt; k++) {
+        int i = (c->wake_next + k) % parts->cnt;
+        const rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        /* (before the first message the first fetch is under way) */
+        if (tp->offset < 0 || last_high(c->rk, tp) <= tp->offset) continue;
+        int64_t low = 0, high = 0;
+        rd_kafka_query_watermark_offsets(c->rk, tp->topic, tp->partition, &low, &high, WAKE_TIMEOUT_MS);
+        c->wakes++;
+        c->wake_next = i + 1;
+        break;
     }
     rd_kafka_topic_partition_list_destroy(parts);
 }
@@ -746,16 +765,6 @@ static int l_consumer_watermarks(lua_State *L)
     return 2;
 }
 
-/* The end offset the broker gave in its last fetch response of a
- * partition, or -1 when none came yet. Asks no broker. */
-static int64_t last_high(rd_kafka_t *rk, const rd_kafka_topic_partition_t *tp)
-{
-    int64_t low = 0, high = 0;
-    if (rd_kafka_get_watermark_offsets(rk, tp->topic, tp->partition, &low, &high) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return -1;
-    return high < 0 ? -1 : high;
-}
-
 /* consumer:positions([partitions]) -> { { topic =, partition =, offset =,
  * high = }, ... }: offset is the next one the app gets (one past the last
  * message polled; -1001 before the first), high the end offset the broker
@@ -770,15 +779,9 @@ static int l_consumer_positions(lua_State *L)
 {
     qh_consumer *c = check_consumer(L);
     int given = lua_istable(L, 2);
-    rd_kafka_topic_partition_list_t *parts = NULL;
-    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
-    if (given) parts = qh_kafka_partitions_from_table(L, 2);
-    else err = rd_kafka_assignment(c->rk, &parts);
-    if (!err) err = rd_kafka_position(c->rk, parts);
-    if (err) {
-        if (parts) rd_kafka_topic_partition_list_destroy(parts);
-        return qh_kafka_push_fail(L, rd_kafka_err2str(err));
-    }
+    rd_kafka_topic_partition_list_t *parts = given ? qh_kafka_partitions_from_table(L, 2) : NULL;
+    rd_kafka_resp_err_t err = fill_positions(c->rk, &parts);
+    if (err) return qh_kafka_push_fail(L, rd_kafka_err2str(err));
     if (given) lua_pushvalue(L, 2);
     else qh_kafka_push_partitions(L, parts);
     for (int i = 0; i < parts->cnt; i++) {

@@ -46,6 +46,8 @@ extern char **environ;
 #define SPEC_PIPE_MAX ((size_t)1 << 20)
 #define REPORT_MAX_LIMIT ((size_t)1 << 30)
 #define WAIT_STEP_MS 5
+/* Ends a held spec: the child may run (qh_proc_release). */
+#define RELEASE_BYTE 'G'
 
 struct qh_proc {
     pid_t pid;
@@ -54,6 +56,8 @@ struct qh_proc {
     int spec_fd;              /* parent's write end; -1 once done */
     char *spec;               /* owned copy, freed once written or moot */
     size_t spec_len, spec_off;
+    int held;                 /* the last spec byte (the release) waits for
+                                 qh_proc_release */
     int report_fd;            /* parent's read end; -1 at EOF or once reaped */
     char *report;             /* NUL-terminated when not NULL */
     size_t report_len, report_cap, report_max, report_dropped;
@@ -104,7 +108,7 @@ static int env_same_name(const char *a, const char *b)
 }
 
 static const char *const fixed_env_names[] = {
-    "QHOST_SPEC_FD", "QHOST_REPORT_FD", "QHOST_PARENT_PID", "QHOST_SHARE_FD",
+    "QHOST_SPEC_FD", "QHOST_REPORT_FD", "QHOST_PARENT_PID", "QHOST_SHARE_FD", "QHOST_SPEC_HELD",
 };
 #define N_FIXED_ENV (sizeof fixed_env_names / sizeof *fixed_env_names)
 
@@ -172,13 +176,21 @@ static int set_nonblock(int fd)
     return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
+/* How far the spec may be written now: all of it, or, while held, all but
+ * the release byte at its end. */
+static size_t spec_writable(const qh_proc *p)
+{
+    return p->held ? p->spec_len - 1 : p->spec_len;
+}
+
 /* Writes what the spec pipe takes now; closes it once all is written, or as
- * soon as the child cannot read any more (EPIPE: it closed fd 3 or died). */
+ * soon as the child cannot read any more (EPIPE: it closed fd 3 or died).
+ * A held spec stays open after its body, until qh_proc_release. */
 static void pump_spec(qh_proc *p)
 {
-    while (p->spec_fd >= 0 && p->spec_off < p->spec_len) {
-        ssize_t n = write_nosigpipe(p->spec_fd, p->spec + p->spec_off,
-                                    p->spec_len - p->spec_off);
+    size_t end = spec_writable(p);
+    while (p->spec_fd >= 0 && p->spec_off < end) {
+        ssize_t n = write_nosigpipe(p->spec_fd, p->spec + p->spec_off, end - p->spec_off);
         if (n > 0) {
             p->spec_off += (size_t)n;
             continue;
@@ -187,6 +199,7 @@ static void pump_spec(qh_proc *p)
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
         break;
     }
+    if (p->spec_fd >= 0 && p->spec_off == end && end < p->spec_len) return; /* held */
     close_fd(&p->spec_fd);
     free(p->spec);
     p->spec = NULL;
@@ -265,7 +278,22 @@ qh_proc *qh_spawn_start(const qh_spawn_opts *opts, char *err, size_t errlen)
         snprintf(err, errlen, "spawn: argv is empty");
         goto fail;
     }
-    if (opts->spec_len) {
+    if (opts->held) {
+        /* "<length>\n", the spec, then the release byte: the child reads the
+         * spec without waiting for EOF, then waits for the byte. */
+        char header[32];
+        int hl = snprintf(header, sizeof header, "%zu\n", opts->spec_len);
+        p->spec = malloc((size_t)hl + opts->spec_len + 1);
+        if (!p->spec) {
+            snprintf(err, errlen, "spawn %s: out of memory for the spec", opts->argv[0]);
+            goto fail;
+        }
+        memcpy(p->spec, header, (size_t)hl);
+        if (opts->spec_len) memcpy(p->spec + hl, opts->spec, opts->spec_len);
+        p->spec_len = (size_t)hl + opts->spec_len + 1;
+        p->spec[p->spec_len - 1] = RELEASE_BYTE;
+        p->held = 1;
+    } else if (opts->spec_len) {
         p->spec = malloc(opts->spec_len);
         if (!p->spec) {
             snprintf(err, errlen, "spawn %s: out of memory for the spec", opts->argv[0]);
@@ -331,6 +359,7 @@ qh_proc *qh_spawn_start(const qh_spawn_opts *opts, char *err, size_t errlen)
     snprintf(fixed[1], sizeof fixed[1], "QHOST_REPORT_FD=%d", REPORT_FD);
     snprintf(fixed[2], sizeof fixed[2], "QHOST_PARENT_PID=%ld", (long)getpid());
     snprintf(fixed[3], sizeof fixed[3], "QHOST_SHARE_FD=%d", share_tmp >= 0 ? SHARE_FD : -1);
+    snprintf(fixed[4], sizeof fixed[4], "QHOST_SPEC_HELD=%d", p->held);
     envp = build_env(opts->env, fixed, err, errlen);
     if (!envp) goto fail;
 
@@ -368,6 +397,13 @@ fail:
     free(p->spec);
     free(p);
     return NULL;
+}
+
+void qh_proc_release(qh_proc *p)
+{
+    if (!p->held) return;
+    p->held = 0;
+    pump_spec(p);
 }
 
 int qh_proc_pid(const qh_proc *p)
@@ -431,7 +467,8 @@ int qh_proc_wait(qh_proc *p, double timeout_s, qh_proc_status *st, char *err, si
         struct pollfd fds[2];
         nfds_t n = 0;
         if (p->report_fd >= 0) fds[n++] = (struct pollfd){ .fd = p->report_fd, .events = POLLIN };
-        if (p->spec_fd >= 0) fds[n++] = (struct pollfd){ .fd = p->spec_fd, .events = POLLOUT };
+        if (p->spec_fd >= 0 && p->spec_off < spec_writable(p))
+            fds[n++] = (struct pollfd){ .fd = p->spec_fd, .events = POLLOUT };
         (void)poll(fds, n, ms);
     }
 }
@@ -532,17 +569,56 @@ static int env_number(const char *name, long *out, char *err, size_t errlen)
     return 0;
 }
 
+/* The spec fd of a held spec, open after the spec was read until the
+ * release byte (or EOF) came; -1 otherwise. */
+static int held_spec_fd = -1;
+
+static int spec_is_held(void)
+{
+    const char *v = getenv("QHOST_SPEC_HELD");
+    return v && strcmp(v, "1") == 0;
+}
+
+/* A held spec's "<length>\n" header, read a byte at a time (never past it). */
+static int read_spec_header(int fd, size_t *len, char *err, size_t errlen)
+{
+    size_t n = 0;
+    int digits = 0;
+    for (;;) {
+        char c;
+        ssize_t r = read(fd, &c, 1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            snprintf(err, errlen, "reading the spec header from fd %d: %s", fd,
+                     r == 0 ? "end of file" : strerror(errno));
+            return -1;
+        }
+        if (c == '\n' && digits > 0) break;
+        if (c < '0' || c > '9' || ++digits > 12) {
+            snprintf(err, errlen, "reading the spec header from fd %d: not a length", fd);
+            return -1;
+        }
+        n = n * 10 + (size_t)(c - '0');
+    }
+    *len = n;
+    return 0;
+}
+
 int qh_spawn_child_read_spec(char **out, size_t *len, char *err, size_t errlen)
 {
     long fd;
     if (env_number("QHOST_SPEC_FD", &fd, err, errlen) < 0) return -1;
-    size_t used = 0, cap = 65536;
+    int held = spec_is_held();
+    size_t want = 0;
+    if (held && read_spec_header((int)fd, &want, err, errlen) < 0) goto fail_fd;
+    size_t used = 0, cap = held ? want + 1 : 65536;
     char *buf = malloc(cap);
     if (!buf) {
         snprintf(err, errlen, "reading the spec: out of memory");
         goto fail;
     }
     for (;;) {
+        if (held && used == want) break;
         if (cap - used < 2) {
             char *grown = realloc(buf, cap * 2);
             if (!grown) {
@@ -552,24 +628,53 @@ int qh_spawn_child_read_spec(char **out, size_t *len, char *err, size_t errlen)
             buf = grown;
             cap *= 2;
         }
-        ssize_t n = read((int)fd, buf + used, cap - used - 1);
+        ssize_t n = read((int)fd, buf + used, held ? want - used : cap - used - 1);
         if (n > 0) {
             used += (size_t)n;
         } else if (n == 0) {
+            if (held) {
+                snprintf(err, errlen, "reading the spec from fd %ld: end of file after %zu of %zu bytes",
+                         fd, used, want);
+                goto fail;
+            }
             break;
         } else if (errno != EINTR) {
             snprintf(err, errlen, "reading the spec from fd %ld: %s", fd, strerror(errno));
             goto fail;
         }
     }
-    close((int)fd);
+    if (held) held_spec_fd = (int)fd;
+    else close((int)fd);
     buf[used] = '\0';
     *out = buf;
     *len = used;
     return 0;
 fail:
-    close((int)fd);
     free(buf);
+fail_fd:
+    close((int)fd);
+    return -1;
+}
+
+int qh_spawn_child_wait_release(int timeout_ms, char *err, size_t errlen)
+{
+    if (held_spec_fd < 0) return 1;   /* not held, or released already */
+    struct pollfd pfd = { .fd = held_spec_fd, .events = POLLIN };
+    int r = poll(&pfd, 1, timeout_ms);
+    if (r < 0 && errno == EINTR) return 0;
+    if (r < 0) {
+        snprintf(err, errlen, "waiting for the release on fd %d: %s", held_spec_fd, strerror(errno));
+        return -1;
+    }
+    if (r == 0) return 0;
+    char c;
+    ssize_t n;
+    do n = read(held_spec_fd, &c, 1);
+    while (n < 0 && errno == EINTR);
+    close(held_spec_fd);
+    held_spec_fd = -1;
+    if (n == 1 && c == RELEASE_BYTE) return 1;
+    snprintf(err, errlen, "the parent closed the spec pipe without releasing this process");
     return -1;
 }
 
@@ -640,7 +745,7 @@ static const char *anchored_string(lua_State *L, int idx, int anchor, const char
 }
 
 /* spawn.start{ argv = {...}, env = {...}, spec = "...", stdin_null = bool,
- *              report_max = n } -> proc | nil, err */
+ *              report_max = n, share_fd = fd, hold = bool } -> proc | nil, err */
 static int l_start(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -701,6 +806,8 @@ static int l_start(lua_State *L)
     }
     lua_getfield(L, 1, "stdin_null");
     opts.stdin_null = lua_toboolean(L, -1);
+    lua_getfield(L, 1, "hold");
+    opts.held = lua_toboolean(L, -1);
     lua_getfield(L, 1, "report_max");
     if (!lua_isnil(L, -1)) {
         lua_Number m = lua_tonumber(L, -1);
@@ -868,6 +975,27 @@ static int l_child_read_spec(lua_State *L)
     return 1;
 }
 
+/* spawn.child_wait_release(seconds) -> true (released, or never held) |
+ * false (not yet: timed out or interrupted) | nil, err (never will be) */
+static int l_child_wait_release(lua_State *L)
+{
+    lua_Number s = luaL_checknumber(L, 1);
+    int ms = s <= 0 ? 0 : s >= 3600 ? 3600000 : (int)(s * 1000);
+    char err[256];
+    int r = qh_spawn_child_wait_release(ms, err, sizeof err);
+    if (r < 0) return push_fail(L, err);
+    lua_pushboolean(L, r);
+    return 1;
+}
+
+/* proc:release() -> true: a child started with hold = true may run */
+static int l_release(lua_State *L)
+{
+    qh_proc_release(check_proc(L));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* spawn.child_report(text) -> true | nil, err */
 static int l_child_report(lua_State *L)
 {
@@ -903,11 +1031,13 @@ int qh_spawn_open(lua_State *L)
         { "wait", l_wait },
         { "signal", l_signal },
         { "report_so_far", l_report_so_far },
+        { "release", l_release },
         { NULL, NULL },
     };
     static const luaL_Reg module[] = {
         { "start", l_start },
         { "child_read_spec", l_child_read_spec },
+        { "child_wait_release", l_child_wait_release },
         { "child_report", l_child_report },
         { "child_watch_parent", l_child_watch_parent },
         { "is_child", l_is_child },

@@ -24,8 +24,10 @@
 
 /* Pushes the `qhost.spawn` module table (luaopen-style; returns 1):
  *   start{ argv = {exe, ...}, env = {NAME = value}, spec = "bytes",
- *          stdin_null = bool, report_max = n, share_fd = fd } -> proc | nil, err
+ *          stdin_null = bool, report_max = n, share_fd = fd,
+ *          hold = bool } -> proc | nil, err
  *   proc:pid() -> number
+ *   proc:release() -> true (a held child may run; see qh_proc_release)
  *   proc:poll() -> nil while running | { code = n | signal = n, signame = s,
  *                  report = s, report_dropped = n (only if > 0) }, the same
  *                  table on every later call
@@ -33,6 +35,7 @@
  *   proc:signal(n | "TERM" | "SIGTERM" | ...) -> true | false (gone) | nil, err
  *   proc:report_so_far() -> string
  *   child_read_spec() -> string | nil, err
+ *   child_wait_release(seconds) -> true | false (not yet) | nil, err
  *   child_report(text) -> true | nil, err
  *   child_watch_parent() -> true | nil, err
  *   is_child() -> boolean
@@ -58,6 +61,10 @@ typedef struct qh_spawn_opts {
                                  fd 5 (its QHOST_SHARE_FD then says 5, else
                                  -1); 0 (zero-initialised opts) or less: none */
     size_t report_max;        /* report bytes kept; 0 for QH_SPAWN_REPORT_MAX */
+    int held;                 /* the child may read its spec at once but waits
+                                 for qh_proc_release to run (its
+                                 QHOST_SPEC_HELD says 1): it gets ready while
+                                 the parent still prepares */
 } qh_spawn_opts;
 
 #define QH_SPAWN_REPORT_MAX ((size_t)1 << 20)
@@ -78,6 +85,11 @@ typedef struct qh_proc_status {
 qh_proc *qh_spawn_start(const qh_spawn_opts *opts, char *err, size_t errlen);
 
 int qh_proc_pid(const qh_proc *p);
+
+/* Lets a child started with opts.held run: the byte its
+ * qh_spawn_child_wait_release waits for follows its spec (written now or by
+ * later polls). Does nothing for a child not held or released already. */
+void qh_proc_release(qh_proc *p);
 
 /* Moves the spec and report pipes along and reaps the child if it exited.
  * Returns 0 while it runs, 1 once it has exited (st filled; again on every
@@ -115,10 +127,18 @@ int qh_spawn_signum(const char *name);
 /* 1 in a process started by qh_spawn_start (QHOST_SPEC_FD is set), else 0. */
 int qh_spawn_is_child(void);
 
-/* Reads the spec from fd $QHOST_SPEC_FD to EOF and closes that fd. On success
- * returns 0 and *out (malloc'd, NUL-terminated, the caller frees) and *len;
- * -1 with err set otherwise. */
+/* Reads the spec from fd $QHOST_SPEC_FD to EOF and closes that fd; a held
+ * spec ($QHOST_SPEC_HELD=1) is read by its length header and the fd stays
+ * open for qh_spawn_child_wait_release. On success returns 0 and *out
+ * (malloc'd, NUL-terminated, the caller frees) and *len; -1 with err set
+ * otherwise. */
 int qh_spawn_child_read_spec(char **out, size_t *len, char *err, size_t errlen);
+
+/* Waits up to timeout_ms for the parent's release of a held spec. Returns 1
+ * once released (at once when the spec was not held), 0 when not yet (the
+ * time passed, or a signal came), -1 with err set when it never will be (the
+ * parent closed the pipe or died without releasing). */
+int qh_spawn_child_wait_release(int timeout_ms, char *err, size_t errlen);
 
 /* Writes all of text to fd $QHOST_REPORT_FD (retrying partial writes and
  * EINTR; EPIPE is an error, not a SIGPIPE). Returns 0, or -1 with err set. */

@@ -684,6 +684,62 @@ TEST(child_side_functions_in_a_real_child)
     lua_close(L);
 }
 
+/* A held child reads its spec at once (a big one too, finished by polls)
+ * but runs only after proc:release(). */
+TEST(held_child_gets_its_spec_and_runs_only_when_released)
+{
+    lua_State *L = new_lua();
+    int n = th_run_n(L,
+        "local spec = 'held\\n' .. bytes(300 * 1024)\n"
+        "local p = assert(spawn.start{ argv = { SELF, '--helper-held' }, spec = spec, hold = true })\n"
+        "local waited = 0\n"
+        "while #p:report_so_far() < 5 + #spec and waited < 4000 do p:poll(); sleep_ms(5); waited = waited + 1 end\n"
+        "local echoed = p:report_so_far() == 'spec:' .. spec\n"
+        "for _ = 1, 10 do p:poll(); sleep_ms(5) end\n"
+        "local still_running = p:poll() == nil\n"
+        "assert(p:release())\n"
+        "assert(p:release())\n"
+        "local st = finish(p)\n"
+        "return echoed, still_running, st.code, st.report == 'spec:' .. spec .. ';released'\n");
+    CHECK_EQ_INT(n, 4);
+    if (n == 4) {
+        CHECK(lua_toboolean(L, 1));
+        CHECK(lua_toboolean(L, 2));
+        CHECK_EQ_INT(lua_tointeger(L, 3), 0);
+        CHECK(lua_toboolean(L, 4));
+    }
+    lua_close(L);
+}
+
+/* A held child whose parent lets go of it (the proc collected, its pipes
+ * closed) learns that it will never run. */
+TEST(held_child_dropped_by_the_parent_is_not_released)
+{
+    lua_State *L = new_lua();
+    int n = th_run_n(L,
+        "local out = TMP .. '/held.out'\n"
+        "local p = assert(spawn.start{ argv = { SELF, '--helper-held', out }, spec = 'x', hold = true })\n"
+        "local pid = p:pid()\n"
+        "for _ = 1, 4000 do if #p:report_so_far() > 0 then break end p:poll(); sleep_ms(5) end\n"
+        "p = nil\n"
+        "collectgarbage(); collectgarbage()\n"
+        "local text\n"
+        "for _ = 1, 4000 do\n"
+        "  local f = io.open(out, 'rb')\n"
+        "  if f then text = f:read('*a'); f:close() end\n"
+        "  if text and text:find('\\n$') then break end\n"
+        "  sleep_ms(5)\n"
+        "end\n"
+        "until_state(pid, 'gone')\n"
+        "os.remove(out)\n"
+        "return text\n");
+    CHECK_EQ_INT(n, 1);
+    if (n == 1)
+        CHECK_EQ_STR(lua_tostring(L, 1),
+                     "abandoned: the parent closed the spec pipe without releasing this process\n");
+    lua_close(L);
+}
+
 TEST(child_side_errors_outside_a_child)
 {
     unsetenv("QHOST_SPEC_FD");
@@ -833,6 +889,8 @@ __attribute__((noreturn)) static void pause_forever(void)
     for (;;) pause();
 }
 
+static const char *argv_path;  /* a helper's optional second argument */
+
 static int helper(const char *mode)
 {
     if (strcmp(mode, "fds") == 0) {
@@ -843,7 +901,26 @@ static int helper(const char *mode)
     if (strcmp(mode, "echo-spec") == 0)
         return helper_lua(
             "local s = assert(spawn.child_read_spec())\n"
+            "assert(spawn.child_wait_release(0) == true)\n" /* never held */
             "assert(spawn.child_report((spawn.is_child() and 'child:' or 'parent:') .. s))\n");
+    if (strcmp(mode, "held") == 0) {
+        /* Echoes the spec, waits for the release; reports how it ended, or
+         * writes it to the file named after the mode (the report pipe is
+         * gone with a parent that dropped us). */
+        const char *setup = argv_path ? "OUT = [[" : "OUT = nil --[[";
+        char code[4096];
+        snprintf(code, sizeof code,
+                 "%s%s]]\n"
+                 "local s = assert(spawn.child_read_spec())\n"
+                 "assert(spawn.child_report('spec:' .. s))\n"
+                 "local r, err\n"
+                 "repeat r, err = spawn.child_wait_release(0.05) until r ~= false\n"
+                 "local how = r and ';released' or 'abandoned: ' .. err .. '\\n'\n"
+                 "if OUT then local f = assert(io.open(OUT, 'wb')); f:write(how); f:close()\n"
+                 "else assert(spawn.child_report(how)) end\n",
+                 setup, argv_path ? argv_path : "");
+        return helper_lua(code);
+    }
     if (strcmp(mode, "watch") == 0) {
         if (helper_lua("assert(spawn.child_watch_parent())\n"
                        "assert(spawn.child_report('ready\\n'))\n") != 0)
@@ -886,6 +963,7 @@ int main(int argc, char **argv)
 {
     if (argc >= 2 && strncmp(argv[1], "--helper-", 9) == 0) {
         check_current_name = argv[1];
+        argv_path = argc >= 3 ? argv[2] : NULL;
         return helper(argv[1] + 9);
     }
     if (!(tmp_dir = th_tmpdir("spawn"))) return 1;
@@ -912,6 +990,8 @@ int main(int argc, char **argv)
     RUN(signal_names);
     RUN(share_fd_reaches_the_child_as_fd_5);
     RUN(child_side_functions_in_a_real_child);
+    RUN(held_child_gets_its_spec_and_runs_only_when_released);
+    RUN(held_child_dropped_by_the_parent_is_not_released);
     RUN(child_side_errors_outside_a_child);
     RUN(watch_parent_when_the_parent_is_already_gone);
     RUN(watch_parent_kills_the_orphan_of_a_sigkilled_parent);

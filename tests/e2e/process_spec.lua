@@ -87,6 +87,39 @@ for _, v in ipairs(app:run{ count = 20 }) do print(v.n, v.key, v.h) end
     assert.are.equal("19\t19\tv19", lines[20])
   end)
 
+  it("starts a source while the app joins its group, runs it after the first assignment, loses none", function()
+    local dir = H.tmpdir()
+    local name = H.unique("counter")
+    H.write(dir .. "/app.lua", [[
+local qhost = require("qhost")
+local app = qhost.Application{ consumer_group = "]] .. H.unique("g") .. [[", loglevel = "DEBUG" }
+]] .. COUNTER:gsub("return Counter\n$", "") .. [[
+function Counter:setup() io.stderr:write("SETUP RAN\n") end
+local sdf = app:dataframe{ source = Counter{ name = "]] .. name .. [[", limit = 50 } }
+local out = app:run{ count = 50 }
+print(#out, out[1].n, out[50].n)
+]])
+    local r = H.run(dir, "app.lua")
+    assert.are.equal(0, r.code, r.stderr)
+    -- (auto_offset_reset is "latest": a message produced before the
+    -- assignment's start was looked up would be skipped)
+    assert.are.equal("50\t0\t49\n", r.stdout)
+    local pname = name:gsub("%p", "%%%0")
+    local ready = r.stderr:find("source Counter '" .. pname .. "'%[%d+%]: started, producing to topic")
+    local assigned = r.stderr:find("assigned %d+ partitions")
+    local setup = r.stderr:find("SETUP RAN", 1, true)
+    assert.truthy(ready and assigned and setup, r.stderr)
+    if H.mode == "kafka" then
+      -- (the embedded broker's partitions are assigned at once, no group to join)
+      local held = r.stderr:find("Counter '" .. pname .. "' started %(pid %d+%), held until the first assignment")
+      assert.truthy(held, r.stderr)
+      assert.is_true(held < assigned, r.stderr)
+    end
+    -- The app logs the assignment before it releases the source, which
+    -- then runs setup: the order in the shared stderr is causal.
+    assert.is_true(assigned < setup, r.stderr)
+  end)
+
   it("runs a class from a module found by require", function()
     local dir = H.tmpdir()
     local name = H.unique("counter")

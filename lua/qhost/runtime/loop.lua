@@ -261,11 +261,14 @@ return function(app, opts)
   if metrics then
     metrics:attach{ consumer = consumer, producer = function() return producer end, state = state, sources = sources }
   end
-  local function start_sources()
+  -- Sources start held when the app consumes (they get ready while it joins
+  -- its group) and are released by its first assignment.
+  local function start_sources(hold)
     if not sources.started then
       local app_mod = require("qhost.app")
-      sources:start_all(app_mod.script, app_mod.script_args)
+      sources:start_all(app_mod.script, app_mod.script_args, hold)
     end
+    if not hold then sources:release_all() end
   end
 
   local expected = {}   -- topic -> { [partition] = next offset }, for the gap check
@@ -282,8 +285,8 @@ return function(app, opts)
   local last_message = host.monotonic() + 60
 
   -- An assignment starts where each partition's committed offset (or the
-  -- reset) says, looked up within resolve_timeout; sources start with the
-  -- first one, so none of their messages can come before a "latest" start.
+  -- reset) says, looked up within resolve_timeout; sources run from the
+  -- first one on, so none of their messages can come before a "latest" start.
   local function assign(partitions, manual_assign)
     if metrics then
       metrics:set_ready(false, string.format("assigning %d partitions and recovering their state", #partitions))
@@ -347,7 +350,7 @@ return function(app, opts)
   end
 
   local function loop()
-    if manual then assign(manual, true) elseif not consumer then start_sources() end
+    if manual then assign(manual, true) elseif consumer then start_sources(true) else start_sources() end
     if metrics and not consumer then metrics:set_ready(true) end
     local batch_max = app.commit_interval == 0 and 1 or BATCH
     while C.qh_ffi_stop_requested() == 0 and not app._stop_requested do

@@ -89,11 +89,13 @@ end
 
 -- Spawns the child: `qhost run <script> <args>` (the script only matters
 -- when the class lives in it), sharing `share_fd` (the flow control region)
--- when given. Returns the spawn handle or raises.
-function M.start(src, spec_text, script, args, share_fd)
+-- when given; held (`hold`), it waits for proc:release() before setup and
+-- run. Returns the spawn handle or raises.
+function M.start(src, spec_text, script, args, share_fd, hold)
   local argv = { host.exe, "run", script or "-" }
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
-  local proc, err = spawn.start{ argv = argv, env = {}, spec = spec_text, stdin_null = true, share_fd = share_fd }
+  local proc, err = spawn.start{ argv = argv, env = {}, spec = spec_text, stdin_null = true, share_fd = share_fd,
+    hold = hold or false }
   if not proc then
     error(string.format("%s: cannot start its process: %s", source_mod.describe(src), err), 0)
   end
@@ -137,6 +139,21 @@ local function run_source(src)
   return nil
 end
 
+-- Waits until the app releases this process (at once when it was not
+-- held). False when it should not run: stopped (SIGTERM) or the app gone
+-- first.
+local function wait_for_release()
+  while true do
+    local released, err = spawn.child_wait_release(0.1)
+    if released then return true end
+    if released == nil then
+      log.debug("not released: %s", err)
+      return false
+    end
+    if host.stop_requested() > 0 then return false end
+  end
+end
+
 -- Rebuilds and runs the source described by `spec` (already decoded).
 -- Returns the process exit code.
 function M.run(spec)
@@ -172,6 +189,11 @@ function M.run(spec)
       spawn.child_report(rerr)
       return 1
     end
+  end
+  if not wait_for_release() then
+    producer:close()
+    log.debug("ended before it ran")
+    return 0
   end
   local failure = run_source(src)
   producer:close()

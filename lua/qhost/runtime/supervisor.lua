@@ -19,14 +19,26 @@ function supervisor.new(app, entries)
   return setmetatable({ app = app, entries = list, started = false }, Supervisor)
 end
 
-function Supervisor:start_all(script, args)
+-- Starts every source's process. Held (`hold` true), each gets ready (its
+-- script, class and producer) but runs only after release_all: the app
+-- starts them while it still joins its group, and releases them with its
+-- first assignment.
+function Supervisor:start_all(script, args, hold)
   self.started = true
   for _, e in ipairs(self.entries) do
     local budget = e.region and flow_control.BUDGET or nil
     local spec = source_process.spec(self.app, e.source, e.topic, script, budget)
-    e.proc = source_process.start(e.source, spec, script, args, e.region and e.region.fd or nil)
+    e.proc = source_process.start(e.source, spec, script, args, e.region and e.region.fd or nil, hold)
     e.pid = e.proc:pid()
-    log.info("%s started (pid %d), producing to topic '%s'", source_mod.describe(e.source), e.pid, e.topic.name)
+    log.info("%s started (pid %d)%s, producing to topic '%s'", source_mod.describe(e.source), e.pid,
+      hold and ", held until the first assignment" or "", e.topic.name)
+  end
+end
+
+-- Lets held sources run (nothing for the others).
+function Supervisor:release_all()
+  for _, e in ipairs(self.entries) do
+    if e.proc and not e.status then e.proc:release() end
   end
 end
 

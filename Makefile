@@ -17,9 +17,13 @@ CC         ?= cc
 CFLAGS     ?= -O2 -g
 WARN       := -Wall -Wextra -Werror -std=gnu11
 PKG_CFLAGS := $(shell pkg-config --cflags luajit rdkafka rocksdb sqlite3 libmicrohttpd 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs luajit rdkafka rocksdb sqlite3 libmicrohttpd 2>/dev/null)
+# RocksDB, SQLite and libmicrohttpd are not linked: they are loaded on first
+# use (host/lazylib.h) by the sonames of the development libraries here.
+PKG_LIBS   := $(shell pkg-config --libs luajit rdkafka 2>/dev/null)
 CPPFLAGS   += $(PKG_CFLAGS) -DQHOST_VERSION='"$(VERSION)"' -D_GNU_SOURCE
 LDLIBS     += $(PKG_LIBS) -lcsv -lm -ldl -lpthread
+soname      = $(shell objdump -p "$$(readlink -f "$$($(CC) -print-file-name=lib$(1).so)")" 2>/dev/null \
+                | awk '/SONAME/ { print $$2 }')
 # -rdynamic: the qh_ffi_* functions are looked up by LuaJIT's FFI in the binary.
 LDFLAGS    += -rdynamic
 
@@ -46,8 +50,15 @@ $(BUILD)/qhost: $(HOST_OBJ)
 $(BUILD)/obj/%.o: host/%.c $(wildcard host/*.h) | $(BUILD)/obj
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -c -o $@ $<
 
+$(BUILD)/obj/store.o: CPPFLAGS += -DQH_ROCKSDB_SONAME='"$(call soname,rocksdb)"'
+$(BUILD)/obj/sqlite.o: CPPFLAGS += -DQH_SQLITE_SONAME='"$(call soname,sqlite3)"'
+$(BUILD)/obj/metrics.o: CPPFLAGS += -DQH_MICROHTTPD_SONAME='"$(call soname,microhttpd)"'
+
 $(BUILD)/tests/%: tests/c/%.c $(wildcard tests/c/*.h) $(LIB_OBJ) | $(BUILD)/tests
 	$(CC) $(CPPFLAGS) -Ihost $(CFLAGS) $(WARN) $(LDFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS)
+
+# test_sqlite makes its fixtures with SQLite itself.
+$(BUILD)/tests/test_sqlite: LDLIBS += -lsqlite3
 
 $(BUILD)/obj $(BUILD)/tests:
 	mkdir -p $@

@@ -15,7 +15,23 @@
 #include <microhttpd.h>
 
 #include "hostlib.h"
+#include "lazylib.h"
 #include "luaclass.h"
+
+/* libmicrohttpd is loaded by the first server started (lazylib.h): apps
+ * without metrics never pay for it. Its functions, through `mhd`: */
+#define MHD_FUNCTIONS(X) \
+    X(MHD_add_response_header) X(MHD_create_response_from_buffer) X(MHD_destroy_response) \
+    X(MHD_get_daemon_info) X(MHD_queue_response) X(MHD_start_daemon) X(MHD_stop_daemon)
+static struct { MHD_FUNCTIONS(QH_LAZY_SLOT) } mhd;
+static qh_lazylib mhd_lib = { .soname = QH_MICROHTTPD_SONAME };
+
+static int mhd_load(char *err, size_t errlen)
+{
+#define FILL(name) QH_LAZY_FILL(mhd_lib, mhd, name)
+    QH_LAZY_LOAD(mhd_lib, MHD_FUNCTIONS(FILL));
+#undef FILL
+}
 
 #define METRICS_MT "qhost.metrics.server"
 #define PROMETHEUS_TYPE "text/plain; version=0.0.4; charset=utf-8"
@@ -68,12 +84,12 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 static enum MHD_Result respond(struct MHD_Connection *conn, unsigned int status, const char *type,
                                const char *body, size_t len)
 {
-    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *resp = mhd.MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!resp) return MHD_NO;
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    enum MHD_Result rc = MHD_queue_response(conn, status, resp);
-    MHD_destroy_response(resp);
+    mhd.MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    mhd.MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    enum MHD_Result rc = mhd.MHD_queue_response(conn, status, resp);
+    mhd.MHD_destroy_response(resp);
     return rc;
 }
 
@@ -136,7 +152,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 static struct MHD_Daemon *start_daemon(qh_metrics *m, int port, unsigned int flags)
 {
-    return MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, m,
+    return mhd.MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, m,
                             MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, m,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned int)32,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10,
@@ -150,6 +166,7 @@ qh_metrics *qh_metrics_start(int port, char *err, size_t errlen)
         snprintf(err, errlen, "port %d is out of range (1-65535)", port);
         return NULL;
     }
+    if (mhd_load(err, errlen) < 0) return NULL;
     m = calloc(1, sizeof *m);
     if (!m) {
         snprintf(err, errlen, "port %d: out of memory", port);
@@ -185,7 +202,7 @@ qh_metrics *qh_metrics_start(int port, char *err, size_t errlen)
                      m->start_err[0] ? m->start_err : "libmicrohttpd failed to start");
         goto fail;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(m->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    const union MHD_DaemonInfo *info = mhd.MHD_get_daemon_info(m->daemon, MHD_DAEMON_INFO_BIND_PORT);
     m->port = info && info->port ? info->port : port;
     pthread_mutex_lock(&m->lock);
     m->starting = 0;
@@ -199,7 +216,7 @@ fail:
 void qh_metrics_close(qh_metrics *m)
 {
     if (!m) return;
-    if (m->daemon) MHD_stop_daemon(m->daemon);   /* joins its thread */
+    if (m->daemon) mhd.MHD_stop_daemon(m->daemon);   /* joins its thread */
     pthread_mutex_destroy(&m->lock);
     free(m->text);
     free(m);

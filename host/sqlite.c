@@ -10,7 +10,29 @@
 #include <lauxlib.h>
 #include <sqlite3.h>
 
+#include "lazylib.h"
 #include "luaclass.h"
+
+/* SQLite is loaded when the module is first required (lazylib.h): apps
+ * without lookups never pay for it. Its functions, through `sqlite`: */
+#define SQLITE_FUNCTIONS(X) \
+    X(sqlite3_bind_double) X(sqlite3_bind_int) X(sqlite3_bind_int64) X(sqlite3_bind_null) \
+    X(sqlite3_bind_parameter_count) X(sqlite3_bind_parameter_name) X(sqlite3_bind_text64) \
+    X(sqlite3_busy_timeout) X(sqlite3_clear_bindings) X(sqlite3_close_v2) \
+    X(sqlite3_column_blob) X(sqlite3_column_bytes) X(sqlite3_column_count) \
+    X(sqlite3_column_double) X(sqlite3_column_int64) X(sqlite3_column_name) \
+    X(sqlite3_column_text) X(sqlite3_column_type) X(sqlite3_errmsg) X(sqlite3_errstr) \
+    X(sqlite3_finalize) X(sqlite3_libversion) X(sqlite3_open_v2) X(sqlite3_prepare_v2) \
+    X(sqlite3_reset) X(sqlite3_step)
+static struct { SQLITE_FUNCTIONS(QH_LAZY_SLOT) } sqlite;
+static qh_lazylib sqlite_lib = { .soname = QH_SQLITE_SONAME };
+
+static int sqlite_load(char *err, size_t errlen)
+{
+#define FILL(name) QH_LAZY_FILL(sqlite_lib, sqlite, name)
+    QH_LAZY_LOAD(sqlite_lib, SQLITE_FUNCTIONS(FILL));
+#undef FILL
+}
 
 #define DB_MT    "qhost.sqlite.db"
 #define STMT_MT  "qhost.sqlite.stmt"
@@ -86,24 +108,24 @@ static int bind_value(lua_State *L, sqlite3_stmt *stmt, int i, int idx, const ch
         return -1;
     case LUA_TLIGHTUSERDATA:
         if (lua_touserdata(L, idx) != NULL) goto bad_type;
-        rc = sqlite3_bind_null(stmt, i);
+        rc = sqlite.sqlite3_bind_null(stmt, i);
         break;
     case LUA_TBOOLEAN:
-        rc = sqlite3_bind_int(stmt, i, lua_toboolean(L, idx));
+        rc = sqlite.sqlite3_bind_int(stmt, i, lua_toboolean(L, idx));
         break;
     case LUA_TNUMBER: {
         lua_Number d = lua_tonumber(L, idx);
         /* Integral values within int64 go in as INTEGER, as Python binds an int. */
         if (d == (lua_Number)(int64_t)d && d >= -9223372036854775808.0 && d < 9223372036854775808.0)
-            rc = sqlite3_bind_int64(stmt, i, (sqlite3_int64)d);
+            rc = sqlite.sqlite3_bind_int64(stmt, i, (sqlite3_int64)d);
         else
-            rc = sqlite3_bind_double(stmt, i, d);
+            rc = sqlite.sqlite3_bind_double(stmt, i, d);
         break;
     }
     case LUA_TSTRING: {
         size_t n;
         const char *s = lua_tolstring(L, idx, &n);
-        rc = sqlite3_bind_text64(stmt, i, s, n, SQLITE_TRANSIENT, SQLITE_UTF8);
+        rc = sqlite.sqlite3_bind_text64(stmt, i, s, n, SQLITE_TRANSIENT, SQLITE_UTF8);
         break;
     }
     case QH_LUA_TCDATA: {
@@ -129,7 +151,7 @@ static int bind_value(lua_State *L, sqlite3_stmt *stmt, int i, int idx, const ch
             lua_pushfstring(L, "the value of parameter %s does not fit a 64-bit signed integer", pname);
             return -1;
         }
-        rc = sqlite3_bind_int64(stmt, i, v);
+        rc = sqlite.sqlite3_bind_int64(stmt, i, v);
         break;
     }
     default:
@@ -138,7 +160,7 @@ static int bind_value(lua_State *L, sqlite3_stmt *stmt, int i, int idx, const ch
         return -1;
     }
     if (rc != SQLITE_OK) {
-        lua_pushfstring(L, "cannot bind parameter %s: %s", pname, sqlite3_errstr(rc));
+        lua_pushfstring(L, "cannot bind parameter %s: %s", pname, sqlite.sqlite3_errstr(rc));
         return -1;
     }
     return 0;
@@ -148,7 +170,7 @@ static int bind_value(lua_State *L, sqlite3_stmt *stmt, int i, int idx, const ch
  * 0, or -1 with the error message pushed. */
 static int bind_all(lua_State *L, sqlite3_stmt *stmt, int idx)
 {
-    int count = sqlite3_bind_parameter_count(stmt);
+    int count = sqlite.sqlite3_bind_parameter_count(stmt);
     int has = !lua_isnoneornil(L, idx);
     if (has && !lua_istable(L, idx)) {
         lua_pushfstring(L, "the query's parameters must be a table, got %s", luaL_typename(L, idx));
@@ -156,7 +178,7 @@ static int bind_all(lua_State *L, sqlite3_stmt *stmt, int idx)
     }
     int positional = 0;
     for (int i = 1; i <= count; i++) {
-        const char *name = sqlite3_bind_parameter_name(stmt, i);
+        const char *name = sqlite.sqlite3_bind_parameter_name(stmt, i);
         char pname[32];
         if (!name || name[0] == '?') {
             positional++;
@@ -191,21 +213,21 @@ static int bind_all(lua_State *L, sqlite3_stmt *stmt, int idx)
 
 static void push_column(lua_State *L, sqlite3_stmt *stmt, int c)
 {
-    switch (sqlite3_column_type(stmt, c)) {
+    switch (sqlite.sqlite3_column_type(stmt, c)) {
     case SQLITE_INTEGER:
-        push_integer(L, sqlite3_column_int64(stmt, c));
+        push_integer(L, sqlite.sqlite3_column_int64(stmt, c));
         break;
     case SQLITE_FLOAT:
-        lua_pushnumber(L, sqlite3_column_double(stmt, c));
+        lua_pushnumber(L, sqlite.sqlite3_column_double(stmt, c));
         break;
     case SQLITE_TEXT: {
-        const unsigned char *s = sqlite3_column_text(stmt, c);
-        lua_pushlstring(L, (const char *)s, (size_t)sqlite3_column_bytes(stmt, c));
+        const unsigned char *s = sqlite.sqlite3_column_text(stmt, c);
+        lua_pushlstring(L, (const char *)s, (size_t)sqlite.sqlite3_column_bytes(stmt, c));
         break;
     }
     case SQLITE_BLOB: {
-        const void *b = sqlite3_column_blob(stmt, c);
-        int n = sqlite3_column_bytes(stmt, c);
+        const void *b = sqlite.sqlite3_column_blob(stmt, c);
+        int n = sqlite.sqlite3_column_bytes(stmt, c);
         lua_pushlstring(L, b ? b : "", (size_t)n);
         break;
     }
@@ -219,18 +241,18 @@ static void push_column(lua_State *L, sqlite3_stmt *stmt, int c)
  * nil, err. The statement is reset either way. */
 static int run(lua_State *L, sqlite3 *db, sqlite3_stmt *stmt, int idx, lua_Number limit)
 {
-    sqlite3_reset(stmt);
-    sqlite3_clear_bindings(stmt);
+    sqlite.sqlite3_reset(stmt);
+    sqlite.sqlite3_clear_bindings(stmt);
     if (bind_all(L, stmt, idx) != 0) {
         lua_pushnil(L);
         lua_insert(L, -2);
         return 2;
     }
-    int ncol = sqlite3_column_count(stmt);
+    int ncol = sqlite.sqlite3_column_count(stmt);
     lua_createtable(L, 0, 0);   /* rows */
     int rows = lua_gettop(L);
     int n = 0, rc = SQLITE_DONE;
-    while ((limit <= 0 || n < limit) && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    while ((limit <= 0 || n < limit) && (rc = sqlite.sqlite3_step(stmt)) == SQLITE_ROW) {
         lua_createtable(L, ncol, 0);
         for (int c = 0; c < ncol; c++) {
             push_column(L, stmt, c);
@@ -240,17 +262,17 @@ static int run(lua_State *L, sqlite3 *db, sqlite3_stmt *stmt, int idx, lua_Numbe
     }
     if (!(limit > 0 && n >= limit) && rc != SQLITE_DONE) {
         lua_pushnil(L);
-        lua_pushfstring(L, "query failed: %s", sqlite3_errmsg(db));
-        sqlite3_reset(stmt);
+        lua_pushfstring(L, "query failed: %s", sqlite.sqlite3_errmsg(db));
+        sqlite.sqlite3_reset(stmt);
         return 2;
     }
     lua_createtable(L, ncol, 0);
     for (int c = 0; c < ncol; c++) {
-        const char *name = sqlite3_column_name(stmt, c);
+        const char *name = sqlite.sqlite3_column_name(stmt, c);
         lua_pushstring(L, name ? name : "");
         lua_rawseti(L, -2, c + 1);
     }
-    sqlite3_reset(stmt);
+    sqlite.sqlite3_reset(stmt);
     return 2;
 }
 
@@ -277,16 +299,16 @@ static int l_open(lua_State *L)
     ldb *u = qh_luaclass_new(L, DB_MT, sizeof *u);
     /* Read-only, as Quix opens it ("file:<path>?mode=ro"): a missing file is
      * an error, never an empty database made on the spot. */
-    int rc = sqlite3_open_v2(path, &u->db, SQLITE_OPEN_READONLY, NULL);
+    int rc = sqlite.sqlite3_open_v2(path, &u->db, SQLITE_OPEN_READONLY, NULL);
     if (rc != SQLITE_OK) {
         lua_pushnil(L);
         lua_pushfstring(L, "cannot open the SQLite database %s: %s", path,
-                        u->db ? sqlite3_errmsg(u->db) : sqlite3_errstr(rc));
-        sqlite3_close_v2(u->db);
+                        u->db ? sqlite.sqlite3_errmsg(u->db) : sqlite.sqlite3_errstr(rc));
+        sqlite.sqlite3_close_v2(u->db);
         u->db = NULL;
         return 2;
     }
-    sqlite3_busy_timeout(u->db, BUSY_TIMEOUT_MS);
+    sqlite.sqlite3_busy_timeout(u->db, BUSY_TIMEOUT_MS);
     return 1;
 }
 
@@ -304,10 +326,10 @@ static int prepare(lua_State *L)
     lua_setfenv(L, -2);
     u->owner = d;
     const char *tail = NULL;
-    int rc = sqlite3_prepare_v2(d->db, sql, (int)n, &u->stmt, &tail);
+    int rc = sqlite.sqlite3_prepare_v2(d->db, sql, (int)n, &u->stmt, &tail);
     if (rc != SQLITE_OK || !u->stmt) {
         lua_pushnil(L);
-        lua_pushfstring(L, "cannot prepare the query: %s", rc != SQLITE_OK ? sqlite3_errmsg(d->db) : "no statement");
+        lua_pushfstring(L, "cannot prepare the query: %s", rc != SQLITE_OK ? sqlite.sqlite3_errmsg(d->db) : "no statement");
         return 2;
     }
     while (tail && *tail && (*tail == ' ' || *tail == '\n' || *tail == '\t' || *tail == '\r' || *tail == ';')) tail++;
@@ -337,7 +359,7 @@ static int l_db_query(lua_State *L)
     lua_pop(L, 1);
     lstmt *s = lua_touserdata(L, 5);
     int nret = run(L, d->db, s->stmt, 3, luaL_optnumber(L, 4, 0));
-    sqlite3_finalize(s->stmt);
+    sqlite.sqlite3_finalize(s->stmt);
     s->stmt = NULL;
     return nret;
 }
@@ -352,7 +374,7 @@ static int l_stmt_query(lua_State *L)
 static int l_stmt_close(lua_State *L)
 {
     lstmt *s = luaL_checkudata(L, 1, STMT_MT);
-    if (s->stmt) sqlite3_finalize(s->stmt);
+    if (s->stmt) sqlite.sqlite3_finalize(s->stmt);
     s->stmt = NULL;
     return 0;
 }
@@ -361,13 +383,15 @@ static int l_db_close(lua_State *L)
 {
     ldb *d = luaL_checkudata(L, 1, DB_MT);
     /* close_v2: statements still open keep the connection until finalized. */
-    if (d->db) sqlite3_close_v2(d->db);
+    if (d->db) sqlite.sqlite3_close_v2(d->db);
     d->db = NULL;
     return 0;
 }
 
 int qh_sqlite_open(lua_State *L)
 {
+    char err[300];
+    if (sqlite_load(err, sizeof err) < 0) return luaL_error(L, "qhost.sqlite: %s", err);
     static const luaL_Reg db_methods[] = {
         { "prepare", l_prepare }, { "query", l_db_query }, { "close", l_db_close }, { NULL, NULL },
     };
@@ -379,7 +403,7 @@ int qh_sqlite_open(lua_State *L)
     qh_luaclass_register(L, STMT_MT, stmt_methods, l_stmt_close);
     lua_newtable(L);
     luaL_register(L, NULL, funcs);
-    lua_pushstring(L, sqlite3_libversion());
+    lua_pushstring(L, sqlite.sqlite3_libversion());
     lua_setfield(L, -2, "sqlite_version");
     return 1;
 }

@@ -7,9 +7,39 @@
 #include <lauxlib.h>
 #include <rocksdb/c.h>
 
+#include "lazylib.h"
 #include "luaclass.h"
 
 #define STORE_MT "qhost.store"
+
+/* RocksDB is loaded by the first open (lazylib.h): apps without state and
+ * source processes never pay for it. Its functions, through `rocks`: */
+#define ROCKSDB_FUNCTIONS(X) \
+    X(rocksdb_block_based_options_create) X(rocksdb_block_based_options_set_block_cache) \
+    X(rocksdb_cache_create_lru) X(rocksdb_close) X(rocksdb_column_family_handle_destroy) \
+    X(rocksdb_create_iterator_cf) X(rocksdb_destroy_db) X(rocksdb_free) X(rocksdb_get_cf) \
+    X(rocksdb_iter_destroy) X(rocksdb_iter_get_error) X(rocksdb_iter_key) X(rocksdb_iter_next) \
+    X(rocksdb_iter_prev) X(rocksdb_iter_seek_to_first) X(rocksdb_iter_seek_to_last) \
+    X(rocksdb_iter_valid) X(rocksdb_iter_value) X(rocksdb_open_column_families) \
+    X(rocksdb_options_create) X(rocksdb_options_destroy) \
+    X(rocksdb_options_set_block_based_table_factory) X(rocksdb_options_set_create_if_missing) \
+    X(rocksdb_options_set_create_missing_column_families) X(rocksdb_options_set_info_log_level) \
+    X(rocksdb_options_set_keep_log_file_num) X(rocksdb_options_set_max_open_files) \
+    X(rocksdb_options_set_max_write_buffer_number) X(rocksdb_options_set_write_buffer_size) \
+    X(rocksdb_property_value_cf) X(rocksdb_readoptions_create) X(rocksdb_readoptions_destroy) \
+    X(rocksdb_readoptions_set_iterate_lower_bound) \
+    X(rocksdb_readoptions_set_iterate_upper_bound) X(rocksdb_write) \
+    X(rocksdb_writebatch_create) X(rocksdb_writebatch_delete_cf) X(rocksdb_writebatch_destroy) \
+    X(rocksdb_writebatch_put_cf) X(rocksdb_writeoptions_create) X(rocksdb_writeoptions_destroy)
+static struct { ROCKSDB_FUNCTIONS(QH_LAZY_SLOT) } rocks;
+static qh_lazylib rocks_lib = { .soname = QH_ROCKSDB_SONAME };
+
+static int rocks_load(char *err, size_t errlen)
+{
+#define FILL(name) QH_LAZY_FILL(rocks_lib, rocks, name)
+    QH_LAZY_LOAD(rocks_lib, ROCKSDB_FUNCTIONS(FILL));
+#undef FILL
+}
 
 struct qh_store {
     rocksdb_t *db;
@@ -47,41 +77,42 @@ static rocksdb_block_based_table_options_t *g_table_options;
  * memory. */
 static rocksdb_options_t *store_options(void)
 {
-    rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_options_t *o = rocks.rocksdb_options_create();
     if (!g_table_options) {
-        g_block_cache = rocksdb_cache_create_lru(BLOCK_CACHE_BYTES);
-        g_table_options = rocksdb_block_based_options_create();
-        rocksdb_block_based_options_set_block_cache(g_table_options, g_block_cache);
+        g_block_cache = rocks.rocksdb_cache_create_lru(BLOCK_CACHE_BYTES);
+        g_table_options = rocks.rocksdb_block_based_options_create();
+        rocks.rocksdb_block_based_options_set_block_cache(g_table_options, g_block_cache);
     }
-    rocksdb_options_set_block_based_table_factory(o, g_table_options);
-    rocksdb_options_set_create_if_missing(o, 1);
-    rocksdb_options_set_create_missing_column_families(o, 1);
-    rocksdb_options_set_write_buffer_size(o, 4u << 20);
-    rocksdb_options_set_max_write_buffer_number(o, 2);
-    rocksdb_options_set_max_open_files(o, 256);
-    rocksdb_options_set_keep_log_file_num(o, 2);
+    rocks.rocksdb_options_set_block_based_table_factory(o, g_table_options);
+    rocks.rocksdb_options_set_create_if_missing(o, 1);
+    rocks.rocksdb_options_set_create_missing_column_families(o, 1);
+    rocks.rocksdb_options_set_write_buffer_size(o, 4u << 20);
+    rocks.rocksdb_options_set_max_write_buffer_number(o, 2);
+    rocks.rocksdb_options_set_max_open_files(o, 256);
+    rocks.rocksdb_options_set_keep_log_file_num(o, 2);
     /* RocksDB's info LOG gets its fatal lines only (and the header lines
      * of an open, which it buffers): Debian's librocksdb keeps its
      * assertions, and its logger aborts the whole process at the next line
      * it writes after a failed one, as on a full disk. Errors that matter
      * come back in each call's status. 4: FATAL_LEVEL. */
-    rocksdb_options_set_info_log_level(o, 4);
+    rocks.rocksdb_options_set_info_log_level(o, 4);
     return o;
 }
 
 qh_store *qh_store_open(const char *path, char *err, size_t errlen)
 {
+    if (rocks_load(err, errlen) < 0) return NULL;
     qh_store *s = calloc(1, sizeof *s);
     if (!s) {
         snprintf(err, errlen, "open %s: out of memory", path);
         return NULL;
     }
     s->options = store_options();
-    s->read = rocksdb_readoptions_create();
-    s->write = rocksdb_writeoptions_create();
+    s->read = rocks.rocksdb_readoptions_create();
+    s->write = rocks.rocksdb_writeoptions_create();
     const rocksdb_options_t *cf_opts[2] = { s->options, s->options };
     char *rerr = NULL;
-    s->db = rocksdb_open_column_families(s->options, path, 2, cf_names, cf_opts, s->cf, &rerr);
+    s->db = rocks.rocksdb_open_column_families(s->options, path, 2, cf_names, cf_opts, s->cf, &rerr);
     if (!s->db) {
         char what[300];
         snprintf(what, sizeof what, "cannot open the state store %s", path);
@@ -96,20 +127,21 @@ void qh_store_close(qh_store *s)
 {
     if (!s) return;
     for (int i = 0; i < 2; i++)
-        if (s->cf[i]) rocksdb_column_family_handle_destroy(s->cf[i]);
-    if (s->db) rocksdb_close(s->db);
-    if (s->read) rocksdb_readoptions_destroy(s->read);
-    if (s->write) rocksdb_writeoptions_destroy(s->write);
-    if (s->options) rocksdb_options_destroy(s->options);
+        if (s->cf[i]) rocks.rocksdb_column_family_handle_destroy(s->cf[i]);
+    if (s->db) rocks.rocksdb_close(s->db);
+    if (s->read) rocks.rocksdb_readoptions_destroy(s->read);
+    if (s->write) rocks.rocksdb_writeoptions_destroy(s->write);
+    if (s->options) rocks.rocksdb_options_destroy(s->options);
     free(s);
 }
 
 int qh_store_destroy(const char *path, char *err, size_t errlen)
 {
+    if (rocks_load(err, errlen) < 0) return -1;
     rocksdb_options_t *o = store_options();
     char *rerr = NULL;
-    rocksdb_destroy_db(o, path, &rerr);
-    rocksdb_options_destroy(o);
+    rocks.rocksdb_destroy_db(o, path, &rerr);
+    rocks.rocksdb_options_destroy(o);
     if (rerr) return take_error(rerr, "cannot delete the state store", err, errlen);
     return 0;
 }
@@ -118,40 +150,41 @@ int qh_store_get(qh_store *s, int cf, const char *key, size_t klen, char **val, 
                  char *err, size_t errlen)
 {
     char *rerr = NULL;
-    *val = rocksdb_get_cf(s->db, s->read, s->cf[cf], key, klen, vlen, &rerr);
+    *val = rocks.rocksdb_get_cf(s->db, s->read, s->cf[cf], key, klen, vlen, &rerr);
     if (rerr) return take_error(rerr, "state store read failed", err, errlen);
     return *val != NULL;
 }
 
 qh_store_batch *qh_store_batch_new(void)
 {
+    if (rocks_lib.state != 1) return NULL;   /* no store was opened */
     qh_store_batch *b = malloc(sizeof *b);
-    if (b) b->wb = rocksdb_writebatch_create();
+    if (b) b->wb = rocks.rocksdb_writebatch_create();
     return b;
 }
 
 void qh_store_batch_put(qh_store *s, qh_store_batch *b, int cf, const char *key, size_t klen,
                         const char *val, size_t vlen)
 {
-    rocksdb_writebatch_put_cf(b->wb, s->cf[cf], key, klen, val, vlen);
+    rocks.rocksdb_writebatch_put_cf(b->wb, s->cf[cf], key, klen, val, vlen);
 }
 
 void qh_store_batch_delete(qh_store *s, qh_store_batch *b, int cf, const char *key, size_t klen)
 {
-    rocksdb_writebatch_delete_cf(b->wb, s->cf[cf], key, klen);
+    rocks.rocksdb_writebatch_delete_cf(b->wb, s->cf[cf], key, klen);
 }
 
 void qh_store_batch_free(qh_store_batch *b)
 {
     if (!b) return;
-    rocksdb_writebatch_destroy(b->wb);
+    rocks.rocksdb_writebatch_destroy(b->wb);
     free(b);
 }
 
 int qh_store_write(qh_store *s, qh_store_batch *b, char *err, size_t errlen)
 {
     char *rerr = NULL;
-    rocksdb_write(s->db, s->write, b->wb, &rerr);
+    rocks.rocksdb_write(s->db, s->write, b->wb, &rerr);
     if (rerr) return take_error(rerr, "state store write failed", err, errlen);
     return 0;
 }
@@ -160,27 +193,27 @@ int qh_store_scan(qh_store *s, int cf, const char *lower, size_t lower_len, cons
                   size_t upper_len, int reverse, size_t limit, qh_store_visit fn, void *ud,
                   char *err, size_t errlen)
 {
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_t *ro = rocks.rocksdb_readoptions_create();
     /* The bounds must outlive the iterator: RocksDB keeps the pointers. */
-    rocksdb_readoptions_set_iterate_lower_bound(ro, lower, lower_len);
-    rocksdb_readoptions_set_iterate_upper_bound(ro, upper, upper_len);
-    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->cf[cf]);
-    if (reverse) rocksdb_iter_seek_to_last(it);
-    else rocksdb_iter_seek_to_first(it);
+    rocks.rocksdb_readoptions_set_iterate_lower_bound(ro, lower, lower_len);
+    rocks.rocksdb_readoptions_set_iterate_upper_bound(ro, upper, upper_len);
+    rocksdb_iterator_t *it = rocks.rocksdb_create_iterator_cf(s->db, ro, s->cf[cf]);
+    if (reverse) rocks.rocksdb_iter_seek_to_last(it);
+    else rocks.rocksdb_iter_seek_to_first(it);
     size_t n = 0;
-    while (rocksdb_iter_valid(it) && (limit == 0 || n < limit)) {
+    while (rocks.rocksdb_iter_valid(it) && (limit == 0 || n < limit)) {
         size_t klen, vlen;
-        const char *k = rocksdb_iter_key(it, &klen);
-        const char *v = rocksdb_iter_value(it, &vlen);
+        const char *k = rocks.rocksdb_iter_key(it, &klen);
+        const char *v = rocks.rocksdb_iter_value(it, &vlen);
         n++;
         if (fn(ud, k, klen, v, vlen)) break;
-        if (reverse) rocksdb_iter_prev(it);
-        else rocksdb_iter_next(it);
+        if (reverse) rocks.rocksdb_iter_prev(it);
+        else rocks.rocksdb_iter_next(it);
     }
     char *rerr = NULL;
-    rocksdb_iter_get_error(it, &rerr);
-    rocksdb_iter_destroy(it);
-    rocksdb_readoptions_destroy(ro);
+    rocks.rocksdb_iter_get_error(it, &rerr);
+    rocks.rocksdb_iter_destroy(it);
+    rocks.rocksdb_readoptions_destroy(ro);
     if (rerr) return take_error(rerr, "state store scan failed", err, errlen);
     return 0;
 }
@@ -377,11 +410,11 @@ static int l_scan(lua_State *L)
 
 char *qh_store_property(qh_store *s, const char *name)
 {
-    char *rv = rocksdb_property_value_cf(s->db, s->cf[QH_STORE_STATE], name);
+    char *rv = rocks.rocksdb_property_value_cf(s->db, s->cf[QH_STORE_STATE], name);
     if (!rv) return NULL;
     /* RocksDB's allocation is released by RocksDB; the caller's is ours. */
     char *copy = strdup(rv);
-    rocksdb_free(rv);
+    rocks.rocksdb_free(rv);
     return copy;
 }
 

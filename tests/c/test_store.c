@@ -1,6 +1,7 @@
 /* test_store.c: tests of host/store.c: writes in atomic batches, the two
  * column families, reopening, key-ordered scans both ways, destroy, the
- * properties (sizes for the metrics), and the Lua module's errors. */
+ * properties (sizes for the metrics), the Lua module's errors, and RocksDB
+ * loaded only by the first open. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,32 @@ static int get_str(qh_store *s, int cf, const char *key, char *out, size_t len)
         free(val);
     }
     return rc;
+}
+
+/* 1 when a library whose path contains `name` is mapped into this process. */
+static int library_mapped(const char *name)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return -1;
+    char line[512];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f)) found = strstr(line, name) != NULL;
+    fclose(f);
+    return found;
+}
+
+/* RocksDB is not linked: the first open loads it (host/lazylib.h). Runs
+ * first, before any other test opened a store. */
+TEST(rocksdb_is_loaded_by_the_first_open)
+{
+    char path[256], err[256];
+    CHECK_EQ_INT(library_mapped("librocksdb"), 0);
+    CHECK(qh_store_batch_new() == NULL);   /* nothing to batch for yet */
+    path_of(path, sizeof path, "first");
+    qh_store *s = qh_store_open(path, err, sizeof err);
+    CHECK(s != NULL);
+    CHECK_EQ_INT(library_mapped("librocksdb"), 1);
+    qh_store_close(s);
 }
 
 TEST(batches_are_atomic_and_column_families_separate)
@@ -133,6 +160,7 @@ TEST(lua_module)
 int main(void)
 {
     if (!(dir = th_tmpdir("store"))) return 1;
+    RUN(rocksdb_is_loaded_by_the_first_open);
     RUN(batches_are_atomic_and_column_families_separate);
     RUN(scans_keep_key_order_within_bounds);
     RUN(lua_module);

@@ -49,7 +49,9 @@ app:add_source(Fill{ name = arg[1], side = arg[2], n = tonumber(arg[3]), base = 
 app:run()
 ]]
 
--- The lookup's reference data, written with SQLite's own API.
+-- The lookup's reference data, written with SQLite's own API (loaded here:
+-- the host loads SQLite only when a lookup is first used).
+local sqlite3 = ffi.load("libsqlite3.so.0")
 ffi.cdef[[
 typedef struct sqlite3 sqlite3;
 int sqlite3_open(const char *filename, sqlite3 **db);
@@ -67,9 +69,9 @@ INSERT INTO sites VALUES ('d1', 'north', 0), ('d1', 'south', 2), ('d2', 'east', 
 
 local function make_db(path)
   local pdb = ffi.new("sqlite3 *[1]")
-  assert(ffi.C.sqlite3_open(path, pdb) == 0)
-  local rc = ffi.C.sqlite3_exec(pdb[0], REFERENCE, nil, nil, nil)
-  ffi.C.sqlite3_close(pdb[0])
+  assert(sqlite3.sqlite3_open(path, pdb) == 0)
+  local rc = sqlite3.sqlite3_exec(pdb[0], REFERENCE, nil, nil, nil)
+  sqlite3.sqlite3_close(pdb[0])
   assert(rc == 0, "the reference data's SQL failed")
 end
 

@@ -9,8 +9,9 @@ local qhost = require("qhost")
 local json = qhost.json
 local L = qhost.lookups
 
--- The fixture is written with SQLite's own API (the host links it; qhost's
--- module only reads).
+-- The fixture is written with SQLite's own API (qhost's module only reads;
+-- the host loads SQLite on first use, so the test loads it itself).
+local sqlite3 = ffi.load("libsqlite3.so.0")
 ffi.cdef[[
 typedef struct sqlite3 sqlite3;
 int sqlite3_open(const char *filename, sqlite3 **db);
@@ -20,9 +21,9 @@ int sqlite3_close(sqlite3 *db);
 
 local function make_db(path, sql)
   local pdb = ffi.new("sqlite3 *[1]")
-  assert(ffi.C.sqlite3_open(path, pdb) == 0)
-  local rc = ffi.C.sqlite3_exec(pdb[0], sql, nil, nil, nil)
-  ffi.C.sqlite3_close(pdb[0])
+  assert(sqlite3.sqlite3_open(path, pdb) == 0)
+  local rc = sqlite3.sqlite3_exec(pdb[0], sql, nil, nil, nil)
+  sqlite3.sqlite3_close(pdb[0])
   assert(rc == 0, "fixture SQL failed")
 end
 

@@ -43,27 +43,49 @@ fail:
     return qh_kafka_push_fail(L, err);
 }
 
+/* The partition count of `topic` in md, or -1 when it is not there. */
+static int partition_count(const struct rd_kafka_metadata *md, const char *topic)
+{
+    for (int i = 0; i < md->topic_cnt; i++)
+        if (strcmp(md->topics[i].topic, topic) == 0 && !md->topics[i].err) return md->topics[i].partition_cnt;
+    return -1;
+}
+
 /* admin:partitions(topic, timeout_s) -> count | nil, err ("unknown topic"
- * when it does not exist). Asks for all topics so that the request itself
- * never auto-creates the topic. */
+ * when it does not exist);
+ * admin:partitions({ topic, ... }, timeout_s) -> { [topic] = count } (those
+ * that exist) | nil, err: one request for them all.
+ * Asks for all topics so that the request itself never auto-creates one. */
 static int l_admin_partitions(lua_State *L)
 {
     qh_admin *a = check_admin(L);
-    const char *topic = luaL_checkstring(L, 2);
+    int many = lua_istable(L, 2);
+    if (!many) luaL_checkstring(L, 2);
     int ms = qh_kafka_timeout_arg(L, 3, 10.0);
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_resp_err_t err = rd_kafka_metadata(a->rk, 1, NULL, &md, ms);
     if (err) return qh_kafka_push_fail(L, rd_kafka_err2str(err));
-    int count = -1;
-    for (int i = 0; i < md->topic_cnt; i++) {
-        if (strcmp(md->topics[i].topic, topic) == 0 && !md->topics[i].err) {
-            count = md->topics[i].partition_cnt;
-            break;
+    if (!many) {
+        int count = partition_count(md, lua_tostring(L, 2));
+        rd_kafka_metadata_destroy(md);
+        if (count < 0) return qh_kafka_push_fail(L, "unknown topic");
+        lua_pushinteger(L, count);
+        return 1;
+    }
+    lua_newtable(L);
+    int n = (int)lua_objlen(L, 2);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, 2, i);
+        const char *topic = lua_tostring(L, -1);
+        int count = topic ? partition_count(md, topic) : -1;
+        if (count >= 0) {
+            lua_pushinteger(L, count);
+            lua_rawset(L, -3);   /* [topic] = count */
+        } else {
+            lua_pop(L, 1);
         }
     }
     rd_kafka_metadata_destroy(md);
-    if (count < 0) return qh_kafka_push_fail(L, "unknown topic");
-    lua_pushinteger(L, count);
     return 1;
 }
 

@@ -349,6 +349,12 @@ TEST(mock_bootstraps_and_topics)
                      "return admin:partitions('mt', 10), admin:partitions('mt-one', 10)"),
                  "3|1");
     CHECK_EQ_STR(run("return admin:partitions('no-such-topic', 10)"), "nil|unknown topic");
+    /* Several in one request: the ones that exist. */
+    CHECK_EQ_STR(run("local c = admin:partitions({ 'mt', 'no-such-topic', 'mt-one' }, 10)\n"
+                     "local n = 0\n"
+                     "for _ in pairs(c) do n = n + 1 end\n"
+                     "return c.mt, c['mt-one'], c['no-such-topic'], n"),
+                 "3|1|nil|2");
     CHECK_EQ_STR(run("admin:close(); return true"), "true");
     /* A second cluster is independent of the first. */
     CHECK_EQ_STR(run("local m2 = assert(kafka.mock_cluster(1))\n"

@@ -360,3 +360,39 @@ app:run()
       .. "' partition 0 offset 3: app%.lua:%d+: bad row 3"), r.stderr)
   end)
 end)
+
+describe("the topics an app uses #" .. H.mode, function()
+  -- (the embedded broker makes every topic the app declares, in memory)
+  it("are kept when they exist, created with their config when missing, or refused when creating is off", function()
+    if H.mode ~= "kafka" then pending("topics that exist before the app: real Kafka") return end
+    local clients = require("qhost.kafka.clients")
+    local admin = assert(clients.admin({ ["bootstrap.servers"] = H.broker }))
+    local existing, missing = H.unique("t-old"), H.unique("t-new")
+    assert(admin:create_topics({ { name = existing, num_partitions = 3, replication_factor = 1 } }, 30))
+    assert.is_true(H.eventually(function() return admin:partitions(existing, 10) == 3 end, 30))
+    local dir = H.tmpdir()
+    H.write(dir .. "/app.lua", [[
+local qhost = require("qhost")
+local app = qhost.Application{ consumer_group = "]] .. H.unique("g") .. [[", loglevel = "DEBUG",
+                               auto_create_topics = arg[1] == "create" }
+local cfg = qhost.TopicConfig{ num_partitions = 2, replication_factor = 1 }
+local old = app:topic("]] .. existing .. [[", { config = cfg })
+local new = app:topic("]] .. missing .. [[", { config = cfg })
+app:dataframe(old):to_topic(new)
+app:run{ timeout = 1 }
+print(old:num_partitions(), new:num_partitions())
+]])
+    local refused = H.run(dir, "app.lua", { args = { "no" } })
+    assert.are.equal(1, refused.code)
+    assert.truthy(refused.stderr:find("topic '" .. missing:gsub("%p", "%%%0") .. "' is not available on "
+      .. H.broker:gsub("%p", "%%%0") .. ": unknown topic", 1), refused.stderr)
+    assert.is_nil(admin:partitions(missing, 10))
+    local r = H.run(dir, "app.lua", { args = { "create" } })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("3\t2\n", r.stdout)
+    assert.truthy(r.stderr:find("topic '" .. existing:gsub("%p", "%%%0") .. "': exists"), r.stderr)
+    assert.truthy(r.stderr:find("topic '" .. missing:gsub("%p", "%%%0") .. "': created"), r.stderr)
+    assert.are.equal(2, admin:partitions(missing, 10))
+    admin:close()
+  end)
+end)

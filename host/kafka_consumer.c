@@ -9,6 +9,8 @@
  * Uses: librdkafka, luaclass.h, kafka_config.c (conf, callbacks, warnings). */
 #include "kafka_internal.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,15 +26,36 @@ typedef struct rebalance_event {
 /* What librdkafka waits for after a deferred rebalance event. */
 enum { AWAIT_NONE, AWAIT_ASSIGN, AWAIT_REVOKE };
 
+/* A thread of the consumer's that sends the requests which wake a stalled
+ * fetch (see wake_fetch), so that the app's thread never waits for one.
+ * Started by the first wake; one request asked for or under way at a time. */
+typedef struct fetch_waker {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    rd_kafka_t *rk;
+    int started;
+    int stop;                    /* close: end the thread */
+    int asked;                   /* a request waits for the thread */
+    int busy;                    /* asked, or under way */
+    char topic[256];             /* the partition to ask about (Kafka names fit) */
+    int32_t partition;
+} fetch_waker;
+
 struct qh_consumer {
     qh_client_errors errors;     /* first, as in qh_producer */
     rd_kafka_t *rk;
     /* The consumer queue (owned; NULL without a group): what is fetched
      * already is taken from it in one call (see qh_ffi_consumer_poll). */
     rd_kafka_queue_t *queue;
-    int64_t last_wake_ms;        /* when wake_stalled_fetch last ran */
+    fetch_waker waker;
+    int64_t last_look_ms;        /* when wake_fetch last looked for a partition to wake */
+    int fetched_since_look;      /* a poll returned messages since then */
     int wake_next;               /* where its next search for a lagging partition starts */
-    int64_t wakes;               /* requests it sent (consumer:fetch_wakes()) */
+    int64_t wakes;               /* wakes asked for (consumer:fetch_wakes()) */
+    int queued_min;              /* queued.min.messages: the queue's count bound */
+    int64_t queued_max_bytes;    /* queued.max.messages.kbytes, in bytes */
+    double value_bytes;          /* the mean value size of recent messages */
     rd_kafka_message_t **batch;  /* owned; destroyed at the next poll */
     qh_msg *msgs;
     int batch_cap;
@@ -366,31 +389,127 @@ static rd_kafka_resp_err_t fill_positions(rd_kafka_t *rk, rd_kafka_topic_partiti
  * looks again only when something wakes it (a response, an op) or after
  * its 1 s timer. An app that empties the queue sooner waits with data at
  * the broker: a pipeline's run spent a third of its wall time so, and the
- * smaller the queue bounds, the more. So, when the queue is empty but the
- * last fetch of an assigned partition said that more is there, a request
- * to that partition's leader (the watermark query) wakes its broker
- * thread, which then decides to fetch again. At most every WAKE_MS, one
- * partition each time (round robin: with several brokers, each in turn);
- * the query waits at most WAKE_TIMEOUT_MS (a broker that does not answer
- * delays the poll that long, not a stop). */
-enum { WAKE_MS = 50, WAKE_TIMEOUT_MS = 200 };
+ * smaller the queue bounds, the more. So, once the queue is down to half
+ * its bound (or empty) while the last fetch of an assigned partition said
+ * that more is there, a request to that partition's leader (a watermark
+ * query) wakes its broker thread, which then fetches again while the app
+ * works through the other half. The waker thread sends it: the app never
+ * waits for it. One partition each time (round robin: with several
+ * brokers, each in turn), one request at a time; it looks for one at most
+ * every WAKE_MIN_MS while messages come, else every WAKE_IDLE_MS (the
+ * queue empty for another reason: a paused partition, an open
+ * transaction). */
+enum { WAKE_MIN_MS = 10, WAKE_IDLE_MS = 50, WAKE_TIMEOUT_MS = 200 };
 
-static void wake_stalled_fetch(qh_consumer *c)
+static void *waker_main(void *arg)
 {
+    fetch_waker *w = arg;
+    char topic[sizeof w->topic];
+    pthread_mutex_lock(&w->lock);
+    for (;;) {
+        while (!w->stop && !w->asked) pthread_cond_wait(&w->cond, &w->lock);
+        if (w->stop) break;
+        memcpy(topic, w->topic, sizeof topic);
+        int32_t partition = w->partition;
+        w->asked = 0;
+        pthread_mutex_unlock(&w->lock);
+        int64_t low = 0, high = 0;
+        rd_kafka_query_watermark_offsets(w->rk, topic, partition, &low, &high, WAKE_TIMEOUT_MS);
+        pthread_mutex_lock(&w->lock);
+        w->busy = 0;
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+/* Asks the waker thread (started now if need be) to wake tp's broker.
+ * 0 when asked; -1 when a request is still under way or the thread cannot
+ * start. */
+static int waker_ask(fetch_waker *w, rd_kafka_t *rk, const rd_kafka_topic_partition_t *tp)
+{
+    if (strlen(tp->topic) >= sizeof w->topic) return -1;
+    if (!w->started) {
+        w->rk = rk;
+        if (pthread_mutex_init(&w->lock, NULL) != 0) return -1;
+        if (pthread_cond_init(&w->cond, NULL) != 0) {
+            pthread_mutex_destroy(&w->lock);
+            return -1;
+        }
+        /* With every signal blocked in it (the mask is inherited), SIGINT
+         * and SIGTERM reach the Lua thread and cut its waits short, as
+         * librdkafka's own threads leave them. */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        int rc = pthread_create(&w->thread, NULL, waker_main, w);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (rc != 0) {
+            pthread_cond_destroy(&w->cond);
+            pthread_mutex_destroy(&w->lock);
+            return -1;
+        }
+        w->started = 1;
+    }
+    pthread_mutex_lock(&w->lock);
+    int busy = w->busy;
+    if (!busy) {
+        strcpy(w->topic, tp->topic);
+        w->partition = tp->partition;
+        w->asked = w->busy = 1;
+        pthread_cond_signal(&w->cond);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return busy ? -1 : 0;
+}
+
+/* Ends the waker thread (waiting for a request under way, at most
+ * WAKE_TIMEOUT_MS): before the consumer's handle goes. */
+static void waker_stop(fetch_waker *w)
+{
+    if (!w->started) return;
+    pthread_mutex_lock(&w->lock);
+    w->stop = 1;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->thread, NULL);
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->lock);
+    w->started = 0;
+}
+
+/* How few messages in the queue mean half its bound: by count, or by bytes
+ * at the recent mean size, whichever is lower. */
+static int64_t wake_below(const qh_consumer *c)
+{
+    int64_t by_count = c->queued_min / 2;
+    if (c->value_bytes < 1) return by_count;
+    int64_t by_bytes = (int64_t)((double)c->queued_max_bytes / 2 / c->value_bytes);
+    return by_bytes < by_count ? by_bytes : by_count;
+}
+
+static void wake_fetch(qh_consumer *c)
+{
+    int64_t queued = rd_kafka_queue_length(c->queue);
+    if (queued > 0 && queued >= wake_below(c)) return;
     int64_t now = qh_kafka_monotonic_ms();
-    if (now - c->last_wake_ms < WAKE_MS) return;
-    c->last_wake_ms = now;
+    if (now - c->last_look_ms < (c->fetched_since_look ? WAKE_MIN_MS : WAKE_IDLE_MS)) return;
+    c->last_look_ms = now;
+    c->fetched_since_look = 0;
     rd_kafka_topic_partition_list_t *parts = NULL;
     if (fill_positions(c->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
     for (int k = 0; k < parts->cnt; k++) {
         int i = (c->wake_next + k) % parts->cnt;
         const rd_kafka_topic_partition_t *tp = &parts->elems[i];
-        /* (before the first message the first fetch is under way) */
-        if (tp->offset < 0 || last_high(c->rk, tp) <= tp->offset) continue;
-        int64_t low = 0, high = 0;
-        rd_kafka_query_watermark_offsets(c->rk, tp->topic, tp->partition, &low, &high, WAKE_TIMEOUT_MS);
-        c->wakes++;
-        c->wake_next = i + 1;
+        /* Behind the end its last fetch saw; or never fetched (no end seen
+         * yet, no message): the fetcher stopped at the bounds before it got
+         * there, as when another topic filled the queue first. */
+        int64_t high = last_high(c->rk, tp);
+        int behind = tp->offset >= 0 ? tp->offset < high : high < 0;
+        if (!behind) continue;
+        if (waker_ask(&c->waker, c->rk, tp) == 0) {
+            c->wakes++;
+            c->wake_next = i + 1;
+        }
         break;
     }
     rd_kafka_topic_partition_list_destroy(parts);
@@ -411,7 +530,7 @@ int qh_ffi_consumer_poll(qh_consumer *c, int max, int timeout_ms, qh_msg **out)
     }
     int wait = timeout_ms;
     int events = c->events_len;
-    if (wait > 0 && c->queue && rd_kafka_queue_length(c->queue) == 0) wake_stalled_fetch(c);
+    if (c->queue) wake_fetch(c);
     /* A rebalance event ends the batch (the callback yields, so the poll
      * returns NULL): what was fetched before it is processed first. */
     while (c->batch_len < max && c->events_len == events) {
@@ -431,6 +550,12 @@ int qh_ffi_consumer_poll(qh_consumer *c, int max, int timeout_ms, qh_msg **out)
         fill_msg(&c->msgs[c->batch_len], rkm);
         c->batch[c->batch_len++] = rkm;
         wait = 0;   /* only the first message is waited for */
+    }
+    if (c->batch_len > 0) {
+        c->fetched_since_look = 1;
+        size_t bytes = 0;
+        for (int i = 0; i < c->batch_len; i++) bytes += c->batch[i]->len;
+        c->value_bytes = (double)bytes / c->batch_len;
     }
     *out = c->msgs;
     return c->batch_len;
@@ -474,6 +599,16 @@ rd_kafka_t *qh_kafka_check_consumer_rk(lua_State *L, int idx)
     return (*ud)->rk;
 }
 
+/* A numeric property of conf (librdkafka's default when not set); 0 when
+ * it cannot be read. */
+static int conf_int(rd_kafka_conf_t *conf, const char *name)
+{
+    char buf[32];
+    size_t size = sizeof buf;
+    if (rd_kafka_conf_get(conf, name, buf, &size) != RD_KAFKA_CONF_OK) return 0;
+    return atoi(buf);
+}
+
 /* kafka.consumer(config) -> consumer | nil, err. The host's own setting:
  * qhost.rebalance = "callback" (default: the rebalance callback assigns
  * with resolved start offsets and commits on revoke, and assign() resolves
@@ -509,6 +644,8 @@ int qh_kafka_consumer_new(lua_State *L)
     else if (!strcmp(reset, "earliest") || !strcmp(reset, "smallest") || !strcmp(reset, "beginning"))
         c->reset_to = -1;
     lua_pop(L, 1);
+    c->queued_min = conf_int(conf, "queued.min.messages");
+    c->queued_max_bytes = (int64_t)conf_int(conf, "queued.max.messages.kbytes") * 1024;
     rd_kafka_conf_set_opaque(conf, c);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     qh_kafka_conf_count_errors(conf);
@@ -823,8 +960,9 @@ static int pause_or_resume(lua_State *L, int pause)
 static int l_consumer_pause(lua_State *L) { return pause_or_resume(L, 1); }
 static int l_consumer_resume(lua_State *L) { return pause_or_resume(L, 0); }
 
-/* consumer:fetch_wakes() -> how many times a poll found the queue empty
- * with data at the broker and woke a stalled fetch (wake_stalled_fetch). */
+/* consumer:fetch_wakes() -> how many times a poll found the queue low (or
+ * empty) with data at the broker and asked for a stalled fetch to be woken
+ * (wake_fetch). */
 static int l_consumer_fetch_wakes(lua_State *L)
 {
     lua_pushnumber(L, (lua_Number)check_consumer(L)->wakes);
@@ -856,6 +994,7 @@ static int l_consumer_close(lua_State *L)
             qh_kafka_warn(c->rk, "close: finishing the pending revoke failed: %s", why);
         clear_awaiting(c);
         c->closing = 1;
+        waker_stop(&c->waker);
         if (c->queue) rd_kafka_queue_destroy(c->queue);
         c->queue = NULL;
         rd_kafka_consumer_close(c->rk);

@@ -251,7 +251,7 @@ describe("What the metrics read", function()
 end)
 
 describe("Consumer fetching past the queue bounds", function()
-  it("wakes a fetch that stopped at the bounds when the queue runs empty, and loses nothing", function()
+  it("wakes a fetch that stopped at the bounds when the queue runs low, and loses nothing", function()
     local topic = unique("fetch-wakes")
     create_topic(topic, 4)
     local p = producer({ ["batch.num.messages"] = 10 })

@@ -22,7 +22,8 @@ end
 local function identity(bytes) return bytes end
 
 local json_encode, number_text = codec.json_encode, json_numbers.text
-local json_encode_out = require("qhost.runtime.json_out").encode
+local json_out = require("qhost.runtime.json_out")
+local json_encode_out, json_encode_string = json_out.encode, json_out.encode_string
 
 local NAMED = {
   -- A number (a count, a sum: what many pipelines produce) is written
@@ -32,9 +33,16 @@ local NAMED = {
     -- writes None (never a Kafka null, which deletes the key of a compacted
     -- topic); the other serializers pass it on as a Kafka null, as Quix's.
     encodes_nil = true,
+    -- A table is written by Lua code the JIT compiles into the caller's
+    -- trace (qhost.runtime.json_out), the same text as the C encoder's,
+    -- which is a call through the Lua C API per member.
     encode = function(value)
-      if type(value) == "number" then
+      local t = type(value)
+      if t == "number" then
         local text = number_text(value)
+        if text then return text end
+      elseif t == "table" then
+        local text = json_encode_string(value)
         if text then return text end
       end
       return json_encode(value)

@@ -53,6 +53,31 @@ describe("json_out", function()
     assert.are.equal(0, n)
   end)
 
+  it("gives the json serializer a plain table's text as a string, the C encoder's; nil for what it does not take",
+    function()
+    local serializers = require("qhost.serializers")
+    local json = serializers.get("json")
+    local values = {
+      { n = 7 }, { b = { 2, 1 }, a = "x", c = { d = { e = true } } }, { 1, 2, 3 }, {},
+      { z = 0.1, y = -0.0, x = 2 ^ 53 }, { ["é"] = "ü", [""] = null },
+    }
+    for i, v in ipairs(values) do
+      local want = codec.json_encode(v)
+      assert.are.equal(want, json_out.encode_string(v), "value " .. i)
+      assert.are.equal(want, serializers.encode(json, v), "value " .. i)
+    end
+    -- (mixed keys, a cycle: the C encoder's to write or refuse)
+    local cyclic = {}
+    cyclic.self = cyclic
+    for _, v in ipairs({ { 1, x = 2 }, cyclic, { [true] = 1 } }) do
+      assert.is_nil(json_out.encode_string(v))
+      local want, want_err = codec.json_encode(v)
+      local got, got_err = serializers.encode(json, v)
+      assert.are.equal(want, got)
+      if want_err then assert.truthy(got_err and got_err:find(want_err, 1, true), got_err) end
+    end
+  end)
+
   it("writes objects whose decoded order gained or lost keys, as they change from message to message", function()
     local n = handed_to_c(function()
       for i = 1, 40 do

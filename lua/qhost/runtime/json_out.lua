@@ -4,6 +4,7 @@
 --   json_out.encode(value, fresh) -> address, len | nil, err
 --     fresh: value is a table that holds exactly the keys its remembered
 --     order lists (qhost.runtime.pipeline's fresh values): not checked
+--   json_out.encode_string(value) -> text | nil (left to the C encoder)
 --   json_out.handed_to_c: how many values went to the C encoder
 --
 -- The same text as codec.json_encode (json_encode.h says what that is),
@@ -233,22 +234,38 @@ local function key_counts(t)
   return count, nstr, maxi
 end
 
+-- For put_plain, per depth: an array its keys are gathered in, reused
+-- (entries past the current count are stale, never read).
+local plain_keys = {}
+
 -- A table without a remembered order: an array when its keys are exactly
--- 1..n, else an object with its keys sorted.
+-- 1..n, else an object with its keys sorted. One pass over the keys (next
+-- is not compiled: each step costs), gathering the string ones.
 local function put_plain(t, depth)
-  local count, nstr, maxi = key_counts(t)
-  if count == nil then return false end
+  local keys = plain_keys[depth]
+  if keys == nil then keys = {}; plain_keys[depth] = keys end
+  local count, nstr, maxi = 0, 0, 0
+  for k in next, t do
+    count = count + 1
+    local kt = type(k)
+    if kt == "string" then
+      nstr = nstr + 1
+      keys[nstr] = k
+    elseif kt == "number" and k >= 1 and k <= MAX_INDEX and k == floor(k) then
+      if k > maxi then maxi = k end
+    else
+      return false
+    end
+  end
   if count == 0 then out:put("{}") return true end
   if nstr == 0 then
     if maxi ~= count then return false end
     return put_array(t, count, depth)
   end
   if nstr ~= count then return false end
-  local keys, n = {}, 0
-  for k in next, t do n = n + 1; keys[n] = k end
-  sort_keys(keys, n)
+  sort_keys(keys, nstr)
   out:put("{")
-  if not put_members(t, keys, n, true, depth) then return false end
+  if not put_members(t, keys, nstr, true, depth) then return false end
   out:put("}")
   return true
 end
@@ -337,6 +354,19 @@ local function put_fresh(t)
     if writer then return writer(t, 1) end
   end
   return put_value(t, 0)
+end
+
+-- json_out.encode_string(value) -> the same JSON text as a Lua string, or
+-- nil when this path does not take the value (the caller hands it to the C
+-- encoder, which writes it or says why not). For serializers that return
+-- bytes (a source's self:serialize). It uses encode's buffer: never call it
+-- between an encode and the produce of its address.
+function json_out.encode_string(value)
+  if #out > BIG_BUFFER then out:free() else out:reset() end
+  local text
+  if put_value(value, 0) then text = out:tostring() end
+  out:reset()
+  return text
 end
 
 function json_out.encode(value, fresh)

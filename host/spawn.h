@@ -52,8 +52,9 @@ typedef struct qh_spawn_opts {
     const char *const *env;   /* NULL-terminated "NAME=value" strings added to,
                                  or replacing, the parent's environ; NULL for
                                  none. QHOST_SPEC_FD, QHOST_REPORT_FD,
-                                 QHOST_PARENT_PID and QHOST_SHARE_FD are always
-                                 set by spawn and cannot be overridden. */
+                                 QHOST_PARENT_PID, QHOST_SHARE_FD and
+                                 QHOST_SPEC_HELD are always set by spawn and
+                                 cannot be overridden. */
     const char *spec;         /* bytes the child reads on fd 3; NULL if none */
     size_t spec_len;
     int stdin_null;           /* child's stdin is /dev/null instead of ours */

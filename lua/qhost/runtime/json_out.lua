@@ -217,14 +217,17 @@ local function put_array(t, n, depth)
 end
 
 -- The keys of a table: how many, how many are strings, the largest array
--- index; nil when a key is neither (the C encoder's error).
-local function key_counts(t)
+-- index; nil when a key is neither (the C encoder's error). The string keys
+-- go to keys[1..nstr] when keys is given: one pass (next is not compiled,
+-- each step costs).
+local function key_counts(t, keys)
   local count, nstr, maxi = 0, 0, 0
   for k in next, t do
     count = count + 1
     local kt = type(k)
     if kt == "string" then
       nstr = nstr + 1
+      if keys then keys[nstr] = k end
     elseif kt == "number" and k >= 1 and k <= MAX_INDEX and k == floor(k) then
       if k > maxi then maxi = k end
     else
@@ -239,24 +242,12 @@ end
 local plain_keys = {}
 
 -- A table without a remembered order: an array when its keys are exactly
--- 1..n, else an object with its keys sorted. One pass over the keys (next
--- is not compiled: each step costs), gathering the string ones.
+-- 1..n, else an object with its keys sorted.
 local function put_plain(t, depth)
   local keys = plain_keys[depth]
   if keys == nil then keys = {}; plain_keys[depth] = keys end
-  local count, nstr, maxi = 0, 0, 0
-  for k in next, t do
-    count = count + 1
-    local kt = type(k)
-    if kt == "string" then
-      nstr = nstr + 1
-      keys[nstr] = k
-    elseif kt == "number" and k >= 1 and k <= MAX_INDEX and k == floor(k) then
-      if k > maxi then maxi = k end
-    else
-      return false
-    end
-  end
+  local count, nstr, maxi = key_counts(t, keys)
+  if count == nil then return false end
   if count == 0 then out:put("{}") return true end
   if nstr == 0 then
     if maxi ~= count then return false end

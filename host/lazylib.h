@@ -7,14 +7,7 @@
  * fills with dlopen/dlsym:
  *
  *   #define SQLITE_FUNCTIONS(X) X(sqlite3_open_v2) X(sqlite3_close_v2) ...
- *   static struct { SQLITE_FUNCTIONS(QH_LAZY_SLOT) } sqlite;
- *   static qh_lazylib sqlite_lib = { .soname = QH_SQLITE_SONAME };
- *   static int sqlite_load(char *err, size_t errlen)
- *   {
- *   #define FILL(name) QH_LAZY_FILL(sqlite_lib, sqlite, name)
- *       QH_LAZY_LOAD(sqlite_lib, SQLITE_FUNCTIONS(FILL));
- *   #undef FILL
- *   }
+ *   QH_LAZY_LIBRARY(sqlite, QH_SQLITE_SONAME, SQLITE_FUNCTIONS)
  *   ... if (sqlite_load(err, sizeof err) < 0) ...; sqlite.sqlite3_open_v2(...)
  *
  * The sonames come from the build (Makefile: QH_*_SONAME, read off the
@@ -36,7 +29,8 @@ typedef struct qh_lazylib {
 
 /* Where a load stands: 0 when lib is ready (loaded before), -1 with err set
  * when it failed (now or before), 1 when it was just opened and its
- * functions are to be looked up (QH_LAZY_FILL), then state set to 1. */
+ * functions are to be looked up (QH_LAZY_FILL), then state set to 1
+ * (QH_LAZY_LIBRARY's load function does all this). */
 int qh_lazylib_begin(qh_lazylib *lib, char *err, size_t errlen);
 
 /* One function of an opened lib; NULL with err set and the lib failed for
@@ -46,22 +40,28 @@ void *qh_lazylib_sym(qh_lazylib *lib, const char *name, char *err, size_t errlen
 /* A table member: a pointer of the function's own type. */
 #define QH_LAZY_SLOT(name) __typeof__(name) *name;
 
-/* Looks up `name` into table.name, or returns -1 (in a load function with
- * char *err, size_t errlen in scope). */
-#define QH_LAZY_FILL(lib, table, name)                                                    \
-    if (!((table).name = (__typeof__((table).name))qh_lazylib_sym(&(lib), #name, err, errlen))) \
+/* Looks up `name` into the table, or returns -1 (inside the load function
+ * QH_LAZY_LIBRARY writes, where lazy_lib, lazy_table, err and errlen are). */
+#define QH_LAZY_FILL(name)                                                                      \
+    if (!(lazy_table->name = (__typeof__(lazy_table->name))qh_lazylib_sym(lazy_lib, #name, err, errlen))) \
         return -1;
 
-/* The body of a load function (char *err, size_t errlen in scope): returns
- * 0 once every FILL of `fills` succeeded (at once after the first time),
+/* Declares a library loaded on first use: `t`, the table of LIST's
+ * functions (t.name(...)); t_lib; and int t_load(char *err, size_t errlen):
+ * 0 once every function of LIST is in t (at once after the first time),
  * else -1 with err set. */
-#define QH_LAZY_LOAD(lib, fills)                                                          \
-    do {                                                                                  \
-        int qh_lazy_begun = qh_lazylib_begin(&(lib), err, errlen);                        \
-        if (qh_lazy_begun <= 0) return qh_lazy_begun;                                     \
-        fills                                                                             \
-        (lib).state = 1;                                                                  \
-        return 0;                                                                         \
-    } while (0)
+#define QH_LAZY_LIBRARY(t, soname_, LIST)                                                       \
+    static struct { LIST(QH_LAZY_SLOT) } t;                                                     \
+    static qh_lazylib t##_lib = { .soname = soname_ };                                          \
+    static int t##_load(char *err, size_t errlen)                                               \
+    {                                                                                           \
+        int begun = qh_lazylib_begin(&t##_lib, err, errlen);                                    \
+        if (begun <= 0) return begun;                                                           \
+        qh_lazylib *lazy_lib = &t##_lib;                                                        \
+        __typeof__(t) *lazy_table = &t;                                                         \
+        LIST(QH_LAZY_FILL)                                                                      \
+        t##_lib.state = 1;                                                                      \
+        return 0;                                                                               \
+    }
 
 #endif

@@ -23,15 +23,7 @@
 #define MHD_FUNCTIONS(X) \
     X(MHD_add_response_header) X(MHD_create_response_from_buffer) X(MHD_destroy_response) \
     X(MHD_get_daemon_info) X(MHD_queue_response) X(MHD_start_daemon) X(MHD_stop_daemon)
-static struct { MHD_FUNCTIONS(QH_LAZY_SLOT) } mhd;
-static qh_lazylib mhd_lib = { .soname = QH_MICROHTTPD_SONAME };
-
-static int mhd_load(char *err, size_t errlen)
-{
-#define FILL(name) QH_LAZY_FILL(mhd_lib, mhd, name)
-    QH_LAZY_LOAD(mhd_lib, MHD_FUNCTIONS(FILL));
-#undef FILL
-}
+QH_LAZY_LIBRARY(mhd, QH_MICROHTTPD_SONAME, MHD_FUNCTIONS)
 
 #define METRICS_MT "qhost.metrics.server"
 #define PROMETHEUS_TYPE "text/plain; version=0.0.4; charset=utf-8"

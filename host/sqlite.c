@@ -24,15 +24,7 @@
     X(sqlite3_column_text) X(sqlite3_column_type) X(sqlite3_errmsg) X(sqlite3_errstr) \
     X(sqlite3_finalize) X(sqlite3_libversion) X(sqlite3_open_v2) X(sqlite3_prepare_v2) \
     X(sqlite3_reset) X(sqlite3_step)
-static struct { SQLITE_FUNCTIONS(QH_LAZY_SLOT) } sqlite;
-static qh_lazylib sqlite_lib = { .soname = QH_SQLITE_SONAME };
-
-static int sqlite_load(char *err, size_t errlen)
-{
-#define FILL(name) QH_LAZY_FILL(sqlite_lib, sqlite, name)
-    QH_LAZY_LOAD(sqlite_lib, SQLITE_FUNCTIONS(FILL));
-#undef FILL
-}
+QH_LAZY_LIBRARY(sqlite, QH_SQLITE_SONAME, SQLITE_FUNCTIONS)
 
 #define DB_MT    "qhost.sqlite.db"
 #define STMT_MT  "qhost.sqlite.stmt"

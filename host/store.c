@@ -31,15 +31,7 @@
     X(rocksdb_readoptions_set_iterate_upper_bound) X(rocksdb_write) \
     X(rocksdb_writebatch_create) X(rocksdb_writebatch_delete_cf) X(rocksdb_writebatch_destroy) \
     X(rocksdb_writebatch_put_cf) X(rocksdb_writeoptions_create) X(rocksdb_writeoptions_destroy)
-static struct { ROCKSDB_FUNCTIONS(QH_LAZY_SLOT) } rocks;
-static qh_lazylib rocks_lib = { .soname = QH_ROCKSDB_SONAME };
-
-static int rocks_load(char *err, size_t errlen)
-{
-#define FILL(name) QH_LAZY_FILL(rocks_lib, rocks, name)
-    QH_LAZY_LOAD(rocks_lib, ROCKSDB_FUNCTIONS(FILL));
-#undef FILL
-}
+QH_LAZY_LIBRARY(rocks, QH_ROCKSDB_SONAME, ROCKSDB_FUNCTIONS)
 
 struct qh_store {
     rocksdb_t *db;

@@ -11,37 +11,13 @@
 double qh_test_no_such_function(double x);
 
 #define GOOD_FUNCTIONS(X) X(cos) X(sqrt)
-static struct { GOOD_FUNCTIONS(QH_LAZY_SLOT) } good;
-static qh_lazylib good_lib = { .soname = "libm.so.6" };
-
-static int good_load(char *err, size_t errlen)
-{
-#define FILL(name) QH_LAZY_FILL(good_lib, good, name)
-    QH_LAZY_LOAD(good_lib, GOOD_FUNCTIONS(FILL));
-#undef FILL
-}
+QH_LAZY_LIBRARY(good, "libm.so.6", GOOD_FUNCTIONS)
 
 #define PARTLY_FUNCTIONS(X) X(sin) X(qh_test_no_such_function)
-static struct { PARTLY_FUNCTIONS(QH_LAZY_SLOT) } partly;
-static qh_lazylib partly_lib = { .soname = "libm.so.6" };
-
-static int partly_load(char *err, size_t errlen)
-{
-#define FILL(name) QH_LAZY_FILL(partly_lib, partly, name)
-    QH_LAZY_LOAD(partly_lib, PARTLY_FUNCTIONS(FILL));
-#undef FILL
-}
+QH_LAZY_LIBRARY(partly, "libm.so.6", PARTLY_FUNCTIONS)
 
 #define ABSENT_FUNCTIONS(X) X(cos)
-static struct { ABSENT_FUNCTIONS(QH_LAZY_SLOT) } absent;
-static qh_lazylib absent_lib = { .soname = "libqhost-no-such-library.so.9" };
-
-static int absent_load(char *err, size_t errlen)
-{
-#define FILL(name) QH_LAZY_FILL(absent_lib, absent, name)
-    QH_LAZY_LOAD(absent_lib, ABSENT_FUNCTIONS(FILL));
-#undef FILL
-}
+QH_LAZY_LIBRARY(absent, "libqhost-no-such-library.so.9", ABSENT_FUNCTIONS)
 
 TEST(functions_are_found_on_first_use_and_kept)
 {

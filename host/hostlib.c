@@ -23,6 +23,18 @@ static volatile sig_atomic_t g_stop_count;
 static volatile sig_atomic_t g_stop_signal;
 static volatile sig_atomic_t g_children[MAX_TRACKED_CHILDREN];
 
+void qh_hostlib_block_signals(sigset_t *saved)
+{
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, saved);
+}
+
+void qh_hostlib_restore_signals(const sigset_t *saved)
+{
+    pthread_sigmask(SIG_SETMASK, saved, NULL);
+}
+
 int qh_ffi_stop_requested(void)
 {
     return g_stop_count;

@@ -6,6 +6,8 @@
 #ifndef QH_HOSTLIB_H
 #define QH_HOSTLIB_H
 
+#include <signal.h>
+
 #include <lua.h>
 
 int qh_hostlib_open(lua_State *L);
@@ -15,6 +17,14 @@ int qh_hostlib_open(lua_State *L);
  * at once. In a source child process, SIGINT is ignored (the parent, which got
  * the same Ctrl-C, decides) and SIGTERM requests the stop. */
 void qh_hostlib_install_signals(int is_child);
+
+/* Around the creation of a thread of the host's own (one that does not
+ * call Lua): blocks every signal in the calling thread, so the new thread
+ * inherits that mask and SIGINT and SIGTERM keep reaching the Lua thread
+ * (and cutting its waits short), as librdkafka leaves its threads; then
+ * puts the mask back. */
+void qh_hostlib_block_signals(sigset_t *saved);
+void qh_hostlib_restore_signals(const sigset_t *saved);
 
 /* How many stop signals have arrived (0, 1, ...). For FFI. */
 int qh_ffi_stop_requested(void);

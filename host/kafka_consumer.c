@@ -10,11 +10,11 @@
 #include "kafka_internal.h"
 
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "hostlib.h"
 #include "luaclass.h"
 
 typedef struct rebalance_event {
@@ -435,14 +435,11 @@ static int waker_ask(fetch_waker *w, rd_kafka_t *rk, const rd_kafka_topic_partit
             pthread_mutex_destroy(&w->lock);
             return -1;
         }
-        /* With every signal blocked in it (the mask is inherited), SIGINT
-         * and SIGTERM reach the Lua thread and cut its waits short, as
-         * librdkafka's own threads leave them. */
-        sigset_t all, old;
-        sigfillset(&all);
-        pthread_sigmask(SIG_BLOCK, &all, &old);
+        /* (the thread leaves SIGINT and SIGTERM to the Lua thread) */
+        sigset_t old;
+        qh_hostlib_block_signals(&old);
         int rc = pthread_create(&w->thread, NULL, waker_main, w);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        qh_hostlib_restore_signals(&old);
         if (rc != 0) {
             pthread_cond_destroy(&w->cond);
             pthread_mutex_destroy(&w->lock);

@@ -166,12 +166,9 @@ qh_metrics *qh_metrics_start(int port, char *err, size_t errlen)
     }
     pthread_mutex_init(&m->lock, NULL);
     m->starting = 1;
-    /* The server's thread inherits this thread's signal mask: with every
-     * signal blocked there, SIGINT and SIGTERM reach the Lua thread (and cut
-     * its sleeps short), as librdkafka's threads leave them. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
+    /* (the server's thread leaves SIGINT and SIGTERM to the Lua thread) */
+    sigset_t old;
+    qh_hostlib_block_signals(&old);
     const unsigned int base = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
     errno = 0;
     m->daemon = start_daemon(m, port, base | MHD_USE_DUAL_STACK);
@@ -183,7 +180,7 @@ qh_metrics *qh_metrics_start(int port, char *err, size_t errlen)
         m->daemon = start_daemon(m, port, base);
         saved = errno;
     }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    qh_hostlib_restore_signals(&old);
     if (!m->daemon) {
         /* bind's errno survives libmicrohttpd's clean-up; its own line is
          * the fallback (a failure without errno: a thread not started). */

@@ -352,8 +352,13 @@ end
 -- encoder, which writes it or says why not). For serializers that return
 -- bytes (a source's self:serialize). It uses encode's buffer: never call it
 -- between an encode and the produce of its address.
-function json_out.encode_string(value)
+-- Empties the buffer for the next text; one grown past BIG_BUFFER is let go.
+local function start_text()
   if #out > BIG_BUFFER then out:free() else out:reset() end
+end
+
+function json_out.encode_string(value)
+  start_text()
   local text
   if put_value(value, 0) then text = out:tostring() end
   out:reset()
@@ -361,7 +366,7 @@ function json_out.encode_string(value)
 end
 
 function json_out.encode(value, fresh)
-  if #out > BIG_BUFFER then out:free() else out:reset() end
+  start_text()
   local done
   if fresh then done = put_fresh(value) else done = put_value(value, 0) end
   if done then

@@ -87,7 +87,7 @@ for _, v in ipairs(app:run{ count = 20 }) do print(v.n, v.key, v.h) end
     assert.are.equal("19\t19\tv19", lines[20])
   end)
 
-  it("starts a source while the app joins its group, runs it after the first assignment, loses none", function()
+  it("starts a source before the app's consumer, runs it after the first assignment, loses none", function()
     local dir = H.tmpdir()
     local name = H.unique("counter")
     H.write(dir .. "/app.lua", [[
@@ -105,19 +105,79 @@ print(#out, out[1].n, out[50].n)
     -- assignment's start was looked up would be skipped)
     assert.are.equal("50\t0\t49\n", r.stdout)
     local pname = name:gsub("%p", "%%%0")
+    local held = r.stderr:find("Counter '" .. pname .. "' started %(pid %d+%), held until the app is ready")
+    local consuming = r.stderr:find("consuming [^\n]* as group")
     local ready = r.stderr:find("source Counter '" .. pname .. "'%[%d+%]: started, producing to topic")
     local assigned = r.stderr:find("assigned %d+ partitions")
     local setup = r.stderr:find("SETUP RAN", 1, true)
-    assert.truthy(ready and assigned and setup, r.stderr)
-    if H.mode == "kafka" then
-      -- (the embedded broker's partitions are assigned at once, no group to join)
-      local held = r.stderr:find("Counter '" .. pname .. "' started %(pid %d+%), held until the first assignment")
-      assert.truthy(held, r.stderr)
-      assert.is_true(held < assigned, r.stderr)
-    end
+    assert.truthy(held and consuming and ready and assigned and setup, r.stderr)
+    -- Its process starts before the app makes its consumer (and its
+    -- topics), so that its start-up overlaps the app's.
+    assert.is_true(held < consuming, r.stderr)
     -- The app logs the assignment before it releases the source, which
     -- then runs setup: the order in the shared stderr is causal.
     assert.is_true(assigned < setup, r.stderr)
+  end)
+
+  it("releases the sources of an app consuming from earliest as soon as their topics exist", function()
+    -- A sink's setup comes after the topics are made and before the
+    -- consumer: it waits for a file the source's setup writes. From
+    -- "earliest" the source runs by then; from "latest" it waits for the
+    -- first assignment, after the sink's setup.
+    for _, reset in ipairs({ "earliest", "latest" }) do
+      local dir = H.tmpdir()
+      local name = H.unique("counter")
+      H.write(dir .. "/app.lua", [[
+local qhost = require("qhost")
+local host = require("qhost.host")
+local n, app = 0, nil
+app = qhost.Application{ consumer_group = "]] .. H.unique("g") .. [[", auto_offset_reset = "]] .. reset .. [[",
+  on_message_processed = function() n = n + 1; if n == 30 then app:stop() end end }
+]] .. COUNTER:gsub("return Counter\n$", "") .. [[
+function Counter:setup() io.open("]] .. dir .. [[/ran", "w"):close() end
+local Waiting = qhost.sinks.BaseSink:extend("Waiting")
+function Waiting:setup()
+  local deadline = host.monotonic() + (]] .. (reset == "earliest" and 60 or 2) .. [[)
+  while not io.open("]] .. dir .. [[/ran") and host.monotonic() < deadline do host.sleep(0.01) end
+  io.stderr:write(io.open("]] .. dir .. [[/ran") and "SOURCE RAN BEFORE\n" or "SOURCE HELD\n")
+end
+function Waiting:add() end
+local sdf = app:dataframe{ source = Counter{ name = "]] .. name .. [[", limit = 30 } }
+sdf:sink(Waiting{})
+app:run()
+print(n)
+]])
+      local r = H.run(dir, "app.lua")
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal("30\n", r.stdout, r.stderr)
+      local want = reset == "earliest" and "SOURCE RAN BEFORE" or "SOURCE HELD"
+      assert.truthy(r.stderr:find(want, 1, true), reset .. ": " .. r.stderr)
+    end
+  end)
+
+  it("stops the held sources of a run that fails before it releases them", function()
+    local dir = H.tmpdir()
+    local name = H.unique("counter")
+    H.write(dir .. "/app.lua", [[
+local qhost = require("qhost")
+local app = qhost.Application{ consumer_group = "]] .. H.unique("g") .. [[" }
+]] .. COUNTER:gsub("return Counter\n$", "") .. [[
+function Counter:setup() io.stderr:write("SETUP RAN\n") end
+local Broken = qhost.sinks.BaseSink:extend("Broken")
+function Broken:setup() error("the sink cannot open its file", 0) end
+local sdf = app:dataframe{ source = Counter{ name = "]] .. name .. [[", limit = 50 } }
+sdf:sink(Broken{})
+local ok, err = pcall(app.run, app)
+-- (the children of this process still alive, by /proc)
+local pid = io.open("/proc/self/stat"):read("*l"):match("^(%d+)")
+local children = io.open("/proc/self/task/" .. pid .. "/children"):read("*a")
+print(ok, err, children == "" and "no children" or children)
+]])
+    local r = H.run(dir, "app.lua")
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("false\tthe sink cannot open its file\tno children\n", r.stdout)
+    assert.truthy(r.stderr:find("Counter '" .. name:gsub("%p", "%%%0") .. "' started %(pid %d+%), held"), r.stderr)
+    assert.falsy(r.stderr:find("SETUP RAN", 1, true), r.stderr)
   end)
 
   it("runs a class from a module found by require", function()

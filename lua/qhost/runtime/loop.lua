@@ -35,6 +35,8 @@ local RECOVERY_TIMEOUT = 120   -- seconds for one changelog partition's read
 local FINAL_FLUSH_TIMEOUT = 10
 
 local JSON = serializers.get("json", "json")
+-- librdkafka's names of the reset to the start of a partition.
+local FROM_EARLIEST = { earliest = true, smallest = true, beginning = true }
 
 -- What the compiled pipelines need from the running app (see
 -- qhost.runtime.pipeline): outputs, print, to_topic, sinks, print_table.
@@ -177,7 +179,31 @@ local function start_metrics(app)
   return metrics
 end
 
-return function(app, opts)
+-- The sources' supervisor with every source started held (see run below).
+-- Sources feeding a topic this app consumes on the embedded broker get a
+-- flow control region (qhost.runtime.flow_control).
+local function start_held_sources(app)
+  local consumed = {}
+  for _, sdf in ipairs(app._dataframes) do consumed[sdf.topic.name] = true end
+  local flow = { regions = {}, taken_messages = {}, taken_bytes = {} }
+  local entries = {}
+  for i, e in ipairs(app._sources) do
+    entries[i] = { source = e.source, topic = e.topic }
+    if app._mock and consumed[e.topic.name] then
+      local region, ferr = flow_control.new_region()
+      if not region then error(ferr, 0) end
+      flow.regions[e.topic.name], entries[i].region = region, region
+    end
+  end
+  local sources = supervisor.new(app, entries)
+  local app_mod = require("qhost.app")
+  sources:start_all(app_mod.script, app_mod.script_args)
+  return flow, sources
+end
+
+local run
+
+local function run_app(app, opts)
   local metrics = start_metrics(app)
   broker.connect(app)
   if app.processing_guarantee == "exactly-once" and app._mock then
@@ -186,10 +212,35 @@ return function(app, opts)
       .. "embedded broker accepts Kafka transactions but isolates nothing (aborted outputs stay visible), so it "
       .. "cannot give that guarantee", 0)
   end
+  -- The sources start first, held: a source's process start (exec, script,
+  -- class, producer) overlaps the app's own (topics, clients, state, group
+  -- join) rather than follow it. A run that fails before it released them
+  -- stops them, and they end without having run.
+  local flow, sources = start_held_sources(app)
+  local ok, result = xpcall(run, function(err)
+    log.debug("%s", debug.traceback(tostring(err), 2))
+    return err
+  end, app, opts, metrics, flow, sources)
+  if not ok then
+    sources:stop_all()
+    error(result, 0)
+  end
+  return result
+end
+
+function run(app, opts, metrics, flow, sources)
   broker.prepare_topics(app)
   -- What joins need of their topics (same partition count), now known.
   if #app._joins > 0 then require("qhost.joins").check_topics(app) end
   check_store_feeds(app)
+  -- An app that consumes nothing, or consumes from "earliest" (each
+  -- partition from its first message or its committed offset), cannot miss
+  -- a message of its sources: they run as soon as their topics exist, while
+  -- the app makes its clients and joins its group. From "latest" (or
+  -- "error") they wait for its first assignment.
+  if #app._dataframes == 0 or FROM_EARLIEST[broker.consumer_config(app)["auto.offset.reset"]] then
+    sources:release_all()
+  end
   -- Under exactly-once the producer's transactions start before any output.
   if app.processing_guarantee == "exactly-once" then log.info("exactly-once: outputs, changelogs and offsets "
     .. "commit together in Kafka transactions") end
@@ -245,30 +296,8 @@ return function(app, opts)
     stopping = function() return C.qh_ffi_stop_requested() > 0 end,
     now = host.monotonic, on_commit = metrics and function(seconds) metrics:checkpointed(seconds) end }
 
-  -- Sources feeding a topic this app consumes on the embedded broker get a
-  -- flow control region (qhost.runtime.flow_control).
-  local flow = { regions = {}, taken_messages = {}, taken_bytes = {} }
-  local entries = {}
-  for i, e in ipairs(app._sources) do
-    entries[i] = { source = e.source, topic = e.topic }
-    if embedded and pipelines[e.topic.name] then
-      local region, ferr = flow_control.new_region()
-      if not region then error(ferr, 0) end
-      flow.regions[e.topic.name], entries[i].region = region, region
-    end
-  end
-  local sources = supervisor.new(app, entries)
   if metrics then
     metrics:attach{ consumer = consumer, producer = function() return producer end, state = state, sources = sources }
-  end
-  -- Sources start held when the app consumes (they get ready while it joins
-  -- its group) and are released by its first assignment.
-  local function start_sources(hold)
-    if not sources.started then
-      local app_mod = require("qhost.app")
-      sources:start_all(app_mod.script, app_mod.script_args, hold)
-    end
-    if not hold then sources:release_all() end
   end
 
   local expected = {}   -- topic -> { [partition] = next offset }, for the gap check
@@ -285,8 +314,9 @@ return function(app, opts)
   local last_message = host.monotonic() + 60
 
   -- An assignment starts where each partition's committed offset (or the
-  -- reset) says, looked up within resolve_timeout; sources run from the
-  -- first one on, so none of their messages can come before a "latest" start.
+  -- reset) says, looked up within resolve_timeout; sources still held run
+  -- from the first one on, so none of their messages can come before a
+  -- "latest" start.
   local function assign(partitions, manual_assign)
     if metrics then
       metrics:set_ready(false, string.format("assigning %d partitions and recovering their state", #partitions))
@@ -317,7 +347,7 @@ return function(app, opts)
       metrics:set_ready(true)
     end
     last_message = host.monotonic()
-    start_sources()
+    sources:release_all()
   end
 
   local function revoke(ev)
@@ -350,7 +380,7 @@ return function(app, opts)
   end
 
   local function loop()
-    if manual then assign(manual, true) elseif consumer then start_sources(true) else start_sources() end
+    if manual then assign(manual, true) end
     if metrics and not consumer then metrics:set_ready(true) end
     local batch_max = app.commit_interval == 0 and 1 or BATCH
     while C.qh_ffi_stop_requested() == 0 and not app._stop_requested do
@@ -427,3 +457,5 @@ return function(app, opts)
   end
   return outputs.list
 end
+
+return run_app

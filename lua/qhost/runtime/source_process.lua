@@ -173,27 +173,30 @@ function M.run(spec)
     spawn.child_report(describe .. ": cannot create a producer: " .. err)
     return 1
   end
-  producer:prepare(spec.topic.name)
   rawset(src, "producer_topic", topic_mod.new(spec.topic.name, spec.topic.opts))
   rawset(src, "_producer", producer)
   rawset(src, "_gate", flow_control.open_gate(spec.flow))
   rawset(src, "_started", true)
   rawset(src, "_app_config", spec.app)
   log.debug("started, producing to topic '%s'", spec.topic.name)
+  if not wait_for_release() then
+    producer:close()
+    log.debug("ended before it ran")
+    return 0
+  end
+  -- (only now: the app may have created the topic while this process got
+  -- ready, and a lookup before that would mark it as missing)
+  producer:prepare(spec.topic.name)
   if src._restore_state then
     -- A StatefulSource: its state comes back from the changelog before
-    -- setup() and run(), as in Quix's SourceProcess.
+    -- setup() and run(), as in Quix's SourceProcess (after the release:
+    -- the app creates the changelog topic while its sources get ready).
     local ok, rerr = xpcall(function() src:_restore_state(spec.app) end, error_text.traceback)
     if not ok then
       producer:close()
       spawn.child_report(rerr)
       return 1
     end
-  end
-  if not wait_for_release() then
-    producer:close()
-    log.debug("ended before it ran")
-    return 0
   end
   local failure = run_source(src)
   producer:close()

@@ -19,19 +19,22 @@ function supervisor.new(app, entries)
   return setmetatable({ app = app, entries = list, started = false }, Supervisor)
 end
 
--- Starts every source's process. Held (`hold` true), each gets ready (its
--- script, class and producer) but runs only after release_all: the app
--- starts them while it still joins its group, and releases them with its
--- first assignment.
-function Supervisor:start_all(script, args, hold)
-  self.started = true
-  for _, e in ipairs(self.entries) do
-    local budget = e.region and flow_control.BUDGET or nil
-    local spec = source_process.spec(self.app, e.source, e.topic, script, budget)
-    e.proc = source_process.start(e.source, spec, script, args, e.region and e.region.fd or nil, hold)
+-- Starts every source's process, held: each gets ready (its script, class
+-- and producer) but runs only after release_all. The app starts them first
+-- and releases them once it is ready (its topics, clients and state made,
+-- its first partitions assigned), so that their start overlaps the app's.
+-- Every spec is built first: a field that cannot travel raises before any
+-- process starts.
+function Supervisor:start_all(script, args)
+  local specs = {}
+  for i, e in ipairs(self.entries) do
+    specs[i] = source_process.spec(self.app, e.source, e.topic, script, e.region and flow_control.BUDGET or nil)
+  end
+  for i, e in ipairs(self.entries) do
+    e.proc = source_process.start(e.source, specs[i], script, args, e.region and e.region.fd or nil, true)
     e.pid = e.proc:pid()
-    log.info("%s started (pid %d)%s, producing to topic '%s'", source_mod.describe(e.source), e.pid,
-      hold and ", held until the first assignment" or "", e.topic.name)
+    log.info("%s started (pid %d), held until the app is ready, producing to topic '%s'",
+      source_mod.describe(e.source), e.pid, e.topic.name)
   end
 end
 

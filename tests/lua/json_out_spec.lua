@@ -92,6 +92,23 @@ describe("json_out", function()
     assert.are.equal(0, n)
   end)
 
+  it("writes plain tables whose keys change from message to message, each as the C encoder writes it", function()
+    -- Each depth remembers the last plain object's keys and tries them on
+    -- the next: a repeat, fewer or more keys, another set, keys whose joined
+    -- text is another set's ("a\0b" against "a", "b"), arrays, nested
+    -- objects of changing shapes, values it hands to the C encoder.
+    local sequence = {
+      { n = 1 }, { n = 2 }, { n = 3, m = 4 }, { m = 5 }, {}, { n = 6 }, { 1, 2 }, { n = 7 },
+      { ["a\0b"] = 1 }, { a = 1, b = 2 }, { ["a\0b"] = 3 }, { a = 4, b = 5 },
+      { p = { x = 1 } }, { p = { x = 2, y = 3 } }, { p = { y = 4 } }, { p = { 1, 2 } }, { p = { x = 5 } },
+      { n = 8, [1] = 9 }, { n = 9 }, { n = null }, { n = "str" }, { n = { n = { n = 1 } } }, { n = 10 },
+      { n = 11, f = print }, { n = 12 }, { n = print }, { n = 13 },
+    }
+    for round = 1, 3 do
+      for i, v in ipairs(sequence) do assert_same(v, string.format("round %d, value %d", round, i)) end
+    end
+  end)
+
   it("hands the C encoder what it does not take, which writes it or reports the error with its path", function()
     local cycle = { a = 1 }
     cycle.self = cycle

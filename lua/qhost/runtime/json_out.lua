@@ -237,30 +237,6 @@ local function key_counts(t, keys)
   return count, nstr, maxi
 end
 
--- For put_plain, per depth: an array its keys are gathered in, reused
--- (entries past the current count are stale, never read).
-local plain_keys = {}
-
--- A table without a remembered order: an array when its keys are exactly
--- 1..n, else an object with its keys sorted.
-local function put_plain(t, depth)
-  local keys = plain_keys[depth]
-  if keys == nil then keys = {}; plain_keys[depth] = keys end
-  local count, nstr, maxi = key_counts(t, keys)
-  if count == nil then return false end
-  if count == 0 then out:put("{}") return true end
-  if nstr == 0 then
-    if maxi ~= count then return false end
-    return put_array(t, count, depth)
-  end
-  if nstr ~= count then return false end
-  sort_keys(keys, nstr)
-  out:put("{")
-  if not put_members(t, keys, nstr, true, depth) then return false end
-  out:put("}")
-  return true
-end
-
 -- For each key list key_shape can check (a remembered order, or one
 -- widened): a writer of the objects holding exactly its keys, straight-line
 -- code written for it (loadstring) that the JIT compiles into the caller's
@@ -290,6 +266,63 @@ local function put_shape(t, keys, depth)
     if writer then return writer(t, depth) end
   end
   return nil
+end
+
+-- For put_plain, per depth: an array its keys are gathered in, reused
+-- (entries past the current count are stale, never read).
+local plain_keys = {}
+
+-- For put_plain, per depth: the sorted keys of the last object written
+-- there, tried first by put_shape. A source or a pipeline building its
+-- values with a table constructor makes the same keys message after
+-- message; put_shape's straight-line check and writer stay in the caller's
+-- trace, where key_counts' loop over next ends it ("inner loop in root
+-- trace": a source's whole run loop then ran in the interpreter). The lists
+-- are interned by their keys, so that each set of keys gets its check and
+-- writer made once, up to MAX_PLAIN_SHAPES sets.
+local plain_shapes = {}
+local interned_shapes, interned_count = {}, 0
+local MAX_PLAIN_SHAPES = 256
+local MAX_SHAPE_KEYS = 32
+
+local function remember_shape(keys, n, depth)
+  if n > MAX_SHAPE_KEYS then return end
+  -- (two lists may share a text when keys hold "\0": the shape's exact
+  -- check then fails for the other's objects, which take the slow path)
+  local text = table.concat(keys, "\0", 1, n)
+  local shape = interned_shapes[text]
+  if shape == nil then
+    if interned_count >= MAX_PLAIN_SHAPES then return end
+    shape = { unpack(keys, 1, n) }
+    interned_shapes[text], interned_count = shape, interned_count + 1
+  end
+  plain_shapes[depth] = shape
+end
+
+-- A table without a remembered order: an array when its keys are exactly
+-- 1..n, else an object with its keys sorted.
+local function put_plain(t, depth)
+  local shape = plain_shapes[depth]
+  if shape then
+    local done = put_shape(t, shape, depth)
+    if done ~= nil then return done end
+  end
+  local keys = plain_keys[depth]
+  if keys == nil then keys = {}; plain_keys[depth] = keys end
+  local count, nstr, maxi = key_counts(t, keys)
+  if count == nil then return false end
+  if count == 0 then out:put("{}") return true end
+  if nstr == 0 then
+    if maxi ~= count then return false end
+    return put_array(t, count, depth)
+  end
+  if nstr ~= count then return false end
+  sort_keys(keys, nstr)
+  remember_shape(keys, nstr, depth)
+  out:put("{")
+  if not put_members(t, keys, nstr, true, depth) then return false end
+  out:put("}")
+  return true
 end
 
 -- An object whose metatable remembers its key order: by the writer of the

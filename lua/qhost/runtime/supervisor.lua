@@ -16,13 +16,13 @@ Supervisor.__index = Supervisor
 function supervisor.new(app, entries)
   local list = {}
   for i, e in ipairs(entries) do list[i] = { source = e.source, topic = e.topic, region = e.region } end
-  return setmetatable({ app = app, entries = list, started = false }, Supervisor)
+  return setmetatable({ app = app, entries = list }, Supervisor)
 end
 
 -- Starts every source's process, held: each gets ready (its script, class
 -- and producer) but runs only after release_all. The app starts them first
--- and releases them once it is ready (its topics, clients and state made,
--- its first partitions assigned), so that their start overlaps the app's.
+-- and releases them once nothing they produce can be missed (see
+-- qhost.runtime.loop), so that their start overlaps the app's.
 -- Every spec is built first: a field that cannot travel raises before any
 -- process starts.
 function Supervisor:start_all(script, args)

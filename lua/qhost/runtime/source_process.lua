@@ -89,13 +89,13 @@ end
 
 -- Spawns the child: `qhost run <script> <args>` (the script only matters
 -- when the class lives in it), sharing `share_fd` (the flow control region)
--- when given; held (`hold`), it waits for proc:release() before setup and
--- run. Returns the spawn handle or raises.
-function M.start(src, spec_text, script, args, share_fd, hold)
+-- when given. It is held: it gets ready, then waits for proc:release()
+-- before setup and run. Returns the spawn handle or raises.
+function M.start(src, spec_text, script, args, share_fd)
   local argv = { host.exe, "run", script or "-" }
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
   local proc, err = spawn.start{ argv = argv, env = {}, spec = spec_text, stdin_null = true, share_fd = share_fd,
-    hold = hold or false }
+    hold = true }
   if not proc then
     error(string.format("%s: cannot start its process: %s", source_mod.describe(src), err), 0)
   end

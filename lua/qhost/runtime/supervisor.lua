@@ -31,7 +31,7 @@ function Supervisor:start_all(script, args)
     specs[i] = source_process.spec(self.app, e.source, e.topic, script, e.region and flow_control.BUDGET or nil)
   end
   for i, e in ipairs(self.entries) do
-    e.proc = source_process.start(e.source, specs[i], script, args, e.region and e.region.fd or nil, true)
+    e.proc = source_process.start(e.source, specs[i], script, args, e.region and e.region.fd or nil)
     e.pid = e.proc:pid()
     log.info("%s started (pid %d), held until the app is ready, producing to topic '%s'",
       source_mod.describe(e.source), e.pid, e.topic.name)

@@ -4,6 +4,8 @@
  *                                         field_size_limit = 131072 })
  *   local fields, line = r:read_row()   -- nil at EOF; nil, err if malformed
  *   local json, err = r:row_json(header, fields, line)
+ *   local json, line = r:read_json(header)   -- a row straight to its JSON text
+ *   r:set_header(header); r:ptr()     -- then qh_ffi_csv_next_json per row
  *   r:close()
  *
  * libcsv pushes fields and records through callbacks for whatever bytes it
@@ -572,10 +574,33 @@ nomem:
     return luaL_error(L, "row_json: out of memory");
 }
 
+/* Writes the JSON text of row (use_header's header) into r->json. Returns
+ * QH_JSON_OK, or QH_JSON_ENOMEM, or -1 with the row's fault in msg (more
+ * fields than the header names, a field not UTF-8). */
+static int row_to_json(csv_reader *r, const row_ref *row, char *msg, size_t msglen)
+{
+    if (row->n > r->nheader) {
+        snprintf(msg, msglen, "row has %zu fields, header has %zu", row->n, r->nheader);
+        return -1;
+    }
+    qh_buf *b = &r->json;
+    b->len = 0;
+    if (qh_buf_put(b, "{", 1) != 0) return QH_JSON_ENOMEM;
+    for (size_t i = 0; i < r->nheader; i++) {
+        const field_ref *f = i < row->n ? &r->fields[row->first + i] : NULL;
+        int rc = put_member(r, i, f ? (r->bytes.data ? r->bytes.data + f->off : "") : NULL, f ? f->len : 0);
+        if (rc == QH_JSON_EUTF8) {
+            snprintf(msg, msglen, "invalid UTF-8 in field %zu", i + 1);
+            return -1;
+        }
+        if (rc != QH_JSON_OK) return QH_JSON_ENOMEM;
+    }
+    return qh_buf_put(b, "}", 1) == 0 ? QH_JSON_OK : QH_JSON_ENOMEM;
+}
+
 /* reader:read_json(header) -> json, line | nil (EOF) | nil, err: the next
  * row straight as the JSON text row_json(header, fields) would make of it,
- * without its fields ever becoming Lua strings (for a CSVSource without
- * extractors, this is the whole per-row work). */
+ * without its fields ever becoming Lua strings. */
 static int l_read_json(lua_State *L)
 {
     csv_reader *r = check_reader(L);
@@ -593,33 +618,77 @@ static int l_read_json(lua_State *L)
     int rc = use_header(L, r, 2, "read_json");
     if (rc) return rc;
     char msg[128];
-    if (row->n > r->nheader) {
-        snprintf(msg, sizeof msg, "row has %zu fields, header has %zu", row->n, r->nheader);
-        return push_row_err(L, r, row->line, msg);
-    }
-    qh_buf *b = &r->json;
-    b->len = 0;
-    if (qh_buf_put(b, "{", 1) != 0) goto nomem;
-    for (size_t i = 0; i < r->nheader; i++) {
-        const field_ref *f = i < row->n ? &r->fields[row->first + i] : NULL;
-        rc = put_member(r, i, f ? (r->bytes.data ? r->bytes.data + f->off : "") : NULL, f ? f->len : 0);
-        if (rc == QH_JSON_EUTF8) {
-            snprintf(msg, sizeof msg, "invalid UTF-8 in field %zu", i + 1);
-            return push_row_err(L, r, row->line, msg);
-        }
-        if (rc != QH_JSON_OK) goto nomem;
-    }
-    if (qh_buf_put(b, "}", 1) != 0) goto nomem;
-    lua_pushlstring(L, b->data, b->len);
+    rc = row_to_json(r, row, msg, sizeof msg);
+    if (rc < 0) return push_row_err(L, r, row->line, msg);
+    if (rc != QH_JSON_OK) return luaL_error(L, "read_json: out of memory");
+    lua_pushlstring(L, r->json.data, r->json.len);
     lua_pushinteger(L, (lua_Integer)row->line);
     return 2;
-nomem:
-    return luaL_error(L, "read_json: out of memory");
+}
+
+/* reader:set_header(header) -> true | nil, err: the header the FFI's
+ * qh_ffi_csv_next_json writes rows by (as read_json's). */
+static int l_set_header(lua_State *L)
+{
+    csv_reader *r = check_reader(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int rc = use_header(L, r, 2, "set_header");
+    if (rc) return rc;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* reader:ptr() -> the reader as a light userdata, for the FFI calls below
+ * (valid while the reader object lives). */
+static int l_ptr(lua_State *L)
+{
+    lua_pushlightuserdata(L, check_reader(L));
+    return 1;
+}
+
+/* For the FFI (a CSVSource's run loop, compiled whole by the JIT): the
+ * next row as read_json's text, in the reader's buffer (valid until the
+ * next call), its length in *len; NULL at the end of the file or on an
+ * error, which qh_ffi_csv_error then returns (a row's fault is sticky here:
+ * every later call returns NULL). No Lua string is made per row. */
+const char *qh_ffi_csv_next_json(csv_reader *r, size_t *len)
+{
+    if (r->failed) return NULL;
+    if (r->fd < 0) {
+        set_err(r, 0, "read after close");
+        return NULL;
+    }
+    if (!r->header_id) {
+        set_err(r, 0, "no header set (set_header)");
+        return NULL;
+    }
+    const row_ref *row = next_row(r);
+    if (!row) return NULL;
+    char msg[128];
+    int rc = row_to_json(r, row, msg, sizeof msg);
+    if (rc < 0) {
+        set_err(r, row->line, "%s", msg);
+        return NULL;
+    }
+    if (rc != QH_JSON_OK) {
+        set_err(r, row->line, "out of memory");
+        return NULL;
+    }
+    *len = r->json.len;
+    return r->json.data;
+}
+
+/* Why qh_ffi_csv_next_json returned NULL: the error, or NULL at the end. */
+const char *qh_ffi_csv_error(const csv_reader *r)
+{
+    return r->failed ? r->err : NULL;
 }
 
 static const luaL_Reg reader_methods[] = {
     { "read_row", l_read_row },
     { "read_json", l_read_json },
+    { "set_header", l_set_header },
+    { "ptr", l_ptr },
     { "row_json", l_row_json },
     { "close", l_close },
     { NULL, NULL },

@@ -15,9 +15,18 @@
 #ifndef QH_CSV_H
 #define QH_CSV_H
 
+#include <stddef.h>
+
 #include <lua.h>
 
 /* luaopen-style: pushes the module table. */
 int qh_csv_open(lua_State *L);
+
+/* For the FFI (a CSVSource's run loop): the next row's JSON text in the
+ * reader's buffer, or NULL at the end or on an error, which
+ * qh_ffi_csv_error returns (NULL at the end). See csv.c. */
+struct csv_reader;
+const char *qh_ffi_csv_next_json(struct csv_reader *r, size_t *len);
+const char *qh_ffi_csv_error(const struct csv_reader *r);
 
 #endif

@@ -45,6 +45,22 @@ static const char *lua_helpers =
     "  end\n"
     "  r:close()\n"
     "  return table.concat(out, '\\n')\n"
+    "end\n"
+    "local ffi = require('ffi')\n"
+    "ffi.cdef[[\n"
+    "typedef struct csv_reader qh_csv_reader;\n"
+    "const char *qh_ffi_csv_next_json(qh_csv_reader *r, size_t *len);\n"
+    "const char *qh_ffi_csv_error(const qh_csv_reader *r);\n"
+    "]]\n"
+    "local len = ffi.new('size_t[1]')\n"
+    "-- ffi_json(r): the next row's JSON text by the FFI way, or nil, err\n"
+    "-- (nil, nil at the end)\n"
+    "function ffi_json(r)\n"
+    "  local ptr = ffi.cast('qh_csv_reader *', r:ptr())\n"
+    "  local text = ffi.C.qh_ffi_csv_next_json(ptr, len)\n"
+    "  if text ~= nil then return ffi.string(text, len[0]) end\n"
+    "  local err = ffi.C.qh_ffi_csv_error(ptr)\n"
+    "  return nil, err ~= nil and ffi.string(err) or nil\n"
     "end\n";
 
 static lua_State *new_state(void)
@@ -384,10 +400,45 @@ TEST(read_json)
     lua_close(L);
 }
 
+/* The FFI way (a CSVSource without extractors): set_header, then
+ * qh_ffi_csv_next_json per row gives read_json's text without a Lua string
+ * per row; the end is NULL with no error, an error is sticky, and a header
+ * that cannot be JSON is refused by set_header itself. */
+TEST(ffi_next_json)
+{
+    lua_State *L = new_state();
+    WRITE("fj.csv", "a,b,c\n1,\"x \"\"q\"\"\",\n2\n\"multi\nline\",\xc3\xa9,3\n");
+    CHECK_EQ_STR(th_run(L, "local a, b = csvreader.open('fj.csv'), csvreader.open('fj.csv') "
+                        "local ha, hb = a:read_row(), b:read_row() assert(b:set_header(hb)) "
+                        "local out = {} "
+                        "for i = 1, 4 do local x, y, err = a:read_json(ha), ffi_json(b) "
+                        "if x ~= y or err then return 'row ' .. i .. ': ' .. tostring(y) .. ' ' .. tostring(err) end "
+                        "out[#out + 1] = tostring(y) end return table.concat(out, '\\n')"),
+                 "{\"a\":\"1\",\"b\":\"x \\\"q\\\"\",\"c\":\"\"}\n"
+                 "{\"a\":\"2\",\"b\":null,\"c\":null}\n"
+                 "{\"a\":\"multi\\nline\",\"b\":\"\xc3\xa9\",\"c\":\"3\"}\nnil");
+    /* errors: sticky, with file and line; no header; after close */
+    WRITE("fe.csv", "a,b\n1,2\n3,4,5\n6,7\n");
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('fe.csv') r:set_header(r:read_row()) "
+                        "local x = ffi_json(r) local y, e1 = ffi_json(r) local z, e2 = ffi_json(r) "
+                        "return x, y, e1, z, e2"),
+                 "{\"a\":\"1\",\"b\":\"2\"}|nil|fe.csv:3: row has 3 fields, header has 2|nil|"
+                 "fe.csv:3: row has 3 fields, header has 2");
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('fe.csv') r:read_row() return ffi_json(r)"),
+                 "nil|fe.csv: no header set (set_header)");
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('fe.csv') r:set_header(r:read_row()) r:close() "
+                        "return ffi_json(r)"),
+                 "nil|fe.csv: read after close");
+    CHECK_EQ_STR(th_run(L, "local r = csvreader.open('fe.csv') return r:set_header({ 'a', '\\255' })"),
+                 "nil|fe.csv: invalid UTF-8 in header column 2");
+    lua_close(L);
+}
+
 /* CSVSource turns rows into JSON with read_json, or with read_row and
- * row_json when it has extractors: a bad file must fail the same way both
- * ways (found by tests/fuzz/fuzz_csv): the row (end, malformed CSV), then
- * the header, the number of fields, each field. */
+ * row_json when it has extractors, or by the FFI way (when set_header takes
+ * the header; else read_json): a bad file must fail the same way every way
+ * (found by tests/fuzz/fuzz_csv): the row (end, malformed CSV), then the
+ * header, the number of fields, each field. */
 TEST(json_errors_alike_both_ways)
 {
     static const struct { const char *file, *err; } cases[] = {
@@ -406,17 +457,23 @@ TEST(json_errors_alike_both_ways)
     CHECK_EQ_STR(th_run(L, "local a, b = csvreader.open('bad.csv'), csvreader.open('bad.csv') "
                         "local ha, hb = a:read_row(), b:read_row() "
                         "return a:read_row(), b:read_json(hb)"), "nil|nil");
+    WRITE("good.csv", "a,b\n");
+    CHECK_EQ_STR(th_run(L, "local c = csvreader.open('good.csv') c:set_header(c:read_row()) return ffi_json(c)"),
+                 "nil|nil");
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         CHECK_EQ_INT(th_write_file("bad.csv", cases[i].file, strlen(cases[i].file), 0644), 0);
         char want[256];
-        snprintf(want, sizeof want, "nil|%s|nil|%s", cases[i].err, cases[i].err);
-        CHECK_EQ_STR(th_run(L, "local a, b = csvreader.open('bad.csv'), csvreader.open('bad.csv') "
-                            "local ha, hb = a:read_row(), b:read_row() "
+        snprintf(want, sizeof want, "nil|%s|nil|%s|nil|%s", cases[i].err, cases[i].err, cases[i].err);
+        CHECK_EQ_STR(th_run(L, "local a, b, c = csvreader.open('bad.csv'), csvreader.open('bad.csv'), "
+                            "csvreader.open('bad.csv') "
+                            "local ha, hb, hc = a:read_row(), b:read_row(), c:read_row() "
                             "local f, line = a:read_row() "
                             "local x, xerr = nil, line "
                             "if f then x, xerr = a:row_json(ha, f, line) end "
                             "local y, yerr = b:read_json(hb) "
-                            "return x, xerr, y, yerr"), want);
+                            "local z, zerr "
+                            "if c:set_header(hc) then z, zerr = ffi_json(c) else z, zerr = c:read_json(hc) end "
+                            "return x, xerr, y, yerr, z, zerr"), want);
     }
     lua_close(L);
 }
@@ -436,6 +493,7 @@ int main(void)
     RUN(long_rows_span_chunks);
     RUN(field_size_limit);
     RUN(read_json);
+    RUN(ffi_next_json);
     RUN(reads_from_a_pipe);
     RUN(row_json);
     RUN(json_errors_alike_both_ways);

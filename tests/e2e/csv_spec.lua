@@ -88,6 +88,41 @@ describe("CSVSource #" .. H.mode, function()
     assert.truthy(r.stderr:find("data.csv:3:", 1, true), r.stderr)
   end)
 
+  -- Rows without extractors go from the reader's buffer to the producer
+  -- without a Lua string; a bad field or header still ends the run naming
+  -- file, line and column.
+  it("ends with an error naming the file, line and column of a field or header that is not UTF-8", function()
+    local _, r = run_csv("a,b\n1,2\n3,\255\n5,6\n", nil, 1)
+    assert.are_not.equal(0, r.code)
+    assert.truthy(r.stderr:find("data.csv:3: invalid UTF-8 in field 2", 1, true), r.stderr)
+    local _, hr = run_csv("a,\255\n1,2\n", nil, 1)
+    assert.are_not.equal(0, hr.code)
+    assert.truthy(hr.stderr:find("data.csv: invalid UTF-8 in header column 2", 1, true), hr.stderr)
+  end)
+
+  it("hands each row's JSON text to the produce of a subclass that has its own", function()
+    local dir = H.tmpdir()
+    local name = H.unique("sub")
+    H.write(dir .. "/data.csv", "a,b\n1,x\n22,yy\n")
+    H.write(dir .. "/app.lua", string.format([[
+      local qhost = require("qhost")
+      local Keyed = qhost.sources.CSVSource:extend("Keyed")
+      function Keyed:produce(msg)
+        msg.key = type(msg.value) .. #msg.value
+        qhost.sources.Source.produce(self, msg)
+      end
+      local app = qhost.Application{ consumer_group = %q, auto_offset_reset = "earliest" }
+      local sdf = app:dataframe{ source = Keyed{ path = "data.csv", name = %q } }
+      sdf:print{ pretty = false, metadata = true }
+      app:run{ count = 2, timeout = 20 }
+    ]], name, name))
+    local r = H.run(dir, "app.lua")
+    assert.are.equal(0, r.code, r.stderr)
+    local rows = H.json_lines(r.stdout)
+    assert.are.same({ "string17", "string19" }, { rows[1].key, rows[2].key })
+    assert.are.same({ a = "22", b = "yy" }, rows[2].value)
+  end)
+
   -- librdkafka took a timestamp of 0 or less as "now" and cut fractions;
   -- a table key was written as "table: 0x...".
   it("ends with an error naming file and line of a timestamp or key the extractors cannot give", function()

@@ -1,7 +1,9 @@
 /* fuzz_csv.c: libFuzzer target for the CSV reader (host/csv.c over libcsv)
  * on arbitrary bytes, read the way sources/csv.lua's CSVSource reads a file:
  * the header with read_row, then every row either with read_json(header)
- * (no extractors) or with read_row and row_json (extractors).
+ * or by the FFI's qh_ffi_csv_next_json after set_header(header) (no
+ * extractors; read_json when set_header refuses the header), or with
+ * read_row and row_json (extractors).
  *
  * The first 4 input bytes choose the dialect and how the file arrives; the
  * rest is the file:
@@ -9,7 +11,7 @@
  *       (the reader must not care where reads split lines, CRLFs, the BOM)
  *   [1] delimiter  (, ; tab | space)      [2] quotechar (" ' ~)
  *   [3] field_size_limit: 0 the default, else that many bytes
- * Both ways of reading run side by side on the same file and must agree on
+ * The three ways of reading run side by side on the same file and must agree on
  * every row, line number, error and the end, up to the first error (where
  * CSVSource stops); every JSON row must decode (with qhost.codec) to the
  * fields, null for missing ones; read errors must be sticky.
@@ -45,35 +47,55 @@ ssize_t __wrap_read(int fd, void *buf, size_t count)
 
 /* check(path, opts): reads the file both ways; raises on any disagreement. */
 static const char DRIVER[] =
-    "local csvreader, codec = ...\n"
+    "local csvreader, codec, next_json, csv_error = ...\n"
+    "local ffi = require('ffi')\n"
+    "ffi.cdef('typedef struct csv_reader qh_csv_reader;')\n"
+    "next_json = ffi.cast('const char *(*)(qh_csv_reader *, size_t *)', next_json)\n"
+    "csv_error = ffi.cast('const char *(*)(const qh_csv_reader *)', csv_error)\n"
+    "local len = ffi.new('size_t[1]')\n"
+    "local function ffi_json(r)\n"
+    "  local ptr = ffi.cast('qh_csv_reader *', r:ptr())\n"
+    "  local text = next_json(ptr, len)\n"
+    "  if text ~= nil then return ffi.string(text, len[0]) end\n"
+    "  local err = csv_error(ptr)\n"
+    "  return nil, err ~= nil and ffi.string(err) or nil\n"
+    "end\n"
     "local function same(a, b, what)\n"
     "  if a ~= b then error(what .. ': ' .. tostring(a) .. ' vs ' .. tostring(b), 0) end\n"
     "end\n"
     "return function(path, opts)\n"
     "  local a = assert(csvreader.open(path, opts))\n"
     "  local b = assert(csvreader.open(path, opts))\n"
+    "  local c = assert(csvreader.open(path, opts))\n"
     "  local header, herr = a:read_row()\n"
     "  local hb, hberr = b:read_row()\n"
+    "  c:read_row()\n"
     "  same(herr, hberr, 'header errors')\n"
     "  same(header == nil, hb == nil, 'header presence')\n"
     "  if not header then\n"
     "    if herr then same(select(2, a:read_row()), herr, 'sticky header error') end\n"
-    "    a:close() b:close() return\n"
+    "    a:close() b:close() c:close() return\n"
     "  end\n"
     "  same(#header, #hb, 'header width')\n"
     "  for i = 1, #header do same(header[i], hb[i], 'header field') end\n"
     "  local unique, seen = true, {}\n"
     "  for _, name in ipairs(header) do if seen[name] then unique = false end seen[name] = true end\n"
+    "  local by_ffi = c:set_header(header)\n"
     "  local last_line = 0\n"
     "  while true do\n"
     "    local fields, line = a:read_row()\n"
     "    local json, jline = b:read_json(header)\n"
+    "    local fjson, ferr\n"
+    "    if by_ffi then fjson, ferr = ffi_json(c) else fjson, ferr = c:read_json(header) end\n"
+    "    same(fjson, json, 'FFI row JSON')\n"
+    "    if not json then same(ferr, jline, 'FFI end or error') end\n"
     "    if not fields then\n"
     "      same(json, nil, 'read_json after the end or an error')\n"
     "      same(jline, line, 'end or error')\n"
     "      if line then\n"
     "        same(select(2, a:read_row()), line, 'sticky read_row error')\n"
     "        same(select(2, b:read_json(header)), line, 'sticky read_json error')\n"
+    "        if by_ffi then same(select(2, ffi_json(c)), line, 'sticky FFI error') end\n"
     "      else\n"
     "        same(a:read_row(), nil, 'read_row after the end')\n"
     "      end\n"
@@ -98,7 +120,7 @@ static const char DRIVER[] =
     "      break  -- CSVSource stops at the first error\n"
     "    end\n"
     "  end\n"
-    "  a:close() b:close()\n"
+    "  a:close() b:close() c:close()\n"
     "end\n";
 
 static lua_State *L;
@@ -137,7 +159,9 @@ static int init(void)
     if (luaL_loadbuffer(L, DRIVER, sizeof DRIVER - 1, "=fuzz_csv") != 0) abort();
     qh_csv_open(L);
     qh_codec_open(L);
-    lua_call(L, 2, 1);
+    lua_pushlightuserdata(L, (void *)qh_ffi_csv_next_json);
+    lua_pushlightuserdata(L, (void *)qh_ffi_csv_error);
+    lua_call(L, 4, 1);
     check_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     memfd = memfd_create("fuzz_csv", MFD_CLOEXEC);
     if (memfd < 0) abort();

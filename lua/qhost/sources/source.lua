@@ -173,10 +173,6 @@ local function stopped_with_full_queue(self, err)
   end
 end
 
--- self:produce{ value, key, headers, partition, timestamp }: value and key
--- are bytes (strings). Raises on a bad message, or when this message cannot
--- be queued; and, this message queued, on an earlier message's failed
--- delivery (Quix raises it at the next produce).
 -- Why a message timestamp is not one (Kafka's: whole milliseconds since
 -- the epoch, not negative), or nil when it is. librdkafka would take 0 or
 -- less as "now", and cut a fraction off, silently.
@@ -195,6 +191,36 @@ local function bad_message(self, what, ...)
   error(string.format("%s: produce: " .. what, source.describe(self), ...), 3)
 end
 
+-- Queues a checked message: waits for the gate's credit (the embedded
+-- broker), produces, and raises, at the line that called the caller
+-- (level 3), when it cannot be queued or an earlier delivery failed.
+-- value_len: value is the address of that many bytes (copied by produce).
+local function send(self, producer, value, key, partition, timestamp, headers, value_len)
+  local unsent = rawget(self, "_unsent")
+  if unsent then rawset(self, "_unsent", unsent + 1); return end
+  -- On the embedded broker, wait for the app's credit (qhost.flow_control).
+  local gate = rawget(self, "_gate")
+  if gate then
+    local size = value_len and flow_size(key, nil, headers) + value_len or flow_size(key, value, headers)
+    gate:admit(size, producer)
+  end
+  local ok, err, code = producer:produce(self.producer_topic.name, value, key, partition, timestamp, headers,
+    value_len)
+  if not ok then
+    if code == clients.ERR_QUEUE_FULL and C.qh_ffi_stop_requested() > 0 then
+      stopped_with_full_queue(self, err)
+      return
+    end
+    error(source.describe(self) .. ": " .. err, 3)
+  end
+  local failures = producer:take_failures()
+  if failures then error(source.describe(self) .. ": " .. clients.describe_failures(failures), 3) end
+end
+
+-- self:produce{ value, key, headers, partition, timestamp }: value and key
+-- are bytes (strings). Raises on a bad message, or when this message cannot
+-- be queued; and, this message queued, on an earlier message's failed
+-- delivery (Quix raises it at the next produce).
 function Source:produce(msg)
   local producer = producer_of(self)
   if msg.value ~= nil and type(msg.value) ~= "string" then
@@ -215,21 +241,15 @@ function Source:produce(msg)
     local problem = clients.headers_problem(msg.headers)
     if problem then bad_message(self, "headers %s", problem) end
   end
-  local unsent = rawget(self, "_unsent")
-  if unsent then rawset(self, "_unsent", unsent + 1); return end
-  -- On the embedded broker, wait for the app's credit (qhost.flow_control).
-  local gate = rawget(self, "_gate")
-  if gate then gate:admit(flow_size(msg.key, msg.value, msg.headers), producer) end
-  local ok, err, code = producer:produce(self.producer_topic.name, msg.value, msg.key,
-    msg.partition, msg.timestamp, msg.headers)
-  if not ok then
-    if code == clients.ERR_QUEUE_FULL and C.qh_ffi_stop_requested() > 0 then
-      return stopped_with_full_queue(self, err)
-    end
-    error(source.describe(self) .. ": " .. err, 2)
-  end
-  local failures = producer:take_failures()
-  if failures then error(source.describe(self) .. ": " .. clients.describe_failures(failures), 2) end
+  send(self, producer, msg.value, msg.key, partition, msg.timestamp, msg.headers)
+end
+
+-- source.produce_bytes(self, ptr, len): as self:produce{ value = <the len
+-- bytes at ptr> }, for a built-in source whose values are in a C buffer (a
+-- CSVSource's rows): no Lua string is made per message. ptr: a const char *
+-- cdata, valid until this returns (the producer copies it).
+function source.produce_bytes(self, ptr, len)
+  send(self, producer_of(self), ptr, nil, nil, nil, nil, len)
 end
 
 -- self:flush(timeout): waits for every produced message; raises with the

@@ -62,6 +62,34 @@ describe("Application", function()
     assert.are.equal("127.0.0.1:9", p["bootstrap.servers"])
     assert.are.equal(1, p["linger.ms"])
   end)
+  it("bounds a source process's producer to 30,000 queued messages unless producer_extra_config says", function()
+    -- A source faster than its broker kept librdkafka's 100,000 (45 MB).
+    local clients = require("qhost.kafka.clients")
+    local broker = require("qhost.runtime.broker")
+    local function queued_before_full(extra)
+      extra["qhost.queue.full.timeout.ms"] = 0
+      local app = qhost.Application{ producer_extra_config = extra }
+      app._broker = "127.0.0.1:1"   -- nothing listens: every message stays queued
+      local p = assert(clients.producer(broker.source_producer_config(app)))
+      local n = 0
+      while n < 100000 do
+        local ok, _, code = p:produce("t", "v", nil, 0)
+        if not ok then
+          assert.are.equal(clients.ERR_QUEUE_FULL, code)
+          break
+        end
+        n = n + 1
+      end
+      p:close()
+      return n
+    end
+    assert.are.equal(30000, queued_before_full({}))
+    assert.are.equal(40000, queued_before_full({ ["queue.buffering.max.messages"] = 40000 }))
+    -- the app's own producer keeps librdkafka's bound
+    local app = qhost.Application{}
+    app._broker = "127.0.0.1:1"
+    assert.is_nil(broker.producer_config(app)["queue.buffering.max.messages"])
+  end)
   it("gives its admin client the connection and security settings of producer_extra_config, as Quix", function()
     -- (a secured cluster refused the admin before: it had the address only)
     local app = qhost.Application{ producer_extra_config = { ["security.protocol"] = "sasl_plaintext",

@@ -67,7 +67,7 @@ function M.spec(app, src, topic, script, flow_budget)
     where = where,
     fields = fields,
     topic = { name = topic.name, opts = topic.serializer_names },
-    producer_config = broker.producer_config(app),
+    producer_config = broker.source_producer_config(app),
     -- What a source may need of the app (a StatefulSource's changelog, the
     -- KafkaReplicatorSource's checkpoints): set on it as _app_config.
     app = { consumer_group = app.consumer_group, consumer_config = broker.consumer_config(app),

@@ -245,10 +245,10 @@ end
 -- false for a list with a key that is not UTF-8.
 -- A number or string member is written in line, not by put_value: for a
 -- flat object the writer then never calls put_value, which called it
--- (recursion). A recursive call makes LuaJIT end the trace there
--- ("up-recursion") when put_value got hot before its caller's loop did,
--- which is a matter of luck per run: a source's run loop then went through
--- three traces per message instead of one, and cost a third more.
+-- (recursion). When put_value got hot before the loop calling it did (a
+-- matter of luck per run), LuaJIT ended its trace at the recursive call
+-- ("up-recursion") and each value went through three traces instead of
+-- one: encode_string of { n = i } in a loop took 99 ns against 84.
 local writers = setmetatable({}, { __mode = "k" })
 
 local function make_writer(order)

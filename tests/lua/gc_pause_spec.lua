@@ -1,6 +1,7 @@
 -- The collector's pause while an app runs (qhost.runtime.gc_pause): longer
 -- for a small heap, never more growth than its headroom, set after every
--- cycle from what survived it, and put back when the run ends.
+-- cycle from what survived it, and put back when the run ends; a source's
+-- process: shorter for a small heap.
 local gc_pause = require("qhost.runtime.gc_pause")
 
 describe("gc_pause", function()
@@ -16,6 +17,27 @@ describe("gc_pause", function()
       local growth = kb * (gc_pause.for_heap(kb) - 100) / 100
       assert.is_true(growth <= math.max(kb, 64 * 1024) + 1, tostring(kb))
     end
+  end)
+
+  it("gives a source's small heap pause 150, a heap of 4 MB or more the default", function()
+    assert.are.equal(150, gc_pause.for_source_heap(0))
+    assert.are.equal(150, gc_pause.for_source_heap(472))
+    assert.are.equal(150, gc_pause.for_source_heap(4095))
+    assert.are.equal(200, gc_pause.for_source_heap(4096))
+    assert.are.equal(200, gc_pause.for_source_heap(1024 * 1024))
+  end)
+
+  it("paces by the rule it is given, from the start and after each cycle", function()
+    local before = collectgarbage("setpause", 200)
+    local seen = {}
+    local pacing = gc_pause.start(function(kb) seen[#seen + 1] = kb; return 173 end)
+    assert.are.equal(173, collectgarbage("setpause", 173))   -- set at once
+    collectgarbage("setpause", 111)
+    collectgarbage("collect")
+    assert.are.equal(173, collectgarbage("setpause", 173))   -- and again after a cycle
+    assert.is_true(#seen >= 2 and seen[#seen] > 0, #seen .. " calls")
+    pacing:stop()
+    assert.are.equal(200, collectgarbage("setpause", before))
   end)
 
   it("sets the pause after each cycle until stopped, then puts the earlier pause back", function()

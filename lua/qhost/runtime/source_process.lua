@@ -8,6 +8,7 @@ local broker = require("qhost.runtime.broker")
 local clients = require("qhost.kafka.clients")
 local error_text = require("qhost.runtime.error_text")
 local flow_control = require("qhost.runtime.flow_control")
+local gc_pause = require("qhost.runtime.gc_pause")
 local host = require("qhost.host")
 local log = require("qhost.log")
 local source_mod = require("qhost.sources.source")
@@ -132,7 +133,10 @@ local function run_source(src)
     end
     src:run()
   end
+  -- A small heap making strings that die at once (qhost.runtime.gc_pause).
+  local pacing = gc_pause.start(gc_pause.for_source_heap)
   local ok, err = xpcall(body, error_text.traceback)
+  pacing:stop()
   local cleanup_ok, cleanup_err = xpcall(function() src:cleanup(not ok) end, error_text.traceback)
   if not ok then return err end
   if not cleanup_ok then return cleanup_err end

@@ -574,14 +574,18 @@ nomem:
     return luaL_error(L, "row_json: out of memory");
 }
 
+/* row_to_json's result for a fault of the row's own (apart from
+ * json_string.h's QH_JSON_OK and QH_JSON_ENOMEM). */
+enum { ROW_FAULT = 1 };
+
 /* Writes the JSON text of row (use_header's header) into r->json. Returns
- * QH_JSON_OK, or QH_JSON_ENOMEM, or -1 with the row's fault in msg (more
+ * QH_JSON_OK, QH_JSON_ENOMEM, or ROW_FAULT with what is wrong in msg (more
  * fields than the header names, a field not UTF-8). */
 static int row_to_json(csv_reader *r, const row_ref *row, char *msg, size_t msglen)
 {
     if (row->n > r->nheader) {
         snprintf(msg, msglen, "row has %zu fields, header has %zu", row->n, r->nheader);
-        return -1;
+        return ROW_FAULT;
     }
     qh_buf *b = &r->json;
     b->len = 0;
@@ -591,7 +595,7 @@ static int row_to_json(csv_reader *r, const row_ref *row, char *msg, size_t msgl
         int rc = put_member(r, i, f ? (r->bytes.data ? r->bytes.data + f->off : "") : NULL, f ? f->len : 0);
         if (rc == QH_JSON_EUTF8) {
             snprintf(msg, msglen, "invalid UTF-8 in field %zu", i + 1);
-            return -1;
+            return ROW_FAULT;
         }
         if (rc != QH_JSON_OK) return QH_JSON_ENOMEM;
     }
@@ -619,7 +623,7 @@ static int l_read_json(lua_State *L)
     if (rc) return rc;
     char msg[128];
     rc = row_to_json(r, row, msg, sizeof msg);
-    if (rc < 0) return push_row_err(L, r, row->line, msg);
+    if (rc == ROW_FAULT) return push_row_err(L, r, row->line, msg);
     if (rc != QH_JSON_OK) return luaL_error(L, "read_json: out of memory");
     lua_pushlstring(L, r->json.data, r->json.len);
     lua_pushinteger(L, (lua_Integer)row->line);
@@ -666,7 +670,7 @@ const char *qh_ffi_csv_next_json(csv_reader *r, size_t *len)
     if (!row) return NULL;
     char msg[128];
     int rc = row_to_json(r, row, msg, sizeof msg);
-    if (rc < 0) {
+    if (rc == ROW_FAULT) {
         set_err(r, row->line, "%s", msg);
         return NULL;
     }

@@ -31,7 +31,8 @@ local buffer = require("string.buffer")
 local codec = require("qhost.codec")
 
 local c_encode_out = require("qhost.runtime.json_at").json_encode_out
-local exact_check = require("qhost.runtime.key_shape").exact_check
+local key_shape = require("qhost.runtime.key_shape")
+local exact_check = key_shape.exact_check
 
 ffi.cdef[[
 size_t qh_json_number_format(char *out, double d);
@@ -293,10 +294,9 @@ local plain_keys = {}
 local plain_shapes = {}
 local interned_shapes, interned_count = {}, 0
 local MAX_PLAIN_SHAPES = 256
-local MAX_SHAPE_KEYS = 32
 
 local function remember_shape(keys, n, depth)
-  if n > MAX_SHAPE_KEYS then return end
+  if n > key_shape.MAX_KEYS then return end   -- put_shape could not check it
   -- (two lists may share a text when keys hold "\0": the shape's exact
   -- check then fails for the other's objects, which take the slow path)
   local text = table.concat(keys, "\0", 1, n)

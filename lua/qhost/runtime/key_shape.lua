@@ -15,6 +15,7 @@
 local key_shape = {}
 
 local MAX_KEYS = 32
+key_shape.MAX_KEYS = MAX_KEYS
 
 local checks = setmetatable({}, { __mode = "k" })
 

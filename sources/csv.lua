@@ -139,6 +139,12 @@ function CSVSource:run()
     column_of[name] = i
   end
 
+  -- The next row as a message (value, key, timestamp, or nil at the end),
+  -- and how it is produced (by the source's produce, but for one way).
+  local next_message
+  local produce_row = function(value, key, timestamp)
+    self:produce{ value = value, key = key, timestamp = timestamp }
+  end
   -- Nothing needs the fields one by one: each row goes from libcsv's
   -- buffer to its JSON text and to the producer without becoming a Lua
   -- string (interning and collecting one per row was a sixth of the
@@ -149,27 +155,19 @@ function CSVSource:run()
     local ptr = ffi.cast("qh_csv_reader *", reader:ptr())
     local len = ffi.new("size_t[1]")
     local produce_bytes = source.produce_bytes
-    while self.running do
+    next_message = function()
       local value = C.qh_ffi_csv_next_json(ptr, len)
-      if value == nil then
-        local err = C.qh_ffi_csv_error(ptr)
-        if err ~= nil then
-          err = ffi.string(err)
-          reader:close()
-          fail(err)
-        end
-        break
+      if value ~= nil then return value end
+      local err = C.qh_ffi_csv_error(ptr)
+      if err ~= nil then
+        err = ffi.string(err)
+        reader:close()
+        fail(err)
       end
-      produce_bytes(self, value, tonumber(len[0]))
-      if delay > 0 then host.sleep_unless_stopped(delay) end   -- a stop cuts it short
+      return nil   -- (a NULL pointer is no nil to `not`)
     end
-    reader:close()
-    return
-  end
-
-  -- The next row as a message: value, key, timestamp, or nil at the end.
-  local next_message
-  if not key_of and not timestamp_of then
+    produce_row = function(value) produce_bytes(self, value, tonumber(len[0])) end
+  elseif not key_of and not timestamp_of then
     next_message = function()
       local value, err = reader:read_json(header)
       if not value and err then fail(err) end
@@ -210,7 +208,7 @@ function CSVSource:run()
   while self.running do
     local value, key, timestamp = next_message()
     if not value then break end
-    self:produce{ value = value, key = key, timestamp = timestamp }
+    produce_row(value, key, timestamp)
     if delay > 0 then host.sleep_unless_stopped(delay) end   -- a stop cuts it short
   end
   reader:close()

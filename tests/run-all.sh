@@ -61,18 +61,28 @@ add_tap_log() {
   grep -E -A12 '^not ok' "$1" | head -n 200 >&2 || true
 }
 
+# The end-to-end tests' folders (tests/e2e/helper.lua H.tmpdir) go under a
+# folder of the run's own, removed when all its tests passed and kept (its
+# path printed) for a look at a failure.
 busted_run() {  # busted_run LOG QHOST_BIN SPEC_DIR [env...]
-  local log=$1 bin=$2 dir=$3 pids=$LOGS/started-pids
+  local log=$1 bin=$2 dir=$3 pids=$LOGS/started-pids tmp
   shift 3
   : >"$pids"
-  env "$@" QHOST_BIN="$bin" QHOST_TEST_PIDS="$pids" "$ROOT/build/qhost" lua /usr/bin/busted -o TAP \
-    --lpath="$ROOT/tests/e2e/?.lua;$ROOT/tests/lua/?.lua" "$dir" >"$log" 2>&1
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/qhost-tests.XXXXXX")
+  env "$@" QHOST_BIN="$bin" QHOST_TEST_PIDS="$pids" QHOST_TEST_TMP="$tmp" "$ROOT/build/qhost" lua /usr/bin/busted \
+    -o TAP --lpath="$ROOT/tests/e2e/?.lua;$ROOT/tests/lua/?.lua" "$dir" >"$log" 2>&1
+  local failed_before=$failed
   add_tap_log "$log"
   # A failed test may leave its app running: end the ones the tests started.
   local pid
   while read -r pid; do
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
   done <"$pids"
+  if [ "$failed" -eq "$failed_before" ]; then
+    rm -rf "$tmp"
+  else
+    echo "  the failed run's test folders: $tmp" >&2
+  fi
   return 0
 }
 

@@ -38,16 +38,34 @@ function H.write(path, text)
   f:close()
 end
 
--- A fresh folder for one test; unique names for topics on a shared broker.
-local counter = 0
+-- A fresh folder for one test, under QHOST_TEST_TMP when set: the test
+-- runner (tests/run-all.sh) gives each busted run a folder of its own and
+-- removes it when every test passed.
 function H.tmpdir()
-  local dir = H.exec("mktemp -d /tmp/qhost-e2e.XXXXXX"):gsub("%s+$", "")
+  local base = os.getenv("QHOST_TEST_TMP") or os.getenv("TMPDIR") or "/tmp"
+  local dir = H.exec("mktemp -d " .. sh_quote(base .. "/qhost-e2e.XXXXXX")):gsub("%s+$", "")
   return dir
 end
 
+-- 8 hex digits of this process's own: LuaJIT's math.random starts from the
+-- same seed in every process (and specs reseed it for repeatable data), so
+-- names made from it repeat across test processes started in the same
+-- second, which then read each other's topics on a shared Kafka.
+function H.process_token()
+  local f = io.open("/dev/urandom", "rb")
+  local bytes = f and f:read(4)
+  if f then f:close() end
+  if not bytes or #bytes < 4 then error("tests/e2e/helper.lua: cannot read /dev/urandom") end
+  return string.format("%02x%02x%02x%02x", bytes:byte(1, 4))
+end
+
+-- A name for topics and groups no other test, test process or earlier run
+-- on the same broker uses.
+local token = H.process_token()
+local counter = 0
 function H.unique(prefix)
   counter = counter + 1
-  return string.format("%s-%d-%d-%d", prefix, os.time(), math.random(1, 1e9), counter)
+  return string.format("%s-%d-%s-%d", prefix, os.time(), token, counter)
 end
 
 -- Runs `qhost run script args` in dir, waiting up to `timeout` seconds

@@ -83,13 +83,9 @@ function L.eventually(fn, timeout)
   return fn() and true or false
 end
 
-local counter = 0
 -- A name no earlier run used, for topics and groups on a broker that may
--- hold older runs' data.
-function L.unique(prefix)
-  counter = counter + 1
-  return string.format("%s-%d-%d-%d", prefix, os.time(), math.random(1, 1e6), counter)
-end
+-- hold older runs' data (tests/e2e/helper.lua's).
+L.unique = require("helper").unique
 
 -- key=value arguments of an app, in a stable order.
 local function app_args(args)

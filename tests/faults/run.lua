@@ -15,7 +15,7 @@
 -- when none failed. QHOST_BIN: the qhost binary the apps run with (default
 -- build/qhost).
 local here = arg[0]:match("^(.*)/[^/]+$") or "."
-package.path = here .. "/?.lua;" .. package.path
+package.path = here .. "/?.lua;" .. here .. "/../e2e/?.lua;" .. package.path
 local L = require("lib")
 local host = require("qhost.host")
 -- librdkafka's warnings in the harness itself (an admin handle told its

@@ -11,13 +11,9 @@ local BROKER = os.getenv("QHOST_BROKER")
 if BROKER == "" then BROKER = nil end
 
 local mock, boot
-local counter = 0
 
 -- A topic name no other test (or earlier run on a real Kafka) uses.
-local function unique(prefix)
-  counter = counter + 1
-  return string.format("%s-%d-%d-%d", prefix, os.time(), math.random(1, 1e9), counter)
-end
+local unique = require("helper").unique
 
 local function create_topic(name, partitions)
   if mock then return assert(mock:create_topic(name, partitions)) end

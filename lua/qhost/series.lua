@@ -36,8 +36,10 @@ local function describe(x)
 end
 
 -- series.col(name) -> Series of value[name]
--- A missing field reads as nil (so isnull/notnull/eq work on it); the
--- operations that need a value say which column was missing.
+-- A missing field is an error of the message, as Quix's ColumnDoesNotExist:
+-- a misspelt column fails loudly instead of reading as null (a field set to
+-- qhost.json.null is there: isnull is true for it). sdf:contains(name)
+-- tests whether a field is there.
 function series.col(name)
   if type(name) ~= "string" and type(name) ~= "number" then
     argcheck.fail("StreamingDataFrame:col expects a column name, got %s", type(name))
@@ -47,7 +49,11 @@ function series.col(name)
     if type(value) ~= "table" then
       error(string.format("col(%s) (%s): the value is a %s, not a table", describe(name), where, type(value)), 0)
     end
-    return value[name]
+    local x = value[name]
+    if x == nil then
+      error(string.format("col(%s) (%s): the value has no field %s", describe(name), where, describe(name)), 0)
+    end
+    return x
   end, "col(" .. describe(name) .. ")", where)
 end
 

@@ -445,7 +445,12 @@ function SDF:test(value, opts)
   if opts.metadata then
     leaf = function(v, k, ts, h) outputs[#outputs + 1] = { value = v, key = k, timestamp = ts, headers = h } end
   else
-    leaf = function(v) outputs[#outputs + 1] = v end
+    -- A Lua list cannot hold nil: an output of nil (an apply that returned
+    -- nothing; Quix's None, which its test lists) is listed as null.
+    leaf = function(v)
+      if v == nil then v = codec.null end
+      outputs[#outputs + 1] = v
+    end
   end
   local table_printer
   local rt = {

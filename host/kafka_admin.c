@@ -1,7 +1,7 @@
 /* kafka_admin.c: the admin client of `qhost.kafka` (kafka_internal.h):
  * kafka.admin(config) and its methods partitions (a topic's partition count
  * from metadata), create_topics (entries checked before anything is sent)
- * and watermarks (asked of the broker), over a handle of its own, so its
+ * and watermarks and end_offsets (asked of the broker), over a handle of its own, so its
  * requests never wait behind a consumer's fetch. The handle is of the
  * consumer type, never assigned (it fetches nothing), because the
  * isolation.level it is given decides what watermarks answers for the end
@@ -247,6 +247,53 @@ static int l_admin_watermarks(lua_State *L)
     return 2;
 }
 
+/* admin:end_offsets(topic, { partition, ... }, timeout_s) -> ends, failures
+ * | nil, err: the end of each listed partition (the high watermark or the
+ * last stable offset, as watermarks) in one ListOffsets request per leader
+ * (rd_kafka_offsets_for_times with END as the time), not a round trip per
+ * partition. ends: { [partition] = offset } of those that answered;
+ * failures: { [partition] = err } of the others (a leader not known yet,
+ * not ready). nil, err: no partition asked (e.g. no leader found in time). */
+static int l_admin_end_offsets(lua_State *L)
+{
+    qh_admin *a = check_admin(L);
+    const char *topic = luaL_checkstring(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    int ms = qh_kafka_timeout_arg(L, 4, 10.0);
+    int n = (int)lua_objlen(L, 3);
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(n > 0 ? n : 1);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, 3, i);
+        lua_Integer p = lua_tointeger(L, -1);
+        int ok = lua_type(L, -1) == LUA_TNUMBER && p >= 0 && p <= INT32_MAX && (lua_Number)p == lua_tonumber(L, -1);
+        lua_pop(L, 1);
+        if (!ok) {
+            rd_kafka_topic_partition_list_destroy(parts);
+            return luaL_error(L, "admin:end_offsets: partitions[%d] is not a partition number", i);
+        }
+        rd_kafka_topic_partition_list_add(parts, topic, (int32_t)p)->offset = RD_KAFKA_OFFSET_END;
+    }
+    rd_kafka_resp_err_t err = n > 0 ? rd_kafka_offsets_for_times(a->rk, parts, ms) : RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (err) {
+        rd_kafka_topic_partition_list_destroy(parts);
+        return qh_kafka_push_fail(L, rd_kafka_err2str(err));
+    }
+    lua_createtable(L, 0, n);    /* ends */
+    lua_createtable(L, 0, 0);    /* failures */
+    for (int i = 0; i < parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *e = &parts->elems[i];
+        if (!e->err && e->offset >= 0) {
+            lua_pushnumber(L, (lua_Number)e->offset);
+            lua_rawseti(L, -3, e->partition);
+        } else {
+            lua_pushstring(L, e->err ? rd_kafka_err2str(e->err) : "no offset in the answer");
+            lua_rawseti(L, -2, e->partition);
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    return 2;
+}
+
 static int l_admin_close(lua_State *L)
 {
     qh_admin *a = luaL_checkudata(L, 1, QH_ADMIN_MT);
@@ -259,7 +306,7 @@ void qh_kafka_admin_register(lua_State *L)
 {
     static const luaL_Reg methods[] = {
         { "partitions", l_admin_partitions }, { "create_topics", l_admin_create_topics },
-        { "watermarks", l_admin_watermarks },
+        { "watermarks", l_admin_watermarks }, { "end_offsets", l_admin_end_offsets },
         { "close", l_admin_close }, { NULL, NULL },
     };
     qh_luaclass_register(L, QH_ADMIN_MT, methods, l_admin_close);

@@ -596,6 +596,33 @@ describe("Consumer rebalance, deferred to Lua (qhost.rebalance = \"deferred\")",
   end)
 end)
 
+describe("Admin end_offsets", function()
+  it("gives the end of each listed partition in one call, and says which did not answer", function()
+    local topic = unique("eo")
+    create_topic(topic, 3)
+    local p = producer()
+    for _ = 1, 3 do assert(p:produce(topic, "v", nil, 0)) end
+    assert(p:produce(topic, "v", nil, 1))
+    assert(p:flush(30))
+    p:close()
+    local admin = assert(clients.admin({ ["bootstrap.servers"] = boot }))
+    finally(function() admin:close() end)
+    local ends, failures = admin:end_offsets(topic, { 0, 1, 2 }, 10)
+    assert.are.same({ [0] = 3, [1] = 1, [2] = 0 }, ends)
+    assert.are.same({}, failures)
+    ends, failures = admin:end_offsets(topic, { 2 }, 10)
+    assert.are.same({ [2] = 0 }, ends)
+    -- a partition the topic does not have: no end, and why
+    ends, failures = admin:end_offsets(topic, { 1, 7 }, 2)
+    assert.are.same({ [1] = 1 }, ends)
+    assert.are.same({ [7] = "Local: Unknown partition" }, failures)
+    assert.has_error(function() admin:end_offsets(topic, { 0, -1 }, 1) end,
+      "admin:end_offsets: partitions[2] is not a partition number")
+    assert.has_error(function() admin:end_offsets(topic, { 0.5 }, 1) end,
+      "admin:end_offsets: partitions[1] is not a partition number")
+  end)
+end)
+
 describe("Consumer:resolve_start", function()
   it("finds committed offsets, else the end, for all partitions; bounded, naming what it could not resolve", function()
     local topic = unique("rs")

@@ -71,6 +71,82 @@ describe("json_in", function()
     end
   end)
 
+  it("counts the keys without values a constructor needs for room", function()
+    local room = json_in._keys_for_room
+    assert.are.equal(0, room(8, 0))
+    assert.are.equal(1, room(8, 1))    -- 9 keys: 16 nodes, 7 free
+    assert.are.equal(1, room(8, 7))
+    assert.are.equal(9, room(8, 8))    -- 17 keys: 32 nodes
+    assert.are.equal(0, room(5, 3))    -- 8 nodes: 3 free
+    assert.are.equal(4, room(5, 4))
+    assert.are.equal(0, room(1, 1))    -- 2 nodes at least
+  end)
+
+  -- (before the random objects below, which fill the C decoder's cache of
+  -- shapes: past it each object has a metatable of its own, and no decoder)
+  it("makes the objects of a shape pipelines add keys to with room, the same objects to their users", function()
+    local key_shape = require("qhost.runtime.key_shape")
+    local json_out = require("qhost.runtime.json_out")
+    local text = '{"a":1,"b":"x","c":2.5,"d":true,"e":null,"f":3,"g":"y","h":4}'
+    local slot = slot_for(text)
+    local exact = slot.decode
+    assert.is_function(exact)
+    assert.are.equal(0, slot.room)
+    json_in.adapt(slot)
+    assert.are.equal(exact, slot.decode)   -- nothing gained a key yet
+    -- the encoder writes an object of the shape with a key added
+    local v = fast(slot, text)
+    local order = getmetatable(v).__qhost_keys
+    v.total = 10
+    local ptr, len = json_out.encode(v)
+    assert.are.equal('{"a":1,"b":"x","c":2.5,"d":true,"e":null,"f":3,"g":"y","h":4,"total":10}',
+      ffi.string(ffi.cast("const char *", ptr), len))
+    assert.are.equal(1, key_shape.growth(order))
+    json_in.adapt(slot)
+    assert.are.equal(1, slot.room)
+    assert.are_not.equal(exact, slot.decode)
+    -- its objects are what the C decoder makes: the keys without values
+    -- that make the room are seen by nothing
+    local roomy = fast(slot, text)
+    assert.is_true(same(roomy, (c_decode(text))))
+    local keys = {}
+    for k in pairs(roomy) do keys[#keys + 1] = k end
+    table.sort(keys)
+    assert.are.same({ "a", "b", "c", "d", "e", "f", "g", "h" }, keys)
+    roomy.total = 11
+    ptr, len = json_out.encode(roomy)
+    assert.are.equal('{"a":1,"b":"x","c":2.5,"d":true,"e":null,"f":3,"g":"y","h":4,"total":11}',
+      ffi.string(ffi.cast("const char *", ptr), len))
+    -- the room is real: an object with room takes more memory (16 nodes
+    -- instead of 8), and a key added to it none. (Each measured after a
+    -- first run: the JIT's traces, made in the first, count as memory too.)
+    local function kb_for(decode_n, add)
+      local used
+      for _ = 1, 2 do
+        collectgarbage("collect")
+        collectgarbage("stop")
+        local keep = {}
+        for i = 1, 1000 do keep[i] = false end
+        local before = collectgarbage("count")
+        for i = 1, 1000 do
+          local o = decode_n()
+          if add then o.total = i end
+          keep[i] = o
+        end
+        used = collectgarbage("count") - before
+        collectgarbage("restart")
+      end
+      return used
+    end
+    local exact_slot = { decode = exact, misses = 0 }   -- (a new slot for the shape gets room now)
+    assert.are.equal(1, slot_for(text).room)
+    local exact_made = kb_for(function() return fast(exact_slot, text) end, false)
+    local roomy_made = kb_for(function() return fast(slot, text) end, false)
+    local roomy_added = kb_for(function() return fast(slot, text) end, true)
+    assert.is_true(roomy_made - exact_made > 150, roomy_made .. " KB against " .. exact_made)
+    assert.is_true(math.abs(roomy_added - roomy_made) < 20, roomy_added .. " KB against " .. roomy_made)
+  end)
+
   it("leaves to the C decoder what it does not read the same way, or what is not JSON", function()
     local slot = slot_for('{"id":1,"v":2}')
     local texts = {

@@ -5,6 +5,8 @@
 --   local slot = json_in.slot()              one per topic
 --   local v = json_in.try(slot, ptr, len)    the object, or nil: not taken
 --   (nil: v, err = the C decoder's; then json_in.learn(slot, v))
+--   json_in.adapt(slot)                      before a batch (room for keys
+--                                            a pipeline adds, see keys_for_room)
 --
 -- The C decoder is a call through the Lua C API that ends the trace and
 -- builds the table a key at a time (500 ns for the pipeline benchmark's
@@ -25,7 +27,8 @@
 -- (MISSES_TO_GIVE_UP in a row) is not tried again.
 local ffi = require("ffi")
 local codec = require("qhost.codec")
-local checkable = require("qhost.runtime.key_shape").checkable
+local key_shape = require("qhost.runtime.key_shape")
+local checkable = key_shape.checkable
 
 ffi.cdef[[
 int32_t qh_ffi_json_plain_string(const char *p, const char *end);
@@ -76,9 +79,30 @@ local function plain_key(k)
   return #k > 0 and not k:find('[^\32-\126]') and not k:find('["\\]')
 end
 
+-- How many keys without a value (nil) a constructor of n keys needs to
+-- leave room for `room` more. LuaJIT sizes a constructor's table for all
+-- its keys, nil ones too (a power of two, 2 at least), and a key added
+-- later takes a node without a key; in a full table it makes a new table
+-- twice the size and moves every key there: an object of 8 keys made and
+-- given a 9th took 135 ns, against 75 ns when made with room (and 50 ns
+-- when made exactly and given none, so room is made only for what the
+-- objects of a shape were seen to gain: key_shape.growth).
+local function keys_for_room(n, room)
+  if room <= 0 then return 0 end
+  local extra = 0
+  while true do
+    local size = 2
+    while size < n + extra do size = size * 2 end
+    if size >= n + extra + room then return extra end
+    extra = extra + 1
+  end
+end
+json_in._keys_for_room = keys_for_room
+
 -- The source of the decoder of order (its keys), or nil when it takes no
 -- such decoder: an order key_shape takes, of keys matched by their bytes.
-local function decoder_source(order)
+-- Its objects have room for `room` keys more (default 0).
+local function decoder_source(order, room)
   if not checkable(order) then return nil end
   local n = #order
   for i = 1, n do
@@ -105,6 +129,9 @@ local function decoder_source(order)
     end
     fields[j] = format("[%q] = v%d", k, j)
   end
+  -- the room: keys no JSON object of this shape has (plain_key refuses
+  -- "\0"), without values, which next, pairs and the encoder never see
+  for r = 1, keys_for_room(n, room or 0) do fields[#fields + 1] = format("[\"\\0room%d\"] = nil", r) end
   -- one constructor with the keys as constants: a copy of a template
   -- holding them, not an insert per key
   src[#src + 1] = "  return setmetatable({ " .. concat(fields, ", ") .. " }, mt)\nend"
@@ -112,22 +139,45 @@ local function decoder_source(order)
 end
 
 -- The decoder of the objects with metatable mt (the C decoder's, for a
--- shape), made once; false when there is none.
-local decoders = setmetatable({}, { __mode = "k" })
+-- shape) with room for `room` keys more, made once; false when there is
+-- none (or the shape was given up).
+local decoders = setmetatable({}, { __mode = "k" })   -- mt -> { [room] = decode | false }
+local given_up = setmetatable({}, { __mode = "k" })
 
-local function decoder_for(mt)
-  local decode = decoders[mt]
+local function order_of(mt)
+  local order = type(mt) == "table" and rawget(mt, "__qhost_keys")
+  return type(order) == "table" and order or nil
+end
+
+local function decoder_for(mt, room)
+  if given_up[mt] then return false end
+  local by_room = decoders[mt]
+  if not by_room then by_room = {}; decoders[mt] = by_room end
+  local decode = by_room[room]
   if decode ~= nil then return decode end
   decode = false
-  local order = type(mt) == "table" and rawget(mt, "__qhost_keys")
-  local src = type(order) == "table" and decoder_source(order)
+  local order = order_of(mt)
+  local src = order and decoder_source(order, room)
   if src then decode = assert(loadstring(src, "=json shape"))(value_at, setmetatable, mt) end
-  decoders[mt] = decode
+  by_room[room] = decode
   return decode
 end
 
+-- room: what the slot's decoder leaves room for (decoder_for).
 function json_in.slot()
-  return { decode = nil, mt = nil, misses = 0 }
+  return { decode = nil, mt = nil, misses = 0, room = 0 }
+end
+
+-- Before a batch: when the objects of the slot's shape were seen to gain
+-- keys (key_shape.growth) since its decoder was made, the decoder making
+-- them with room for those keys.
+function json_in.adapt(slot)
+  local mt = slot.mt
+  if not slot.decode or mt == nil then return end
+  local room = key_shape.growth(order_of(mt))
+  if room > slot.room then
+    slot.decode, slot.room = decoder_for(mt, room) or nil, room
+  end
 end
 
 -- The object at ptr (a pointer to len bytes) by the slot's decoder, or nil.
@@ -154,11 +204,13 @@ function json_in.learn(slot, v)
   elseif slot.decode then
     slot.misses = slot.misses + 1
     if slot.misses >= MISSES_TO_GIVE_UP then
-      decoders[mt] = false
+      given_up[mt] = true
       slot.decode = nil
     end
   else
-    slot.decode = decoder_for(mt) or nil
+    local order = order_of(mt)
+    slot.room = order and key_shape.growth(order) or 0
+    slot.decode = decoder_for(mt, slot.room) or nil
   end
 end
 

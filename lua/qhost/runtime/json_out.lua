@@ -195,6 +195,7 @@ local function put_ordered(t, order, depth)
     sort_keys(extra, e)
     if not put_members(t, extra, e, n == 0, depth) then return false end
     for i = 1, e do written[n + i] = extra[i] end
+    key_shape.note_growth(order, e)
   end
   widen(order, written)
   out:put("}")

@@ -4,6 +4,7 @@
 -- output encoder (qhost.runtime.json_out).
 --
 --   key_shape.exact_check(order) -> check(t) -> boolean | nil
+--   key_shape.note_growth(order, added); key_shape.growth(order) -> added
 --
 -- check is straight-line code written for the order (loadstring), made
 -- once per order and kept while the order lives: the JIT compiles it into
@@ -59,6 +60,22 @@ function key_shape.exact_check(order)
     checks[order] = check
   end
   return check or nil
+end
+
+-- How many keys the objects of an order were seen to gain after decoding
+-- (qhost.runtime.json_out writes one with keys its order does not list, as
+-- when a pipeline adds a field): the decoder of that order
+-- (qhost.runtime.json_in) then makes its objects with room for them.
+-- Weak: an order lives as long as the metatable holding it.
+local growth = setmetatable({}, { __mode = "k" })
+
+function key_shape.note_growth(order, added)
+  if added > MAX_KEYS then added = MAX_KEYS end
+  if added > (growth[order] or 0) then growth[order] = added end
+end
+
+function key_shape.growth(order)
+  return growth[order] or 0
 end
 
 return key_shape

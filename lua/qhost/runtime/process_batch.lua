@@ -55,8 +55,16 @@ function process_batch.new(env)
   -- Per topic, the shape its JSON values are tried with first
   -- (qhost.runtime.json_in); then the C decoder, whose call is written out
   -- at each place (see process_range) and whose result teaches the shape.
-  local shapes = {}
-  for name in pairs(pipelines) do shapes[name] = json_in.slot() end
+  local shapes, shape_list = {}, {}
+  for name in pairs(pipelines) do
+    shapes[name] = json_in.slot()
+    shape_list[#shape_list + 1] = shapes[name]
+  end
+  -- Before each batch: objects a pipeline adds keys to are decoded with
+  -- room for them from then on (json_in.adapt).
+  local function adapt_shapes()
+    for i = 1, #shape_list do json_in.adapt(shape_list[i]) end
+  end
 
   -- The JSON value at vptr (vlen bytes) of topic tname -> value | nil, err:
   -- by the topic's shape, else by the C decoder.
@@ -227,11 +235,12 @@ function process_batch.new(env)
   if env.aligned then return process_batch.aligned(env, {
     topic_name = topic_name, error_event = error_event, check_gap = check_gap, count_taken = count_taken,
     json_direct = json_direct, key_passes_bytes = key_passes_bytes, process_one = process_one, failed = failed,
-    decode_json = decode_json })
+    decode_json = decode_json, adapt_shapes = adapt_shapes })
   end
 
   -- The whole batch.
   return function(msgs, n)
+    adapt_shapes()
     local first = 0
     while first < n do
       local ok, err = xpcall(process_range, debug.traceback, msgs, first, n)
@@ -348,6 +357,7 @@ function process_batch.aligned(env, f)
   local function drain() buffers:drain(take) end
 
   return function(msgs, n)
+    f.adapt_shapes()
     feed(msgs, n)
     local result
     while true do

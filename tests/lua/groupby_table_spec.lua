@@ -93,6 +93,28 @@ describe("print_table", function()
       if line:find("^[|+]") then assert.is_true(#line <= 20, line) end
     end
   end)
+  it("lines up columns of wide (CJK, emoji) and combining characters as a terminal shows them", function()
+    assert.are.equal(6, printer._display_len("日本語"))
+    assert.are.equal(3, printer._display_len("😀x"))
+    assert.are.equal(1, printer._display_len("e\204\129"))   -- e and a combining acute accent
+    assert.are.equal(8, printer._display_len("ｆｕｌｌ"))
+    assert.are.equal(3, printer._display_len("\255ab"))        -- not UTF-8: a cell a byte
+    assert.are.equal("日", printer._clip("日本語", 3))          -- a wide character fits whole or not at all
+    local p, writes = capture(false)
+    local t = p:add_table{ size = 3, columns = { "name", "n" } }
+    add(t, { name = "東京", n = 1 }, nil, 0, 0)
+    add(t, { name = "Zoë", n = 2 }, nil, 0, 0)
+    add(t, { name = "😀😀😀", n = 3 }, nil, 0, 0)
+    p:tick(0)
+    assert.are.same({ "+--------+---+\n| name   | n |\n+--------+---+\n| 東京   | 1 |\n| Zoë    | 2 |\n"
+      .. "| 😀😀😀 | 3 |\n+--------+---+" }, writes)
+    -- cut to the terminal's width in cells
+    local q, narrow = capture(false, 12)
+    local t2 = q:add_table{ size = 1, column_widths = { name = 5 } }
+    add(t2, { name = "日本語です" }, nil, 0, 0)
+    q:tick(0)
+    assert.truthy(narrow[1]:find("| 日本  |", 1, true), narrow[1])
+  end)
   it("redraws in place on a terminal at most every live_slowdown, and once more at the end", function()
     local p, writes = capture(true)
     p:configure_live(nil, 0.5)

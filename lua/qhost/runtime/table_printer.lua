@@ -73,22 +73,69 @@ function Table:add_row(names, values, now)
   self.printer.dirty = true
 end
 
--- Cut to `width` display characters, by UTF-8 code points.
+-- Code points a terminal shows in two cells (East Asian Wide and
+-- Fullwidth: CJK, Hangul, kana, fullwidth forms; emoji), as rich (Quix's
+-- print_table) counts them; and ones it shows in none (combining marks,
+-- zero-width spaces and joiners, variation selectors).
+local WIDE = {
+  { 0x1100, 0x115F }, { 0x2E80, 0x303E }, { 0x3041, 0x33FF }, { 0x3400, 0x4DBF }, { 0x4E00, 0x9FFF },
+  { 0xA000, 0xA4CF }, { 0xA960, 0xA97F }, { 0xAC00, 0xD7A3 }, { 0xF900, 0xFAFF }, { 0xFE30, 0xFE4F },
+  { 0xFF00, 0xFF60 }, { 0xFFE0, 0xFFE6 }, { 0x1F300, 0x1F64F }, { 0x1F680, 0x1F6FF }, { 0x1F900, 0x1F9FF },
+  { 0x20000, 0x2FFFD }, { 0x30000, 0x3FFFD },
+}
+local ZERO = {
+  { 0x0300, 0x036F }, { 0x200B, 0x200F }, { 0x20D0, 0x20FF }, { 0xFE00, 0xFE0F }, { 0xFE20, 0xFE2F },
+}
+
+local function in_ranges(ranges, cp)
+  for i = 1, #ranges do
+    local r = ranges[i]
+    if cp < r[1] then return false end
+    if cp <= r[2] then return true end
+  end
+  return false
+end
+
+-- The code point at byte i of text, its cells (0, 1 or 2) and the byte
+-- after it. A byte that starts no valid sequence is one cell.
+local function code_point_at(text, i)
+  local c = text:byte(i)
+  if c < 0x80 then return 1, i + 1 end
+  local n = c >= 0xF0 and 3 or c >= 0xE0 and 2 or c >= 0xC0 and 1 or 0
+  local cp = c % (c >= 0xF0 and 8 or c >= 0xE0 and 16 or 32)
+  for k = 1, n do
+    local b = text:byte(i + k)
+    if not b or b < 0x80 or b > 0xBF then return 1, i + 1 end
+    cp = cp * 64 + b % 64
+  end
+  if n == 0 then return 1, i + 1 end
+  if cp < 0x300 then return 1, i + n + 1 end
+  if in_ranges(ZERO, cp) then return 0, i + n + 1 end
+  return in_ranges(WIDE, cp) and 2 or 1, i + n + 1
+end
+
+-- Cut to at most `width` terminal cells.
 local function clip(text, width)
-  local count, i = 0, 1
+  local used, i = 0, 1
   while i <= #text do
-    count = count + 1
-    if count > width then return text:sub(1, i - 1) end
-    local c = text:byte(i)
-    i = i + (c < 0x80 and 1 or c < 0xE0 and 2 or c < 0xF0 and 3 or 4)
+    local cells, after = code_point_at(text, i)
+    if used + cells > width then return text:sub(1, i - 1) end
+    used, i = used + cells, after
   end
   return text
 end
 
+-- The terminal cells text takes.
 local function display_len(text)
-  local _, n = text:gsub("[^\128-\191]", "")
-  return n
+  if not text:find("[\128-\255]") then return #text end
+  local used, i = 0, 1
+  while i <= #text do
+    local cells, after = code_point_at(text, i)
+    used, i = used + cells, after
+  end
+  return used
 end
+printer._display_len, printer._clip = display_len, clip
 
 -- The boxed text of the table, at most `max_width` characters wide.
 function Table:render(max_width)

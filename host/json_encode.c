@@ -307,6 +307,13 @@ static int enc_table(qh_json_enc *e, int idx, int depth)
         }
         if (n > 0 && e->indent && enc_newline(e, depth) != 0) return enc_nomem(e);
         if (qh_buf_putc(b, ']') != 0) return enc_nomem(e);
+    } else if (mode == MODE_PLAIN && count > 0 && nstr == 0 && nother == 0) {
+        /* Keys 1..n with some missing: a Lua list that held nils, where a
+         * Python list holds None. */
+        char what[160];
+        snprintf(what, sizeof what, "cannot encode a list with holes (%zu value%s, keys up to %.0f; "
+                 "qhost.json.null is JSON's null)", count, count == 1 ? "" : "s", maxi);
+        return enc_fail(e, depth, what);
     } else if (nstr != count) {
         return enc_fail(e, depth, "cannot encode table with mixed or non-string keys");
     } else {

@@ -563,10 +563,14 @@ TEST(encode_tables)
     CHECK_EQ_STR(ENC(L, "{ ab = 1, a = 2, ['a\\0'] = 3, [''] = 4 }"), "{\"\":4,\"a\":2,\"a\\u0000\":3,\"ab\":1}");
     CHECK_EQ_STR(ENC(L, "{ ['\xc3\xa9'] = 1, z = 2 }"), "{\"z\":2,\"\xc3\xa9\":1}");
     CHECK_EQ_STR(ENC(L, "{ 1, 2, a = 3 }"), "nil|cannot encode table with mixed or non-string keys at value");
-    CHECK_EQ_STR(ENC(L, "{ x = { [2] = 1 } }"), "nil|cannot encode table with mixed or non-string keys at value.x");
+    CHECK_EQ_STR(ENC(L, "{ x = { [2] = 1 } }"),
+                 "nil|cannot encode a list with holes (1 value, keys up to 2; qhost.json.null is JSON's null) "
+                 "at value.x");
     CHECK_EQ_STR(ENC(L, "{ [1.5] = 1 }"), "nil|cannot encode table with mixed or non-string keys at value");
     CHECK_EQ_STR(ENC(L, "{ [true] = 1 }"), "nil|cannot encode table with mixed or non-string keys at value");
-    CHECK_EQ_STR(ENC(L, "{ 1, nil, 3 }"), "nil|cannot encode table with mixed or non-string keys at value");
+    CHECK_EQ_STR(ENC(L, "{ 1, nil, 3 }"),
+                 "nil|cannot encode a list with holes (2 values, keys up to 3; qhost.json.null is JSON's null) "
+                 "at value");
     CHECK_EQ_STR(ENC(L, "setmetatable({ 1, nil, 3 }, codec.array_mt)"), "[1,null,3]");
     CHECK_EQ_STR(ENC(L, "setmetatable({ [100] = 1 }, codec.array_mt)"), "nil|cannot encode array: too sparse at value");
     CHECK_EQ_STR(ENC(L, "setmetatable({ 1, a = 1 }, codec.array_mt)"),

@@ -176,7 +176,9 @@ describe("state partition on a full disk", function()
     if uid ~= "0" then pending("mounting a small tmpfs needs root") return end
     local dir = tmpdir()
     assert.is_true(os.execute("mount -t tmpfs -o size=4m tmpfs " .. dir) == 0)
-    local script = dir .. "/../" .. dir:match("[^/]+$") .. ".lua"
+    -- beside the folder (not dir/../x.lua: rm -rf removes dir first, and
+    -- then that path leads nowhere)
+    local script = dir .. ".lua"
     local f = assert(io.open(script, "w"))
     f:write([[
 local partition = require("qhost.runtime.state.partition")

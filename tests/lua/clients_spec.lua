@@ -596,15 +596,22 @@ describe("Consumer rebalance, deferred to Lua (qhost.rebalance = \"deferred\")",
   end)
 end)
 
+-- A new topic of 3 partitions holding 3 messages in partition 0 and 1 in
+-- partition 1 (ends 3, 1, 0).
+local function topic_with_ends_3_1_0(prefix)
+  local topic = unique(prefix)
+  create_topic(topic, 3)
+  local p = producer()
+  for _ = 1, 3 do assert(p:produce(topic, "v", nil, 0)) end
+  assert(p:produce(topic, "v", nil, 1))
+  assert(p:flush(30))
+  p:close()
+  return topic
+end
+
 describe("Admin end_offsets", function()
   it("gives the end of each listed partition in one call, and says which did not answer", function()
-    local topic = unique("eo")
-    create_topic(topic, 3)
-    local p = producer()
-    for _ = 1, 3 do assert(p:produce(topic, "v", nil, 0)) end
-    assert(p:produce(topic, "v", nil, 1))
-    assert(p:flush(30))
-    p:close()
+    local topic = topic_with_ends_3_1_0("eo")
     local admin = assert(clients.admin({ ["bootstrap.servers"] = boot }))
     finally(function() admin:close() end)
     local ends, failures = admin:end_offsets(topic, { 0, 1, 2 }, 10)
@@ -625,13 +632,7 @@ end)
 
 describe("Consumer:resolve_start", function()
   it("finds committed offsets, else the end, for all partitions; bounded, naming what it could not resolve", function()
-    local topic = unique("rs")
-    create_topic(topic, 3)
-    local p = producer()
-    for _ = 1, 3 do assert(p:produce(topic, "v", nil, 0)) end
-    assert(p:produce(topic, "v", nil, 1))
-    assert(p:flush(30))
-    p:close()
+    local topic = topic_with_ends_3_1_0("rs")
     local group = unique("g-rs")
     local c = consumer(group, { ["auto.offset.reset"] = "latest", ["qhost.rebalance"] = "deferred" })
     finally(function() c:close() end)

@@ -1,8 +1,8 @@
 /* kafka_admin.c: the admin client of `qhost.kafka` (kafka_internal.h):
  * kafka.admin(config) and its methods partitions (a topic's partition count
- * from metadata), create_topics (entries checked before anything is sent)
- * and watermarks and end_offsets (asked of the broker), over a handle of its own, so its
- * requests never wait behind a consumer's fetch. The handle is of the
+ * from metadata), create_topics (entries checked before anything is sent),
+ * watermarks and end_offsets (asked of the broker), over a handle of its
+ * own, so its requests never wait behind a consumer's fetch. The handle is of the
  * consumer type, never assigned (it fetches nothing), because the
  * isolation.level it is given decides what watermarks answers for the end
  * of a partition with transactions: read_committed (librdkafka's default)

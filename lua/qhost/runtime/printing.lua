@@ -14,30 +14,40 @@ local function json_or_null(v)
   return v
 end
 
+-- printing.utf8_length_at(s, i) -> the length in bytes (1 to 4) of the
+-- valid UTF-8 sequence at byte i of s, or 0 when none starts there
+-- (a stray byte, a cut sequence, an overlong form, a surrogate, beyond
+-- U+10FFFF).
+function printing.utf8_length_at(s, i)
+  local n, c = #s, s:byte(i)
+  local len = c < 0x80 and 1 or (c >= 0xC2 and c <= 0xDF) and 2 or (c >= 0xE0 and c <= 0xEF) and 3
+    or (c >= 0xF0 and c <= 0xF4) and 4 or 0
+  if len == 0 or i + len - 1 > n then return 0 end
+  for j = i + 1, i + len - 1 do
+    local b = s:byte(j)
+    if b < 0x80 or b > 0xBF then return 0 end
+  end
+  if len >= 3 then
+    local b2 = s:byte(i + 1)
+    if (c == 0xE0 and b2 < 0xA0) or (c == 0xED and b2 > 0x9F) or (c == 0xF0 and b2 < 0x90)
+      or (c == 0xF4 and b2 > 0x8F) then return 0 end
+  end
+  return len
+end
+local utf8_length_at = printing.utf8_length_at
+
 -- Text that is not UTF-8 written as Python's bytes.decode("utf-8",
 -- "backslashreplace") writes it: each byte of a bad sequence becomes the
 -- four characters \xNN, so "\255ab" prints as "\\xffab" in JSON.
 local function backslashreplace(s)
   local out, i, n = {}, 1, #s
   while i <= n do
-    local c = s:byte(i)
-    local len = c < 0x80 and 1 or (c >= 0xC2 and c <= 0xDF) and 2 or (c >= 0xE0 and c <= 0xEF) and 3
-      or (c >= 0xF0 and c <= 0xF4) and 4 or 0
-    local ok = len > 0 and i + len - 1 <= n
-    for j = i + 1, ok and i + len - 1 or 0 do
-      local b = s:byte(j)
-      if b < 0x80 or b > 0xBF then ok = false break end
-    end
-    if ok and len >= 3 then   -- overlong forms, surrogates, beyond U+10FFFF
-      local b2 = s:byte(i + 1)
-      if (c == 0xE0 and b2 < 0xA0) or (c == 0xED and b2 > 0x9F) or (c == 0xF0 and b2 < 0x90)
-        or (c == 0xF4 and b2 > 0x8F) then ok = false end
-    end
-    if ok then
+    local len = utf8_length_at(s, i)
+    if len > 0 then
       out[#out + 1] = s:sub(i, i + len - 1)
       i = i + len
     else
-      out[#out + 1] = string.format("\\x%02x", c)
+      out[#out + 1] = string.format("\\x%02x", s:byte(i))
       i = i + 1
     end
   end

@@ -10,6 +10,7 @@
 -- left is printed when the run ends. Rows wider than the terminal lose their
 -- last columns, with a note saying how many.
 local codec = require("qhost.codec")
+local utf8_length_at = require("qhost.runtime.printing").utf8_length_at
 
 local printer = {}
 
@@ -96,22 +97,17 @@ local function in_ranges(ranges, cp)
   return false
 end
 
--- The code point at byte i of text, its cells (0, 1 or 2) and the byte
+-- The cells (0, 1 or 2) of the code point at byte i of text, and the byte
 -- after it. A byte that starts no valid sequence is one cell.
 local function code_point_at(text, i)
+  local len = utf8_length_at(text, i)
+  if len <= 1 then return 1, i + 1 end
   local c = text:byte(i)
-  if c < 0x80 then return 1, i + 1 end
-  local n = c >= 0xF0 and 3 or c >= 0xE0 and 2 or c >= 0xC0 and 1 or 0
-  local cp = c % (c >= 0xF0 and 8 or c >= 0xE0 and 16 or 32)
-  for k = 1, n do
-    local b = text:byte(i + k)
-    if not b or b < 0x80 or b > 0xBF then return 1, i + 1 end
-    cp = cp * 64 + b % 64
-  end
-  if n == 0 then return 1, i + 1 end
-  if cp < 0x300 then return 1, i + n + 1 end
-  if in_ranges(ZERO, cp) then return 0, i + n + 1 end
-  return in_ranges(WIDE, cp) and 2 or 1, i + n + 1
+  local cp = c % (len == 4 and 8 or len == 3 and 16 or 32)
+  for k = 1, len - 1 do cp = cp * 64 + text:byte(i + k) % 64 end
+  if cp < 0x300 then return 1, i + len end
+  if in_ranges(ZERO, cp) then return 0, i + len end
+  return in_ranges(WIDE, cp) and 2 or 1, i + len
 end
 
 -- Cut to at most `width` terminal cells.

@@ -168,16 +168,18 @@ function json_in.slot()
   return { decode = nil, mt = nil, misses = 0, room = 0 }
 end
 
+-- The slot's decoder: for its shape, with room for `room` keys more.
+local function use_decoder(slot, room)
+  slot.decode, slot.room = decoder_for(slot.mt, room) or nil, room
+end
+
 -- Before a batch: when the objects of the slot's shape were seen to gain
 -- keys (key_shape.growth) since its decoder was made, the decoder making
 -- them with room for those keys.
 function json_in.adapt(slot)
-  local mt = slot.mt
-  if not slot.decode or mt == nil then return end
-  local room = key_shape.growth(order_of(mt))
-  if room > slot.room then
-    slot.decode, slot.room = decoder_for(mt, room) or nil, room
-  end
+  if not slot.decode or slot.mt == nil then return end
+  local room = key_shape.growth(order_of(slot.mt))
+  if room > slot.room then use_decoder(slot, room) end
 end
 
 -- The object at ptr (a pointer to len bytes) by the slot's decoder, or nil.
@@ -208,9 +210,7 @@ function json_in.learn(slot, v)
       slot.decode = nil
     end
   else
-    local order = order_of(mt)
-    slot.room = order and key_shape.growth(order) or 0
-    slot.decode = decoder_for(mt, slot.room) or nil
+    use_decoder(slot, key_shape.growth(order_of(mt)))
   end
 end
 

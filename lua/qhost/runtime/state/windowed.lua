@@ -750,15 +750,30 @@ end
 -- A store partition in memory (sdf:test and the specs): get, scan over its
 -- sorted keys, write.
 function windowed.memory_partition()
-  local data, keys = {}, {}
+  -- The sorted keys are keys[1..count], with count kept here and never read
+  -- as #keys: Debian's LuaJIT (2.1.0-beta3 of 2022-03-20) can reuse a stale
+  -- #keys inside a compiled trace after the table shrank through another
+  -- closure's reference to it (the upstream fix "Fix alias analysis for
+  -- table length forwarding", May 2022); position() then read past the end.
+  local data, keys, count = {}, {}, 0
   local p = { data = data }
-  local function position(k)
-    local lo, hi = 1, #keys
+  local function position(k)   -- where k is, or would go, in keys
+    local lo, hi = 1, count
     while lo <= hi do
       local mid = floor((lo + hi) / 2)
       if keys[mid] < k then lo = mid + 1 else hi = mid - 1 end
     end
     return lo
+  end
+  local function insert_at(at, k)
+    for i = count, at, -1 do keys[i + 1] = keys[i] end
+    keys[at] = k
+    count = count + 1
+  end
+  local function remove_at(at)
+    for i = at, count - 1 do keys[i] = keys[i + 1] end
+    keys[count] = nil
+    count = count - 1
   end
   function p.get(_, k) return data[k] end
   function p.scan(_, lower, upper, reverse, limit)
@@ -777,12 +792,12 @@ function windowed.memory_partition()
     for _, k in ipairs(deletes) do
       if data[k] ~= nil then
         data[k] = nil
-        table.remove(keys, position(k))
+        remove_at(position(k))
       end
     end
     for i = 1, #puts, 2 do
       local k = puts[i]
-      if data[k] == nil then table.insert(keys, position(k), k) end
+      if data[k] == nil then insert_at(position(k), k) end
       data[k] = puts[i + 1]
     end
   end

@@ -80,8 +80,8 @@ describe("window store", function()
   -- one write. Under some JIT thresholds Debian's LuaJIT compiled that with
   -- a stale length of the sorted keys after the delete: the put then read
   -- past their end ("attempt to compare nil with string"; in the full suite,
-  -- where the thresholds are fixed, one CI run in many). A child process
-  -- tries many thresholds, its traces flushed between them.
+  -- whose hot counters share slots by bytecode address, one CI run in many).
+  -- A child process tries many thresholds, its traces flushed between them.
   it("memory partition: keys stay sorted and whole however the JIT compiles a delete and a put in one write", function()
     local script = os.tmpname()
     local f = assert(io.open(script, "w"))

@@ -63,4 +63,48 @@ print("process_range trace events: " .. table.concat(seen, ", "))
     local traced = tonumber(r.stdout:match("traces in process_range%s+(%d+)"))
     assert.is_true(traced >= 1, r.stdout)
   end)
+
+  -- QHOST_JIT: "off" for the app and the source process it spawns (the
+  -- source reports its own jit.status() in each message); the same app
+  -- without it runs compiled, so the test sees the difference; a setting
+  -- LuaJIT does not know stops the run with its name.
+  it("QHOST_JIT=off runs the app and its sources in the interpreter; a bad setting is refused by name", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/app.lua", [[
+local qhost = require("qhost")
+local app = qhost.Application{ consumer_group = "]] .. H.unique("g") .. [[", auto_offset_reset = "earliest" }
+local Probe = qhost.sources.Source:extend("Probe")
+function Probe:run()
+  for i = 1, 100 do
+    local msg = self:serialize{ key = "k", value = { n = i, source_jit = jit.status() } }
+    self:produce{ key = msg.key, value = msg.value }
+  end
+end
+local sdf = app:dataframe{ source = Probe{ name = "]] .. H.unique("probe") .. [[" } }
+sdf = sdf:apply(function(v) v.app_jit = jit.status(); return v end)
+local sum, seen = 0, {}
+for _, v in ipairs(app:run{ count = 100 }) do
+  sum = sum + v.n
+  seen["source " .. tostring(v.source_jit)] = true
+  seen["app " .. tostring(v.app_jit)] = true
+end
+local list = {}
+for k in pairs(seen) do list[#list + 1] = k end
+table.sort(list)
+print(sum, table.concat(list, ", "))
+]])
+    local off = H.run(dir, "app.lua", { env = { QHOST_JIT = "off" } })
+    assert.are.equal(0, off.code, off.stderr)
+    assert.are.equal("5050\tapp false, source false\n", off.stdout)
+    local on = H.run(dir, "app.lua")
+    assert.are.equal(0, on.code, on.stderr)
+    assert.are.equal("5050\tapp true, source true\n", on.stdout)
+    local tuned = H.run(dir, "app.lua", { env = { QHOST_JIT = "hotloop=3,hotexit=2" } })
+    assert.are.equal(0, tuned.code, tuned.stderr)
+    assert.are.equal("5050\tapp true, source true\n", tuned.stdout)
+    local bad = H.run(dir, "app.lua", { env = { QHOST_JIT = "hotloop" } })
+    assert.are_not.equal(0, bad.code)
+    assert.truthy(bad.stderr:find('QHOST_JIT="hotloop": unknown or malformed optimization flag', 1, true), bad.stderr)
+    assert.are.equal("", bad.stdout)
+  end)
 end)

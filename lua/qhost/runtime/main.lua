@@ -45,10 +45,31 @@ local function run_script(argv)
   return 0
 end
 
+-- QHOST_JIT, from the environment (so a source process gets it too):
+-- "off" runs everything in LuaJIT's interpreter, which tells a miscompiled
+-- trace from a bug in a script; otherwise settings for jit.opt.start,
+-- separated by commas ("hotloop=25,hotexit=5", "-fwd"), after the limits.
+local function apply_jit_setting(value)
+  if value == nil or value == "" then return end
+  if value == "off" then
+    jit.off()
+    return
+  end
+  local settings = {}
+  for setting in value:gmatch("[^,%s]+") do settings[#settings + 1] = setting end
+  local ok, err = pcall(jit.opt.start, unpack(settings))
+  if not ok then
+    local why = tostring(err):gsub("^[^:]*:%d+: ", "")
+    error(string.format('QHOST_JIT="%s": %s (expected "off" or settings such as "hotloop=56,-fwd")',
+      value, why), 0)
+  end
+end
+
 -- main.main({ script, args... }) -> exit code. In a source process any
 -- error also goes to the report pipe, so the app can say why it failed.
 function main.main(argv)
   jit.opt.start(unpack(JIT_LIMITS))
+  apply_jit_setting(os.getenv("QHOST_JIT"))
   if not spawn.is_child() then return run_script(argv) end
   local ok, result = xpcall(run_script, error_text.traceback, argv)
   if ok then return result end

@@ -58,6 +58,27 @@ describe("aligned consuming", function()
     assert.are.same({ "l0" }, drain(c))
   end)
 
+  it("names, for each group that must wait, the partition it waits for and what is known of its end", function()
+    local b = with_msgs(aligned.new())
+    b:assign({ { topic = "l", partition = 0, offset = 0 }, { topic = "r", partition = 0, offset = 0 },
+      { topic = "l", partition = 1, offset = 0 }, { topic = "r", partition = 1, offset = 0 } })
+    assert.is_nil(b:waiting())                 -- nothing held
+    b:push(msg("l", 0, 0, 10))
+    b:push(msg("l", 0, 1, 11))
+    assert.are.equal("2 message(s) of partition 0 wait for r[0] (its end is not known yet, consumed up to 0)",
+      b:waiting())
+    b:set_watermark("r", 0, 5)
+    b:set_position("r", 0, 3)
+    b:push(msg("l", 1, 0, 12))
+    assert.are.equal("2 message(s) of partition 0 wait for r[0] (its end is 5, consumed up to 3); "
+      .. "1 message(s) of partition 1 wait for r[1] (its end is not known yet, consumed up to 0)", b:waiting())
+    b:set_position("r", 0, 5)                  -- r[0] at its end: partition 0 may go
+    assert.are.equal("1 message(s) of partition 1 wait for r[1] (its end is not known yet, consumed up to 0)",
+      b:waiting())
+    b:push(msg("r", 1, 0, 5))                  -- r[1] holds a message: nothing waits
+    assert.is_nil(b:waiting())
+  end)
+
   it("counts what the consumer's position passed (transaction markers) as taken", function()
     local b = with_msgs(aligned.new())
     b:assign({ { topic = "l", partition = 0, offset = 0 }, { topic = "r", partition = 0, offset = 0 } })

@@ -7,6 +7,7 @@ local ffi = require("ffi")
 require("qhost.kafka.ffi")   -- the qh_msg struct
 local aligned = require("qhost.runtime.aligned")
 local process_batch = require("qhost.runtime.process_batch")
+local log = require("qhost.log")
 local serializers = require("qhost.serializers")
 
 -- A batch of messages of topic name: { key, value, offset, timestamp } each.
@@ -31,7 +32,7 @@ local function scribble(keep)
   for _, buf in ipairs(keep) do ffi.fill(buf, ffi.sizeof(buf), 0x7b) end
 end
 
-local function harness(key_deserializer)
+local function harness(key_deserializer, now)
   local got = { values = {}, errors = {}, processed = {} }
   local positions = { { topic = "R", partition = 0, offset = 0, high = 5 } }
   local topic = { value_deserializer = serializers.get("json", "value"), key_deserializer = key_deserializer }
@@ -55,6 +56,7 @@ local function harness(key_deserializer)
     flow = { regions = {}, taken_messages = {}, taken_bytes = {} },
     expected = {},
     aligned = buffers,
+    now = now,
   }
   return process_batch.new(env), got, positions
 end
@@ -106,5 +108,38 @@ describe("process_batch, aligned", function()
     assert.is_nil(process(ffi.new("qh_msg[0]"), 0))
     assert.are.same({ { value = { a = 2 }, key = "k", timestamp = 20 } }, got.values)
     assert.are.equal('{"a":', got.errors[1].value)
+  end)
+
+  it("warns, naming what they wait for, when buffered messages wait 10 s with none processed", function()
+    local t = 0
+    local process, got, positions = harness(serializers.get("json", "key"), function() return t end)
+    local warnings, warning = {}, log.warning
+    log.warning = function(fmt, ...) warnings[#warnings + 1] = string.format(fmt, ...) end
+    local ok, err = pcall(function()
+      local msgs = batch_of("L", { { '"k"', '{"a":1}', 0, 10 } })
+      local none = ffi.new("qh_msg[0]")
+      assert.is_nil(process(msgs, 1))          -- R at 0 of 5: L's message waits
+      t = 9.5
+      process(none, 0)
+      assert.are.same({}, warnings)
+      t = 10.5
+      process(none, 0)
+      assert.are.same({ "consuming in timestamp order: nothing could be processed for 10 s: "
+        .. "1 message(s) of partition 0 wait for R[0] (its end is 5, consumed up to 0)" }, warnings)
+      t = 15
+      process(none, 0)
+      assert.are.equal(1, #warnings)           -- at most every 10 s
+      t = 21
+      process(none, 0)
+      assert.are.equal(2, #warnings)
+      positions[1].offset = 5                  -- R is at its end: the message goes
+      process(none, 0)
+      assert.are.same({ { value = { a = 1 }, key = "k", timestamp = 10 } }, got.values)
+      t = 60
+      process(none, 0)
+      assert.are.equal(2, #warnings)           -- nothing waits
+    end)
+    log.warning = warning
+    assert(ok, err)
   end)
 end)

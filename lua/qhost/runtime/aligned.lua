@@ -327,6 +327,30 @@ function Buffers:resume_empty()
   return out
 end
 
+-- buffers:waiting() -> nil, or a text naming each group that holds
+-- messages but may hand none out, with the partition it waits for and what
+-- is known of that partition's end (for the warning of an app whose join
+-- does not move: process_batch.aligned).
+function Buffers:waiting()
+  local out = {}
+  for _, number in ipairs(self.numbers) do
+    local group = self.groups[number]
+    local held, blocker = 0, nil
+    for _, b in ipairs(group) do
+      held = held + size(b)
+      if not blocker and b.tail < b.head and not idle(b) then blocker = b end
+    end
+    if held > 0 and blocker then
+      local known = blocker.high >= 0 and string.format("its end is %.0f", blocker.high) or "its end is not known yet"
+      out[#out + 1] = string.format("%d message(s) of partition %d wait for %s[%d] (%s, consumed up to %.0f%s)",
+        held, number, blocker.topic, blocker.partition, known, blocker.max_offset + 1,
+        blocker.paused and ", paused" or "")
+    end
+  end
+  if #out == 0 then return nil end
+  return table.concat(out, "; ")
+end
+
 -- How many messages the buffers hold.
 function Buffers:count()
   local n = 0

@@ -12,6 +12,7 @@
 -- timestamp order across them (process_batch.aligned, qhost.runtime.aligned).
 local ffi = require("ffi")
 local flow_control = require("qhost.runtime.flow_control")
+local host = require("qhost.host")
 local log = require("qhost.log")
 local serializers = require("qhost.serializers")
 
@@ -27,6 +28,9 @@ local process_batch = {}
 process_batch.STOPPING = setmetatable({}, { __tostring = function() return "stopping" end })
 
 local PARTITION_EOF = -191
+-- How long buffered messages may wait with none processed before the
+-- aligned path warns (process_batch.aligned).
+local STALL_WARN_S = 10
 
 local function where(ctx)
   return string.format("topic '%s' partition %d offset %d", ctx.topic, ctx.partition, ctx.offset)
@@ -349,12 +353,34 @@ function process_batch.aligned(env, f)
   end
 
   -- run{ count = N } stops after exactly the message that made the Nth output.
+  local handed = 0
   local function take(item)
     if outputs:reached() then return true end
+    handed = handed + 1
     process_item(item)
     return outputs:reached()
   end
   local function drain() buffers:drain(take) end
+
+  -- Messages that wait STALL_WARN_S and more with none handed out (the
+  -- other topic's partition not known to be at its end) are named in a
+  -- warning, at most every STALL_WARN_S: a join that stops moving says
+  -- what it waits for rather than nothing.
+  local now = env.now or host.monotonic
+  local moved_at, warned_at = now(), -math.huge
+  local function warn_if_stalled()
+    local t = now()
+    if handed > 0 or buffers:count() == 0 then
+      handed, moved_at = 0, t
+      return
+    end
+    if t - moved_at < STALL_WARN_S or t - warned_at < STALL_WARN_S then return end
+    local why = buffers:waiting()
+    if not why then return end
+    warned_at = t
+    log.warning("consuming in timestamp order: nothing could be processed for %d s: %s",
+      math.floor(t - moved_at), why)
+  end
 
   return function(msgs, n)
     f.adapt_shapes()
@@ -366,6 +392,7 @@ function process_batch.aligned(env, f)
       if err == process_batch.STOPPING then result = "stopping" break end
       f.failed(err)
     end
+    warn_if_stalled()
     -- What waits in the buffers is copied out of the batch before the next
     -- poll releases it.
     buffers:replace(copy_out)

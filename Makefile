@@ -40,15 +40,25 @@ HOST_OBJ   := $(HOST_SRC:host/%.c=$(BUILD)/obj/%.o)
 LIB_OBJ    := $(filter-out $(BUILD)/obj/main.o,$(HOST_OBJ))
 CTEST_SRC  := $(wildcard tests/c/test_*.c)
 CTEST_BIN  := $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
+LUA_LIB    := $(shell find lua -name '*.lua' | LC_ALL=C sort)
+BYTECODE   := build/bytecode
 
 .PHONY: all clean install deps example test test-build test-c ctest-bins bench
-all: $(BUILD)/qhost
+all: $(BUILD)/qhost $(BYTECODE)/.stamp
 
 $(BUILD)/qhost: $(HOST_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/obj/%.o: host/%.c $(wildcard host/*.h) | $(BUILD)/obj
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -c -o $@ $<
+
+# The Lua library's modules compiled (host/bytecode.h), so that a process
+# starts without parsing them; always in build/bytecode, where the binary
+# looks (a file edited since is parsed from its source, as before).
+$(BYTECODE)/.stamp: $(BUILD)/qhost host/compile_library.lua $(LUA_LIB)
+	@mkdir -p $(@D)
+	$(BUILD)/qhost lua host/compile_library.lua $(BYTECODE) "" $(LUA_LIB)
+	@touch $@
 
 $(BUILD)/obj/store.o: CPPFLAGS += -DQH_ROCKSDB_SONAME='"$(call soname,rocksdb)"'
 $(BUILD)/obj/sqlite.o: CPPFLAGS += -DQH_SQLITE_SONAME='"$(call soname,sqlite3)"'
@@ -152,6 +162,8 @@ install: all
 	install -m 755 $(BUILD)/qhost $(DESTDIR)$(PREFIX)/bin/qhost
 	cp -R lua/qhost/. $(DESTDIR)$(DATADIR)/lua/qhost/
 	install -m 644 sources/*.lua $(DESTDIR)$(DATADIR)/sources/
+	install -d $(DESTDIR)$(DATADIR)/bytecode
+	$(BUILD)/qhost lua host/compile_library.lua $(DESTDIR)$(DATADIR)/bytecode $(DATADIR) $(LUA_LIB)
 
 clean:
 	rm -rf build

@@ -15,6 +15,7 @@
 
 #include <lauxlib.h>
 
+#include "bytecode.h"
 #include "vm.h"
 
 #define MAX_TRACKED_CHILDREN 256
@@ -268,6 +269,21 @@ static int l_strerror(lua_State *L)
     return 1;
 }
 
+/* host.write_bytecode(source_path, chunk_path, cache_path) -> true | nil, err
+ * (bytecode.h; the build's compile step, host/compile_library.lua) */
+static int l_write_bytecode(lua_State *L)
+{
+    char err[1024];
+    if (qh_bytecode_write(L, luaL_checkstring(L, 1), luaL_checkstring(L, 2), luaL_checkstring(L, 3), err,
+                          sizeof err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int l_mkstemp_dir(lua_State *L)
 {
     char tmpl[256];
@@ -296,6 +312,7 @@ int qh_hostlib_open(lua_State *L)
         { "exit", l_exit },
         { "strerror", l_strerror },
         { "mkdtemp", l_mkstemp_dir },
+        { "write_bytecode", l_write_bytecode },
         { NULL, NULL },
     };
     lua_newtable(L);

@@ -12,6 +12,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "bytecode.h"
 #include "codec.h"
 #include "csv.h"
 #include "flow.h"
@@ -49,6 +50,24 @@ static int root_has_library(const char *root)
     char probe[PATH_MAX + 64];
     if (snprintf(probe, sizeof probe, "%s/lua/qhost/init.lua", root) >= (int)sizeof probe) return 0;
     return file_exists(probe);
+}
+
+/* The library's compiled modules (bytecode.h): <root>/build/bytecode in a
+ * checkout (make writes it), <root>/bytecode in an install (make install);
+ * "" when there is none. */
+static void locate_bytecode(qh_paths *paths)
+{
+    const char *candidates[] = { "build/bytecode", "bytecode" };
+    paths->bytecode[0] = '\0';
+    for (size_t i = 0; i < sizeof candidates / sizeof *candidates; i++) {
+        char dir[sizeof paths->bytecode];
+        struct stat st;
+        if (snprintf(dir, sizeof dir, "%s/%s", paths->root, candidates[i]) >= (int)sizeof dir) continue;
+        if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) {
+            memcpy(paths->bytecode, dir, sizeof dir);
+            return;
+        }
+    }
 }
 
 int qh_vm_locate(qh_paths *out, char *err, size_t errlen)
@@ -95,6 +114,7 @@ int qh_vm_locate(qh_paths *out, char *err, size_t errlen)
                      "set QHOST_ROOT", out->exe);
         return -1;
     }
+    locate_bytecode(out);
     g_paths = *out;
     return 0;
 }
@@ -110,6 +130,48 @@ static void preload(lua_State *L, const char *name, lua_CFunction open)
     lua_getfield(L, -1, "preload");
     lua_pushcfunction(L, open);
     lua_setfield(L, -2, name);
+    lua_pop(L, 2);
+}
+
+/* package.loaders' entry for the library's own modules (qhost and
+ * qhost.*), ahead of Lua's file searcher: the file it would find first
+ * (set_paths puts <root>/lua first), loaded through the bytecode cache.
+ * Other names, and names with no file there, are left to the searchers
+ * after it (nothing returned). */
+static int library_searcher(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    if (strncmp(name, "qhost", 5) != 0 || (name[5] != '\0' && name[5] != '.')) return 0;
+    char rel[1024];
+    size_t n = strlen(name);
+    if (n >= sizeof rel) return 0;
+    for (size_t i = 0; i <= n; i++) rel[i] = name[i] == '.' ? '/' : name[i];
+    const char *forms[] = { "%s/lua/%s.lua", "%s/lua/%s/init.lua" };
+    for (size_t i = 0; i < sizeof forms / sizeof *forms; i++) {
+        char path[PATH_MAX], cache[PATH_MAX + 1100];
+        if (snprintf(path, sizeof path, forms[i], g_paths.root, rel) >= (int)sizeof path) continue;
+        if (!file_exists(path)) continue;
+        int cached = g_paths.bytecode[0] &&
+                     snprintf(cache, sizeof cache, "%s/%s.ljbc", g_paths.bytecode, name) < (int)sizeof cache;
+        if (qh_bytecode_load(L, path, cached ? cache : NULL) != 0)
+            return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name, path, lua_tostring(L, -1));
+        return 1;
+    }
+    return 0;
+}
+
+/* Puts library_searcher second in package.loaders (after the preloads). */
+static void add_library_searcher(lua_State *L)
+{
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaders");
+    int n = (int)lua_objlen(L, -1);
+    for (int i = n; i >= 2; i--) {
+        lua_rawgeti(L, -1, i);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushcfunction(L, library_searcher);
+    lua_rawseti(L, -2, 2);
     lua_pop(L, 2);
 }
 
@@ -130,6 +192,7 @@ lua_State *qh_vm_new(const char *mode)
     if (!L) return NULL;
     luaL_openlibs(L);
     set_paths(L, g_paths.root);
+    add_library_searcher(L);
     preload(L, "qhost.host", qh_hostlib_open);
     preload(L, "qhost.codec", qh_codec_open);
     /* Internal: the run loop's decoder of message values in place. */

@@ -15,6 +15,7 @@
 typedef struct qh_paths {
     char exe[4096];   /* absolute path of the running qhost binary */
     char root[4096];  /* folder holding lua/ and sources/ */
+    char bytecode[4096];  /* the library's compiled modules (bytecode.h), or "" */
 } qh_paths;
 
 /* Finds the binary (/proc/self/exe) and its Lua root: <bindir>/.. for a

@@ -66,7 +66,22 @@ check rock_command_version "$WORK/tree/bin/qhost" version
 check rock_command_runs_the_example runs_example "$WORK/tree/bin/qhost"
 check luarocks_remove sh -c "luarocks remove --tree '$WORK/tree' qhost && [ ! -e '$WORK/tree/bin/qhost' ]"
 
+# compiled_for_its_place DATADIR: every module of the library has its
+# compiled chunk (host/bytecode.h) in DATADIR/bytecode, made for the file
+# the installed command loads (its chunk name is that path).
+compiled_for_its_place() {
+  local datadir=$1 file module n=0
+  for file in $(cd "$datadir" && find lua -name '*.lua'); do
+    module=${file#lua/}; module=${module%.lua}; module=${module%/init}; module=${module//\//.}
+    grep -qF "@$datadir/$file" "$datadir/bytecode/$module.ljbc" || { echo "no chunk for $file"; return 1; }
+    n=$((n + 1))
+  done
+  echo "$n modules compiled"
+  [ "$n" -gt 40 ]
+}
+
 check make_install make -s install PREFIX="$WORK/prefix"
+check installed_library_is_compiled compiled_for_its_place "$WORK/prefix/share/qhost"
 check installed_command_runs_the_example runs_example "$WORK/prefix/bin/qhost"
 
 echo "$passed passed, $failed failed"

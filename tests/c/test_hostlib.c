@@ -111,7 +111,7 @@ TEST(module_lists_its_functions)
     CHECK_EQ_INT(n, 1);
     if (n == 1)
         CHECK_EQ_STR(lua_tostring(L, 1), "exit getpid isatty mkdtemp monotonic request_stop "
-                                         "sleep sleep_unless_stopped stop_requested strerror term_width time_ms");
+                                         "sleep sleep_unless_stopped stop_requested strerror term_width time_ms write_bytecode");
     lua_close(L);
 }
 

@@ -20,11 +20,16 @@ local M = {}
 
 -- How the child finds the class again: the app script itself (re-run it;
 -- app:run() hands over), a module in package.loaded, or a file by path.
+-- A module that is the class comes before one that holds it: requiring
+-- qhost.sources in the child does not define CSVSource (it is loaded when
+-- first named), requiring qhost.sources.csv does.
 local function locate(cls, script)
   local src = cls.__source or ""
   local file = src:sub(1, 1) == "@" and src:sub(2) or nil
   for name, mod in pairs(package.loaded) do
     if mod == cls then return { mode = "require", module = name } end
+  end
+  for name, mod in pairs(package.loaded) do
     if type(mod) == "table" and rawget(mod, cls.__name) == cls and name ~= "_G" then
       return { mode = "require", module = name }
     end

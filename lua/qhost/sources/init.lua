@@ -14,9 +14,17 @@ for _, file in pairs(BUILTIN) do
   end
 end
 
-local sources = { Source = source.Source, StatefulSource = require("qhost.sources.stateful").StatefulSource }
-for class, file in pairs(BUILTIN) do
-  sources[class] = require("qhost.sources." .. file)
-end
+-- The built-in sources are loaded when first named: an app that uses
+-- neither (and every source process) starts without parsing them.
+local sources = setmetatable({ Source = source.Source,
+  StatefulSource = require("qhost.sources.stateful").StatefulSource }, {
+  __index = function(self, class)
+    local file = BUILTIN[class]
+    if not file then return nil end
+    local cls = require("qhost.sources." .. file)
+    rawset(self, class, cls)
+    return cls
+  end,
+})
 
 return sources

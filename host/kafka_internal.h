@@ -112,6 +112,10 @@ void qh_kafka_consumer_register(lua_State *L);
 int qh_kafka_consumer_new(lua_State *L);        /* kafka.consumer(config) */
 /* As qh_kafka_check_producer_rk, for a consumer. */
 rd_kafka_t *qh_kafka_check_consumer_rk(lua_State *L, int idx);
+/* How many consumed messages this process asked librdkafka for their
+ * headers (rd_kafka_message_headers): with librdkafka 2.0.2 only those whose
+ * record has some (see may_have_headers), else every one. For the tests. */
+int64_t qh_kafka_header_lookups(void);
 /* Reads { { topic =, partition =, offset = }, ... } at stack index idx
  * (offset absent: RD_KAFKA_OFFSET_INVALID). Raises on a malformed entry,
  * before allocating anything. The caller owns the list. */

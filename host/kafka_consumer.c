@@ -348,8 +348,8 @@ static void release_batch(qh_consumer *c)
  * (rd_kafka_msg_t in its src/rdkafka_msg.h, mirrored here): a record without
  * headers has there the single byte 0 (its header count, a varint), or
  * nothing (the message formats before headers). That layout is read for that
- * version only (HEADER_PEEK_VERSION); with any other librdkafka every
- * message is asked (1). */
+ * version only (HEADER_PEEK_VERSION; later ones changed the struct): with any
+ * other librdkafka every message is asked. */
 #define HEADER_PEEK_VERSION 0x020002ff
 #define RDK_MSG_F_PRODUCER 0x40000
 typedef struct rdkafka_2_0_2_msg {

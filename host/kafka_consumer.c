@@ -348,9 +348,8 @@ static void release_batch(qh_consumer *c)
  * (rd_kafka_msg_t in its src/rdkafka_msg.h, mirrored here): a record without
  * headers has there the single byte 0 (its header count, a varint), or
  * nothing (the message formats before headers). That layout is read for that
- * version only (HEADER_PEEK_VERSION; later ones changed the struct): with any
+ * version only (QH_KAFKA_HEADER_PEEK_VERSION; later ones changed the struct): with any
  * other librdkafka every message is asked. */
-#define HEADER_PEEK_VERSION 0x020002ff
 #define RDK_MSG_F_PRODUCER 0x40000
 typedef struct rdkafka_2_0_2_msg {
     rd_kafka_message_t rkmessage;
@@ -673,7 +672,7 @@ int qh_kafka_consumer_new(lua_State *L)
     }
     lua_pop(L, 1);
 
-    if (g_header_peek < 0) g_header_peek = rd_kafka_version() == HEADER_PEEK_VERSION;
+    if (g_header_peek < 0) g_header_peek = rd_kafka_version() == QH_KAFKA_HEADER_PEEK_VERSION;
     qh_consumer *c = calloc(1, sizeof *c);
     if (!c) return luaL_error(L, "out of memory");
     c->deferred = deferred;

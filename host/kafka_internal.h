@@ -112,6 +112,10 @@ void qh_kafka_consumer_register(lua_State *L);
 int qh_kafka_consumer_new(lua_State *L);        /* kafka.consumer(config) */
 /* As qh_kafka_check_producer_rk, for a consumer. */
 rd_kafka_t *qh_kafka_check_consumer_rk(lua_State *L, int idx);
+/* The librdkafka (rd_kafka_version()) whose record layout the consumer
+ * reads to skip asking for the headers of a message that has none
+ * (may_have_headers in kafka_consumer.c): 2.0.2. */
+#define QH_KAFKA_HEADER_PEEK_VERSION 0x020002ff
 /* How many consumed messages this process asked librdkafka for their
  * headers (rd_kafka_message_headers): with librdkafka 2.0.2 only those whose
  * record has some (see may_have_headers), else every one. For the tests. */

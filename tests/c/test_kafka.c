@@ -421,7 +421,7 @@ TEST(produce_and_consume_every_field)
     int with_headers = 0;
     for (int i = 0; i < N; i++) with_headers += msgs[i].header_count > 0;
     CHECK_EQ_INT(with_headers, 3);
-    CHECK_EQ_INT(qh_kafka_header_lookups() - lookups_before, rd_kafka_version() == 0x020002ff ? 3 : N);
+    CHECK_EQ_INT(qh_kafka_header_lookups() - lookups_before, rd_kafka_version() == QH_KAFKA_HEADER_PEEK_VERSION ? 3 : N);
     /* consume() sorted them by (partition, offset): match each to its spec. */
     for (int k = 0; k < N; k++) {
         int i = -1;

@@ -62,17 +62,23 @@ void qh_hostlib_untrack_child(int pid)
  * the app itself. */
 static pid_t g_parent;
 
+/* Stop signals that did not come from the parent. */
+static volatile sig_atomic_t g_direct_stops;
+
 /* Async-signal-safe: the first signal only counts; the second is the user
  * insisting, so no child may survive us and we leave at once. In a source
- * process the parent's SIGTERM is never that second signal: a stop sent to
- * the whole process group (timeout(1), kill -- -PGID, systemd) reaches the
- * source directly and then again through the app, and is one stop. */
+ * process the parent's SIGTERM is never that second signal, in whichever
+ * order it arrives: a stop sent to the whole process group (timeout(1),
+ * kill -- -PGID, systemd) reaches the source directly and again through
+ * the app, and is one stop. So only stops from elsewhere are counted
+ * towards the second. */
 static void on_stop_signal(int sig, siginfo_t *info, void *context)
 {
     (void)context;
-    if (g_parent && info && info->si_pid == g_parent && g_stop_count > 0) return;
-    g_stop_signal = sig;
-    if (++g_stop_count < 2) return;
+    int from_parent = g_parent && info && info->si_pid == g_parent;
+    if (g_stop_count == 0 || !from_parent) g_stop_signal = sig;
+    if (g_stop_count < 2) g_stop_count++;
+    if (from_parent || ++g_direct_stops < 2) return;
     for (int i = 0; i < MAX_TRACKED_CHILDREN; i++)
         if (g_children[i] > 0) kill(g_children[i], SIGKILL);
     static const char msg[] = "qhost: second stop signal, exiting immediately\n";

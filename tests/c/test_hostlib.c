@@ -430,6 +430,48 @@ TEST(source_child_ignores_sigint_and_stops_on_sigterm)
     CHECK_EQ_INT(WEXITSTATUS(status), 0);
 }
 
+/* A stop sent to the whole process group reaches a source twice: directly
+ * and forwarded by the app, in either order. Neither order is the user
+ * insisting: here the app's SIGTERM comes first, then the direct one, and
+ * the source lives on (it says so on the pipe). Only a second stop that
+ * did not come from the app makes it leave at once. The child here is the
+ * app; the source is its own child. */
+static void child_app_stopping_its_source(void)
+{
+    int pipefd[2];
+    if (pipe(pipefd) != 0) _exit(80);
+    pid_t source = fork();
+    if (source == 0) {
+        close(pipefd[0]);
+        qh_hostlib_install_signals(1);
+        if (write(pipefd[1], "r", 1) != 1) _exit(82);
+        if (!TH_WAIT_UNTIL(qh_ffi_stop_requested() > 0, 20000)) _exit(83);
+        raise(SIGTERM);                 /* the group's stop, arriving directly */
+        if (write(pipefd[1], "a", 1) != 1) _exit(84);
+        raise(SIGTERM);                 /* a second direct stop: exits 143 */
+        _exit(85);
+    }
+    close(pipefd[1]);
+    char said[3] = "";
+    CHECK(read(pipefd[0], said, 1) == 1);
+    kill(source, SIGTERM);              /* the app forwarding the stop */
+    CHECK(read(pipefd[0], said + 1, 1) == 1);
+    close(pipefd[0]);
+    CHECK_EQ_STR(said, "ra");           /* alive after the parent's and one direct stop */
+    int status = th_wait_child(source, 20000);
+    CHECK(status != -1 && WIFEXITED(status));
+    CHECK_EQ_INT(WIFEXITED(status) ? WEXITSTATUS(status) : -1, 128 + 15);
+}
+
+TEST(a_source_counts_only_stops_not_from_its_app_towards_the_second)
+{
+    char err[4096];
+    int status = in_child(child_app_stopping_its_source, err, sizeof err);
+    CHECK(status != -1 && WIFEXITED(status));
+    CHECK_EQ_INT(WIFEXITED(status) ? WEXITSTATUS(status) : -1, 0);
+    CHECK_EQ_STR(err, "qhost: second stop signal, exiting immediately\n");
+}
+
 /* A stop signal cuts host.sleep short, so a sleeping source stops fast. The
  * helper sends its one SIGTERM once we are blocked (in host.sleep). */
 static void child_signal_interrupts_sleep(void)
@@ -567,6 +609,7 @@ int main(void)
     RUN(second_signal_kills_tracked_children_and_exits_143);
     RUN(second_sigint_exits_130);
     RUN(source_child_ignores_sigint_and_stops_on_sigterm);
+    RUN(a_source_counts_only_stops_not_from_its_app_towards_the_second);
     RUN(stop_signal_interrupts_sleep);
     RUN(stop_cuts_sleep_unless_stopped_short);
     RUN(track_untrack_frees_slots);

@@ -59,7 +59,8 @@ const char *qh_ffi_msg_errstr(qh_consumer *c, int i);
  * qh_ffi_producer_errstr. A full queue is waited out by serving delivery
  * reports until there is room, a stop is requested (qh_ffi_stop_requested)
  * or the producer's qhost.queue.full.timeout.ms passed: then
- * RD_KAFKA_RESP_ERR__QUEUE_FULL, and the message was not produced. */
+ * RD_KAFKA_RESP_ERR__QUEUE_FULL, and the message was not produced. Every
+ * 64th call serves the delivery reports first (rd_kafka_poll, no wait). */
 int qh_ffi_produce(qh_producer *p, const char *topic, int32_t partition,
                    const char *key, size_t key_len, const char *value, size_t value_len,
                    int64_t timestamp, int header_count, const char **header_names,

@@ -20,6 +20,13 @@
 #define QH_TOPIC_CACHE 16
 #define QH_FAILURES_MAX 64        /* delivery failures kept between takes */
 #define QH_FAILURE_KEY_MAX 256    /* bytes of a failed message's key kept */
+/* Delivery reports are served every this many produces (librdkafka runs
+ * them only in a poll): a report covers a whole batch of messages, and each
+ * poll costs a lock and a clock read. Counted here rather than in Lua: a
+ * branch taken every 64th message is a side exit in the message's trace,
+ * whose side trace LuaJIT could not always compile ("register coalescing
+ * too complex", tried again at every 64th message). */
+#define QH_SERVE_EVERY 64
 
 /* One failed delivery, as the delivery report told it. */
 typedef struct delivery_failure {
@@ -53,6 +60,7 @@ struct qh_producer {
     int dropped;
     delivery_failure failures[QH_FAILURES_MAX];
     int queue_full_timeout_ms;    /* -1: wait until a stop is requested */
+    int unserved;                 /* produces since delivery reports were last served */
     char errstr[512];
     /* Topic handles, owned, kept for the producer's life (see producer_topic). */
     struct { char *name; rd_kafka_topic_t *rkt; } topics[QH_TOPIC_CACHE];
@@ -162,6 +170,10 @@ int qh_ffi_produce(qh_producer *p, const char *topic, int32_t partition,
                    int64_t timestamp, int header_count, const char **header_names,
                    const char **header_values, const size_t *header_value_lens)
 {
+    if (++p->unserved >= QH_SERVE_EVERY) {
+        rd_kafka_poll(p->rk, 0);
+        p->unserved = 0;
+    }
     rd_kafka_topic_t *rkt = producer_topic(p, topic);
     rd_kafka_topic_t *temporary = NULL;   /* past the cache: a handle of the moment */
     if (!rkt) rkt = temporary = rd_kafka_topic_new(p->rk, topic, NULL);

@@ -45,12 +45,8 @@ function clients.producer(config, opts)
   if not handle then return nil, err end
   local ptr = ffi.cast("qh_producer *", handle:ptr())
   local fold = not (opts and opts.flush_reports_failures == false)
-  return setmetatable({ handle = handle, ptr = ptr, flush_reports_failures = fold, unserved = 0 }, Producer)
+  return setmetatable({ handle = handle, ptr = ptr, flush_reports_failures = fold }, Producer)
 end
-
--- Delivery reports are served every this many produces: a report covers a
--- whole batch of messages, and each poll costs a lock and a clock read.
-local SERVE_EVERY = 64
 
 -- One header for the produce: name, value; nil, err when it cannot be one
 -- (the text of clients.headers_problem).
@@ -132,15 +128,9 @@ end
 -- rd_kafka_resp_err_t code). Delivery reports are served as it goes, but
 -- an earlier message's failed delivery is never returned here (nor does it
 -- keep this message from being sent): it is recorded, for take_failures.
+-- (The C side serves delivery reports as it goes, every 64th produce.)
 function Producer:produce(topic, value, key, partition, timestamp, headers, value_len)
   local ptr = self.ptr
-  -- Serve delivery reports as we go (librdkafka only runs them in poll).
-  local unserved = self.unserved + 1
-  if unserved >= SERVE_EVERY then
-    C.qh_ffi_producer_poll(ptr, 0)
-    unserved = 0
-  end
-  self.unserved = unserved
   local nh = 0
   if headers ~= nil then
     local herr

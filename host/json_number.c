@@ -307,9 +307,10 @@ int32_t qh_ffi_json_number_read(const char *p, const char *end, double *out)
     qh_json_number num;
     const unsigned char *at;
     const char *what;
-    const unsigned char *q = qh_json_number_read((const unsigned char *)p, (const unsigned char *)end, &num, &at,
-                                                 &what);
-    if (!q || num.is_int64 || q - (const unsigned char *)p > INT32_MAX) return 0;
+    const unsigned char *start = (const unsigned char *)p;
+    const unsigned char *q = qh_json_number_read(start, (const unsigned char *)end, &num, &at, &what);
+    if (!q || num.is_int64 || q - start > INT32_MAX) return 0;
     *out = num.d;
-    return (int32_t)(q - (const unsigned char *)p);
+    int32_t len = (int32_t)(q - start);
+    return num.writes_back ? len : -len;
 }

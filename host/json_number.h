@@ -27,9 +27,11 @@ size_t qh_json_number_format(char *out, double d);
 
 /* For LuaJIT's FFI (qhost.runtime.json_in): reads the number token at p
  * (before end) as the decoder does, into *out; returns the token's length,
- * or 0 when the decoder is to read it: not a number, an integer it makes
- * an int64, a token longer than INT32_MAX. (An int: LuaJIT boxes 64-bit
- * results.) */
+ * negated when qh_json_number_format may not write *out back as exactly
+ * that token ("1.50", "1e3", "-0": the object's text cannot be copied to
+ * the output as it is); 0 when the decoder is to read it: not a number, an
+ * integer it makes an int64, a token longer than INT32_MAX. (An int:
+ * LuaJIT boxes 64-bit results.) */
 int32_t qh_ffi_json_number_read(const char *p, const char *end, double *out);
 
 /* A number read by qh_json_number_read. */
@@ -37,6 +39,16 @@ typedef struct qh_json_number {
     double d;      /* the value, unless is_int64 */
     int64_t i;     /* the value, when is_int64 */
     int is_int64;  /* an integer (no '.', no exponent) beyond 2^53 within int64 */
+    /* 1: qh_json_number_format writes d as exactly the token read. Said
+     * of tokens it surely holds for, not of all: an integer of at most 15
+     * digits (below 2^53, written as an integer) other than "-0" (written
+     * "0"); a decimal without an exponent, of at most 15 significant
+     * digits, its last digit not 0 ("1.50" and "5.0" are written "1.5" and
+     * "5"), at least 1e-4 (smaller ones are written with an exponent). A
+     * decimal of at most 15 significant digits reads back from its double
+     * unchanged (DBL_DIG), so no shorter text reads as that double, and it
+     * is not integral: repr's shortest digits are its own. */
+    int writes_back;
 } qh_json_number;
 
 /* The token of n bytes at start, read by strtod in the C locale: the rare
@@ -74,7 +86,8 @@ static inline const unsigned char *qh_json_number_read(const unsigned char *p, c
                                                        const char **what)
 {
     const unsigned char *start = p;
-    int neg = 0, integral = 1;
+    int neg = 0, integral = 1, int_zero = 0, has_exp = 0;
+    unsigned char last_frac = 0;
     /* Validation collects the digits for the fast path: up to 15
      * significant digits and a power of ten up to 22 are exact doubles, so
      * one multiply or divide is correctly rounded (the same as strtod). */
@@ -83,10 +96,12 @@ static inline const unsigned char *qh_json_number_read(const unsigned char *p, c
     long exp10 = 0;
 
     out->is_int64 = 0;
+    out->writes_back = 0;
     if (p < end && *p == '-') { neg = 1; p++; }
     if (p >= end || !qh_json_is_digit(*p))
         return qh_json_number_fail(p, end, "invalid number: expected a digit", err_at, what);
     if (*p == '0') {
+        int_zero = 1;
         p++;
         if (p < end && qh_json_is_digit(*p))
             return qh_json_number_fail(start, end, "invalid number: leading zero", err_at, what);
@@ -109,9 +124,11 @@ static inline const unsigned char *qh_json_number_read(const unsigned char *p, c
             scale++;
             p++;
         }
+        last_frac = p[-1];
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
         integral = 0;
+        has_exp = 1;
         p++;
         int eneg = 0;
         if (p < end && (*p == '+' || *p == '-')) eneg = *p++ == '-';
@@ -128,6 +145,7 @@ static inline const unsigned char *qh_json_number_read(const unsigned char *p, c
     if (integral && nsig <= 15) {
         /* "-0" is the integer 0, as in Python. */
         out->d = neg && mant ? -(double)mant : (double)mant;
+        out->writes_back = !(neg && mant == 0);
         return p;
     }
     if (integral && nsig <= 19) {
@@ -143,6 +161,8 @@ static inline const unsigned char *qh_json_number_read(const unsigned char *p, c
         out->d = neg ? -(double)mant : (double)mant;
         return p;
     }
+    /* (a decimal below 1 has scale - nsig zeros after its point) */
+    out->writes_back = !integral && !has_exp && last_frac != '0' && nsig <= 15 && (!int_zero || scale - nsig <= 3);
     long e10 = exp10 - scale;
     if (nsig <= 15 && e10 >= -22 && e10 <= 22) {
         double v = (double)mant;

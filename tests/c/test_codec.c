@@ -1115,8 +1115,8 @@ TEST(readers_for_ffi)
         free(p);
     }
     static const struct { const char *s; int want; double d; } numbers[] = {
-        { "12", 2, 12 }, { "-1.5e3,", 6, -1500 }, { "0.1}", 3, 0.1 }, { "-0", 2, 0 }, { "1e400", 5, HUGE_VAL },
-        { "12345678901234567890", 20, 12345678901234567890.0 }, { "9007199254740993", 0, 0 }, { "01", 0, 0 },
+        { "12", 2, 12 }, { "-1.5e3,", -6, -1500 }, { "0.1}", 3, 0.1 }, { "-0", -2, 0 }, { "1e400", -5, HUGE_VAL },
+        { "12345678901234567890", -20, 12345678901234567890.0 }, { "9007199254740993", 0, 0 }, { "01", 0, 0 },
         { "-", 0, 0 }, { "1.", 0, 0 }, { "x", 0, 0 }, { "", 0, 0 },
     };
     for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {
@@ -1125,9 +1125,64 @@ TEST(readers_for_ffi)
         CHECK(p != NULL);
         double d = -42;
         CHECK_EQ_INT(qh_ffi_json_number_read(p, p + n, &d), numbers[i].want);
-        if (numbers[i].want > 0) CHECK(d == numbers[i].d);
+        if (numbers[i].want != 0) CHECK(d == numbers[i].d);
         free(p);
     }
+}
+
+/* qh_ffi_json_number_read's sign: a token it calls written back (a positive
+ * length) is what qh_json_number_format writes for its value, byte for
+ * byte (qhost.runtime.json_out then copies it from the input). */
+static int written_back(const char *token, int *wrong)
+{
+    size_t n = strlen(token);
+    double d;
+    int32_t len = qh_ffi_json_number_read(token, token + n, &d);
+    CHECK(len != 0);
+    if (len < 0) return 0;
+    char out[QH_JSON_NUMBER_MAX];
+    size_t w = qh_json_number_format(out, d);
+    if (w != n || memcmp(out, token, n) != 0) {
+        if (++*wrong <= 5) fprintf(stderr, "  %s is written %.*s\n", token, (int)w, out);
+    }
+    return 1;
+}
+
+TEST(number_tokens_that_are_written_back_as_they_are)
+{
+    int wrong = 0;
+    static const char *back[] = { "0", "7", "-7", "123456789012345", "-123456789012345", "0.1", "-0.5",
+        "0.0001", "-0.00012", "1234.56", "19.99", "0.3", "123456789.012345", "99999999999999.9" };
+    for (size_t i = 0; i < sizeof back / sizeof back[0]; i++) CHECK(written_back(back[i], &wrong));
+    static const char *not_back[] = { "-0", "1234567890123456", "1.50", "5.0", "-0.0", "0.00001", "1e3", "1E3",
+        "1.5e2", "0.1234567890123456", "1234567890.123456" };
+    for (size_t i = 0; i < sizeof not_back / sizeof not_back[0]; i++) CHECK(!written_back(not_back[i], &wrong));
+    /* random integers and decimals of every length and scale */
+    uint64_t r = 42;
+    int taken = 0;
+    char token[64];
+    for (int i = 0; i < 300000; i++) {
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        int digits = 1 + (int)((r >> 33) % 17), point = (int)((r >> 40) % 19) - 1;
+        uint64_t m = (r >> 11) % 10000000000000000000ull;
+        char d[24];
+        snprintf(d, sizeof d, "%019llu", (unsigned long long)m);
+        const char *ds = d + 19 - digits;
+        size_t t = 0;
+        if (r & 1) token[t++] = '-';
+        if (point < 0 || point >= digits) {   /* an integer, without leading zeros */
+            while (ds[0] == '0' && ds[1]) ds++;
+            t += (size_t)snprintf(token + t, sizeof token - t, "%s", ds);
+        } else {                               /* point digits before the '.', at least one */
+            int ip = point ? point : 1;
+            const char *ipart = point ? ds : "0";
+            while (ip > 1 && ipart[0] == '0') { ipart++; ip--; }
+            t += (size_t)snprintf(token + t, sizeof token - t, "%.*s.%s", ip, ipart, ds + point);
+        }
+        taken += written_back(token, &wrong);
+    }
+    CHECK_EQ_INT(wrong, 0);
+    CHECK(taken > 100000);   /* most are: the test compares many */
 }
 
 /* Counts in *wrong an integer qh_json_number_format does not write as
@@ -1340,6 +1395,7 @@ int main(void)
     RUN(escape_function_for_c);
     RUN(escape_function_for_ffi);
     RUN(readers_for_ffi);
+    RUN(number_tokens_that_are_written_back_as_they_are);
     RUN(number_unit);
     RUN(decoder_and_encoder_units_alone);
     RUN(decode_at);

@@ -143,3 +143,57 @@ describe("process_batch, aligned", function()
     assert(ok, err)
   end)
 end)
+
+-- The straight path: a JSON value decoded from the batch is held while its
+-- message is processed (qhost.runtime.json_in.hold), so that the output
+-- encoder may copy its text; never after, not even after a message that
+-- raised.
+describe("process_batch, straight from the batch", function()
+  local json_in = require("qhost.runtime.json_in")
+  local json_out = require("qhost.runtime.json_out")
+
+  local function encoded(v)
+    local address, len = json_out.encode(v, false)
+    return ffi.string(ffi.cast("const char *", address), len)
+  end
+
+  it("holds a decoded value while its message is processed, and releases it after, raised or not", function()
+    local outputs, kept, held_after = {}, {}, {}
+    local env = {
+      consumer = {},
+      pipelines = { T = { topic = { value_deserializer = serializers.get("json", "value"),
+                                    key_deserializer = serializers.get("bytes", "key") },
+        process = function(value)
+          if value.fail then error("bad message") end
+          value.total = value.q * 2
+          outputs[#outputs + 1] = encoded(value)
+          kept[#kept + 1] = value
+        end } },
+      ctx = {},
+      checkpoint = { processed = function() end },
+      policy = { handle = function() end },   -- skips a failed message
+      outputs = { reached = function() return false end },
+      embedded = false,
+      flow = { regions = {}, taken_messages = {}, taken_bytes = {} },
+      expected = {},
+    }
+    local process = process_batch.new(env)
+    local list, want = {}, {}
+    for i = 0, 9 do
+      list[#list + 1] = { "k", string.format('{"id":%d,"q":%d,"fail":%s}', i, i + 1, i == 9 and "true" or "false"),
+        i, 100 + i }
+      if i < 9 then want[#want + 1] = string.format('{"id":%d,"q":%d,"fail":false,"total":%d}', i, i + 1, 2 * (i + 1)) end
+    end
+    local msgs, keep = batch_of("T", list)
+    local copied = json_out.copied
+    assert.is_nil(process(msgs, #list))
+    assert.are.same(want, outputs)
+    -- the shape was learned from the first messages; the later ones were copied
+    assert.is_true(json_out.copied - copied >= 4, (json_out.copied - copied) .. " copied")
+    -- the last message raised: nothing is held after the batch
+    assert.is_nil(json_in.source.t)
+    held_after[1] = kept[#kept]
+    scribble(keep)   -- librdkafka reuses the batch's memory after the next poll
+    assert.are.equal(want[#want], encoded(held_after[1]))
+  end)
+end)

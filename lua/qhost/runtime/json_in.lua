@@ -25,6 +25,20 @@
 -- error: this path never takes what the C decoder would not, nor reads it
 -- differently. A shape whose messages it keeps leaving to the C decoder
 -- (MISSES_TO_GIVE_UP in a row) is not tried again.
+--
+-- The text of an object it made may be copied to the output as it is
+-- (qhost.runtime.json_out), while its message is processed and its bytes
+-- are still in the consumer's batch:
+--   json_in.hold(v, ptr, len)   v was just decoded from ptr: it may be
+--   json_in.release()           the message is done: no longer
+--   json_in.source              { t, order, vals, addr, len }: t (or nil)
+--     was decoded from the len bytes at address addr, the members of its
+--     order holding vals[1..#order]
+-- The decoder offers an object for that (source.pending) only when its text
+-- is what the encoder writes for those values: compact, every string
+-- escape-free, every number as qh_json_number_format writes it back
+-- (qh_ffi_json_number_read's sign), which the encoder then checks by
+-- comparing the values, not by writing them.
 local ffi = require("ffi")
 local codec = require("qhost.codec")
 local key_shape = require("qhost.runtime.key_shape")
@@ -46,32 +60,38 @@ local MISSES_TO_GIVE_UP = 16
 local BYTES = ffi.typeof("const uint8_t *")
 local number_out = ffi.new("double[1]")
 
--- The value at p[i] (i < n) and the index after it; nil when it is not a
--- number, an escape-free string, true, false or null.
+-- The value at p[i] (i < n), the index after it, and whether the encoder
+-- writes that value as exactly its text; nil when it is not a number, an
+-- escape-free string, true, false or null.
 local function value_at(p, i, n)
   local c = p[i]
   if c == 34 then      -- "
     local len = C.qh_ffi_json_plain_string(ffi.cast("const char *", p + i + 1), ffi.cast("const char *", p + n))
     if len < 0 then return nil end
-    return ffi.string(p + i + 1, len), i + 2 + len
+    return ffi.string(p + i + 1, len), i + 2 + len, true
   end
   if c == 45 or (c >= 48 and c <= 57) then   -- - or a digit
     local len = C.qh_ffi_json_number_read(ffi.cast("const char *", p + i), ffi.cast("const char *", p + n),
       number_out)
     if len == 0 then return nil end
-    return number_out[0], i + len
+    if len < 0 then return number_out[0], i - len, false end
+    return number_out[0], i + len, true
   end
   if c == 116 then     -- true
-    if i + 4 <= n and p[i + 1] == 114 and p[i + 2] == 117 and p[i + 3] == 101 then return true, i + 4 end
+    if i + 4 <= n and p[i + 1] == 114 and p[i + 2] == 117 and p[i + 3] == 101 then return true, i + 4, true end
   elseif c == 102 then -- false
     if i + 5 <= n and p[i + 1] == 97 and p[i + 2] == 108 and p[i + 3] == 115 and p[i + 4] == 101 then
-      return false, i + 5
+      return false, i + 5, true
     end
   elseif c == 110 then -- null
-    if i + 4 <= n and p[i + 1] == 117 and p[i + 2] == 108 and p[i + 3] == 108 then return null, i + 4 end
+    if i + 4 <= n and p[i + 1] == 117 and p[i + 2] == 108 and p[i + 3] == 108 then return null, i + 4, true end
   end
   return nil
 end
+
+-- The object whose text may be copied to the output (see the top).
+local source = { t = nil, pending = nil, order = nil, vals = {}, addr = 0, len = 0 }
+json_in.source = source
 
 -- A key the decoder can match by its bytes: printable ASCII without " and
 -- \ (its JSON text is its bytes).
@@ -108,8 +128,9 @@ local function decoder_source(order, room)
   for i = 1, n do
     if not plain_key(order[i]) then return nil end
   end
-  local src = { "local value_at, setmetatable, mt = ...", "return function(p, n)",
-    "  if n < 2 or p[0] ~= 123 then return nil end", "  local i = 1" }
+  -- back: the text so far is what the encoder writes (see the top)
+  local src = { "local value_at, setmetatable, mt, source, order = ...", "return function(p, n)",
+    "  if n < 2 or p[0] ~= 123 then return nil end", "  local i, back, b = 1, true" }
   local fields = {}
   for j = 1, n do
     local k = order[j]
@@ -118,12 +139,13 @@ local function decoder_source(order, room)
     for b = 1, #text do checks[b] = format("p[i + %d] ~= %d", b - 1, byte(text, b)) end
     src[#src + 1] = format("  if i + %d > n or %s then return nil end", #text, concat(checks, " or "))
     src[#src + 1] = format("  i = i + %d", #text)
-    src[#src + 1] = "  if i < n and p[i] == 32 then i = i + 1 end"
+    src[#src + 1] = "  if i < n and p[i] == 32 then i, back = i + 1, false end"
     src[#src + 1] = "  if i >= n then return nil end"
-    src[#src + 1] = format("  local v%d\n  v%d, i = value_at(p, i, n)\n  if not i or i >= n then return nil end", j, j)
+    src[#src + 1] = format("  local v%d\n  v%d, i, b = value_at(p, i, n)\n  if not i or i >= n then return nil end", j, j)
+    src[#src + 1] = "  back = back and b"
     if j < n then
       src[#src + 1] = "  if p[i] ~= 44 then return nil end\n  i = i + 1"
-      src[#src + 1] = "  if i < n and p[i] == 32 then i = i + 1 end"
+      src[#src + 1] = "  if i < n and p[i] == 32 then i, back = i + 1, false end"
     else
       src[#src + 1] = "  if p[i] ~= 125 or i + 1 ~= n then return nil end"
     end
@@ -134,7 +156,13 @@ local function decoder_source(order, room)
   for r = 1, keys_for_room(n, room or 0) do fields[#fields + 1] = format("[\"\\0room%d\"] = nil", r) end
   -- one constructor with the keys as constants: a copy of a template
   -- holding them, not an insert per key
-  src[#src + 1] = "  return setmetatable({ " .. concat(fields, ", ") .. " }, mt)\nend"
+  src[#src + 1] = "  local t = setmetatable({ " .. concat(fields, ", ") .. " }, mt)"
+  -- offered for copying: the values, to tell whether they changed
+  local vals = {}
+  for j = 1, n do vals[j] = format("vals[%d] = v%d", j, j) end
+  src[#src + 1] = "  if back then\n    local vals = source.vals\n    " .. concat(vals, "; ")
+    .. "\n    source.pending, source.order = t, order\n  else\n    source.pending = nil\n  end"
+  src[#src + 1] = "  return t\nend"
   return concat(src, "\n")
 end
 
@@ -158,7 +186,7 @@ local function decoder_for(mt, room)
   decode = false
   local order = order_of(mt)
   local src = order and decoder_source(order, room)
-  if src then decode = assert(loadstring(src, "=json shape"))(value_at, setmetatable, mt) end
+  if src then decode = assert(loadstring(src, "=json shape"))(value_at, setmetatable, mt, source, order) end
   by_room[room] = decode
   return decode
 end
@@ -189,6 +217,23 @@ function json_in.try(slot, ptr, len)
   local v = decode(ffi.cast(BYTES, ptr), tonumber(len))
   if v ~= nil then slot.misses = 0 end
   return v
+end
+
+-- v, just decoded from the len bytes at ptr, which stay where they are
+-- until json_in.release(): its text may be copied to the output meanwhile
+-- when the decoder offered it.
+function json_in.hold(v, ptr, len)
+  if v ~= nil and v == source.pending then
+    source.t, source.addr, source.len = v, tonumber(ffi.cast("uintptr_t", ptr)), tonumber(len)
+  else
+    source.t = nil
+  end
+  source.pending = nil
+end
+
+-- The held object's bytes may go: its text is not copied any more.
+function json_in.release()
+  source.t = nil
 end
 
 -- After the C decoder read a message of the slot's topic (value v): the

@@ -23,6 +23,12 @@
 -- or reports the error with its path: this path never writes what the C
 -- encoder would not.
 --
+-- A message's decoded object, written while its message is processed, is
+-- copied from the message's own text when its members still hold the values
+-- decoded (qhost.runtime.json_in's source): the text is what this encoder
+-- would write for them (json_in offers only such texts), and one copy
+-- replaces a write per member. Members added since are written after it.
+--
 -- As the C encoder's json_encode_out, the text stays in a buffer of this
 -- module, read by address (a number, which the JIT casts to a pointer):
 -- valid until the next encode, which nothing but the producer's path makes.
@@ -32,6 +38,7 @@ local codec = require("qhost.codec")
 
 local c_encode_out = require("qhost.runtime.json_at").json_encode_out
 local key_shape = require("qhost.runtime.key_shape")
+local source = require("qhost.runtime.json_in").source
 local exact_check = key_shape.exact_check
 
 ffi.cdef[[
@@ -45,8 +52,10 @@ local null, array_mt = codec.null, codec.array_mt
 
 local json_out = {}
 
--- How many values went to the C encoder (for the tests).
+-- How many values went to the C encoder, and how many were copied from
+-- their decoded text (for the tests).
 json_out.handed_to_c = 0
+json_out.copied = 0
 
 local NUMBER_ROOM = 32     -- QH_JSON_NUMBER_MAX
 local MAX_DEPTH = 64       -- deeper values (and cycles) go to the C encoder
@@ -253,16 +262,24 @@ end
 -- one: encode_string of { n = i } in a loop took 99 ns against 84.
 local writers = setmetatable({}, { __mode = "k" })
 
+-- The source that writes member k of t (in a writer with locals v and
+-- depth) after the text `before` ("{" or ","); nil when k is not UTF-8.
+local function member_source(before, k)
+  local text = key_text(k)
+  if not text then return nil end
+  return string.format("  out:put(%q) v = rawget(t, %q)\n", before .. text, k)
+    .. "  if type(v) == \"number\" then put_number(v)"
+    .. " elseif type(v) == \"string\" then if not put_string(v) then return false end"
+    .. " elseif not put_value(v, depth) then return false end"
+end
+
 local function make_writer(order)
   local src = { "local rawget, type, put_number, put_string, put_value, out = ...",
     "return function(t, depth)", "  local v" }
   for i = 1, #order do
-    local text = key_text(order[i])
-    if not text then return false end
-    src[#src + 1] = string.format("  out:put(%q) v = rawget(t, %q)", (i == 1 and "{" or ",") .. text, order[i])
-    src[#src + 1] = "  if type(v) == \"number\" then put_number(v)"
-      .. " elseif type(v) == \"string\" then if not put_string(v) then return false end"
-      .. " elseif not put_value(v, depth) then return false end"
+    local member = member_source(i == 1 and "{" or ",", order[i])
+    if not member then return false end
+    src[#src + 1] = member
   end
   src[#src + 1] = "  out:put(\"}\")\n  return true\nend"
   return assert(loadstring(table.concat(src, "\n"), "=json writer"))(rawget, type, put_number, put_string,
@@ -376,6 +393,95 @@ put_value = function(v, depth)
   return false
 end
 
+-- For each decoded order: whether an object's members of that order still
+-- hold the values decoded, straight-line code (loadstring):
+-- unchanged(t, vals) -> boolean. Asked first: it is cheaper than checking
+-- the object's keys, and a pipeline that changes a member of every message
+-- then pays only for it.
+local unchanged_checks = setmetatable({}, { __mode = "k" })
+
+local function unchanged_check(order)
+  local check = unchanged_checks[order]
+  if check then return check end
+  local src = { "local rawget = ...", "return function(t, vals)" }
+  for j = 1, #order do
+    src[#src + 1] = string.format("  if rawget(t, %q) ~= vals[%d] then return false end", order[j], j)
+  end
+  src[#src + 1] = "  return true\nend"
+  check = assert(loadstring(table.concat(src, "\n"), "=json unchanged"))(rawget)
+  unchanged_checks[order] = check
+  return check
+end
+
+-- For each key list that begins with a decoded order (the order itself, or
+-- one widened from it): a writer of the objects holding exactly those keys,
+-- the order's members unchanged, from their decoded text, then the members
+-- added, straight-line code like make_writer's:
+-- writer(t, addr, len) -> true, or false (a member added cannot be encoded
+-- here).
+local source_writers = setmetatable({}, { __mode = "k" })
+local TEXT = ffi.typeof("const char *")
+
+local function make_source_writer(keys, n)
+  local src = { "local rawget, type, put_number, put_string, put_value, out, cast, TEXT = ...",
+    "return function(t, addr, len)", "  local v, depth = nil, 1" }
+  if #keys == n then
+    src[#src + 1] = "  out:putcdata(cast(TEXT, addr), len)"
+  else
+    src[#src + 1] = "  out:putcdata(cast(TEXT, addr), len - 1)"   -- all but its '}'
+    for j = n + 1, #keys do
+      local member = member_source(",", keys[j])
+      if not member then return false end
+      src[#src + 1] = member
+    end
+    src[#src + 1] = "  out:put(\"}\")"
+  end
+  src[#src + 1] = "  return true\nend"
+  return assert(loadstring(table.concat(src, "\n"), "=json source writer"))(rawget, type, put_number,
+    put_string, put_value, out, ffi.cast, TEXT)
+end
+
+-- The source writer of keys, whose first n are order's (false when keys do
+-- not begin with them, or a key is not UTF-8).
+local function source_writer(keys, order)
+  local writer = source_writers[keys]
+  if writer ~= nil then return writer end
+  local n = #order
+  writer = #keys >= n
+  for j = 1, n do
+    if keys[j] ~= order[j] then writer = false break end
+  end
+  if writer then writer = make_source_writer(keys, n) end
+  source_writers[keys] = writer
+  return writer
+end
+
+-- t, the object json_in holds for the message being processed, from its
+-- text: true, false (t cannot be encoded here), or nil when not from its
+-- text (nothing written): a member changed or went, or t holds keys that
+-- neither its order nor the order widened lists. A fresh t holds exactly
+-- its order's keys; any other is checked.
+local function put_source(t, fresh)
+  local mt = getmetatable(t)
+  local order = type(mt) == "table" and rawget(mt, "__qhost_keys")
+  if order ~= source.order or not order then return nil end
+  if not unchanged_check(order)(t, source.vals) then return nil end
+  local keys = order
+  if not fresh then
+    local wide = widened[order]
+    local exact = wide and exact_check(wide)
+    if exact and exact(t) then
+      keys = wide
+    else
+      exact = exact_check(order)
+      if not (exact and exact(t)) then return nil end
+    end
+  end
+  local writer = source_writer(keys, order)
+  if not writer then return nil end
+  return writer(t, source.addr, source.len)
+end
+
 -- A fresh table: an object by the writer of its order, its keys unchecked
 -- (a key the order lists but the table lacks still fails the writer:
 -- put_value of nil); anything else, or an order key_shape cannot check
@@ -412,7 +518,14 @@ end
 function json_out.encode(value, fresh)
   start_text()
   local done
-  if fresh then done = put_fresh(value) else done = put_value(value, 0) end
+  local held = source.t
+  if held ~= nil and value == held then
+    done = put_source(value, fresh)
+    if done then json_out.copied = json_out.copied + 1 end
+  end
+  if done == nil then
+    if fresh then done = put_fresh(value) else done = put_value(value, 0) end
+  end
   if done then
     local ptr, len = out:ref()
     return tonumber(ffi.cast("uintptr_t", ptr)), len

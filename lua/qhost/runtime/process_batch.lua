@@ -20,6 +20,7 @@ local JSON = serializers.get("json", "json")
 local json_decode_at = require("qhost.runtime.json_at").json_decode_at
 local json_in = require("qhost.runtime.json_in")
 local json_try, json_learn = json_in.try, json_in.learn
+local json_hold, json_release = json_in.hold, json_in.release
 
 local process_batch = {}
 
@@ -213,8 +214,11 @@ function process_batch.new(env)
             value, verr = json_decode_at(tonumber(ffi.cast("uintptr_t", vptr)), tonumber(vlen))
             json_learn(shape, value)
           end
+          -- (its text may be copied to the output until the message is done)
+          json_hold(value, vptr, vlen)
           process_one(tname, partition, offset, kbytes, vptr, vlen, nil, headers, tonumber(m.timestamp),
             m.timestamp_type, true, value, verr)
+          json_release()
         else
           process_one(tname, partition, offset, kbytes, vptr, vlen, nil, headers, tonumber(m.timestamp),
             m.timestamp_type)
@@ -248,6 +252,7 @@ function process_batch.new(env)
     local first = 0
     while first < n do
       local ok, err = xpcall(process_range, debug.traceback, msgs, first, n)
+      json_release()   -- (a message that raised left its value held)
       if ok then return nil end
       if err == process_batch.STOPPING then return "stopping" end
       failed(err)

@@ -286,14 +286,24 @@ local function make_writer(order)
     put_value, out)
 end
 
+-- Whether t holds exactly keys (false too for a list key_shape cannot check).
+local function holds_exactly(t, keys)
+  local exact = exact_check(keys)
+  return exact ~= nil and exact(t)
+end
+
+-- t, holding exactly keys, by the writer of keys; nil when keys have none
+-- (a key not UTF-8).
+local function write_shape(t, keys, depth)
+  local writer = writers[keys]
+  if writer == nil then writer = make_writer(keys); writers[keys] = writer end
+  if writer then return writer(t, depth) end
+  return nil
+end
+
 -- t by the writer of keys when t holds exactly those keys; nil otherwise.
 local function put_shape(t, keys, depth)
-  local exact = exact_check(keys)
-  if exact and exact(t) then
-    local writer = writers[keys]
-    if writer == nil then writer = make_writer(keys); writers[keys] = writer end
-    if writer then return writer(t, depth) end
-  end
+  if holds_exactly(t, keys) then return write_shape(t, keys, depth) end
   return nil
 end
 
@@ -353,17 +363,24 @@ local function put_plain(t, depth)
   return true
 end
 
--- An object whose metatable remembers its key order: by the writer of the
+-- The keys an object of a remembered order holds, when exactly those of the
 -- order widened (tried first: an order gets widened when its objects are
--- changed), or of the order, else by put_ordered.
-local function put_object(t, order, depth)
+-- changed) or of the order; nil otherwise.
+local function held_keys(t, order)
   local wide = widened[order]
-  if wide then
-    local done = put_shape(t, wide, depth)
+  if wide and holds_exactly(t, wide) then return wide end
+  if holds_exactly(t, order) then return order end
+  return nil
+end
+
+-- An object whose metatable remembers its key order: by the writer of the
+-- keys it holds (held_keys), else by put_ordered.
+local function put_object(t, order, depth)
+  local keys = held_keys(t, order)
+  if keys then
+    local done = write_shape(t, keys, depth)
     if done ~= nil then return done end
   end
-  local done = put_shape(t, order, depth)
-  if done ~= nil then return done end
   return put_ordered(t, order, depth)
 end
 
@@ -468,14 +485,8 @@ local function put_source(t, fresh)
   if not unchanged_check(order)(t, source.vals) then return nil end
   local keys = order
   if not fresh then
-    local wide = widened[order]
-    local exact = wide and exact_check(wide)
-    if exact and exact(t) then
-      keys = wide
-    else
-      exact = exact_check(order)
-      if not (exact and exact(t)) then return nil end
-    end
+    keys = held_keys(t, order)
+    if not keys then return nil end
   end
   local writer = source_writer(keys, order)
   if not writer then return nil end
@@ -490,9 +501,8 @@ local function put_fresh(t)
   local mt = getmetatable(t)
   local order = type(mt) == "table" and rawget(mt, "__qhost_keys")
   if type(order) == "table" and exact_check(order) then
-    local writer = writers[order]
-    if writer == nil then writer = make_writer(order); writers[order] = writer end
-    if writer then return writer(t, 1) end
+    local done = write_shape(t, order, 1)
+    if done ~= nil then return done end
   end
   return put_value(t, 0)
 end

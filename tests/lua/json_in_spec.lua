@@ -6,27 +6,16 @@
 local ffi = require("ffi")
 local codec = require("qhost.codec")
 local json_in = require("qhost.runtime.json_in")
-local json_decode_at = require("qhost.runtime.json_at").json_decode_at
+local json_text = require("json_text")
 
 local null = codec.null
-
--- The C decoder's result for text.
-local function c_decode(text)
-  local buf = ffi.new("char[?]", #text + 1, text)
-  return json_decode_at(tonumber(ffi.cast("uintptr_t", buf)), #text)
-end
+local c_decode, slot_for = json_text.c_decode, json_text.slot_for
 
 -- The fast path's result for text (nil: left to the C decoder), with the
--- text in memory of exactly its length (reading past it would be a bug
--- that ASan sees).
+-- text in memory of exactly its length.
 local function fast(slot, text)
-  local buf = ffi.C.malloc(math.max(#text, 1))
-  ffi.copy(buf, text, #text)
-  local v = json_in.try(slot, buf, #text)
-  ffi.C.free(buf)
-  return v
+  return json_in.try(slot, json_text.bytes(text), #text)
 end
-pcall(ffi.cdef, "void *malloc(size_t); void free(void *);")
 
 -- Whether a and b are the same JSON value: same types, numbers equal (the
 -- sign of a zero too, NaN as NaN), tables with the same metatable and keys.
@@ -45,13 +34,6 @@ local function same(a, b)
     if a[k] == nil then return false end
   end
   return true
-end
-
--- A slot that has learned the shape of text (two objects of it in a row).
-local function slot_for(text)
-  local slot = json_in.slot()
-  for _ = 1, 2 do json_in.learn(slot, (c_decode(text))) end
-  return slot
 end
 
 describe("json_in", function()

@@ -8,28 +8,9 @@ local ffi = require("ffi")
 local codec = require("qhost.codec")
 local json_in = require("qhost.runtime.json_in")
 local json_out = require("qhost.runtime.json_out")
-local json_decode_at = require("qhost.runtime.json_at").json_decode_at
+local json_text = require("json_text")
 
-pcall(ffi.cdef, "void *malloc(size_t); void free(void *);")
-
-local function c_decode(text)
-  local buf = ffi.new("char[?]", #text + 1, text)
-  return json_decode_at(tonumber(ffi.cast("uintptr_t", buf)), #text)
-end
-
--- A slot that has learned the shape of text (two objects of it in a row).
-local function slot_for(text)
-  local slot = json_in.slot()
-  for _ = 1, 2 do json_in.learn(slot, (c_decode(text))) end
-  return slot
-end
-
--- text in memory of exactly its length (ASan sees a read past it)
-local function bytes(text)
-  local buf = ffi.C.malloc(math.max(#text, 1))
-  ffi.copy(buf, text, #text)
-  return ffi.gc(ffi.cast("char *", buf), ffi.C.free)
-end
+local c_decode, slot_for, bytes = json_text.c_decode, json_text.slot_for, json_text.bytes
 
 local function encoded(v, fresh)
   local address, len = json_out.encode(v, fresh)

@@ -220,12 +220,13 @@ for i in qhost qhost2 quix raw; do EXPECT[source.$i]="$(kv "$line" count) $(kv "
 line=$("$CTL" expect-counter "$STARTUP_N")
 for i in qhost qhost2 quix raw; do EXPECT[startup.$i]="$(kv "$line" count) $(kv "$line" sum)"; done
 
-# The inputs were just written, and the broker and the kernel were still
-# writing them out when the first run began: that run, always the first
-# implementation listed, took twice the others' time to its first message
-# in every full run, and the most CPU of its three. So the written data
-# goes to disk now (sync), and each input topic is read through once,
-# unmeasured, before the first run: every run then finds the broker alike.
+# The inputs were just written: the written data goes to disk now (sync),
+# and each input topic is read through once, unmeasured, so that no run
+# pays for the kernel's writeback or the broker's first read of a topic.
+# (The pipeline's first run, always the first implementation listed, was
+# the slowest of its three in every full run before this, and still was in
+# the first full run after it: 2.05 s CPU against 1.87 and 1.89, 94 ms to
+# its first message against 49 and 55. Its cause is elsewhere, not known.)
 t0=$(date +%s.%N)
 sync
 warm=()

@@ -16,9 +16,10 @@ local transfer = require("qhost.runtime.transfer")
 
 local app_mod = {}
 
--- Set by qhost.runtime.main in a spawned source process: app:run() then hands
--- the process over to the source instead of running the app.
-app_mod.child_spec = nil
+-- Set by qhost.runtime.main in a spawned source process (its spec and
+-- producer): app:run() then hands the process over to the source instead
+-- of running the app.
+app_mod.child = nil
 -- The script being run and its args (for spawning sources), set by the runner.
 app_mod.script = nil
 app_mod.script_args = {}
@@ -260,12 +261,12 @@ local RUN_OPTIONS = argcheck.declare("app:run",
 
 -- app:run{ count, timeout, collect, metadata } -> outputs (see API.md)
 function Application:run(opts)
-  if app_mod.child_spec then
+  if app_mod.child then
     -- We are a spawned source process that re-ran the app script: hand over.
     -- It never comes back to the script: what follows app:run() is the
     -- app's alone, even when the script wraps app:run in pcall.
     io.stdout:flush()
-    local ok, code = xpcall(source_process.run, error_text.traceback, app_mod.child_spec)
+    local ok, code = xpcall(source_process.run, error_text.traceback, app_mod.child)
     if not ok then
       require("qhost.spawn").child_report(code)
       code = 1

@@ -49,6 +49,50 @@ app:run()
     end)
   end
 
+  -- The source process makes its producer first thing (qhost.runtime.main),
+  -- before it finds the class again; either failure is the source's end.
+  it("fails the app, saying why, when the source process cannot make its producer", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/app.lua", [[
+local qhost = require("qhost")
+local app = qhost.Application{ consumer_group = "]] .. H.unique("g") .. [[",
+  producer_extra_config = { ["linger.ms"] = "soon" } }
+local Once = qhost.sources.Source:extend("Once")
+function Once:run() self:produce{ key = "k", value = "v" } end
+app:dataframe{ source = Once{ name = "]] .. H.unique("o") .. [[" } }:print()
+app:run()
+]])
+    local r = H.run(dir, "app.lua", { timeout = 60 })
+    assert.are.equal(1, r.code, r.stderr)
+    assert.truthy(r.stderr:find("Once '[^']+' %(pid %d+%) failed with exit code 1: Once '[^']+': cannot create a "
+      .. 'producer: kafka config: Invalid value for configuration property "queue.buffering.max.ms"'), r.stderr)
+  end)
+
+  it("fails the app when the source process does not define the source's class again", function()
+    local dir = H.tmpdir()
+    -- The class's file defines it only the first time it runs (in the app).
+    H.write(dir .. "/once.lua", [[
+local mark = os.getenv("MARK")
+local seen = io.open(mark)
+if seen then seen:close() return nil end
+io.open(mark, "w"):close()
+local Once = require("qhost").sources.Source:extend("Once")
+function Once:run() self:produce{ key = "k", value = "v" } end
+return Once
+]])
+    H.write(dir .. "/app.lua", [[
+local qhost = require("qhost")
+local app = qhost.Application{ consumer_group = "]] .. H.unique("g") .. [[" }
+local Once = dofile("once.lua")
+app:dataframe{ source = Once{ name = "]] .. H.unique("o") .. [[" } }:print()
+app:run()
+]])
+    local r = H.run(dir, "app.lua", { timeout = 60, env = { MARK = dir .. "/mark" } })
+    assert.are.equal(1, r.code, r.stderr)
+    assert.truthy(r.stderr:find("Once '[^']+' %(pid %d+%) failed with exit code 1: Once '[^']+': class Once was "
+      .. "not defined again in the source process"), r.stderr)
+  end)
+
   -- Each was sent anyway: a timestamp of -5 as "now", a table header as
   -- "table: 0x...", named headers beside a list dropped; or failed inside
   -- qhost with an internal error.

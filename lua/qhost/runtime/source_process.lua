@@ -5,7 +5,6 @@
 -- Quix's SourceProcess does, reporting a failure with its traceback on the
 -- report pipe before exiting non-zero.
 local broker = require("qhost.runtime.broker")
-local clients = require("qhost.kafka.clients")
 local error_text = require("qhost.runtime.error_text")
 local flow_control = require("qhost.runtime.flow_control")
 local gc_pause = require("qhost.runtime.gc_pause")
@@ -163,25 +162,28 @@ local function wait_for_release()
   end
 end
 
--- Rebuilds and runs the source described by `spec` (already decoded).
--- Returns the process exit code.
-function M.run(spec)
+-- Rebuilds and runs the source of `child` (qhost.runtime.main read its
+-- spec and made its producer, or failed to: producer_error). Owns the
+-- producer from here: closes it on every way out. Returns the process exit
+-- code.
+function M.run(child)
+  local spec, producer = child.spec, child.producer
   log.set_level(spec.loglevel or "INFO")
   local describe = string.format("%s '%s'", spec.class, tostring(spec.fields.name))
   log.set_name("source " .. describe)
   spawn.child_watch_parent()
+  if not producer then
+    spawn.child_report(describe .. ": cannot create a producer: " .. tostring(child.producer_error))
+    return 1
+  end
 
   local cls = find_class(spec)
   if not cls then
+    producer:close()
     spawn.child_report(describe .. ": class " .. spec.class .. " was not defined again in the source process")
     return 1
   end
   local src = setmetatable(spec.fields, cls)
-  local producer, err = clients.producer(spec.producer_config)
-  if not producer then
-    spawn.child_report(describe .. ": cannot create a producer: " .. err)
-    return 1
-  end
   rawset(src, "producer_topic", topic_mod.new(spec.topic.name, spec.topic.opts))
   rawset(src, "_producer", producer)
   rawset(src, "_gate", flow_control.open_gate(spec.flow))
@@ -226,16 +228,6 @@ function M.peak_rss()
   local text = f:read("*a")
   f:close()
   return text:match("VmHWM:%s*(%d+ kB)")
-end
-
--- Reads the spec from the report pipe's twin; nil when not a child.
-function M.read_spec()
-  if not spawn.is_child() then return nil end
-  local text, err = spawn.child_read_spec()
-  if not text then error("source process: cannot read its spec: " .. tostring(err), 0) end
-  local spec, derr = transfer.decode(text)
-  if not spec then error("source process: bad spec: " .. tostring(derr), 0) end
-  return spec
 end
 
 return M

@@ -12,14 +12,14 @@
 -- grows to live * pause / 100 before the next one. So after each cycle the
 -- pause is set from what survived it: up to MAX_PAUSE for a small heap, and
 -- never more growth than HEADROOM_KB above the default's (a big heap keeps
--- pause 200). A heap under SMALL_HEAP_KB grows by SMALL_HEAP_KB at most.
--- For a stateless app (1.3-1.5 MB of modules and closures survive) that is
--- pause 400 or a little less: each cycle marks what lives and sweeps the
--- string table, whatever the garbage, so halving the cycles (a 2 MB bound
--- before) took 7% off the benchmark pipeline's per-message work on the
--- app's thread (decode, filter, apply, encode of 2M messages without
--- Kafka: 569 ns against 613, medians of 6). The 2 MB more it holds came
--- from the consumer's prefetch (qhost.runtime.broker's byte bound).
+-- pause 200). A stateless app (1.3-1.5 MB of modules and closures survive)
+-- so runs at pause 400, its heap growing by some 4 MB between cycles: each
+-- cycle marks what lives and sweeps the string table, whatever the garbage,
+-- and half as many cycles as with a 2 MB bound (the rule before) took 7%
+-- off the benchmark pipeline's per-message work on the app's thread
+-- (decode, filter, apply, encode of 2M messages without Kafka: 569 ns
+-- against 613, medians of 6). The 2 MB more it holds came from the
+-- consumer's prefetch (qhost.runtime.broker's byte bound).
 --
 -- A source's process is the other way round (for_source_heap): its heap
 -- is small and its run loop makes strings (a key, a JSON value) that die
@@ -37,15 +37,12 @@ local gc_pause = {}
 local DEFAULT_PAUSE = 200
 local MAX_PAUSE = 400
 local HEADROOM_KB = 64 * 1024
-local SMALL_HEAP_KB = 4 * 1024
 
 -- The pause for a heap of live_kb after a cycle: the heap may grow by
--- max(live, min(3 * live, HEADROOM)) before the next one, and by no more
--- than SMALL_HEAP_KB while live is under that.
+-- max(live, min(3 * live, HEADROOM)) before the next one.
 function gc_pause.for_heap(live_kb)
   if live_kb <= 0 then return MAX_PAUSE end
   local growth = math.min(3 * live_kb, HEADROOM_KB)
-  if live_kb < SMALL_HEAP_KB and growth > SMALL_HEAP_KB then growth = SMALL_HEAP_KB end
   if growth < live_kb then growth = live_kb end
   return math.floor(100 + 100 * growth / live_kb)
 end

@@ -164,8 +164,9 @@ end
 
 -- Rebuilds and runs the source of `child` (qhost.runtime.main read its
 -- spec and made its producer, or failed to: producer_error). Owns the
--- producer from here: closes it on every way out. Returns the process exit
--- code.
+-- producer from here and closes it when it returns; a raise on the way (a
+-- class file that does not load) leaves it to the process's exit, before
+-- anything was produced. Returns the process exit code.
 function M.run(child)
   local spec, producer = child.spec, child.producer
   log.set_level(spec.loglevel or "INFO")

@@ -201,8 +201,9 @@ end
 
 local md = {}
 local function out(s) md[#md + 1] = s or "" end
-out(string.format("# qhost benchmark (%s, %s messages, %s repetition%s)", meta.mode or "?",
-  meta.n or "?", meta.reps or "?", meta.reps == "1" and "" or "s"))
+out(string.format("# qhost benchmark (%s, %s messages, %s repetition%s%s)", meta.mode or "?",
+  meta.n or "?", meta.reps or "?", meta.reps == "1" and "" or "s",
+  meta.quix_reps and meta.quix_reps ~= meta.reps and (", Quix " .. meta.quix_reps) or ""))
 out()
 for _, k in ipairs(meta_keys) do out(string.format("- %s: %s", k, meta[k])) end
 out()

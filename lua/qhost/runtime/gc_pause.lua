@@ -18,8 +18,10 @@
 -- and half as many cycles as with a 2 MB bound (the rule before) took 7%
 -- off the benchmark pipeline's per-message work on the app's thread
 -- (decode, filter, apply, encode of 2M messages without Kafka: 569 ns
--- against 613, medians of 6). The 2 MB more it holds came from the
--- consumer's prefetch (qhost.runtime.broker's byte bound).
+-- against 613, medians of 6). In the whole app, on real Kafka, the gain is
+-- smaller than the machine's noise (10 alternated runs: CPU medians 2.22 s
+-- and 2.21 s); its peak RSS grew by 2.5 MB, which the consumer's smaller
+-- prefetch (qhost.runtime.broker's byte bound) had freed.
 --
 -- A source's process is the other way round (for_source_heap): its heap
 -- is small and its run loop makes strings (a key, a JSON value) that die

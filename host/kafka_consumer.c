@@ -441,8 +441,12 @@ static rd_kafka_resp_err_t fill_positions(rd_kafka_t *rk, rd_kafka_topic_partiti
  * brokers, each in turn), one request at a time; it looks for one at most
  * every WAKE_MIN_MS while messages come, else every WAKE_IDLE_MS (the
  * queue empty for another reason: a paused partition, an open
- * transaction). */
-enum { WAKE_MIN_MS = 10, WAKE_IDLE_MS = 50, WAKE_TIMEOUT_MS = 200 };
+ * transaction). WAKE_MIN_MS is short: a fast app takes a whole fetch
+ * (1 MB, some 6,000 messages of 150 bytes) in under 10 ms, and with 10
+ * it emptied the queue between two looks every few fetches, then waited
+ * the broker's fetch.wait.max.ms (100 ms) for the next: a third of the
+ * benchmark pipeline's wall time. */
+enum { WAKE_MIN_MS = 2, WAKE_IDLE_MS = 50, WAKE_TIMEOUT_MS = 200 };
 
 static void *waker_main(void *arg)
 {
@@ -527,16 +531,22 @@ static int64_t wake_below(const qh_consumer *c)
     return by_bytes < by_count ? by_bytes : by_count;
 }
 
-static void wake_fetch(qh_consumer *c)
+/* Returns how long the poll that follows may wait for a message: -1 as
+ * long as it was asked to; with the queue empty while messages come and
+ * the look put off (WAKE_MIN_MS), until it is due: nothing may have woken
+ * the fetch, and the broker thread's own timer is up to 1 s away. */
+static int wake_fetch(qh_consumer *c)
 {
     int64_t queued = rd_kafka_queue_length(c->queue);
-    if (queued > 0 && queued >= wake_below(c)) return;
+    if (queued > 0 && queued >= wake_below(c)) return -1;
     int64_t now = qh_kafka_monotonic_ms();
-    if (now - c->last_look_ms < (c->fetched_since_look ? WAKE_MIN_MS : WAKE_IDLE_MS)) return;
+    int64_t since = now - c->last_look_ms;
+    if (since < (c->fetched_since_look ? WAKE_MIN_MS : WAKE_IDLE_MS))
+        return queued == 0 && c->fetched_since_look ? (int)(WAKE_MIN_MS - since) : -1;
     c->last_look_ms = now;
     c->fetched_since_look = 0;
     rd_kafka_topic_partition_list_t *parts = NULL;
-    if (fill_positions(c->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+    if (fill_positions(c->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return -1;
     for (int k = 0; k < parts->cnt; k++) {
         int i = (c->wake_next + k) % parts->cnt;
         const rd_kafka_topic_partition_t *tp = &parts->elems[i];
@@ -553,6 +563,7 @@ static void wake_fetch(qh_consumer *c)
         break;
     }
     rd_kafka_topic_partition_list_destroy(parts);
+    return -1;
 }
 
 int qh_ffi_consumer_poll(qh_consumer *c, int max, int timeout_ms, qh_msg **out)
@@ -570,7 +581,10 @@ int qh_ffi_consumer_poll(qh_consumer *c, int max, int timeout_ms, qh_msg **out)
     }
     int wait = timeout_ms;
     int events = c->events_len;
-    if (c->queue) wake_fetch(c);
+    if (c->queue) {
+        int due = wake_fetch(c);
+        if (due >= 0 && (wait < 0 || due < wait)) wait = due;
+    }
     /* A rebalance event ends the batch (the callback yields, so the poll
      * returns NULL): what was fetched before it is processed first. */
     while (c->batch_len < max && c->events_len == events) {

@@ -444,8 +444,8 @@ static rd_kafka_resp_err_t fill_positions(rd_kafka_t *rk, rd_kafka_topic_partiti
  * transaction). WAKE_MIN_MS is short: a fast app takes a whole fetch
  * (1 MB, some 6,000 messages of 150 bytes) in under 10 ms, and with 10
  * it emptied the queue between two looks every few fetches, then waited
- * the broker's fetch.wait.max.ms (100 ms) for the next: a third of the
- * benchmark pipeline's wall time. */
+ * out its poll's timeout (the run loop's 100 ms) before the next look: a
+ * third of the benchmark pipeline's wall time. */
 enum { WAKE_MIN_MS = 2, WAKE_IDLE_MS = 50, WAKE_TIMEOUT_MS = 200 };
 
 static void *waker_main(void *arg)

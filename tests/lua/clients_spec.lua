@@ -247,22 +247,36 @@ describe("What the metrics read", function()
 end)
 
 describe("Consumer fetching past the queue bounds", function()
-  it("wakes a fetch that stopped at the bounds when the queue runs low, and loses nothing", function()
-    local topic = unique("fetch-wakes")
+  local VALUE = string.rep("v", 200)
+
+  -- A new topic of 4 partitions holding n messages: key "k<i>", value
+  -- VALUE .. i, in partition i % 4, written in batches of 10.
+  local function four_partitions(name, n)
+    local topic = unique(name)
     create_topic(topic, 4)
     local p = producer({ ["batch.num.messages"] = 10 })
-    local value = string.rep("v", 200)
-    for i = 1, 4000 do assert(p:produce(topic, value .. i, "k" .. i, i % 4)) end
+    for i = 1, n do assert(p:produce(topic, VALUE .. i, "k" .. i, i % 4)) end
     assert.is_true(p:flush(30))
     p:close()
-    -- bounds of a few messages: librdkafka 2.0.2 stops fetching at them
-    -- and, unwoken, looks again a second later; fetches of one batch (10
-    -- messages) per partition, so that each stops it
-    local c = consumer(unique("g-fetch-wakes"), { ["queued.min.messages"] = 10, ["queued.max.messages.kbytes"] = 1,
+    return topic
+  end
+
+  -- A consumer of all 4 partitions from offset 0 with bounds of a few
+  -- messages: librdkafka 2.0.2 stops fetching at them and, unwoken, looks
+  -- again a second later; fetches of one batch (10 messages) per
+  -- partition, so that each stops it.
+  local function bounded_consumer(group, topic)
+    local c = consumer(unique(group), { ["queued.min.messages"] = 10, ["queued.max.messages.kbytes"] = 1,
       ["max.partition.fetch.bytes"] = 1024 })
     local parts = {}
     for part = 0, 3 do parts[#parts + 1] = { topic = topic, partition = part, offset = 0 } end
     assert(c:assign(parts))
+    return c
+  end
+
+  it("wakes a fetch that stopped at the bounds when the queue runs low, and loses nothing", function()
+    local topic = four_partitions("fetch-wakes", 4000)
+    local c = bounded_consumer("g-fetch-wakes", topic)
     local got = consume(c, 4000, 120)
     local wakes = c:fetch_wakes()
     c:close()
@@ -273,7 +287,7 @@ describe("Consumer fetching past the queue bounds", function()
       next_offset[m.partition] = m.offset + 1
       local i = tonumber(m.key:sub(2))
       assert.are.equal(i % 4, m.partition)
-      assert.are.equal(value .. i, m.value)
+      assert.are.equal(VALUE .. i, m.value)
     end
     assert.is_true(wakes > 0, "no fetch was woken")
   end)
@@ -289,19 +303,8 @@ describe("Consumer fetching past the queue bounds", function()
   -- the 20 s bound only tells a stall per fetch from none.
   it("a poll with the queue empty and a look for a stalled fetch put off comes back when the look is due",
     function()
-    local topic = unique("fetch-wake-due")
-    create_topic(topic, 4)
-    local p = producer({ ["batch.num.messages"] = 10 })
-    local value = string.rep("v", 200)
     local n = 8000
-    for i = 1, n do assert(p:produce(topic, value .. i, "k" .. i, i % 4)) end
-    assert.is_true(p:flush(30))
-    p:close()
-    local c = consumer(unique("g-fetch-wake-due"), { ["queued.min.messages"] = 10, ["queued.max.messages.kbytes"] = 1,
-      ["max.partition.fetch.bytes"] = 1024 })
-    local parts = {}
-    for part = 0, 3 do parts[#parts + 1] = { topic = topic, partition = part, offset = 0 } end
-    assert(c:assign(parts))
+    local c = bounded_consumer("g-fetch-wake-due", four_partitions("fetch-wake-due", n))
     local got, polls = 0, 0
     local deadline = host.monotonic() + 20
     while got < n and host.monotonic() < deadline do

@@ -60,7 +60,12 @@ const char *qh_ffi_msg_errstr(qh_consumer *c, int i);
  * reports until there is room, a stop is requested (qh_ffi_stop_requested)
  * or the producer's qhost.queue.full.timeout.ms passed: then
  * RD_KAFKA_RESP_ERR__QUEUE_FULL, and the message was not produced. Every
- * 64th call serves the delivery reports first (rd_kafka_poll, no wait). */
+ * 64th call serves the delivery reports first (rd_kafka_poll, no wait).
+ * A producer made with qhost.produce.batch holds a copy of a plain message
+ * instead (kafka_internal.h, kafka_batch.c) and returns 0: if librdkafka
+ * refuses it when it is handed over, that is recorded as a failed
+ * delivery; a produce that finds the held messages at their bound waits
+ * for room for them as above. */
 int qh_ffi_produce(qh_producer *p, const char *topic, int32_t partition,
                    const char *key, size_t key_len, const char *value, size_t value_len,
                    int64_t timestamp, int header_count, const char **header_names,

@@ -16,6 +16,7 @@
 #define QH_KAFKA_INTERNAL_H
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -132,6 +133,39 @@ int qh_kafka_admin_new(lua_State *L);           /* kafka.admin(config) */
 
 void qh_kafka_mock_register(lua_State *L);
 int qh_kafka_mock_new(lua_State *L);            /* kafka.mock_cluster(brokers) */
+
+/* ---- kafka_batch.c: the messages a producer holds (qhost.produce.batch) --- */
+
+typedef struct qh_batch qh_batch;
+/* A held message librdkafka refused for good at its hand-over (m->err; not
+ * a full queue, which keeps it held): the producer records it as a failed
+ * delivery. Called with the producer's lock held, on either thread. */
+typedef void (*qh_batch_refused_fn)(void *opaque, rd_kafka_topic_t *rkt, const rd_kafka_message_t *m);
+/* Starts the timer thread that hands over what a quiet producer holds.
+ * lock: the producer's, borrowed for the batch's life; every hand-over
+ * and every rd_kafka_poll/flush of the producer happens under it. NULL
+ * when out of memory or no thread could be made. */
+qh_batch *qh_batch_new(rd_kafka_t *rk, pthread_mutex_t *lock, qh_batch_refused_fn refused, void *opaque);
+enum {
+    QH_BATCH_HELD,       /* held */
+    QH_BATCH_NOW_FULL,   /* held, and the ring is full: hand over now */
+    QH_BATCH_FULL,       /* not held: the ring is full (hand over, then hold it) */
+    QH_BATCH_TOO_LARGE,  /* not held: produce it directly (after a hand-over) */
+};
+/* Holds a copy of one message for rkt (a handle that outlives the batch),
+ * partitioned by its key, timestamped when handed over. Only ever called
+ * by one thread, the producing one; takes no lock. */
+int qh_batch_hold(qh_batch *b, rd_kafka_topic_t *rkt, const char *key, size_t key_len,
+                  const char *value, size_t value_len);
+/* With the lock held: hands over what is held, in order. 0, or
+ * RD_KAFKA_RESP_ERR__QUEUE_FULL when librdkafka's queue has no room for
+ * the rest (still held). */
+rd_kafka_resp_err_t qh_batch_hand_over(qh_batch *b);
+/* Messages held now. */
+int qh_batch_held(qh_batch *b);
+/* Stops the timer (the lock must not be held) and frees what is held
+ * without handing it over: hand over first. Accepts NULL. */
+void qh_batch_destroy(qh_batch *b);
 
 /* ---- kafka_txn.c: producer methods (registered with the producer's) ------- */
 

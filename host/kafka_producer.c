@@ -6,10 +6,19 @@
  * the per-topic handle cache, and the delivery reports, which record each
  * failed message for Lua to take and count the delivered ones per topic and
  * partition (producer:delivered, the app's metrics).
- * Uses: librdkafka, luaclass.h, kafka_config.c (conf, callbacks),
- * hostlib.h (the stop flag). */
+ *
+ * A producer made with qhost.produce.batch (a source's) holds its plain
+ * messages before librdkafka has them (kafka_batch.c, which says why), and
+ * has a lock: the batch's timer thread hands messages over too, and records
+ * the ones refused at the hand-over as failed deliveries. Under the lock:
+ * every hand-over, every rd_kafka_poll and rd_kafka_flush (the delivery
+ * reports write the failures), every look at the failures. Without a batch
+ * there is one thread, and no lock is taken.
+ * Uses: librdkafka, pthreads, luaclass.h, kafka_config.c (conf, callbacks),
+ * kafka_batch.c, hostlib.h (the stop flag). */
 #include "kafka_internal.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,10 +64,15 @@ struct qh_producer {
     /* Failed deliveries since the last take, oldest first, and how many
      * more there were past QH_FAILURES_MAX. Written by the delivery report
      * callback, which librdkafka runs inside rd_kafka_poll/flush on the
-     * calling (Lua) thread: no lock. */
+     * calling (Lua) thread, and by a batch's hand-over (either thread):
+     * under the lock. `failed` is their sum, for the check that every
+     * produce makes without the lock. */
     int nfailures;
     int dropped;
+    atomic_int failed;
     delivery_failure failures[QH_FAILURES_MAX];
+    qh_batch *batch;              /* owned; NULL without qhost.produce.batch */
+    pthread_mutex_t lock;         /* initialized with a batch only */
     int queue_full_timeout_ms;    /* -1: wait until a stop is requested */
     int unserved;                 /* produces since delivery reports were last served */
     char errstr[512];
@@ -141,28 +155,133 @@ static void count_delivered(qh_producer *p, const rd_kafka_message_t *m)
     t->counts[m->partition]++;
 }
 
-/* Each message's report is its own: a failure is recorded with what
- * identifies that message (librdkafka copied key and topic with it), never
- * folded into the next produce call. */
+static void lock_producer(qh_producer *p)
+{
+    if (p->batch) pthread_mutex_lock(&p->lock);
+}
+
+static void unlock_producer(qh_producer *p)
+{
+    if (p->batch) pthread_mutex_unlock(&p->lock);
+}
+
+/* Records the failed message m (of topic rkt) with what identifies it
+ * (librdkafka copied key and topic with it). Lock held. */
+static void record_failure(qh_producer *p, const rd_kafka_topic_t *rkt, const rd_kafka_message_t *m)
+{
+    if (p->nfailures == QH_FAILURES_MAX) {
+        p->dropped++;
+    } else {
+        delivery_failure *f = &p->failures[p->nfailures++];
+        snprintf(f->topic, sizeof f->topic, "%s", rkt ? rd_kafka_topic_name(rkt) : "");
+        f->partition = m->partition;
+        f->code = m->err;
+        f->key_null = m->key == NULL;
+        f->key_len = m->key ? m->key_len : 0;
+        if (m->key) memcpy(f->key, m->key, f->key_len < QH_FAILURE_KEY_MAX ? f->key_len : QH_FAILURE_KEY_MAX);
+    }
+    atomic_store_explicit(&p->failed, p->nfailures + p->dropped, memory_order_relaxed);
+}
+
+static void clear_failures(qh_producer *p)
+{
+    p->nfailures = 0;
+    p->dropped = 0;
+    atomic_store_explicit(&p->failed, 0, memory_order_relaxed);
+}
+
+/* Each message's report is its own: a failure is recorded, never folded
+ * into the next produce call. */
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     qh_producer *p = opaque;
     (void)rk;
-    if (!m->err) {
+    if (m->err)
+        record_failure(p, m->rkt, m);
+    else
         count_delivered(p, m);
-        return;
+}
+
+/* A held message refused at its hand-over fails as a delivery would: it
+ * was queued as far as its produce call could tell. */
+static void on_refused(void *opaque, rd_kafka_topic_t *rkt, const rd_kafka_message_t *m)
+{
+    record_failure(opaque, rkt, m);
+}
+
+/* The queue was found full (first at *full_since, -1 at the first look):
+ * waits a while for room by serving delivery reports, at least once, and
+ * returns 0 to try again; or, once a stop is requested (an unreachable
+ * broker would hold the stop forever) or the producer's bound passed,
+ * RD_KAFKA_RESP_ERR__QUEUE_FULL with errstr set: the message is then not
+ * produced, and the caller must not count it as sent. */
+static rd_kafka_resp_err_t wait_for_room(qh_producer *p, int64_t *full_since, const char *topic,
+                                         int32_t partition)
+{
+    int64_t now = qh_kafka_monotonic_ms();
+    if (*full_since < 0) {
+        *full_since = now;
+    } else if (qh_ffi_stop_requested() > 0) {
+        snprintf(p->errstr, sizeof p->errstr,
+                 "produce to %s [%d] interrupted by the stop: the producer's queue is full "
+                 "(%d messages queued); this message was not produced",
+                 topic, (int)partition, rd_kafka_outq_len(p->rk));
+        return RD_KAFKA_RESP_ERR__QUEUE_FULL;
+    } else if (p->queue_full_timeout_ms >= 0 && now - *full_since >= p->queue_full_timeout_ms) {
+        snprintf(p->errstr, sizeof p->errstr,
+                 "produce to %s [%d] failed: the producer's queue is still full after %d ms "
+                 "(%d messages queued); this message was not produced",
+                 topic, (int)partition, p->queue_full_timeout_ms, rd_kafka_outq_len(p->rk));
+        return RD_KAFKA_RESP_ERR__QUEUE_FULL;
     }
-    if (p->nfailures == QH_FAILURES_MAX) {
-        p->dropped++;
-        return;
+    int wait = 100;
+    if (p->queue_full_timeout_ms >= 0 && p->queue_full_timeout_ms - (now - *full_since) < wait)
+        wait = (int)(p->queue_full_timeout_ms - (now - *full_since));
+    rd_kafka_poll(p->rk, wait > 0 ? wait : 0);
+    return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+/* Hands over every held message before the message of `topic` the caller
+ * produces next, so that they go in the order they were produced; waits
+ * for room in a full queue as a produce does. Lock held. */
+static rd_kafka_resp_err_t hand_over_all(qh_producer *p, const char *topic, int32_t partition)
+{
+    int64_t full_since = -1;
+    while (qh_batch_hand_over(p->batch) == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+        rd_kafka_resp_err_t err = wait_for_room(p, &full_since, topic, partition);
+        if (err) return err;
     }
-    delivery_failure *f = &p->failures[p->nfailures++];
-    snprintf(f->topic, sizeof f->topic, "%s", m->rkt ? rd_kafka_topic_name(m->rkt) : "");
-    f->partition = m->partition;
-    f->code = m->err;
-    f->key_null = m->key == NULL;
-    f->key_len = m->key ? m->key_len : 0;
-    if (m->key) memcpy(f->key, m->key, f->key_len < QH_FAILURE_KEY_MAX ? f->key_len : QH_FAILURE_KEY_MAX);
+    return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+/* Holds a plain message in the batch. 1: held (or refused with errstr set,
+ * *err); 0: the caller produces it directly. */
+static int produce_held(qh_producer *p, rd_kafka_topic_t *rkt, const char *topic, const char *key,
+                        size_t key_len, const char *value, size_t value_len, rd_kafka_resp_err_t *err)
+{
+    *err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    switch (qh_batch_hold(p->batch, rkt, key, key_len, value, value_len)) {
+    case QH_BATCH_HELD:
+        return 1;
+    case QH_BATCH_NOW_FULL:
+        /* a batch's worth: hand it over, and serve the delivery reports
+         * (a full queue waits for the next produce, which finds the ring
+         * full) */
+        pthread_mutex_lock(&p->lock);
+        qh_batch_hand_over(p->batch);
+        rd_kafka_poll(p->rk, 0);
+        pthread_mutex_unlock(&p->lock);
+        return 1;
+    case QH_BATCH_FULL:
+        pthread_mutex_lock(&p->lock);
+        *err = hand_over_all(p, topic, -1);
+        pthread_mutex_unlock(&p->lock);
+        /* the ring is empty now, and only this thread fills it */
+        if (!*err) qh_batch_hold(p->batch, rkt, key, key_len, value, value_len);
+        return 1;
+    default:
+        return 0;
+    }
 }
 
 int qh_ffi_produce(qh_producer *p, const char *topic, int32_t partition,
@@ -170,20 +289,29 @@ int qh_ffi_produce(qh_producer *p, const char *topic, int32_t partition,
                    int64_t timestamp, int header_count, const char **header_names,
                    const char **header_values, const size_t *header_value_lens)
 {
+    rd_kafka_topic_t *rkt = producer_topic(p, topic);
+    rd_kafka_resp_err_t err;
+    if (p->batch && rkt && partition < 0 && header_count == 0 && timestamp <= 0 &&
+        produce_held(p, rkt, topic, key, key_len, value, value_len, &err))
+        return (int)err;
+    lock_producer(p);
     if (++p->unserved >= QH_SERVE_EVERY) {
         rd_kafka_poll(p->rk, 0);
         p->unserved = 0;
     }
-    rd_kafka_topic_t *rkt = producer_topic(p, topic);
+    if (p->batch && (err = hand_over_all(p, topic, partition))) {
+        unlock_producer(p);
+        return (int)err;
+    }
     rd_kafka_topic_t *temporary = NULL;   /* past the cache: a handle of the moment */
     if (!rkt) rkt = temporary = rd_kafka_topic_new(p->rk, topic, NULL);
     if (!rkt) {
         snprintf(p->errstr, sizeof p->errstr, "produce to %s [%d] failed: %s", topic,
                  (int)partition, rd_kafka_err2str(rd_kafka_last_error()));
+        unlock_producer(p);
         return (int)rd_kafka_last_error();
     }
     int64_t full_since = -1;   /* when the queue was first found full */
-    rd_kafka_resp_err_t err;
     for (;;) {
         rd_kafka_headers_t *hdrs = NULL;
         int32_t part = partition < 0 ? RD_KAFKA_PARTITION_UA : partition;
@@ -219,32 +347,10 @@ int qh_ffi_produce(qh_producer *p, const char *topic, int32_t partition,
                      (int)partition, rd_kafka_err2str(err));
             break;
         }
-        /* A full queue is waited out by serving delivery reports, at least
-         * once; but a stop ends the wait (an unreachable broker would hold
-         * the stop forever), and so does the optional bound. The message is
-         * then not produced: the caller must not count it as sent. */
-        int64_t now = qh_kafka_monotonic_ms();
-        if (full_since < 0) {
-            full_since = now;
-        } else if (qh_ffi_stop_requested() > 0) {
-            snprintf(p->errstr, sizeof p->errstr,
-                     "produce to %s [%d] interrupted by the stop: the producer's queue is full "
-                     "(%d messages queued); this message was not produced",
-                     topic, (int)partition, rd_kafka_outq_len(p->rk));
-            break;
-        } else if (p->queue_full_timeout_ms >= 0 && now - full_since >= p->queue_full_timeout_ms) {
-            snprintf(p->errstr, sizeof p->errstr,
-                     "produce to %s [%d] failed: the producer's queue is still full after %d ms "
-                     "(%d messages queued); this message was not produced",
-                     topic, (int)partition, p->queue_full_timeout_ms, rd_kafka_outq_len(p->rk));
-            break;
-        }
-        int wait = 100;
-        if (p->queue_full_timeout_ms >= 0 && p->queue_full_timeout_ms - (now - full_since) < wait)
-            wait = (int)(p->queue_full_timeout_ms - (now - full_since));
-        rd_kafka_poll(p->rk, wait > 0 ? wait : 0);
+        if ((err = wait_for_room(p, &full_since, topic, partition))) break;
     }
     if (temporary) rd_kafka_topic_destroy(temporary);
+    unlock_producer(p);
     return (int)err;
 }
 
@@ -253,25 +359,39 @@ const char *qh_ffi_producer_errstr(qh_producer *p)
     return p->errstr;
 }
 
+/* Held messages are handed over first (a full queue keeps them held):
+ * a caller that polls while it waits for something (the embedded broker's
+ * credit) waits on messages that have left. */
 int qh_ffi_producer_poll(qh_producer *p, int timeout_ms)
 {
-    return rd_kafka_poll(p->rk, timeout_ms);
+    lock_producer(p);
+    if (p->batch) qh_batch_hand_over(p->batch);
+    int served = rd_kafka_poll(p->rk, timeout_ms);
+    unlock_producer(p);
+    return served;
 }
 
 int qh_ffi_producer_failures(qh_producer *p)
 {
-    return p->nfailures + p->dropped;
+    return atomic_load_explicit(&p->failed, memory_order_relaxed);
 }
 
 int qh_ffi_producer_take_failures(qh_producer *p, char *buf, size_t buflen)
 {
+    lock_producer(p);
     int n = p->nfailures + p->dropped;
     if (p->nfailures && buf && buflen)
         snprintf(buf, buflen, "delivery to %s [%d] failed: %s", p->failures[0].topic,
                  (int)p->failures[0].partition, rd_kafka_err2str(p->failures[0].code));
-    p->nfailures = 0;
-    p->dropped = 0;
+    clear_failures(p);
+    unlock_producer(p);
     return n;
+}
+
+/* Messages queued in librdkafka or held, not yet reported. */
+static int producer_outq_len(qh_producer *p)
+{
+    return rd_kafka_outq_len(p->rk) + (p->batch ? qh_batch_held(p->batch) : 0);
 }
 
 static qh_producer **check_producer_ud(lua_State *L)
@@ -296,6 +416,15 @@ rd_kafka_t *qh_kafka_check_producer_rk(lua_State *L, int idx)
 static void producer_destroy(qh_producer *p)
 {
     if (!p) return;
+    if (p->batch) {
+        /* what is held goes the way of what is queued (which a destroy
+         * does not wait for: flush first) */
+        pthread_mutex_lock(&p->lock);
+        qh_batch_hand_over(p->batch);
+        pthread_mutex_unlock(&p->lock);
+        qh_batch_destroy(p->batch);   /* joins the timer, which uses the handles below */
+        pthread_mutex_destroy(&p->lock);
+    }
     for (int i = 0; i < p->ntopics; i++) {
         rd_kafka_topic_destroy(p->topics[i].rkt);
         free(p->topics[i].name);
@@ -309,14 +438,17 @@ static void producer_destroy(qh_producer *p)
     free(p);
 }
 
-/* kafka.producer(config) -> producer | nil, err. The host's own setting:
+/* kafka.producer(config) -> producer | nil, err. The host's own settings:
  * qhost.queue.full.timeout.ms (default -1: a produce call waits for room in
- * a full queue until a stop is requested; >= 0: at most that long). A
+ * a full queue until a stop is requested; >= 0: at most that long), and
+ * qhost.produce.batch (true: hold plain messages and hand them over in
+ * batches, kafka_batch.c; not for a transactional producer, whose
+ * messages must be in librdkafka before its transaction's calls). A
  * config with a transactional.id makes a transactional producer (see
  * kafka_txn.c). */
 int qh_kafka_producer_new(lua_State *L)
 {
-    static const char *const own[] = { "qhost.queue.full.timeout.ms", NULL };
+    static const char *const own[] = { "qhost.queue.full.timeout.ms", "qhost.produce.batch", NULL };
     char err[512];
     rd_kafka_conf_t *conf = NULL;
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -330,6 +462,12 @@ int qh_kafka_producer_new(lua_State *L)
         bound = lua_tonumber(L, -1);
     }
     lua_pop(L, 1);
+    lua_getfield(L, 1, own[1]);
+    int batch = lua_toboolean(L, -1) && !(lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "false") == 0);
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "transactional.id");
+    if (!lua_isnil(L, -1)) batch = 0;
+    lua_pop(L, 1);
 
     qh_producer *p = calloc(1, sizeof *p);
     if (!p) return luaL_error(L, "out of memory");
@@ -342,6 +480,14 @@ int qh_kafka_producer_new(lua_State *L)
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);   /* takes conf on success */
     if (!p->rk) goto fail;
     *ud = p;   /* the userdata owns it from here */
+    if (batch) {
+        pthread_mutex_init(&p->lock, NULL);
+        p->batch = qh_batch_new(p->rk, &p->lock, on_refused, p);
+        if (!p->batch) {
+            pthread_mutex_destroy(&p->lock);
+            return qh_kafka_push_fail(L, "kafka producer: cannot start the thread of qhost.produce.batch");
+        }
+    }
     return 1;
 fail:
     if (conf) rd_kafka_conf_destroy(conf);
@@ -355,19 +501,42 @@ static int l_producer_ptr(lua_State *L)
     return 1;
 }
 
-/* producer:flush(timeout_s) -> messages still queued (0 when all delivered) */
+/* Hands over what is held within ms (-1: no bound), making room by
+ * flushing (which also sends what lingers). Lock held. */
+static void hand_over_flushing(qh_producer *p, int ms)
+{
+    int64_t deadline = ms < 0 ? INT64_MAX : qh_kafka_monotonic_ms() + ms;
+    while (qh_batch_hand_over(p->batch) == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+        int64_t left = deadline - qh_kafka_monotonic_ms();
+        if (left <= 0) return;
+        rd_kafka_flush(p->rk, left < 100 ? (int)left : 100);
+    }
+}
+
+/* producer:flush(timeout_s) -> messages still queued or held (0 when all
+ * delivered) */
 static int l_producer_flush(lua_State *L)
 {
     qh_producer *p = check_producer(L);
     int ms = qh_kafka_timeout_arg(L, 2, 10.0);
+    lock_producer(p);
+    if (p->batch) {
+        int64_t start = qh_kafka_monotonic_ms();
+        hand_over_flushing(p, ms);
+        if (ms > 0) {
+            int64_t spent = qh_kafka_monotonic_ms() - start;
+            ms = spent >= ms ? 0 : ms - (int)spent;
+        }
+    }
     rd_kafka_flush(p->rk, ms);
-    lua_pushinteger(L, rd_kafka_outq_len(p->rk));
+    lua_pushinteger(L, producer_outq_len(p));
+    unlock_producer(p);
     return 1;
 }
 
 static int l_producer_outq_len(lua_State *L)
 {
-    lua_pushinteger(L, rd_kafka_outq_len(check_producer(L)->rk));
+    lua_pushinteger(L, producer_outq_len(check_producer(L)));
     return 1;
 }
 
@@ -378,7 +547,11 @@ static int l_producer_outq_len(lua_State *L)
 static int l_producer_take_failures(lua_State *L)
 {
     qh_producer *p = check_producer(L);
-    if (p->nfailures + p->dropped == 0) return 0;
+    lock_producer(p);
+    if (p->nfailures + p->dropped == 0) {
+        unlock_producer(p);
+        return 0;
+    }
     lua_createtable(L, p->nfailures, 1);
     for (int i = 0; i < p->nfailures; i++) {
         const delivery_failure *f = &p->failures[i];
@@ -405,8 +578,8 @@ static int l_producer_take_failures(lua_State *L)
         lua_pushinteger(L, p->dropped);
         lua_setfield(L, -2, "dropped");
     }
-    p->nfailures = 0;
-    p->dropped = 0;
+    clear_failures(p);
+    unlock_producer(p);
     return 1;
 }
 

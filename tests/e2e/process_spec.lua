@@ -119,6 +119,35 @@ print(#out, out[1].n, out[50].n)
     assert.is_true(assigned < setup, r.stderr)
   end)
 
+  it("delivers a message whose source then waits on its own, producing nothing more", function()
+    -- The source's producer holds plain messages to hand them to librdkafka
+    -- in batches (host/kafka_batch.c): one followed by a long wait in the
+    -- source's own code must leave anyway. Here the source waits for the
+    -- app to have seen it, so a message that waited for the next produce
+    -- would never arrive.
+    local dir = H.tmpdir()
+    H.write(dir .. "/app.lua", app_script([[
+local host = require("qhost.host")
+local function exists(path) local f = io.open(path); if f then f:close() end; return f ~= nil end
+local Pinger = qhost.sources.Source:extend("Pinger")
+function Pinger:run()
+  local msg = self:serialize{ key = "k", value = "ping" }
+  self:produce{ key = msg.key, value = msg.value }
+  local deadline = host.monotonic() + 60
+  while not exists(self.mark) and host.monotonic() < deadline do host.sleep(0.01) end
+  msg = self:serialize{ key = "k", value = exists(self.mark) and "pong" or "the app never saw ping" }
+  self:produce{ key = msg.key, value = msg.value }
+end
+local mark = "]] .. dir .. [[/seen"
+local sdf = app:dataframe{ source = Pinger{ name = "]] .. H.unique("pinger") .. [[", mark = mark } }
+sdf = sdf:update(function(v) if v == "ping" then io.open(mark, "w"):close() end end)
+for _, v in ipairs(app:run{ count = 2 }) do print(v) end
+]]))
+    local r = H.run(dir, "app.lua")
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("ping\npong\n", r.stdout)
+  end)
+
   it("releases the sources of an app consuming from earliest as soon as their topics exist", function()
     -- A sink's setup comes after the topics are made and before the
     -- consumer: it waits for a file the source's setup writes. From

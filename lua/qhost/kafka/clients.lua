@@ -32,8 +32,9 @@ local function release_headers(n)
 end
 
 -- clients.producer(config, opts) -> Producer | nil, err. `config` is a table
--- of librdkafka properties (and qhost.queue.full.timeout.ms, see
--- host/kafka_producer.c; a transactional.id makes it transactional). opts.flush_reports_failures = false: flush only says
+-- of librdkafka properties (and qhost.queue.full.timeout.ms and
+-- qhost.produce.batch, see host/kafka_producer.c; a transactional.id makes
+-- it transactional). opts.flush_reports_failures = false: flush only says
 -- whether everything queued was delivered, and the caller takes the failed
 -- deliveries with take_failures, to decide per message (the run loop's
 -- checkpoint). The default (true) also makes flush fail on failed
@@ -124,8 +125,9 @@ end
 -- value_len) -> true | nil, err, code. value and key are strings (or nil);
 -- value may also be the address of value_len bytes (a number), copied
 -- before this returns. The result
--- is about this message only: it is queued, or it is not (err, and the
--- rd_kafka_resp_err_t code). Delivery reports are served as it goes, but
+-- is about this message only: it is queued (or held, with
+-- qhost.produce.batch: a refusal at its hand-over is then a failed
+-- delivery), or it is not (err, and the rd_kafka_resp_err_t code). Delivery reports are served as it goes, but
 -- an earlier message's failed delivery is never returned here (nor does it
 -- keep this message from being sent): it is recorded, for take_failures.
 -- (The C side serves delivery reports as it goes, every 64th produce.)

@@ -146,7 +146,9 @@ int qh_batch_hold(qh_batch *b, rd_kafka_topic_t *rkt, const char *key, size_t ke
     uint64_t tail = atomic_load_explicit(&b->tail, memory_order_acquire);
     if (head - tail == SLOTS) return QH_BATCH_FULL;
     slot *s = &b->slots[head % SLOTS];
-    if (kl + vl > s->cap) {
+    /* (bytes is never NULL once used: an empty key or value stays one,
+     * not a null, which librdkafka would take a NULL pointer for) */
+    if (!s->bytes || kl + vl > s->cap) {
         size_t cap = s->cap ? s->cap : 256;
         while (cap < kl + vl) cap *= 2;
         char *grown = realloc(s->bytes, cap);

@@ -262,7 +262,11 @@ static int produce_held(qh_producer *p, rd_kafka_topic_t *rkt, const char *topic
     *err = RD_KAFKA_RESP_ERR_NO_ERROR;
     switch (qh_batch_hold(p->batch, rkt, key, key_len, value, value_len)) {
     case QH_BATCH_HELD:
-        return 1;
+        /* the reports are served every QH_SERVE_EVERY produces, as
+         * without a batch, even when the timer hands over (a slow source's
+         * earlier failed delivery must reach its next produce) */
+        if (++p->unserved < QH_SERVE_EVERY) return 1;
+        /* fall through */
     case QH_BATCH_NOW_FULL:
         /* a batch's worth: hand it over, and serve the delivery reports
          * (a full queue waits for the next produce, which finds the ring
@@ -271,6 +275,7 @@ static int produce_held(qh_producer *p, rd_kafka_topic_t *rkt, const char *topic
         qh_batch_hand_over(p->batch);
         rd_kafka_poll(p->rk, 0);
         pthread_mutex_unlock(&p->lock);
+        p->unserved = 0;
         return 1;
     case QH_BATCH_FULL:
         pthread_mutex_lock(&p->lock);
@@ -421,7 +426,10 @@ static void producer_destroy(qh_producer *p)
          * does not wait for: flush first) */
         pthread_mutex_lock(&p->lock);
         qh_batch_hand_over(p->batch);
+        int left = qh_batch_held(p->batch);
         pthread_mutex_unlock(&p->lock);
+        if (left > 0)   /* as librdkafka warns of the queued ones it drops */
+            qh_kafka_warn(p->rk, "producer closed with %d messages held for a full queue: dropped", left);
         qh_batch_destroy(p->batch);   /* joins the timer, which uses the handles below */
         pthread_mutex_destroy(&p->lock);
     }

@@ -1024,6 +1024,10 @@ TEST(held_messages_keep_their_order_among_direct_ones)
         if (i % 59 == 11) m->partition = 0;      /* a partition: directly */
         if (i % 67 == 13) m->key = NULL;         /* held, null key */
         if (i % 71 == 17) m->value = NULL;       /* held, tombstone */
+        if (i % 73 == 19) {                      /* held, empty: not null */
+            m->key_len = 0;
+            m->value_len = 0;
+        }
         if (i == 150) {                          /* too large to hold */
             m->value = big;
             m->value_len = BIG;

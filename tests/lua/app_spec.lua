@@ -66,14 +66,17 @@ describe("Application", function()
     -- A source faster than its broker kept librdkafka's 100,000 (45 MB).
     local clients = require("qhost.kafka.clients")
     local broker = require("qhost.runtime.broker")
-    local function queued_before_full(extra)
+    -- plain: no partition of their own (else partition 0)
+    local function queued_before_full(extra, plain)
+      local partition = 0
+      if plain then partition = nil end
       extra["qhost.queue.full.timeout.ms"] = 0
       local app = qhost.Application{ producer_extra_config = extra }
       app._broker = "127.0.0.1:1"   -- nothing listens: every message stays queued
       local p = assert(clients.producer(broker.source_producer_config(app)))
       local n = 0
       while n < 100000 do
-        local ok, _, code = p:produce("t", "v", nil, 0)
+        local ok, _, code = p:produce("t", "v", nil, partition)
         if not ok then
           assert.are.equal(clients.ERR_QUEUE_FULL, code)
           break
@@ -85,6 +88,11 @@ describe("Application", function()
     end
     assert.are.equal(30000, queued_before_full({}))
     assert.are.equal(40000, queued_before_full({ ["queue.buffering.max.messages"] = 40000 }))
+    -- Plain messages (no partition, headers or timestamp of their own) are
+    -- held beyond it, 64 of them, to go to librdkafka in batches
+    -- (host/kafka_batch.c); producer_extra_config can turn that off.
+    assert.are.equal(30064, queued_before_full({}, "plain"))
+    assert.are.equal(30000, queued_before_full({ ["qhost.produce.batch"] = false }, "plain"))
     -- the app's own producer keeps librdkafka's bound
     local app = qhost.Application{}
     app._broker = "127.0.0.1:1"

@@ -62,13 +62,16 @@ end
 -- It also holds a source's plain messages and hands them to librdkafka 64
 -- at a time, within 4 ms (qhost.produce.batch, host/kafka_batch.c):
 -- per message, librdkafka's own produce call costs a tenth of a source's
--- CPU, most of which it spends once per call.
+-- CPU, most of which it spends once per call. (false in
+-- producer_extra_config turns it off.)
 function broker.source_producer_config(app)
   local config = broker.producer_config(app)
   if app.producer_extra_config["queue.buffering.max.messages"] == nil then
     config["queue.buffering.max.messages"] = 30000
   end
-  config["qhost.produce.batch"] = true
+  if app.producer_extra_config["qhost.produce.batch"] == nil then
+    config["qhost.produce.batch"] = true
+  end
   return config
 end
 

@@ -555,14 +555,18 @@ static int l_producer_outq_len(lua_State *L)
 static int l_producer_take_failures(lua_State *L)
 {
     qh_producer *p = check_producer(L);
+    /* taken under the lock, turned into tables after it: a Lua call may
+     * raise (out of memory), which must not leave the lock held */
+    delivery_failure taken[QH_FAILURES_MAX];
     lock_producer(p);
-    if (p->nfailures + p->dropped == 0) {
-        unlock_producer(p);
-        return 0;
-    }
-    lua_createtable(L, p->nfailures, 1);
-    for (int i = 0; i < p->nfailures; i++) {
-        const delivery_failure *f = &p->failures[i];
+    int n = p->nfailures, dropped = p->dropped;
+    memcpy(taken, p->failures, (size_t)n * sizeof *taken);
+    clear_failures(p);
+    unlock_producer(p);
+    if (n + dropped == 0) return 0;
+    lua_createtable(L, n, 1);
+    for (int i = 0; i < n; i++) {
+        const delivery_failure *f = &taken[i];
         lua_createtable(L, 0, 6);
         lua_pushstring(L, f->topic);
         lua_setfield(L, -2, "topic");
@@ -582,12 +586,10 @@ static int l_producer_take_failures(lua_State *L)
         lua_setfield(L, -2, "error");
         lua_rawseti(L, -2, i + 1);
     }
-    if (p->dropped) {
-        lua_pushinteger(L, p->dropped);
+    if (dropped) {
+        lua_pushinteger(L, dropped);
         lua_setfield(L, -2, "dropped");
     }
-    clear_failures(p);
-    unlock_producer(p);
     return 1;
 }
 

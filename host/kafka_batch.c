@@ -122,15 +122,15 @@ int qh_batch_held(qh_batch *b)
                  atomic_load_explicit(&b->tail, memory_order_acquire));
 }
 
-/* The first message into an empty ring wakes a sleeping timer. The fence
- * orders the new head before the look at `idle`; the timer sets idle before
- * its last look at head (timer_main), so one of the two sees the other.
- * The producing thread's view of tail is current here: the ring was empty
- * for IDLE_TICKS before the timer slept, with no hand-over since. */
+/* The first message into an empty ring wakes a sleeping timer. Its head
+ * was stored sequentially consistent, as is this look at `idle`; the timer
+ * sets idle before its last look at head, both the same way (timer_main),
+ * so one of the two sees the other. The producing thread's view of tail is
+ * current here: the ring was empty for IDLE_TICKS before the timer slept,
+ * with no hand-over since. */
 static void wake_timer(qh_batch *b)
 {
-    atomic_thread_fence(memory_order_seq_cst);
-    if (!atomic_load_explicit(&b->idle, memory_order_relaxed)) return;
+    if (!atomic_load_explicit(&b->idle, memory_order_seq_cst)) return;
     pthread_mutex_lock(b->lock);
     atomic_store_explicit(&b->idle, 0, memory_order_relaxed);
     pthread_cond_signal(&b->wake);
@@ -163,8 +163,12 @@ int qh_batch_hold(qh_batch *b, rd_kafka_topic_t *rkt, const char *key, size_t ke
     s->value_len = vl;
     if (kl) memcpy(s->bytes, key, kl);
     if (vl) memcpy(s->bytes + kl, value, vl);
-    atomic_store_explicit(&b->head, head + 1, memory_order_release);
-    if (head == tail) wake_timer(b);
+    if (head == tail) {
+        atomic_store_explicit(&b->head, head + 1, memory_order_seq_cst);
+        wake_timer(b);
+    } else {
+        atomic_store_explicit(&b->head, head + 1, memory_order_release);
+    }
     return head + 1 - tail == SLOTS ? QH_BATCH_NOW_FULL : QH_BATCH_HELD;
 }
 
@@ -188,9 +192,8 @@ static void *timer_main(void *arg)
             empty_ticks = 0;
             if (tail == last_tail) qh_batch_hand_over(b);
         } else if (++empty_ticks >= IDLE_TICKS) {
-            atomic_store_explicit(&b->idle, 1, memory_order_relaxed);
-            atomic_thread_fence(memory_order_seq_cst);
-            if (qh_batch_held(b) == 0) {
+            atomic_store_explicit(&b->idle, 1, memory_order_seq_cst);
+            if (atomic_load_explicit(&b->head, memory_order_seq_cst) == tail) {
                 while (atomic_load_explicit(&b->idle, memory_order_relaxed) && !b->stopping)
                     pthread_cond_wait(&b->wake, b->lock);
             }

@@ -28,7 +28,6 @@
  * Uses: librdkafka, pthreads, C11 atomics. */
 #include "kafka_internal.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>

@@ -63,7 +63,6 @@ struct qh_batch {
      * reads without it (see wake_timer). */
     pthread_t timer;
     pthread_cond_t wake;
-    int timer_running;
     int stopping;
     atomic_int idle;
 };
@@ -237,20 +236,17 @@ qh_batch *qh_batch_new(rd_kafka_t *rk, pthread_mutex_t *lock, qh_batch_refused_f
         return NULL;
     }
     pthread_setname_np(b->timer, "qh:batch");   /* how ps and perf tell it */
-    b->timer_running = 1;
     return b;
 }
 
 void qh_batch_destroy(qh_batch *b)
 {
     if (!b) return;
-    if (b->timer_running) {
-        pthread_mutex_lock(b->lock);
-        b->stopping = 1;
-        pthread_cond_signal(&b->wake);
-        pthread_mutex_unlock(b->lock);
-        pthread_join(b->timer, NULL);
-    }
+    pthread_mutex_lock(b->lock);   /* (a batch always has its timer running) */
+    b->stopping = 1;
+    pthread_cond_signal(&b->wake);
+    pthread_mutex_unlock(b->lock);
+    pthread_join(b->timer, NULL);
     pthread_cond_destroy(&b->wake);
     for (int i = 0; i < SLOTS; i++) free(b->slots[i].bytes);
     free(b);

@@ -471,7 +471,8 @@ int qh_kafka_producer_new(lua_State *L)
     }
     lua_pop(L, 1);
     lua_getfield(L, 1, own[1]);
-    int batch = lua_toboolean(L, -1) && !(lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "false") == 0);
+    const char *batch_value = qh_kafka_config_value(L, -1);   /* true or "true", as librdkafka's booleans */
+    int batch = batch_value && strcmp(batch_value, "true") == 0;
     lua_pop(L, 1);
     lua_getfield(L, 1, "transactional.id");
     if (!lua_isnil(L, -1)) batch = 0;

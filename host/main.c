@@ -84,7 +84,7 @@ static int run(const char *mode, int argc, char **argv)
         code = (int)lua_tointeger(L, -1);
     }
     fflush(stdout);
-    lua_close(L);
+    qh_vm_close(L);
     return code;
 }
 

@@ -18,6 +18,7 @@
 #include "flow.h"
 #include "hostlib.h"
 #include "kafka.h"
+#include "lua_heap.h"
 #include "metrics.h"
 #include "spawn.h"
 #include "sqlite.h"
@@ -188,7 +189,7 @@ static void set_paths(lua_State *L, const char *root)
 
 lua_State *qh_vm_new(const char *mode)
 {
-    lua_State *L = luaL_newstate();
+    lua_State *L = qh_lua_heap_newstate();
     if (!L) return NULL;
     luaL_openlibs(L);
     set_paths(L, g_paths.root);
@@ -207,6 +208,11 @@ lua_State *qh_vm_new(const char *mode)
     lua_pushstring(L, mode);
     lua_setfield(L, LUA_REGISTRYINDEX, "qhost.mode");
     return L;
+}
+
+void qh_vm_close(lua_State *L)
+{
+    qh_lua_heap_close(L);
 }
 
 /* The message handler: the error (any type) becomes a string with the

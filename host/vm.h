@@ -3,7 +3,8 @@
  * built-in sources on package.path, the host's C modules in package.preload,
  * and the one protected-call helper through which all Lua code runs (it
  * appends a traceback to errors).
- * Uses: LuaJIT, and the qh_*_open functions of the other host units. */
+ * Uses: LuaJIT, lua_heap.h, and the qh_*_open functions of the other host
+ * units. */
 #ifndef QH_VM_H
 #define QH_VM_H
 
@@ -26,9 +27,13 @@ int qh_vm_locate(qh_paths *out, char *err, size_t errlen);
 /* The paths found by qh_vm_locate (valid after it succeeded). */
 const qh_paths *qh_vm_paths(void);
 
-/* A new state with libraries, paths and preloads; `mode` ("run" or "lua") is
- * exposed as qhost.host.mode. NULL on allocation failure. */
+/* A new state with libraries, paths and preloads, on a heap of its own
+ * (lua_heap.h); `mode` ("run" or "lua") is exposed as qhost.host.mode. NULL
+ * on allocation failure. Closed with qh_vm_close. */
 lua_State *qh_vm_new(const char *mode);
+
+/* Closes a state of qh_vm_new's and frees its heap. */
+void qh_vm_close(lua_State *L);
 
 /* lua_pcall with a traceback handler. On error returns non-zero and leaves
  * one string on the stack: the message followed by the traceback. */

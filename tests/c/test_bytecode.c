@@ -263,7 +263,7 @@ static void check_searcher_uses(const char *cache_dir_rel, const char *root_rel)
         CHECK_EQ_STR(th_run(L, "return require('qhost.plain')"), "plain");
         /* a missing one: the usual message, with the paths searched */
         CHECK(strstr(th_run_error(L, "require('qhost.absent')"), "module 'qhost.absent' not found") != NULL);
-        lua_close(L);
+        qh_vm_close(L);
     }
 }
 
@@ -291,7 +291,7 @@ TEST(without_a_cache_folder_the_library_is_parsed)
     CHECK(L != NULL);
     if (L) {
         CHECK_EQ_STR(th_run(L, "return require('qhost').ok"), "parsed");
-        lua_close(L);
+        qh_vm_close(L);
     }
 }
 

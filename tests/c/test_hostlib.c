@@ -89,13 +89,13 @@ TEST(fields_version_exe_root_mode)
         CHECK_EQ_STR(lua_tostring(L, 3), th_repo_root());
         CHECK_EQ_STR(lua_tostring(L, 4), "run");
     }
-    lua_close(L);
+    qh_vm_close(L);
 
     L = new_lua("lua");
     n = th_run_n(L, "return host.mode");
     CHECK_EQ_INT(n, 1);
     if (n == 1) CHECK_EQ_STR(lua_tostring(L, 1), "lua");
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 TEST(module_lists_its_functions)
@@ -112,7 +112,7 @@ TEST(module_lists_its_functions)
     if (n == 1)
         CHECK_EQ_STR(lua_tostring(L, 1), "exit getpid isatty mkdtemp monotonic request_stop "
                                          "sleep sleep_unless_stopped stop_requested strerror term_width time_ms write_bytecode");
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 /* ---- clocks and sleep -------------------------------------------------- */
@@ -133,7 +133,7 @@ TEST(monotonic_increases_across_a_sleep)
         CHECK(lua_toboolean(L, 3));
         CHECK(lua_toboolean(L, 4));   /* nanosleep sleeps at least that long */
     }
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 TEST(time_ms_is_wall_clock_milliseconds)
@@ -149,7 +149,7 @@ TEST(time_ms_is_wall_clock_milliseconds)
         CHECK(t >= before);            /* time() truncates: t is never below it */
         CHECK(lua_toboolean(L, 2));    /* whole milliseconds */
     }
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 TEST(sleep_zero_and_negative_return_at_once)
@@ -165,7 +165,7 @@ TEST(sleep_zero_and_negative_return_at_once)
     }
     CHECK_EQ_STR(th_run_error(L, "host.sleep('soon')"),
                  "test:1: bad argument #1 to 'sleep' (number expected, got string)");
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 /* ---- small services ---------------------------------------------------- */
@@ -182,7 +182,7 @@ TEST(term_width_is_nil_off_a_terminal)
     if (n == 1) CHECK(lua_toboolean(L, 1));
     close(fds[0]);
     close(fds[1]);
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 TEST(getpid_isatty_strerror)
@@ -198,7 +198,7 @@ TEST(getpid_isatty_strerror)
     }
     CHECK_EQ_STR(th_run_error(L, "host.strerror()"),
                  "test:1: bad argument #1 to 'strerror' (number expected, got no value)");
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 TEST(mkdtemp_creates_a_private_folder)
@@ -238,7 +238,7 @@ TEST(mkdtemp_creates_a_private_folder)
         CHECK(lua_isnil(L, 1));
         CHECK_EQ_STR(lua_tostring(L, 2), "mkdtemp /tmp/no-template: Invalid argument");
     }
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 /* host.exit flushes stdout (LuaJIT's io writes through stdio) and leaves
@@ -312,7 +312,7 @@ TEST(first_sigterm_requests_a_stop)
     th_run_n(L, "host.request_stop()");
     CHECK_EQ_INT(qh_ffi_stop_requested(), 1);
     CHECK_EQ_INT(qh_ffi_stop_signal(), 15);
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 /* In a child forked before this process had any stop signal (main's order). */
@@ -536,7 +536,7 @@ static void child_sleep_unless_stopped(void)
     n = th_run_n(L, "return host.sleep_unless_stopped(1e12)");   /* stopped before: returns at once */
     CHECK_EQ_INT(n, 1);
     if (n == 1) CHECK(!lua_toboolean(L, 1));
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 TEST(stop_cuts_sleep_unless_stopped_short)

@@ -247,7 +247,7 @@ TEST(new_state_requires_every_host_module)
         CHECK(lua_toboolean(L, 11));
         CHECK_EQ_STR(lua_tostring(L, 12), "function");  /* the run loop's, internal */
     }
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 TEST(new_state_requires_the_full_library)
@@ -272,7 +272,7 @@ TEST(new_state_requires_the_full_library)
         snprintf(want, sizeof want, "%s/lua/qhost/app.lua", th_repo_root());
         CHECK_EQ_STR(lua_tostring(L, 7), want);
     }
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 /* lua/qhost/ffi.lua declares qh_msg and the qh_ffi_* functions again for
@@ -311,7 +311,7 @@ TEST(ffi_declarations_match_the_host)
         CHECK_EQ_INT(lua_tointeger(L, 12), offsetof(qh_msg, err));
         CHECK_EQ_INT(lua_tointeger(L, 13), offsetof(qh_msg, header_count));
     }
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 /* Our folders come first on package.path, so `require "qhost"` never finds
@@ -324,7 +324,7 @@ TEST(new_state_puts_the_root_first_on_package_path)
     int n = th_run_n(L, "return package.path");
     CHECK_EQ_INT(n, 1);
     if (n == 1) CHECK(starts_with(lua_tostring(L, 1), want));
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 /* No global Lua state leaks between states (one per pipeline). */
@@ -339,8 +339,8 @@ TEST(states_are_independent)
         CHECK(lua_toboolean(b, 1));
         CHECK(lua_toboolean(b, 2));
     }
-    lua_close(a);
-    lua_close(b);
+    qh_vm_close(a);
+    qh_vm_close(b);
 }
 
 /* ---- qh_vm_pcall ------------------------------------------------------- */
@@ -370,7 +370,7 @@ TEST(pcall_success_keeps_the_stack)
     CHECK_EQ_INT(qh_vm_pcall(L, 0, 1), 0);
     CHECK_EQ_INT(lua_gettop(L), 2);
     CHECK_EQ_INT(lua_tointeger(L, 2), 1);
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 TEST(pcall_error_is_message_then_traceback)
@@ -387,7 +387,7 @@ TEST(pcall_error_is_message_then_traceback)
     CHECK_EQ_INT(count_of(msg, "stack traceback:"), 1);
     CHECK(strstr(msg, "\n\tt:1: in function 'inner'") != NULL);
     CHECK(strstr(msg, "\n\tt:2: in main chunk") != NULL);
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 TEST(pcall_runtime_error_has_the_line)
@@ -399,7 +399,7 @@ TEST(pcall_runtime_error_has_the_line)
     CHECK_EQ_INT(lua_gettop(L), 1);
     CHECK(starts_with(lua_tostring(L, 1),
                       "t:2: attempt to index local 't' (a nil value)\nstack traceback:\n"));
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 TEST(pcall_non_string_errors_become_strings)
@@ -428,7 +428,7 @@ TEST(pcall_non_string_errors_become_strings)
         }
         CHECK_EQ_INT(count_of(msg, "stack traceback:"), 1);
     }
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 /* error() with no message stays nil: a script asking to exit non-zero after
@@ -441,7 +441,7 @@ TEST(pcall_nil_error_stays_nil)
     CHECK_EQ_INT(qh_vm_pcall(L, 0, 0), LUA_ERRRUN);
     CHECK_EQ_INT(lua_gettop(L), 1);
     CHECK(lua_isnil(L, 1));
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 /* A __tostring that raises inside the message handler: Lua reports that
@@ -455,7 +455,7 @@ TEST(pcall_error_in_the_handler)
     CHECK_EQ_INT(rc, LUA_ERRERR);
     CHECK_EQ_INT(lua_gettop(L), 1);
     CHECK_EQ_STR(lua_tostring(L, 1), "error in error handling");
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 /* A C function running its argument through qh_vm_pcall and re-raising
@@ -505,7 +505,7 @@ TEST(pcall_adds_no_second_traceback)
     msg = lua_tostring(L, -1);
     CHECK(starts_with(msg, "stack traceback: is just text here\nstack traceback:\n"));
     CHECK_EQ_INT(count_of(msg, "stack traceback:"), 2);
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 /* ---- qh_vm_run_script -------------------------------------------------- */
@@ -535,7 +535,7 @@ TEST(run_script_sets_arg_and_varargs)
         CHECK(lua_toboolean(L, 5));
         CHECK_EQ_STR(lua_tostring(L, 6), "first|two words||4");
     }
-    lua_close(L);
+    qh_vm_close(L);
 
     L = qh_vm_new("lua");
     lua_settop(L, 0);
@@ -547,7 +547,7 @@ TEST(run_script_sets_arg_and_varargs)
         CHECK_EQ_INT(lua_tointeger(L, 2), 0);
         CHECK_EQ_STR(lua_tostring(L, 3), script);
     }
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 TEST(run_script_syntax_error)
@@ -561,7 +561,7 @@ TEST(run_script_syntax_error)
     CHECK_EQ_INT(lua_gettop(L), 1);
     snprintf(want, sizeof want, "%s:2: unexpected symbol near '='", script);
     CHECK_EQ_STR(lua_tostring(L, 1), want);
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 TEST(run_script_missing_file)
@@ -582,7 +582,7 @@ TEST(run_script_missing_file)
         CHECK_EQ_STR(lua_tostring(L, 1), script);
         CHECK_EQ_STR(lua_tostring(L, 2), "x");
     }
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 TEST(run_script_runtime_error_has_the_traceback)
@@ -598,7 +598,7 @@ TEST(run_script_runtime_error_has_the_traceback)
     snprintf(want, sizeof want, "%s:2: failed with 7\nstack traceback:\n", script);
     CHECK(starts_with(lua_tostring(L, 1), want));
     CHECK_EQ_INT(count_of(lua_tostring(L, 1), "stack traceback:"), 1);
-    lua_close(L);
+    qh_vm_close(L);
 }
 
 int main(int argc, char **argv)

@@ -1,6 +1,7 @@
 /* kafka_admin.c: the admin client of `qhost.kafka` (kafka_internal.h):
  * kafka.admin(config) and its methods partitions (a topic's partition count
  * from metadata), create_topics (entries checked before anything is sent),
+ * create_partitions (a topic grown),
  * watermarks and end_offsets (asked of the broker), over a handle of its
  * own, so its requests never wait behind a consumer's fetch. The handle is of the
  * consumer type, never assigned (it fetches nothing), because the
@@ -230,6 +231,63 @@ fail:
     return qh_kafka_push_fail(L, err[0] ? err : "out of memory");
 }
 
+/* admin:create_partitions(topic, count, timeout_s) -> true | nil, err:
+ * grows topic to count partitions (Kafka never shrinks one). */
+static int l_admin_create_partitions(lua_State *L)
+{
+    qh_admin *a = check_admin(L);
+    const char *topic = luaL_checkstring(L, 2);
+    lua_Integer count = luaL_checkinteger(L, 3);
+    int ms = qh_kafka_timeout_arg(L, 4, 30.0);
+    char err[512] = "";
+    rd_kafka_NewPartitions_t *np = NULL;
+    rd_kafka_queue_t *queue = rd_kafka_queue_new(a->rk);
+    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(a->rk, RD_KAFKA_ADMIN_OP_CREATEPARTITIONS);
+    rd_kafka_event_t *ev = NULL;
+    if (count < 1 || count > INT32_MAX) {
+        snprintf(err, sizeof err, "creating partitions of %s: a count of %lld", topic, (long long)count);
+        goto fail;
+    }
+    np = rd_kafka_NewPartitions_new(topic, (size_t)count, err, sizeof err);
+    if (!np) goto fail;
+    rd_kafka_AdminOptions_set_operation_timeout(opts, ms, err, sizeof err);
+    rd_kafka_AdminOptions_set_request_timeout(opts, ms, err, sizeof err);
+    err[0] = '\0';
+    rd_kafka_CreatePartitions(a->rk, &np, 1, opts, queue);
+    ev = rd_kafka_queue_poll(queue, ms < 0 ? -1 : ms + 5000);
+    if (!ev) {
+        snprintf(err, sizeof err, "creating partitions of %s timed out after %d ms", topic, ms);
+        goto fail;
+    }
+    if (rd_kafka_event_error(ev)) {
+        snprintf(err, sizeof err, "creating partitions of %s: %s", topic, rd_kafka_event_error_string(ev));
+        goto fail;
+    }
+    size_t cnt = 0;
+    const rd_kafka_topic_result_t **results =
+        rd_kafka_CreatePartitions_result_topics(rd_kafka_event_CreatePartitions_result(ev), &cnt);
+    for (size_t i = 0; i < cnt; i++) {
+        rd_kafka_resp_err_t terr = rd_kafka_topic_result_error(results[i]);
+        if (terr) {
+            const char *why = rd_kafka_topic_result_error_string(results[i]);
+            snprintf(err, sizeof err, "creating partitions of %s: %s", topic, why ? why : rd_kafka_err2str(terr));
+            goto fail;
+        }
+    }
+    rd_kafka_event_destroy(ev);
+    rd_kafka_NewPartitions_destroy(np);
+    rd_kafka_AdminOptions_destroy(opts);
+    rd_kafka_queue_destroy(queue);
+    lua_pushboolean(L, 1);
+    return 1;
+fail:
+    if (ev) rd_kafka_event_destroy(ev);
+    if (np) rd_kafka_NewPartitions_destroy(np);
+    rd_kafka_AdminOptions_destroy(opts);
+    rd_kafka_queue_destroy(queue);
+    return qh_kafka_push_fail(L, err[0] ? err : "out of memory");
+}
+
 /* admin:watermarks(topic, partition, timeout_s) -> low, high, asked of the
  * broker now, or nil, err. On this handle of its own the request never waits
  * behind a consumer's long-polling fetch. high is the last stable offset or
@@ -306,6 +364,7 @@ void qh_kafka_admin_register(lua_State *L)
 {
     static const luaL_Reg methods[] = {
         { "partitions", l_admin_partitions }, { "create_topics", l_admin_create_topics },
+        { "create_partitions", l_admin_create_partitions },
         { "watermarks", l_admin_watermarks }, { "end_offsets", l_admin_end_offsets },
         { "close", l_admin_close }, { NULL, NULL },
     };

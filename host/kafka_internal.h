@@ -152,11 +152,23 @@ enum {
     QH_BATCH_FULL,       /* not held: the ring is full (hand over, then hold it) */
     QH_BATCH_TOO_LARGE,  /* not held: produce it directly (after a hand-over) */
 };
-/* Holds a copy of one message for rkt (a handle that outlives the batch),
- * partitioned by its key, timestamped when handed over. Only ever called
- * by one thread, the producing one; takes no lock. */
-int qh_batch_hold(qh_batch *b, rd_kafka_topic_t *rkt, const char *key, size_t key_len,
-                  const char *value, size_t value_len);
+/* What the batch knows of a held topic's partitions (kafka_batch.c says
+ * why), given with its messages. */
+typedef struct qh_batch_topic qh_batch_topic;
+/* The conf for the handle of a topic whose messages a producer holds (for
+ * rd_kafka_topic_new, which takes it; NULL when out of memory), with, when
+ * its partitioner can be watched, *topic set to the watch, owned by the
+ * caller, freed with qh_batch_topic_free after rd_kafka_destroy (librdkafka
+ * may partition on its own threads until then); else *topic NULL. */
+rd_kafka_topic_conf_t *qh_batch_topic_conf(rd_kafka_t *rk, qh_batch_topic **topic);
+/* Accepts NULL. */
+void qh_batch_topic_free(qh_batch_topic *t);
+/* Holds a copy of one message for rkt (a handle that outlives the batch;
+ * topic: its qh_batch_topic_conf watch, or NULL), partitioned by its key,
+ * timestamped when handed over. Only ever called by one thread, the
+ * producing one; takes no lock. */
+int qh_batch_hold(qh_batch *b, rd_kafka_topic_t *rkt, qh_batch_topic *topic, const char *key,
+                  size_t key_len, const char *value, size_t value_len);
 /* With the lock held: hands over what is held, in order. 0, or
  * RD_KAFKA_RESP_ERR__QUEUE_FULL when librdkafka's queue has no room for
  * the rest (still held). */

@@ -76,8 +76,9 @@ struct qh_producer {
     int queue_full_timeout_ms;    /* -1: wait until a stop is requested */
     int unserved;                 /* produces since delivery reports were last served */
     char errstr[512];
-    /* Topic handles, owned, kept for the producer's life (see producer_topic). */
-    struct { char *name; rd_kafka_topic_t *rkt; } topics[QH_TOPIC_CACHE];
+    /* Topic handles, owned, kept for the producer's life (see producer_topic),
+     * with what a batch knows of their partitions (owned; NULL without). */
+    struct { char *name; rd_kafka_topic_t *rkt; qh_batch_topic *held; } topics[QH_TOPIC_CACHE];
     int ntopics;
     /* Delivered messages since the producer was made, written by the
      * delivery reports (the Lua thread, as failures), owned. */
@@ -85,29 +86,41 @@ struct qh_producer {
     int ndelivered;
 };
 
-/* The producer's handle for `name`, made on first use and kept. Producing
- * through it spares librdkafka a by-name lookup per message (a lock and a
- * list scan in rd_kafka_producev(RD_KAFKA_V_TOPIC)), and a handle made before
- * the first message (qh_ffi_producer_topic) has its metadata by then: a topic
- * first named by a produce call waits up to librdkafka's 1 s topic scan
- * before anything is sent. NULL when the cache is full or out of memory:
- * the caller then makes a handle of the moment. */
-static rd_kafka_topic_t *producer_topic(qh_producer *p, const char *name)
+/* The index in p->topics of the producer's handle for `name`, made on
+ * first use and kept. Producing through it spares librdkafka a by-name
+ * lookup per message (a lock and a list scan in
+ * rd_kafka_producev(RD_KAFKA_V_TOPIC)), and a handle made before the first
+ * message (qh_ffi_producer_topic) has its metadata by then: a topic first
+ * named by a produce call waits up to librdkafka's 1 s topic scan before
+ * anything is sent. A producer with a batch makes it with the batch's
+ * watch of its partitions (qh_batch_topic_conf). -1 when the cache is full
+ * or out of memory: the caller then makes a handle of the moment. */
+static int cached_topic(qh_producer *p, const char *name)
 {
     for (int i = 0; i < p->ntopics; i++)
-        if (strcmp(p->topics[i].name, name) == 0) return p->topics[i].rkt;
-    if (p->ntopics == QH_TOPIC_CACHE) return NULL;
+        if (strcmp(p->topics[i].name, name) == 0) return i;
+    if (p->ntopics == QH_TOPIC_CACHE) return -1;
     char *copy = strdup(name);
-    if (!copy) return NULL;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->rk, name, NULL);
+    if (!copy) return -1;
+    qh_batch_topic *held = NULL;
+    rd_kafka_topic_conf_t *conf = p->batch ? qh_batch_topic_conf(p->rk, &held) : NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->rk, name, conf);   /* takes conf */
     if (!rkt) {
+        qh_batch_topic_free(held);
         free(copy);
-        return NULL;
+        return -1;
     }
     p->topics[p->ntopics].name = copy;
     p->topics[p->ntopics].rkt = rkt;
-    p->ntopics++;
-    return rkt;
+    p->topics[p->ntopics].held = held;
+    return p->ntopics++;
+}
+
+/* The cached handle for `name` (cached_topic), or NULL. */
+static rd_kafka_topic_t *producer_topic(qh_producer *p, const char *name)
+{
+    int i = cached_topic(p, name);
+    return i < 0 ? NULL : p->topics[i].rkt;
 }
 
 int qh_ffi_producer_topic(qh_producer *p, const char *name)
@@ -256,11 +269,13 @@ static rd_kafka_resp_err_t hand_over_all(qh_producer *p, const char *topic, int3
 
 /* Holds a plain message in the batch. 1: held (or refused with errstr set,
  * *err); 0: the caller produces it directly. */
-static int produce_held(qh_producer *p, rd_kafka_topic_t *rkt, const char *topic, const char *key,
-                        size_t key_len, const char *value, size_t value_len, rd_kafka_resp_err_t *err)
+static int produce_held(qh_producer *p, int cached, const char *key, size_t key_len, const char *value,
+                        size_t value_len, rd_kafka_resp_err_t *err)
 {
+    rd_kafka_topic_t *rkt = p->topics[cached].rkt;
+    qh_batch_topic *held = p->topics[cached].held;
     *err = RD_KAFKA_RESP_ERR_NO_ERROR;
-    switch (qh_batch_hold(p->batch, rkt, key, key_len, value, value_len)) {
+    switch (qh_batch_hold(p->batch, rkt, held, key, key_len, value, value_len)) {
     case QH_BATCH_HELD:
         /* the reports are served every QH_SERVE_EVERY produces, as
          * without a batch, even when the timer hands over (a slow source's
@@ -279,10 +294,10 @@ static int produce_held(qh_producer *p, rd_kafka_topic_t *rkt, const char *topic
         return 1;
     case QH_BATCH_FULL:
         pthread_mutex_lock(&p->lock);
-        *err = hand_over_all(p, topic, -1);
+        *err = hand_over_all(p, p->topics[cached].name, -1);
         pthread_mutex_unlock(&p->lock);
         /* the ring is empty now, and only this thread fills it */
-        if (!*err) qh_batch_hold(p->batch, rkt, key, key_len, value, value_len);
+        if (!*err) qh_batch_hold(p->batch, rkt, held, key, key_len, value, value_len);
         return 1;
     default:
         return 0;
@@ -294,10 +309,11 @@ int qh_ffi_produce(qh_producer *p, const char *topic, int32_t partition,
                    int64_t timestamp, int header_count, const char **header_names,
                    const char **header_values, const size_t *header_value_lens)
 {
-    rd_kafka_topic_t *rkt = producer_topic(p, topic);
+    int cached = cached_topic(p, topic);
+    rd_kafka_topic_t *rkt = cached < 0 ? NULL : p->topics[cached].rkt;
     rd_kafka_resp_err_t err;
     if (p->batch && rkt && partition < 0 && header_count == 0 && timestamp <= 0 &&
-        produce_held(p, rkt, topic, key, key_len, value, value_len, &err))
+        produce_held(p, cached, key, key_len, value, value_len, &err))
         return (int)err;
     lock_producer(p);
     if (++p->unserved >= QH_SERVE_EVERY) {
@@ -438,6 +454,7 @@ static void producer_destroy(qh_producer *p)
         free(p->topics[i].name);
     }
     if (p->rk) rd_kafka_destroy(p->rk);
+    for (int i = 0; i < p->ntopics; i++) qh_batch_topic_free(p->topics[i].held);
     for (int i = 0; i < p->ndelivered; i++) {
         free(p->delivered[i].name);
         free(p->delivered[i].counts);

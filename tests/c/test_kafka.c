@@ -1056,6 +1056,55 @@ TEST(held_messages_keep_their_order_among_direct_ones)
     CHECK_EQ_STR(run("hc:close(); hp:close(); return true"), "true");
 }
 
+/* Held messages to a topic of one partition go to partition 0 without
+ * librdkafka's partitioner, once it said the topic has one (kafka_batch.c);
+ * held to a topic of three, interleaved with those in the same producer,
+ * each keyed one still goes where murmur2_random puts its key, every run. */
+TEST(held_keyed_messages_go_to_their_keys_partitions)
+{
+    enum { N = 600 };
+    CHECK_EQ_STR(run("return mock:create_topic('held3', 3) and mock:create_topic('held1', 1)"), "true");
+    CHECK_EQ_STR(run("kp = producer({ ['qhost.produce.batch'] = true }); return kp:outq_len()"), "0");
+    qh_producer *p = ptr_of("kp");
+    if (!p) return;
+    static char keys[N][16];
+    int per_topic[2] = { 0, 0 };
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof keys[i], "key-%d", i);
+        /* runs of 1 to 7 messages per topic, so hand-overs mix them */
+        const char *topic = (i / (1 + i % 7)) % 2 ? "held1" : "held3";
+        per_topic[topic[4] == '1']++;
+        CHECK_EQ_INT(produce_kv(p, topic, -1, keys[i], topic), 0);
+    }
+    CHECK_EQ_STR(run("return kp:flush(30)"), "0");
+    CHECK_EQ_INT(qh_ffi_producer_failures(p), 0);
+    CHECK_EQ_STR(run("kc = consumer('g-heldkeys', 'earliest')\n"
+                     "local t = parts('held3', { -1, -1, -1 })\n"
+                     "t[4] = { topic = 'held1', partition = 0 }\n"
+                     "return kc:assign(t)"), "true");
+    qh_consumer *c = ptr_of("kc");
+    if (!c) return;
+    static got g[N];
+    CHECK_EQ_INT(consume(c, g, N, 30000), N);
+    int seen[2] = { 0, 0 }, spread[3] = { 0, 0, 0 };
+    for (int i = 0; i < N; i++) {
+        int one = strcmp(g[i].topic, "held1") == 0;
+        seen[one]++;
+        CHECK_EQ_STR(g[i].value, g[i].topic);
+        int want = one ? 0 : java_partition(g[i].key, 3);
+        if (g[i].partition != want)
+            fprintf(stderr, "%s: %s on %s [%d], not [%d]\n", check_current_name, g[i].key, g[i].topic,
+                    (int)g[i].partition, want);
+        CHECK_EQ_INT(g[i].partition, want);
+        if (!one) spread[g[i].partition]++;
+    }
+    CHECK_EQ_INT(seen[0], per_topic[0]);
+    CHECK_EQ_INT(seen[1], per_topic[1]);
+    CHECK(spread[0] > 0 && spread[1] > 0 && spread[2] > 0);
+    CHECK_EQ_INT(count_more(c, 300), 0);
+    CHECK_EQ_STR(run("kc:close(); kp:close(); return true"), "true");
+}
+
 /* A source may produce one message and then block in its own I/O: a held
  * message leaves without another call on its producer (the batch's timer),
  * both when the timer was asleep (the first message) and when it was
@@ -1575,6 +1624,7 @@ int main(void)
     RUN(resolve_start_finds_every_start_and_is_bounded);
     RUN(a_full_queue_is_waited_out_up_to_the_bound);
     RUN(held_messages_keep_their_order_among_direct_ones);
+    RUN(held_keyed_messages_go_to_their_keys_partitions);
     RUN(a_held_message_leaves_without_another_call);
     RUN(a_held_message_refused_fails_as_a_delivery);
     RUN(a_full_queue_keeps_held_messages_and_bounds_the_wait);

@@ -192,6 +192,35 @@ function H.pids_matching(needle)
   return list
 end
 
+-- The partition of `key` among n by the Java client's partitioner (Kafka's
+-- murmur2, positive, modulo n), which murmur2_random follows for a key.
+-- Products in 64-bit cdata, kept to their low 32 bits.
+local ffi = require("ffi")
+local U32 = 0xffffffffULL
+local function mul32(a, b) return (a * b) % 0x100000000ULL end
+function H.java_partition(key, n)
+  local m = 0x5bd1e995ULL
+  local h = bit.bxor(0x9747b28cULL, #key) % 0x100000000ULL
+  local len, i = #key, 1
+  while i + 3 <= len do
+    local b1, b2, b3, b4 = key:byte(i, i + 3)
+    local k = ffi.cast("uint64_t", b1 + b2 * 256 + b3 * 65536) + ffi.cast("uint64_t", b4) * 16777216ULL
+    k = mul32(k, m)
+    k = bit.bxor(k, bit.rshift(k, 24))
+    k = mul32(k, m)
+    h = bit.bxor(mul32(h, m), k)
+    i = i + 4
+  end
+  local rest = len - i + 1
+  if rest == 3 then h = bit.bxor(h, ffi.cast("uint64_t", key:byte(i + 2)) * 65536ULL) end
+  if rest >= 2 then h = bit.bxor(h, ffi.cast("uint64_t", key:byte(i + 1)) * 256ULL) end
+  if rest >= 1 then h = mul32(bit.bxor(h, ffi.cast("uint64_t", key:byte(i))), m) end
+  h = bit.bxor(h, bit.rshift(h, 13))
+  h = mul32(h, m)
+  h = bit.bxor(h, bit.rshift(h, 15))
+  return tonumber(bit.band(h, U32) % 0x80000000ULL) % n
+end
+
 -- Lines of stdout parsed as JSON (print{ pretty = false }).
 function H.json_lines(text)
   local json = require("qhost").json

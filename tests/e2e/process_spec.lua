@@ -148,6 +148,77 @@ for _, v in ipairs(app:run{ count = 2 }) do print(v) end
     assert.are.equal("ping\npong\n", r.stdout)
   end)
 
+  it("partitions a source's messages by key again once its topic of one partition gains more", function()
+    -- A source's producer hands the messages for a topic of one partition
+    -- to partition 0 without librdkafka's partitioner, until one run in 64
+    -- through the partitioner sees more (host/kafka_batch.c). After the
+    -- topic grows and librdkafka has the new count (its metadata refresh,
+    -- every 100 ms here), at most 64 runs of 64 messages still go to 0;
+    -- every message after them is on its key's partition.
+    if H.mode ~= "kafka" then pending("a topic that gains partitions: real Kafka") return end
+    local clients = require("qhost.kafka.clients")
+    local topic_reader = require("qhost.kafka.topic_reader")
+    local admin = assert(clients.admin({ ["bootstrap.servers"] = H.broker }))
+    local topic = H.unique("grows")
+    assert(admin:create_topics({ { name = topic, num_partitions = 1, replication_factor = 1 } }, 30))
+    assert.is_true(H.eventually(function() return admin:partitions(topic, 10) == 1 end, 30))
+    local dir = H.tmpdir()
+    local FIRST, SECOND, LAG = 2000, 12000, 64 * 64
+    H.write(dir .. "/app.lua", [[
+local qhost = require("qhost")
+local host = require("qhost.host")
+local app = qhost.Application{ consumer_group = "]] .. H.unique("g") .. [[",
+  producer_extra_config = { ["topic.metadata.refresh.interval.ms"] = 100 } }
+local function exists(path) local f = io.open(path); if f then f:close() end; return f ~= nil end
+local Keys = qhost.sources.Source:extend("Keys")
+function Keys:burst(from, to)
+  for i = from, to do
+    local msg = self:serialize{ key = "k" .. i, value = i }
+    self:produce{ key = msg.key, value = msg.value }
+  end
+  self:flush()
+end
+function Keys:run()
+  self:burst(1, ]] .. FIRST .. [[)
+  io.open(self.dir .. "/first", "w"):close()
+  local deadline = host.monotonic() + 120
+  while not exists(self.dir .. "/grown") and host.monotonic() < deadline do host.sleep(0.01) end
+  self:burst(]] .. FIRST + 1 .. ", " .. SECOND .. [[)
+end
+local topic = app:topic("]] .. topic .. [[", { key_serializer = "string", value_serializer = "json" })
+app:add_source(Keys{ name = "keys", dir = "]] .. dir .. [[" }, topic)
+app:run()
+]])
+    local proc = H.start_guarded(finally, dir, "app.lua")
+    assert.is_true(H.eventually(function() return H.read(dir .. "/first") ~= nil end, 60), proc:stderr())
+    assert(admin:create_partitions(topic, 4, 30))
+    assert.is_true(H.eventually(function() return admin:partitions(topic, 10) == 4 end, 30))
+    -- (nothing shows when the source's producer has refreshed its metadata:
+    -- twenty of its refresh intervals)
+    H.sleep(2)
+    H.write(dir .. "/grown", "")
+    local r = proc:wait(120)
+    assert.are.equal(0, r and r.code, r and r.stderr)
+    local partition_of = {}
+    assert(topic_reader.read_to_end({ ["bootstrap.servers"] = H.broker }, topic, {
+      on_record = function(rec) partition_of[tonumber(rec.value)] = rec.partition end }))
+    admin:close()
+    local spread, misplaced = {}, {}
+    for i = 1, SECOND do
+      local p = partition_of[i]
+      assert.is_not_nil(p, "message " .. i .. " is missing")
+      if i <= FIRST then
+        assert.are.equal(0, p)
+      elseif i > FIRST + LAG then
+        spread[p] = true
+        local want = H.java_partition("k" .. i, 4)
+        if p ~= want then misplaced[#misplaced + 1] = string.format("k%d on %d, not %d", i, p, want) end
+      end
+    end
+    assert.are.same({}, misplaced)
+    assert.is_true(spread[1] and spread[2] and spread[3])
+  end)
+
   it("releases the sources of an app consuming from earliest as soon as their topics exist", function()
     -- A sink's setup comes after the topics are made and before the
     -- consumer: it waits for a file the source's setup writes. From

@@ -1,5 +1,5 @@
-/* lua_heap.h: the memory of qhost's LuaJIT states (lua_heap.c says why
- * they do not use LuaJIT's own allocator).
+/* lua_heap.h: the memory of a source process's LuaJIT state (lua_heap.c
+ * says why it does not use LuaJIT's own allocator, and why only there).
  * Provides: a state on a heap of its own (qh_lua_heap_newstate), closed
  * with qh_lua_heap_close; the heap alone, for tests (qh_lua_heap_new,
  * qh_lua_heap_alloc: a lua_Alloc, qh_lua_heap_destroy).

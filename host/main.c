@@ -52,7 +52,7 @@ static int run(const char *mode, int argc, char **argv)
     int is_child = getenv("QHOST_SPEC_FD") != NULL;
     qh_hostlib_install_signals(is_child);
 
-    lua_State *L = qh_vm_new(mode);
+    lua_State *L = qh_vm_new(mode, is_child ? QH_VM_OWN_HEAP : QH_VM_LUAJIT_MEMORY);
     if (!L) {
         fprintf(stderr, "qhost: cannot create a Lua state (out of memory)\n");
         return 1;

@@ -187,9 +187,9 @@ static void set_paths(lua_State *L, const char *root)
     lua_pop(L, 2);
 }
 
-lua_State *qh_vm_new(const char *mode)
+lua_State *qh_vm_new(const char *mode, qh_vm_memory memory)
 {
-    lua_State *L = qh_lua_heap_newstate();
+    lua_State *L = memory == QH_VM_OWN_HEAP ? qh_lua_heap_newstate() : luaL_newstate();
     if (!L) return NULL;
     luaL_openlibs(L);
     set_paths(L, g_paths.root);

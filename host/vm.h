@@ -27,12 +27,17 @@ int qh_vm_locate(qh_paths *out, char *err, size_t errlen);
 /* The paths found by qh_vm_locate (valid after it succeeded). */
 const qh_paths *qh_vm_paths(void);
 
-/* A new state with libraries, paths and preloads, on a heap of its own
- * (lua_heap.h); `mode` ("run" or "lua") is exposed as qhost.host.mode. NULL
- * on allocation failure. Closed with qh_vm_close. */
-lua_State *qh_vm_new(const char *mode);
+/* Where a state's memory comes from: LuaJIT's allocator, or a heap of its
+ * own (lua_heap.h), which a source's process takes (lua_heap.c says why
+ * only there). */
+typedef enum qh_vm_memory { QH_VM_LUAJIT_MEMORY, QH_VM_OWN_HEAP } qh_vm_memory;
 
-/* Closes a state of qh_vm_new's and frees its heap. */
+/* A new state with libraries, paths and preloads; `mode` ("run" or "lua")
+ * is exposed as qhost.host.mode. NULL on allocation failure. Closed with
+ * qh_vm_close. */
+lua_State *qh_vm_new(const char *mode, qh_vm_memory memory);
+
+/* Closes a state of qh_vm_new's, and frees its heap when it has one. */
 void qh_vm_close(lua_State *L);
 
 /* lua_pcall with a traceback handler. On error returns non-zero and leaves

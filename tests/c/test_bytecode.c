@@ -255,7 +255,7 @@ static void check_searcher_uses(const char *cache_dir_rel, const char *root_rel)
     CHECK_EQ_INT(qh_vm_locate(&paths, err, sizeof err), 0);
     snprintf(name, sizeof name, "%s/%s", root, cache_dir_rel);
     CHECK_EQ_STR(paths.bytecode, name);
-    lua_State *L = qh_vm_new("lua");
+    lua_State *L = qh_vm_new("lua", QH_VM_LUAJIT_MEMORY);
     CHECK(L != NULL);
     if (L) {
         CHECK_EQ_STR(th_run(L, "return require('qhost.probe')"), "cached");
@@ -287,7 +287,7 @@ TEST(without_a_cache_folder_the_library_is_parsed)
     qh_paths paths;
     CHECK_EQ_INT(qh_vm_locate(&paths, err, sizeof err), 0);
     CHECK_EQ_STR(paths.bytecode, "");
-    lua_State *L = qh_vm_new("lua");
+    lua_State *L = qh_vm_new("lua", QH_VM_LUAJIT_MEMORY);
     CHECK(L != NULL);
     if (L) {
         CHECK_EQ_STR(th_run(L, "return require('qhost').ok"), "parsed");

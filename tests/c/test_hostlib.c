@@ -25,7 +25,7 @@
 /* A state as the qhost binary makes it, with the module as global `host`. */
 static lua_State *new_lua(const char *mode)
 {
-    lua_State *L = qh_vm_new(mode);
+    lua_State *L = qh_vm_new(mode, QH_VM_LUAJIT_MEMORY);
     if (!L) return NULL;
     th_lua_prelude(L, "host = require 'qhost.host'");
     return L;

@@ -2,7 +2,7 @@
  * blocks of every size keep their bytes through resizes across classes and
  * to and from malloc's, freed blocks are reused by their class, a LuaJIT
  * state runs on it and gives back every byte, and qh_vm_new's states use
- * it. In a SAN build also: a free at the wrong size stops the process, and
+ * it when asked. In a SAN build also: a free at the wrong size stops the process, and
  * a read of a freed block is reported. */
 #include <signal.h>
 #include <stdint.h>
@@ -144,16 +144,20 @@ TEST(a_state_on_a_heap_runs_and_gives_every_byte_back)
     qh_lua_heap_destroy(h);
 }
 
-TEST(the_hosts_states_live_on_a_heap)
+TEST(the_hosts_states_live_on_a_heap_when_asked)
 {
-    lua_State *L = qh_vm_new("lua");
-    CHECK(L != NULL);
-    if (!L) return;
+    lua_State *L = qh_vm_new("lua", QH_VM_OWN_HEAP);
+    lua_State *own = qh_vm_new("lua", QH_VM_LUAJIT_MEMORY);
+    CHECK(L != NULL && own != NULL);
+    if (!L || !own) return;
     void *ud = NULL;
     CHECK(lua_getallocf(L, &ud) == qh_lua_heap_alloc);
     CHECK(ud != NULL && qh_lua_heap_in_use(ud) > 0);
+    CHECK(lua_getallocf(own, &ud) != qh_lua_heap_alloc);
     CHECK_EQ_STR(th_run(L, "local t = {} for i = 1, 1000 do t[i] = tostring(i) end return #t"), "1000");
+    CHECK_EQ_STR(th_run(own, "local t = {} for i = 1, 1000 do t[i] = tostring(i) end return #t"), "1000");
     qh_vm_close(L);
+    qh_vm_close(own);
 }
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -222,7 +226,7 @@ int main(void)
     RUN(a_resize_within_its_class_keeps_the_block);
 #endif
     RUN(a_state_on_a_heap_runs_and_gives_every_byte_back);
-    RUN(the_hosts_states_live_on_a_heap);
+    RUN(the_hosts_states_live_on_a_heap_when_asked);
 #if defined(__SANITIZE_ADDRESS__)
     RUN(a_checked_heap_stops_a_free_at_another_size);
     RUN(a_checked_heap_reports_a_read_of_a_freed_block);

@@ -217,7 +217,7 @@ TEST(locate_error_names_the_binary)
 
 TEST(new_state_requires_every_host_module)
 {
-    lua_State *L = qh_vm_new("run");
+    lua_State *L = qh_vm_new("run", QH_VM_LUAJIT_MEMORY);
     CHECK(L != NULL);
     if (!L) return;
     int n = th_run_n(L,
@@ -252,7 +252,7 @@ TEST(new_state_requires_every_host_module)
 
 TEST(new_state_requires_the_full_library)
 {
-    lua_State *L = qh_vm_new("lua");
+    lua_State *L = qh_vm_new("lua", QH_VM_LUAJIT_MEMORY);
     CHECK(L != NULL);
     if (!L) return;
     int n = th_run_n(L,
@@ -280,7 +280,7 @@ TEST(new_state_requires_the_full_library)
  * resolve in the binary (exported with -rdynamic). */
 TEST(ffi_declarations_match_the_host)
 {
-    lua_State *L = qh_vm_new("run");
+    lua_State *L = qh_vm_new("run", QH_VM_LUAJIT_MEMORY);
     int n = th_run_n(L,
         "local ffi = require 'ffi'\n"
         "local C = require 'qhost.kafka.ffi'\n"
@@ -318,7 +318,7 @@ TEST(ffi_declarations_match_the_host)
  * another copy. */
 TEST(new_state_puts_the_root_first_on_package_path)
 {
-    lua_State *L = qh_vm_new("run");
+    lua_State *L = qh_vm_new("run", QH_VM_LUAJIT_MEMORY);
     char want[3 * PATH_MAX];
     snprintf(want, sizeof want, "%s/lua/?.lua;%s/lua/?/init.lua;", th_repo_root(), th_repo_root());
     int n = th_run_n(L, "return package.path");
@@ -330,7 +330,7 @@ TEST(new_state_puts_the_root_first_on_package_path)
 /* No global Lua state leaks between states (one per pipeline). */
 TEST(states_are_independent)
 {
-    lua_State *a = qh_vm_new("run"), *b = qh_vm_new("run");
+    lua_State *a = qh_vm_new("run", QH_VM_LUAJIT_MEMORY), *b = qh_vm_new("run", QH_VM_LUAJIT_MEMORY);
     int n = th_run_n(a, "leak = 1; require('qhost.host').extra = 2; return true");
     CHECK_EQ_INT(n, 1);
     n = th_run_n(b, "return leak == nil, require('qhost.host').extra == nil");
@@ -352,7 +352,7 @@ static int load(lua_State *L, const char *code)
 
 TEST(pcall_success_keeps_the_stack)
 {
-    lua_State *L = qh_vm_new("run");
+    lua_State *L = qh_vm_new("run", QH_VM_LUAJIT_MEMORY);
     lua_settop(L, 0);
     lua_pushstring(L, "below");
     CHECK_EQ_INT(load(L, "local a, b = ...; return a + b, a * b, 'x'"), 0);
@@ -375,7 +375,7 @@ TEST(pcall_success_keeps_the_stack)
 
 TEST(pcall_error_is_message_then_traceback)
 {
-    lua_State *L = qh_vm_new("run");
+    lua_State *L = qh_vm_new("run", QH_VM_LUAJIT_MEMORY);
     lua_settop(L, 0);
     lua_pushstring(L, "below");
     CHECK_EQ_INT(load(L, "local function inner() error('boom') end\ninner()"), 0);
@@ -392,7 +392,7 @@ TEST(pcall_error_is_message_then_traceback)
 
 TEST(pcall_runtime_error_has_the_line)
 {
-    lua_State *L = qh_vm_new("run");
+    lua_State *L = qh_vm_new("run", QH_VM_LUAJIT_MEMORY);
     lua_settop(L, 0);
     CHECK_EQ_INT(load(L, "local t = nil\nreturn t.field"), 0);
     CHECK_EQ_INT(qh_vm_pcall(L, 0, 0), LUA_ERRRUN);
@@ -413,7 +413,7 @@ TEST(pcall_non_string_errors_become_strings)
         { "error(setmetatable({}, { __tostring = function() return {} end }))",
           "(error object is a table value)\nstack traceback:\n" },
     };
-    lua_State *L = qh_vm_new("run");
+    lua_State *L = qh_vm_new("run", QH_VM_LUAJIT_MEMORY);
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         lua_settop(L, 0);
         CHECK_EQ_INT(load(L, cases[i].code), 0);
@@ -435,7 +435,7 @@ TEST(pcall_non_string_errors_become_strings)
  * reporting its own failure (busted), which main reports in one line. */
 TEST(pcall_nil_error_stays_nil)
 {
-    lua_State *L = qh_vm_new("run");
+    lua_State *L = qh_vm_new("run", QH_VM_LUAJIT_MEMORY);
     lua_settop(L, 0);
     CHECK_EQ_INT(load(L, "error()"), 0);
     CHECK_EQ_INT(qh_vm_pcall(L, 0, 0), LUA_ERRRUN);
@@ -448,7 +448,7 @@ TEST(pcall_nil_error_stays_nil)
  * as an error in error handling, still one string on the stack. */
 TEST(pcall_error_in_the_handler)
 {
-    lua_State *L = qh_vm_new("run");
+    lua_State *L = qh_vm_new("run", QH_VM_LUAJIT_MEMORY);
     lua_settop(L, 0);
     CHECK_EQ_INT(load(L, "error(setmetatable({}, { __tostring = function() error('again') end }))"), 0);
     int rc = qh_vm_pcall(L, 0, 0);
@@ -474,7 +474,7 @@ static int l_nested(lua_State *L)
 
 TEST(pcall_adds_no_second_traceback)
 {
-    lua_State *L = qh_vm_new("run");
+    lua_State *L = qh_vm_new("run", QH_VM_LUAJIT_MEMORY);
     lua_register(L, "nested", l_nested);
 
     lua_settop(L, 0);
@@ -519,7 +519,7 @@ TEST(run_script_sets_arg_and_varargs)
     char script[PATH_MAX];
     snprintf(script, sizeof script, "%s/args.lua", tmp_dir);
     CHECK_EQ_INT(write_text("args.lua", arg_script), 0);
-    lua_State *L = qh_vm_new("lua");
+    lua_State *L = qh_vm_new("lua", QH_VM_LUAJIT_MEMORY);
     lua_settop(L, 0);
     char *argv[] = { "first", "two words", "", "4" };
     CHECK_EQ_INT(qh_vm_run_script(L, script, 4, argv), 0);
@@ -537,7 +537,7 @@ TEST(run_script_sets_arg_and_varargs)
     }
     qh_vm_close(L);
 
-    L = qh_vm_new("lua");
+    L = qh_vm_new("lua", QH_VM_LUAJIT_MEMORY);
     lua_settop(L, 0);
     CHECK_EQ_INT(qh_vm_run_script(L, script, 0, NULL), 0);
     n = th_run_n(L, "return got.n, arg_n, arg0");
@@ -555,7 +555,7 @@ TEST(run_script_syntax_error)
     char script[PATH_MAX], want[PATH_MAX + 64];
     snprintf(script, sizeof script, "%s/syntax.lua", tmp_dir);
     CHECK_EQ_INT(write_text("syntax.lua", "local x = 1\nx = = 2\n"), 0);
-    lua_State *L = qh_vm_new("lua");
+    lua_State *L = qh_vm_new("lua", QH_VM_LUAJIT_MEMORY);
     lua_settop(L, 0);
     CHECK(qh_vm_run_script(L, script, 0, NULL) != 0);
     CHECK_EQ_INT(lua_gettop(L), 1);
@@ -568,7 +568,7 @@ TEST(run_script_missing_file)
 {
     char script[PATH_MAX], want[PATH_MAX + 64];
     snprintf(script, sizeof script, "%s/no-such-script.lua", tmp_dir);
-    lua_State *L = qh_vm_new("lua");
+    lua_State *L = qh_vm_new("lua", QH_VM_LUAJIT_MEMORY);
     lua_settop(L, 0);
     char *argv[] = { "x" };
     CHECK(qh_vm_run_script(L, script, 1, argv) != 0);
@@ -590,7 +590,7 @@ TEST(run_script_runtime_error_has_the_traceback)
     char script[PATH_MAX], want[PATH_MAX + 64];
     snprintf(script, sizeof script, "%s/fails.lua", tmp_dir);
     CHECK_EQ_INT(write_text("fails.lua", "local n = ...\nerror('failed with ' .. n)\n"), 0);
-    lua_State *L = qh_vm_new("lua");
+    lua_State *L = qh_vm_new("lua", QH_VM_LUAJIT_MEMORY);
     lua_settop(L, 0);
     char *argv[] = { "7" };
     CHECK(qh_vm_run_script(L, script, 1, argv) != 0);

@@ -76,7 +76,7 @@ struct qh_producer {
     int queue_full_timeout_ms;    /* -1: wait until a stop is requested */
     int unserved;                 /* produces since delivery reports were last served */
     char errstr[512];
-    /* Topic handles, owned, kept for the producer's life (see producer_topic),
+    /* Topic handles, owned, kept for the producer's life (see cached_topic),
      * with what a batch knows of their partitions (owned; NULL without). */
     struct { char *name; rd_kafka_topic_t *rkt; qh_batch_topic *held; } topics[QH_TOPIC_CACHE];
     int ntopics;
@@ -116,16 +116,9 @@ static int cached_topic(qh_producer *p, const char *name)
     return p->ntopics++;
 }
 
-/* The cached handle for `name` (cached_topic), or NULL. */
-static rd_kafka_topic_t *producer_topic(qh_producer *p, const char *name)
-{
-    int i = cached_topic(p, name);
-    return i < 0 ? NULL : p->topics[i].rkt;
-}
-
 int qh_ffi_producer_topic(qh_producer *p, const char *name)
 {
-    return producer_topic(p, name) ? 0 : -1;
+    return cached_topic(p, name) < 0 ? -1 : 0;
 }
 
 static int is_cached_topic(const qh_producer *p, const rd_kafka_topic_t *rkt)
@@ -528,15 +521,19 @@ static int l_producer_ptr(lua_State *L)
 }
 
 /* Hands over what is held within ms (-1: no bound), making room by
- * flushing (which also sends what lingers). Lock held. */
-static void hand_over_flushing(qh_producer *p, int ms)
+ * flushing (which also sends what lingers). Lock held. Returns what is
+ * left of ms (-1 stays -1). */
+static int hand_over_flushing(qh_producer *p, int ms)
 {
     int64_t deadline = ms < 0 ? INT64_MAX : qh_kafka_monotonic_ms() + ms;
     while (qh_batch_hand_over(p->batch) == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
         int64_t left = deadline - qh_kafka_monotonic_ms();
-        if (left <= 0) return;
+        if (left <= 0) return 0;
         rd_kafka_flush(p->rk, left < 100 ? (int)left : 100);
     }
+    if (ms < 0) return -1;
+    int64_t left = deadline - qh_kafka_monotonic_ms();
+    return left > 0 ? (int)left : 0;
 }
 
 /* producer:flush(timeout_s) -> messages still queued or held (0 when all
@@ -546,14 +543,7 @@ static int l_producer_flush(lua_State *L)
     qh_producer *p = check_producer(L);
     int ms = qh_kafka_timeout_arg(L, 2, 10.0);
     lock_producer(p);
-    if (p->batch) {
-        int64_t start = qh_kafka_monotonic_ms();
-        hand_over_flushing(p, ms);
-        if (ms > 0) {
-            int64_t spent = qh_kafka_monotonic_ms() - start;
-            ms = spent >= ms ? 0 : ms - (int)spent;
-        }
-    }
+    if (p->batch) ms = hand_over_flushing(p, ms);
     rd_kafka_flush(p->rk, ms);
     lua_pushinteger(L, producer_outq_len(p));
     unlock_producer(p);

@@ -124,12 +124,12 @@ end
 -- producer:produce(topic, value, key, partition, timestamp_ms, headers,
 -- value_len) -> true | nil, err, code. value and key are strings (or nil);
 -- value may also be the address of value_len bytes (a number), copied
--- before this returns. The result
--- is about this message only: it is queued (or held, with
--- qhost.produce.batch: a refusal at its hand-over is then a failed
--- delivery), or it is not (err, and the rd_kafka_resp_err_t code). Delivery reports are served as it goes, but
--- an earlier message's failed delivery is never returned here (nor does it
--- keep this message from being sent): it is recorded, for take_failures.
+-- before this returns. The result is about this message only: it is
+-- queued (or held, with qhost.produce.batch: a refusal at its hand-over is
+-- then a failed delivery), or it is not (err, and the rd_kafka_resp_err_t
+-- code). Delivery reports are served as it goes, but an earlier message's
+-- failed delivery is never returned here (nor does it keep this message
+-- from being sent): it is recorded, for take_failures.
 -- (The C side serves delivery reports as it goes, every 64th produce.)
 function Producer:produce(topic, value, key, partition, timestamp, headers, value_len)
   local ptr = self.ptr
